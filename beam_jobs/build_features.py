@@ -1,0 +1,39 @@
+"""Per-firm feature table as of a date: `python -m beam_jobs.build_features --feeds DIR --as_of D
+--out FILE.parquet [Beam flags]` (also `smescore features`). The nightly scoring job and the
+training snapshots use the same ComputeFeatures transform."""
+from __future__ import annotations
+
+import logging
+import sys
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+
+from beam_jobs import sinks
+from beam_jobs.options import FeaturesConfig
+from beam_jobs.sources import LocalFilesSource
+from transforms.beam_features import FEATURE_SCHEMA, ComputeFeatures
+
+
+def build_pipeline(p: beam.Pipeline, cfg: FeaturesConfig, source) -> None:
+    feeds = source.read(p)
+    features, rejected = feeds | "Features" >> ComputeFeatures([cfg.as_of], cfg.n_shards)
+    features | "WriteFeatures" >> sinks.WriteSortedParquet(
+        cfg.out, FEATURE_SCHEMA, ["as_of_date", "enterprise_id"])
+    rejected | "WriteRejected" >> sinks.WriteRejected(cfg.rejected_out)
+
+
+def run(argv=None, save_main_session=True):
+    options = PipelineOptions(argv)
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    cfg = FeaturesConfig.from_options(options)
+    source = LocalFilesSource(cfg.feeds)
+    source.check()
+    with beam.Pipeline(options=options) as p:
+        build_pipeline(p, cfg, source)
+    return cfg
+
+
+if __name__ == "__main__":
+    logging.getLogger().setLevel(logging.INFO)
+    run(sys.argv[1:])

@@ -1,0 +1,81 @@
+"""RunInference over feature tables: each element is a batch of thousands of firms, not one row.
+
+The handler loads the hermetic SavedModel with `tf.saved_model.load` (no Keras involved, so the
+Keras 3 / legacy SavedModel problem does not arise) once per worker, calls the
+`score_and_explain` signature once per table and returns the table with `pd`, `logit`,
+`expected_logit` and `phi` (one attribution per catalogue feature) appended.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.ml.inference.base import ModelHandler
+
+from transforms import catalog
+
+EXPLAIN_SIGNATURE = "score_and_explain"
+
+
+class NoGpuError(RuntimeError):
+    pass
+
+
+def raw_inputs(table: pa.Table) -> dict[str, np.ndarray]:
+    """Signature inputs from a feature table: float32 with NaN for missing, strings with ''."""
+    out = {}
+    for f in catalog.FEATURES:
+        col = table.column(f.name)
+        if f.is_categorical:
+            out[f.name] = np.asarray(pc.fill_null(col.cast(pa.string()), "").to_pylist(), dtype=object)
+        else:
+            out[f.name] = pc.fill_null(col.cast(pa.float32()), np.nan).to_numpy(zero_copy_only=False)
+    return out
+
+
+class FeatureTableModelHandler(ModelHandler[pa.Table, pa.Table, Any]):
+    """ModelHandler whose examples are whole Arrow feature tables (pre-batched upstream)."""
+
+    def __init__(self, saved_model_path: str, model_version: str, require_gpu: bool = False):
+        super().__init__()
+        self.saved_model_path = saved_model_path
+        self.model_version = model_version
+        self.require_gpu = require_gpu
+
+    def load_model(self):
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+        import tensorflow as tf
+        if self.require_gpu and not tf.config.list_physical_devices("GPU"):
+            raise NoGpuError("--require_gpu is set but TensorFlow sees no GPU on this worker; "
+                             "check --dataflow_service_options=worker_accelerator=... and the image")
+        return tf.saved_model.load(self.saved_model_path)
+
+    def run_inference(self, batch, model, inference_args=None) -> Iterable[pa.Table]:
+        import tensorflow as tf
+        tables = [batch] if isinstance(batch, pa.Table) else list(batch)
+        signature = model.signatures[EXPLAIN_SIGNATURE]
+        for table in tables:
+            inputs = {k: tf.constant(v) for k, v in raw_inputs(table).items()}
+            out = signature(**inputs)
+            phi = out["phi"].numpy().astype(np.float32)
+            yield (table
+                   .append_column("pd", pa.array(out["pd"].numpy().astype(np.float64)))
+                   .append_column("logit", pa.array(out["logit"].numpy().astype(np.float64)))
+                   .append_column("expected_logit",
+                                  pa.array(out["expected_logit"].numpy().astype(np.float64)))
+                   .append_column("phi", pa.FixedSizeListArray.from_arrays(
+                       pa.array(phi.reshape(-1)), phi.shape[1])))
+
+    def should_skip_batching(self) -> bool:
+        return True            # elements already are batches of thousands of firms
+
+    def get_num_bytes(self, batch: Sequence[pa.Table]) -> int:
+        tables = [batch] if isinstance(batch, pa.Table) else batch
+        return sum(t.nbytes for t in tables)
+
+    def get_metrics_namespace(self) -> str:
+        return "smescore"

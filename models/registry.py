@@ -1,0 +1,88 @@
+"""A model registry on a filesystem path: one folder per version, a pointer to the champion.
+
+    <registry>/versions/<version>/saved_model/      the hermetic SavedModel
+    <registry>/versions/<version>/transform_fn/     the TFT output (kept for audits and retraining)
+    <registry>/versions/<version>/model_card.json
+    <registry>/versions/<version>/background.parquet  the SHAP background firms (raw features)
+    <registry>/champion.json                        {"version": ...}
+
+A version folder is written under a temporary name and renamed into place, so a reader never sees
+half a model. Local paths now; the same layout works on gs:// through a filesystem that can rename.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+VERSIONS = "versions"
+CHAMPION = "champion.json"
+MODEL_CARD = "model_card.json"
+SAVED_MODEL = "saved_model"
+TRANSFORM_FN = "transform_fn"
+BACKGROUND = "background.parquet"
+
+
+class Registry:
+    def __init__(self, root: str):
+        self.root = root
+
+    def version_dir(self, version: str) -> str:
+        return os.path.join(self.root, VERSIONS, version)
+
+    def versions(self) -> list[str]:
+        folder = os.path.join(self.root, VERSIONS)
+        if not os.path.isdir(folder):
+            return []
+        return sorted(v for v in os.listdir(folder) if not v.startswith("."))
+
+    def staging_dir(self) -> str:
+        """A fresh folder inside the registry to build a version in (same filesystem: rename works)."""
+        os.makedirs(os.path.join(self.root, VERSIONS), exist_ok=True)
+        return tempfile.mkdtemp(prefix=".staging-", dir=os.path.join(self.root, VERSIONS))
+
+    def publish(self, staging: str, version: str) -> str:
+        """Move a finished staging folder to versions/<version>; an existing version is replaced
+        only if it is the same model (same version id = same data, transform and parameters)."""
+        target = self.version_dir(version)
+        if os.path.exists(target):
+            old = os.path.join(self.root, VERSIONS, f".old-{version}")
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, target)
+        return target
+
+    def model_card(self, version: str) -> dict:
+        with open(os.path.join(self.version_dir(version), MODEL_CARD), encoding="utf-8") as fh:
+            return json.load(fh)
+
+    def saved_model_path(self, version: str) -> str:
+        return os.path.join(self.version_dir(version), SAVED_MODEL)
+
+    def champion(self) -> str:
+        path = os.path.join(self.root, CHAMPION)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no champion in registry {self.root!r}: run `smescore train` "
+                                    f"first (it promotes its model when there is none)")
+        with open(path, encoding="utf-8") as fh:
+            version = json.load(fh)["version"]
+        if version not in self.versions():
+            raise FileNotFoundError(f"champion {version!r} is not a version in {self.root!r}")
+        return version
+
+    def set_champion(self, version: str) -> None:
+        if version not in self.versions():
+            raise ValueError(f"unknown model version {version!r}; known: {self.versions()}")
+        write_json_atomically(os.path.join(self.root, CHAMPION), {"version": version})
+
+
+def write_json_atomically(path: str, payload: dict) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2, sort_keys=True, ensure_ascii=False)
+    os.replace(tmp, path)

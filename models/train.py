@@ -1,0 +1,312 @@
+"""`smescore train`: snapshots -> TFT -> network -> calibration -> SavedModel -> registry.
+
+Out-of-time design: labelled snapshots at month-ends; the earliest dates train, the next ones
+validate (early stopping, calibration), the latest ones test. The model card carries the test
+metrics, the challenger's, the generator's oracle AUC when a ground truth is present, and the
+baseline that drift and SHAP need later.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from models import baseline, calibration, metrics, network, registry
+from transforms import catalog, feeds
+
+MODEL_ELIGIBLE_MIN_HISTORY = 6     # months of feed history below which the cold-start rules score
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    feeds: str
+    registry: str
+    as_of: dt.date | None = None
+    hparams: network.HParams = network.HParams()
+    valid_dates: int = 2
+    test_dates: int = 2
+    min_history_months: int = MODEL_ELIGIBLE_MIN_HISTORY
+    background_size: int = 200
+    n_shards: int = 16
+    beam_args: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.background_size < 100:
+            raise ValueError(f"background_size must be >= 100 firms, got {self.background_size}")
+        if self.valid_dates < 1 or self.test_dates < 1:
+            raise ValueError("valid_dates and test_dates must be >= 1")
+
+
+def month_end(year: int, month: int) -> dt.date:
+    y, m = (year + 1, 1) if month == 12 else (year, month + 1)
+    return dt.date(y, m, 1) - dt.timedelta(days=1)
+
+
+def add_months(d: dt.date, n: int) -> dt.date:
+    m = d.year * 12 + d.month - 1 + n
+    return month_end(m // 12, m % 12 + 1)
+
+
+def data_extent(feeds_dir: str) -> tuple[dt.date, dt.date]:
+    """First and last loan report month: the span over which outcomes are known."""
+    months = pq.read_table(os.path.join(feeds_dir, "loans"), columns=["report_month"]).column(0)
+    return pc.min(months).as_py(), pc.max(months).as_py()
+
+
+def snapshot_dates(first: dt.date, as_of: dt.date) -> list[dt.date]:
+    """Month-ends with 12 months of history behind them and 12 observed months after them."""
+    start, end = add_months(first, 11), add_months(as_of, -12)
+    dates, d = [], start
+    while d <= end:
+        dates.append(d)
+        d = add_months(d, 1)
+    return dates
+
+
+def split_dates(dates, valid_n, test_n):
+    if len(dates) < valid_n + test_n + 1:
+        raise ValueError(f"need at least {valid_n + test_n + 1} snapshot dates for an out-of-time "
+                         f"split, the feeds give {len(dates)} ({dates[:1]}..{dates[-1:]}); "
+                         f"generate more months")
+    return dates[:-(valid_n + test_n)], dates[-(valid_n + test_n):-test_n], dates[-test_n:]
+
+
+def fingerprint(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p if isinstance(p, bytes) else json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def frame_fingerprint(frame: pd.DataFrame) -> str:
+    return fingerprint(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+
+
+def folder_fingerprint(folder: str) -> str:
+    h = hashlib.sha256()
+    for base, _, files in sorted(os.walk(folder)):
+        for name in sorted(files):
+            path = os.path.join(base, name)
+            h.update(os.path.relpath(path, folder).encode())
+            with open(path, "rb") as fh:
+                h.update(fh.read())
+    return h.hexdigest()
+
+
+def eligible(frame: pd.DataFrame, min_history: int) -> pd.DataFrame:
+    """Rows the model learns from: labelled, not already in default, enough history."""
+    keep = (~frame["in_default"]) & (frame["months_history"] >= min_history) & \
+        frame["label_default_12m"].notna()
+    return frame[keep.to_numpy()].reset_index(drop=True)
+
+
+def oracle_auc(feeds_dir: str, test: pd.DataFrame) -> float | None:
+    """AUC of the generator's true PD on the same test rows, when a ground truth is present."""
+    path = os.path.join(feeds_dir, feeds.GROUND_TRUTH_DIR)
+    if not os.path.isdir(path):
+        return None
+    truth = pq.read_table(path, columns=["enterprise_id", "as_of_date", "true_pd_12m"]).to_pandas()
+    truth["as_of_date"] = pd.to_datetime(truth["as_of_date"])
+    keys = test[["enterprise_id", "as_of_date", "label_default_12m"]].copy()
+    keys["as_of_date"] = pd.to_datetime(keys["as_of_date"])
+    joined = keys.merge(truth, on=["enterprise_id", "as_of_date"], how="inner")
+    if len(joined) != len(keys):
+        raise ValueError(f"ground truth covers {len(joined)} of {len(keys)} test rows")
+    return metrics.auc(joined["label_default_12m"], joined["true_pd_12m"])
+
+
+class Trainer:
+    """One training run. Steps are methods so tests and benchmarks can reuse them."""
+
+    def __init__(self, cfg: TrainConfig, progress=print):
+        self.cfg = cfg
+        self.progress = progress
+        self.t0 = time.time()
+
+    def log(self, message: str) -> None:
+        self.progress(f"[train {time.time() - self.t0:6.1f}s] {message}")
+
+    # --- data ---
+    def snapshots(self, work: str) -> tuple[pd.DataFrame, dict]:
+        from apache_beam.options.pipeline_options import PipelineOptions
+        import apache_beam as beam
+        from beam_jobs import training_snapshots
+        from beam_jobs.sources import LocalFilesSource
+
+        first, last = data_extent(self.cfg.feeds)
+        as_of = self.cfg.as_of or last
+        dates = snapshot_dates(first, as_of)
+        train_d, valid_d, test_d = split_dates(dates, self.cfg.valid_dates, self.cfg.test_dates)
+        self.log(f"{len(dates)} monthly snapshots {dates[0]}..{dates[-1]} "
+                 f"(train {len(train_d)}, valid {len(valid_d)}, test {len(test_d)})")
+        out = os.path.join(work, "snapshots.parquet")
+        source = LocalFilesSource(self.cfg.feeds)
+        source.check()
+        with beam.Pipeline(options=PipelineOptions(list(self.cfg.beam_args))) as p:
+            training_snapshots.build_pipeline(p, source, dates, out, self.cfg.n_shards)
+        frame = pq.read_table(out).to_pandas()
+        frame["as_of_date"] = pd.to_datetime(frame["as_of_date"]).dt.date
+        n_rejected = pq.read_table(out[: -len(".parquet")] + ".rejected.parquet").num_rows
+        self.log(f"snapshots: {len(frame):,} firm-dates, {n_rejected:,} feed records rejected")
+        split = {"as_of": as_of, "train": train_d, "valid": valid_d, "test": test_d,
+                 "rejected_records": n_rejected}
+        return frame, split
+
+    # --- the whole run ---
+    def run(self) -> tuple[str, dict]:
+        from transforms import preprocessing
+        import tensorflow as tf
+        import tensorflow_transform as tft
+
+        hp = self.cfg.hparams
+        tf.keras.utils.set_random_seed(hp.seed)
+        tf.config.experimental.enable_op_determinism()
+        reg = registry.Registry(self.cfg.registry)
+        staging = reg.staging_dir()
+        work = tempfile.mkdtemp(prefix="smescore-train-")
+        try:
+            frame, split = self.snapshots(work)
+            frame = eligible(frame, self.cfg.min_history_months)
+            parts = {name: frame[frame["as_of_date"].isin(split[name])].reset_index(drop=True)
+                     for name in ("train", "valid", "test")}
+            for name, part in parts.items():
+                self.log(f"{name}: {len(part):,} firms, default rate {part.label_default_12m.mean():.2%}")
+
+            tft_dir = os.path.join(staging, registry.TRANSFORM_FN)
+            preprocessing.analyze_and_transform(
+                to_batches(parts["train"]), tft_dir, os.path.join(work, "tft_tmp"))
+            tft_output = tft.TFTransformOutput(tft_dir)
+            columns = preprocessing.input_columns(tft_output)
+            x = {name: assemble_numpy(tft_dir, part, columns) for name, part in parts.items()}
+            y = {name: part["label_default_12m"].to_numpy(np.float32) for name, part in parts.items()}
+            self.log(f"TFT analysed on train; model input width {x['train'].shape[1]}")
+
+            model, history = network.fit(x["train"], y["train"], x["valid"], y["valid"], hp,
+                                         log_dir=os.path.join(staging, "logs"))
+            self.log(f"network trained: {len(history['loss'])} epochs, "
+                     f"best val AUC {max(history['val_auc']):.4f}")
+            platt = calibration.fit_platt(network.raw_logit(model, x["valid"]), y["valid"])
+            test_logit = platt.logit(network.raw_logit(model, x["test"]))
+            test_pd = 1 / (1 + np.exp(-test_logit))
+            test_metrics = metrics.summary(y["test"], test_pd)
+            challenger = challenger_metrics(x["train"], y["train"], x["test"], y["test"], hp.seed)
+            oracle = oracle_auc(self.cfg.feeds, parts["test"])
+            self.log(f"out-of-time test: AUC {test_metrics['auc']:.4f} (challenger "
+                     f"{challenger['auc']:.4f}, oracle {oracle if oracle is None else round(oracle, 4)}), "
+                     f"mean PD {test_metrics['mean_pd']:.4f} vs observed {test_metrics['default_rate']:.4f}")
+
+            rng = np.random.default_rng(hp.seed)
+            bg_idx = np.sort(rng.choice(len(parts["train"]), self.cfg.background_size, replace=False))
+            background = parts["train"].iloc[bg_idx].reset_index(drop=True)
+            from models import export
+            saved_model = os.path.join(staging, registry.SAVED_MODEL)
+            export.export(saved_model, tft_output, model, platt, x["train"][bg_idx], columns)
+            check = saved_model_check(saved_model, parts["test"], test_pd)
+            self.log(f"SavedModel exported; max |Δpd| vs the evaluation path {check:.2e}")
+            pq.write_table(pa.Table.from_pandas(background, preserve_index=False),
+                           os.path.join(staging, registry.BACKGROUND))
+
+            train_logit = platt.logit(network.raw_logit(model, x["train"]))
+            points = mean_abs_points(saved_model, parts["train"], hp.seed)
+            card = self.model_card(split, parts, hp, platt, test_metrics, challenger, oracle,
+                                   history, tft_dir, frame, background, train_logit, points, check)
+            version = card["version"]
+            registry.write_json_atomically(os.path.join(staging, registry.MODEL_CARD), card)
+            reg.publish(staging, version)
+            if not os.path.exists(os.path.join(reg.root, registry.CHAMPION)):
+                reg.set_champion(version)
+                self.log(f"{version} is the first model in the registry: champion")
+            self.log(f"published {reg.version_dir(version)}")
+            return version, card
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def model_card(self, split, parts, hp, platt, test_metrics, challenger, oracle, history,
+                   tft_dir, frame, background, train_logit, points, check) -> dict:
+        from models.scorecard import ScoreScale
+        data_fp = frame_fingerprint(frame)
+        transform_fp = folder_fingerprint(tft_dir)
+        hp_dict = dataclasses.asdict(hp)
+        version = f"{split['as_of']:%Y%m%d}-{fingerprint(data_fp, hp_dict, catalog.NAMES)[:10]}"
+        scale = ScoreScale()
+        return {
+            "version": version,
+            "model_type": "keras_mlp_platt",
+            "as_of_date": str(split["as_of"]),
+            "snapshot_dates": {k: [str(d) for d in split[k]] for k in ("train", "valid", "test")},
+            "features": list(catalog.NAMES),
+            "min_history_months": self.cfg.min_history_months,
+            "fingerprints": {"training_data": data_fp, "transform": transform_fp},
+            "rows": {k: int(len(v)) for k, v in parts.items()},
+            "rejected_feed_records": split["rejected_records"],
+            "hyperparameters": hp_dict,
+            "training_history": history,
+            "calibration": {"method": "platt", "a": platt.a, "b": platt.b},
+            "metrics": {"test": test_metrics, "challenger_logistic_regression": challenger,
+                        "oracle_auc": oracle},
+            "oracle_auc": oracle,
+            "saved_model_max_abs_pd_diff": check,
+            "baseline": baseline.training_baseline(parts["train"],
+                                                   scale.score_from_logit(train_logit), points),
+            "shap_background": {"n_firms": int(len(background)), "file": registry.BACKGROUND,
+                                "firms": background["enterprise_id"].tolist(),
+                                "as_of_dates": sorted({str(d) for d in background["as_of_date"]})},
+        }
+
+
+def to_batches(frame: pd.DataFrame, rows: int = 50_000) -> list[pa.RecordBatch]:
+    """Raw feature columns as Arrow RecordBatches (TFXIO's fast path into TFT)."""
+    table = pa.Table.from_pandas(frame[list(catalog.NAMES)], preserve_index=False)
+    return table.to_batches(max_chunksize=rows)
+
+
+def assemble_numpy(tft_dir: str, frame: pd.DataFrame, columns) -> np.ndarray:
+    from transforms import preprocessing
+    transformed = preprocessing.transform_batches(tft_dir, to_batches(frame))
+    return network.assemble(transformed, columns).numpy()
+
+
+def challenger_metrics(x_train, y_train, x_test, y_test, seed) -> dict:
+    """Logistic regression on the same transformed inputs: the benchmark a network must beat."""
+    from sklearn.linear_model import LogisticRegression
+    lr = LogisticRegression(C=0.1, max_iter=2000, random_state=seed)
+    lr.fit(x_train, y_train)
+    p = lr.predict_proba(x_test)[:, 1]
+    return {"model": "logistic_regression", "auc": metrics.auc(y_test, p), "ks": metrics.ks(y_test, p),
+            "mean_pd": float(p.mean())}
+
+
+def saved_model_check(path: str, test: pd.DataFrame, expected_pd: np.ndarray) -> float:
+    """Score the test rows through the exported signature alone; the largest |Δpd|."""
+    import tensorflow as tf
+    from models import export
+    loaded = tf.saved_model.load(path)
+    got = loaded.signatures[export.SCORE_SIGNATURE](**export.raw_tensors(test))["pd"].numpy()
+    return float(np.max(np.abs(got.astype(np.float64) - expected_pd)))
+
+
+def mean_abs_points(path: str, train: pd.DataFrame, seed: int, n: int = 2000) -> dict[str, float]:
+    """Mean |score points| per feature on a training sample: the attribution-drift baseline."""
+    import tensorflow as tf
+    from models import export
+    from models.scorecard import ScoreScale
+    rng = np.random.default_rng(seed + 1)
+    idx = np.sort(rng.choice(len(train), min(n, len(train)), replace=False))
+    loaded = tf.saved_model.load(path)
+    out = loaded.signatures[export.EXPLAIN_SIGNATURE](**export.raw_tensors(train.iloc[idx]))
+    points = ScoreScale().points_from_phi(out["phi"].numpy().astype(np.float64))
+    return dict(zip(catalog.NAMES, np.abs(points).mean(axis=0)))

@@ -1,0 +1,16 @@
+"""smescore: nightly SME portfolio rescoring from alternative data.
+
+Also Beam's `--setup_file` for Dataflow workers: the worker image already carries the pinned lock
+(infra/Dockerfile), so this only ships the project's own packages.
+"""
+import setuptools
+
+setuptools.setup(
+    name="smescore",
+    version="0.1.0",
+    description="Nightly SME credit rescoring from alternative data, with reasons",
+    python_requires=">=3.11,<3.12",
+    packages=setuptools.find_packages(include=["smescore*", "beam_jobs*", "transforms*", "models*"]),
+    package_data={"smescore": ["config/*.json"], "models": ["*.json"]},
+    entry_points={"console_scripts": ["smescore=smescore.cli:main"]},
+)

@@ -1,0 +1,120 @@
+"""`smescore <command>`: generate, features, train, score, query.
+
+Heavy imports (TensorFlow, Beam) happen inside the commands, so `smescore --help` is instant and
+TensorFlow's environment settings below are in place before it loads.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+
+
+def _tf_environment() -> None:
+    # Legacy (tf_keras) SavedModels; deterministic CPU kernels; quiet logs.
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_generate(args, beam_args) -> int:
+    from smescore.generate import generate
+    summary = generate(args.out, firms=args.firms, months=args.months, end_date=args.end_date,
+                       seed=args.seed, progress=_progress)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_features(args, beam_args) -> int:
+    from beam_jobs import build_features
+    argv = [f"--feeds={args.feeds}", f"--as_of={args.as_of}", f"--out={args.out}",
+            f"--n_shards={args.n_shards}", *beam_args]
+    cfg = build_features.run(argv, save_main_session=False)
+    import pyarrow.parquet as pq
+    print(json.dumps({"features": cfg.out, "firms": pq.read_metadata(cfg.out).num_rows,
+                      "rejected_records": pq.read_metadata(cfg.rejected_out).num_rows,
+                      "rejected_file": cfg.rejected_out}, indent=2))
+    return 0
+
+
+def cmd_train(args, beam_args) -> int:
+    from models import network
+    from models.train import Trainer, TrainConfig
+    hp = network.HParams(loss=args.loss, focal_alpha=args.focal_alpha, focal_gamma=args.focal_gamma,
+                         max_epochs=args.max_epochs, seed=args.seed)
+    cfg = TrainConfig(feeds=args.feeds, registry=args.registry, as_of=args.as_of, hparams=hp,
+                      beam_args=tuple(beam_args))
+    version, card = Trainer(cfg, progress=_progress).run()
+    m = card["metrics"]
+    print(json.dumps({"version": version, "auc": m["test"]["auc"], "ks": m["test"]["ks"],
+                      "challenger_auc": m["challenger_logistic_regression"]["auc"],
+                      "oracle_auc": card["oracle_auc"], "mean_pd": m["test"]["mean_pd"],
+                      "default_rate": m["test"]["default_rate"]}, indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="smescore", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="write synthetic feeds with a known ground truth")
+    g.add_argument("--out", required=True)
+    g.add_argument("--firms", type=_positive, default=10_000)
+    g.add_argument("--months", type=_positive, default=36)
+    g.add_argument("--end-date", type=_date, default=dt.date(2026, 10, 31))
+    g.add_argument("--seed", type=int, default=7)
+    g.set_defaults(func=cmd_generate)
+
+    f = sub.add_parser("features", help="per-firm feature table as of a date (Beam job)")
+    f.add_argument("--feeds", required=True)
+    f.add_argument("--as-of", type=_date, required=True)
+    f.add_argument("--out", required=True, help="output .parquet")
+    f.add_argument("--n-shards", type=_positive, default=32)
+    f.set_defaults(func=cmd_features)
+
+    t = sub.add_parser("train", help="train, calibrate, export and register a model version")
+    t.add_argument("--feeds", required=True)
+    t.add_argument("--registry", required=True)
+    t.add_argument("--as-of", type=_date, default=None,
+                   help="training date (default: the last loan report month in the feeds)")
+    t.add_argument("--loss", choices=("focal", "class_weight"), default="focal")
+    t.add_argument("--focal-alpha", type=float, default=0.75)
+    t.add_argument("--focal-gamma", type=float, default=2.0)
+    t.add_argument("--max-epochs", type=_positive, default=40)
+    t.add_argument("--seed", type=int, default=7)
+    t.set_defaults(func=cmd_train)
+    return p
+
+
+def main(argv=None) -> int:
+    """Unknown `--flags` after the command's own are passed on to Beam (--runner, ...)."""
+    _tf_environment()
+    args, beam_args = parser().parse_known_args(argv)
+    stray = [a for a in beam_args if not a.startswith("--")]
+    if stray:
+        parser().error(f"unrecognised arguments: {' '.join(stray)}")
+    return args.func(args, beam_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,460 @@
+"""Point-in-time features for a group of firms as of a date: the one implementation.
+
+Training snapshots (many as-of dates) and the nightly job (one date) both call `compute_features`,
+so the two can never disagree. It is vectorised over firms: records become dense firm × month
+matrices (`MonthlyPanel`), and every windowed feature is a slice of them. Beam hands it one shard of
+firms at a time (all firms of a controller group in the same shard, so related-party features see
+their relatives); see transforms/beam_features.py.
+
+Only records known on or before the as-of date D are used: invoices and registry events by their
+date, tax returns by their filing date, electricity bills by their bill date, loan snapshots by
+their report month. See transforms/catalog.py for the window conventions.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from transforms import catalog, feeds
+
+LOOKBACK = 24  # months kept in the panels: 12-month windows plus their year-ago comparison
+
+
+@contextlib.contextmanager
+def _all_nan_is_nan():
+    """nanmean/nanmax of an empty window is NaN (a missing feature), which is what we want."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+@dataclasses.dataclass
+class FirmFrames:
+    """Validated feed records of one group of firms (pandas, one frame per feed)."""
+    enterprises: pd.DataFrame
+    tax_filings: pd.DataFrame
+    invoices: pd.DataFrame
+    utility_bills: pd.DataFrame
+    registry_events: pd.DataFrame
+    loans: pd.DataFrame
+
+    @classmethod
+    def from_tables(cls, tables: dict) -> "FirmFrames":
+        """Arrow tables (or missing feeds) -> frames with the contract's columns."""
+        frames = {}
+        for name, feed in feeds.FEEDS.items():
+            t = tables.get(name)
+            if t is None:
+                t = feed.schema.empty_table()
+            frames[name] = t.to_pandas(date_as_object=False)
+        return cls(**frames)
+
+
+def month_index(dates) -> np.ndarray:
+    """Months since 1970-01 for an array of dates (datetime64)."""
+    return np.asarray(dates, dtype="datetime64[D]").astype("datetime64[M]").astype(np.int64)
+
+
+def reference_month(as_of: dt.date) -> int:
+    """The last complete month on or before D: D's month if D is a month-end, else the one before."""
+    m = int(month_index(np.array([as_of], dtype="datetime64[D]"))[0])
+    is_month_end = (as_of + dt.timedelta(days=1)).month != as_of.month
+    return m if is_month_end else m - 1
+
+
+def _known(frame: pd.DataFrame, column: str, as_of: dt.date) -> pd.DataFrame:
+    return frame[frame[column].to_numpy(dtype="datetime64[D]") <= np.datetime64(as_of)]
+
+
+class MonthlyPanel:
+    """Dense [n_firms, LOOKBACK] matrices; column k is k months before the panel's newest month."""
+
+    def __init__(self, firm_ids: np.ndarray):
+        self.n = len(firm_ids)
+        self.pos = pd.Index(firm_ids)
+
+    def locate(self, enterprise_id, month, newest_month: int):
+        """(row, k) of each record inside the panel, and the mask of records that fall inside it."""
+        row = self.pos.get_indexer(np.asarray(enterprise_id))
+        k = newest_month - np.asarray(month, dtype=np.int64)
+        inside = (row >= 0) & (k >= 0) & (k < LOOKBACK)
+        return row[inside], k[inside], inside
+
+    def sum(self, row, k, weights=None) -> np.ndarray:
+        flat = np.bincount(row * LOOKBACK + k, weights=weights, minlength=self.n * LOOKBACK)
+        return flat.reshape(self.n, LOOKBACK).astype(np.float64)
+
+    def max(self, row, k, values, empty=np.nan) -> np.ndarray:
+        out = np.full(self.n * LOOKBACK, -np.inf)
+        np.maximum.at(out, row * LOOKBACK + k, np.asarray(values, dtype=np.float64))
+        out[np.isneginf(out)] = empty
+        return out.reshape(self.n, LOOKBACK)
+
+
+# ---------- small numeric helpers (NaN where undefined, never inf) ----------
+def _div(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    out = np.full(np.broadcast(a, b).shape, np.nan)
+    ok = np.isfinite(a) & np.isfinite(b) & (b > 0)
+    np.divide(a, b, out=out, where=ok)
+    return out
+
+
+def _change(new, base):
+    """Relative change new/base - 1, capped at +1000% so one tiny base cannot dominate."""
+    return np.minimum(_div(new, base) - 1.0, 10.0)
+
+
+def _win(m, w, start=0):
+    return m[:, start:start + w].sum(axis=1)
+
+
+def _cv(m):
+    mean = m.mean(axis=1)
+    return _div(m.std(axis=1), mean)
+
+
+def _log_slope(m, valid=None):
+    """Least-squares slope of log1p(monthly values) per month, oldest to newest; NaN if < 3 points."""
+    y = np.log1p(np.maximum(m, 0.0))
+    valid = np.ones_like(y, dtype=bool) if valid is None else valid
+    t = -np.arange(m.shape[1], dtype=np.float64)[None, :]          # k months ago -> time -k
+    n = valid.sum(axis=1)
+    w = valid.astype(np.float64)
+    tm = _div((t * w).sum(1), n)[:, None]
+    ym = _div((y * w).sum(1), n)[:, None]
+    cov = ((t - tm) * (y - ym) * w).sum(1)
+    var = (((t - tm) ** 2) * w).sum(1)
+    out = _div(cov, var)
+    out[n < 3] = np.nan
+    return out
+
+
+def _masked_sum(m, mask, w):
+    """Window sum over months that have a record; NaN when the window has none."""
+    s = _win(np.where(mask, m, 0.0), w)
+    return np.where(mask[:, :w].any(axis=1), s, np.nan)
+
+
+# ---------- feature families ----------
+def _invoice_features(fr, panel, ids, ref, as_of, hist):
+    inv = _known(fr.invoices, "invoice_date", as_of)
+    row, k, inside = panel.locate(inv["enterprise_id"], month_index(inv["invoice_date"]), ref)
+    inv = inv[inside]
+    sales = (inv["direction"] == "sales").to_numpy()
+    normal = (inv["status"] == "normal").to_numpy()
+    red = (inv["status"] == "red_letter").to_numpy()
+    void = (inv["status"] == "void").to_numpy()
+    amt = inv["amount"].to_numpy(np.float64)
+
+    def panel_sum(mask, weights=None):
+        return panel.sum(row[mask], k[mask], None if weights is None else weights[mask])
+
+    s_amt = np.maximum(panel_sum(sales & normal, amt) - panel_sum(sales & red, amt), 0.0)
+    s_cnt = panel_sum(sales & normal)
+    p_amt = np.maximum(panel_sum(~sales & normal, amt) - panel_sum(~sales & red, amt), 0.0)
+    s_all = panel_sum(sales)
+    s_void = panel_sum(sales & void)
+    s_red_amt, s_norm_amt = panel_sum(sales & red, amt), panel_sum(sales & normal, amt)
+    any_inv = panel_sum(np.ones(len(row), bool)) > 0
+
+    f = {}
+    for w in (1, 3, 6, 12):
+        f[f"inv_sales_amt_{w}m"] = _win(s_amt, w)
+        f[f"inv_sales_cnt_{w}m"] = _win(s_cnt, w)
+        f[f"inv_purch_amt_{w}m"] = _win(p_amt, w)
+    f["inv_sales_chg_1m"] = _change(s_amt[:, 0], _win(s_amt, 3, 1) / 3.0)
+    f["inv_sales_chg_3m"] = _change(_win(s_amt, 3), _win(s_amt, 3, 3))
+    f["inv_sales_chg_6m"] = _change(_win(s_amt, 6), _win(s_amt, 6, 6))
+    f["inv_sales_yoy_3m"] = _change(_win(s_amt, 3), _win(s_amt, 3, 12))
+    f["inv_sales_vol_12m"] = _cv(s_amt[:, :12])
+    in_hist = np.arange(LOOKBACK)[None, :] < hist[:, None]
+    f["inv_sales_slope_12m"] = _log_slope(s_amt[:, :12], in_hist[:, :12])
+    f["inv_months_no_sales_12m"] = ((s_cnt[:, :12] == 0) & in_hist[:, :12]).sum(1).astype(np.float64)
+    f["inv_avg_ticket_3m"] = _div(_win(s_amt, 3), _win(s_cnt, 3))
+    f["inv_purch_chg_3m"] = _change(_win(p_amt, 3), _win(p_amt, 3, 3))
+    f["inv_purch_sales_ratio_3m"] = _div(_win(p_amt, 3), _win(s_amt, 3))
+    f["inv_void_ratio_3m"] = _div(_win(s_void, 3), _win(s_all, 3))
+    f["inv_void_ratio_12m"] = _div(_win(s_void, 12), _win(s_all, 12))
+    f["inv_red_ratio_3m"] = _div(_win(s_red_amt, 3), _win(s_norm_amt, 3))
+    f["inv_red_ratio_12m"] = _div(_win(s_red_amt, 12), _win(s_norm_amt, 12))
+    f["hist_inv_months_12m"] = any_inv[:, :12].sum(1).astype(np.float64)
+    f.update(_counterparty_features(inv, row, k, sales & normal, ~sales & normal, amt, panel.n))
+    return f, s_amt
+
+
+def _counterparty_features(inv, row, k, sale, purchase, amt, n):
+    """Customer concentration over 12 months and the share of sales to new customers."""
+    cp = inv["counterparty_id"].to_numpy()
+    last12 = k < 12
+    df = pd.DataFrame({"row": row[sale & last12], "cp": cp[sale & last12],
+                       "amt": amt[sale & last12], "recent": k[sale & last12] < 3})
+    df["recent_amt"] = np.where(df["recent"], df["amt"], 0.0)
+    df["older_n"] = (~df["recent"]).astype(np.int64)
+    by_cp = df.groupby(["row", "cp"], sort=False).agg(
+        amt=("amt", "sum"), recent_amt=("recent_amt", "sum"), older_n=("older_n", "sum")
+    ).reset_index()
+    by_cp["is_new"] = by_cp["older_n"].to_numpy() == 0
+    total = by_cp.groupby("row")["amt"].transform("sum").to_numpy()
+    share = _div(by_cp["amt"].to_numpy(), total)
+    by_cp["share"], by_cp["share2"] = share, share ** 2
+    by_cp["new_recent"] = np.where(by_cp["is_new"], by_cp["recent_amt"], 0.0)
+    g = by_cp.groupby("row").agg(top1=("share", "max"), hhi=("share2", "sum"), n=("cp", "size"),
+                                 recent=("recent_amt", "sum"), new_recent=("new_recent", "sum"))
+    out = {name: np.full(n, np.nan) for name in ("inv_top1_share_12m", "inv_hhi_12m",
+                                                  "inv_new_cust_share_3m")}
+    out["inv_n_customers_12m"] = np.zeros(n)
+    idx = g.index.to_numpy()
+    out["inv_top1_share_12m"][idx] = g["top1"].to_numpy()
+    out["inv_hhi_12m"][idx] = g["hhi"].to_numpy()
+    out["inv_n_customers_12m"][idx] = g["n"].to_numpy(np.float64)
+    out["inv_new_cust_share_3m"][idx] = _div(g["new_recent"].to_numpy(), g["recent"].to_numpy())
+    sup = pd.Series(cp[purchase & last12]).groupby(row[purchase & last12]).nunique()
+    out["inv_n_suppliers_12m"] = np.zeros(n)
+    out["inv_n_suppliers_12m"][sup.index.to_numpy()] = sup.to_numpy(np.float64)
+    return out
+
+
+def _expected_periods(est_month, newest):
+    """Periods on or after the establishment month: only those can be 'missing'."""
+    k = np.arange(LOOKBACK)[None, :]
+    return (newest - k) >= est_month[:, None]
+
+
+def _tax_features(fr, panel, ref, as_of, est_month, s_amt):
+    tax = _known(fr.tax_filings, "filed_date", as_of)
+    newest = ref - 1   # the return filed in the reference month is for the month before
+    row, k, inside = panel.locate(tax["enterprise_id"], month_index(tax["period_month"]), newest)
+    tax = tax[inside]
+    filed = panel.sum(row, k) > 0
+    ts = panel.sum(row, k, tax["taxable_sales"].to_numpy(np.float64))
+    vat = panel.sum(row, k, tax["vat_paid"].to_numpy(np.float64))
+    late = panel.sum(row, k, tax["filed_late"].to_numpy(np.float64))
+    hc = np.where(filed, panel.sum(row, k, tax["si_headcount"].to_numpy(np.float64)), np.nan)
+    expected = _expected_periods(est_month, newest)
+
+    f = {}
+    for w in (1, 3, 6, 12):
+        f[f"tax_sales_{w}m"] = _masked_sum(ts, filed, w)
+    f["tax_sales_chg_3m"] = _change(_win(ts, 3), _win(ts, 3, 3))
+    f["tax_sales_yoy_3m"] = _change(_win(ts, 3), _win(ts, 3, 12))
+    f["tax_vat_3m"] = _masked_sum(vat, filed, 3)
+    f["tax_vat_12m"] = _masked_sum(vat, filed, 12)
+    f["tax_vat_rate_12m"] = _div(f["tax_vat_12m"], f["tax_sales_12m"])
+    for w in (3, 6, 12):
+        f[f"tax_late_{w}m"] = _win(late, w)
+    for w in (3, 12):
+        f[f"tax_missing_{w}m"] = _win((expected & ~filed).astype(np.float64), w)
+    any_late = late > 0
+    f["tax_months_since_late"] = np.where(any_late.any(1), any_late.argmax(1) + 1.0, np.nan)
+    # Tax periods ref-1..ref-3 are invoice months k=1..3.
+    f["tax_inv_gap_3m"] = _div(_masked_sum(ts, filed, 3), _win(s_amt, 3, 1))
+    hc_last = hc[:, 0].copy()
+    for j in (1, 2):
+        hc_last = np.where(np.isnan(hc_last), hc[:, j], hc_last)
+    f["hc_last"] = hc_last
+    with _all_nan_is_nan():
+        f["hc_avg_12m"] = np.where(filed[:, :12].any(1), np.nanmean(hc[:, :12], axis=1), np.nan)
+        hc_3 = np.nanmean(hc[:, :3], axis=1)
+    f["hc_chg_3m"] = _change(hc[:, 0], hc[:, 3])
+    f["hc_chg_6m"] = _change(hc[:, 0], hc[:, 6])
+    f["hc_chg_12m"] = _change(hc[:, 0], hc[:, 12])
+    f["hc_sales_per_head_3m"] = _div(f["tax_sales_3m"], hc_3)
+    return f, (row, k, tax["filed_late"].to_numpy(bool)), hc_3
+
+
+def _power_features(fr, panel, ref, as_of, est_month, hc_3):
+    ub = _known(fr.utility_bills, "bill_date", as_of)
+    newest = ref - 1   # bills for a month are issued early in the next
+    row, k, inside = panel.locate(ub["enterprise_id"], month_index(ub["period_month"]), newest)
+    ub = ub[inside]
+    billed = panel.sum(row, k) > 0
+    kwh = panel.sum(row, k, ub["kwh"].to_numpy(np.float64))
+    bill = panel.sum(row, k, ub["amount"].to_numpy(np.float64))
+    overdue = panel.max(row, k, ub["days_overdue"].to_numpy(np.float64))
+    expected = _expected_periods(est_month, newest)
+
+    f = {}
+    for w in (1, 3, 6, 12):
+        f[f"pwr_kwh_{w}m"] = _masked_sum(kwh, billed, w)
+    both = billed[:, 0] & billed[:, 12]
+    f["pwr_yoy_1m"] = np.where(both, _change(kwh[:, 0], kwh[:, 12]), np.nan)
+    f["pwr_yoy_3m"] = _change(_masked_sum(kwh, billed, 3), _masked_sum(kwh[:, 12:], billed[:, 12:], 3))
+    f["pwr_chg_3m"] = _change(_masked_sum(kwh, billed, 3), _masked_sum(kwh[:, 3:], billed[:, 3:], 3))
+    kwh12 = np.where(billed[:, :12], kwh[:, :12], np.nan)
+    with _all_nan_is_nan():
+        f["pwr_vol_12m"] = _div(np.nanstd(kwh12, axis=1), np.nanmean(kwh12, axis=1))
+    f["pwr_slope_12m"] = _log_slope(kwh[:, :12], billed[:, :12])
+    f["pwr_bill_3m"] = _masked_sum(bill, billed, 3)
+    f["pwr_bill_12m"] = _masked_sum(bill, billed, 12)
+    with _all_nan_is_nan():
+        f["pwr_overdue_max_3m"] = np.nanmax(np.where(billed[:, :3], overdue[:, :3], np.nan), axis=1)
+        f["pwr_overdue_max_12m"] = np.nanmax(np.where(billed[:, :12], overdue[:, :12], np.nan), axis=1)
+    f["pwr_overdue_cnt_12m"] = (billed[:, :12] & (overdue[:, :12] > 0)).sum(1).astype(np.float64)
+    f["pwr_missing_12m"] = _win((expected & ~billed).astype(np.float64), 12)
+    f["pwr_kwh_per_head_3m"] = _div(f["pwr_kwh_3m"], hc_3)
+    return f, billed
+
+
+def _registry_features(fr, panel, as_of, ids):
+    ev = _known(fr.registry_events, "event_date", as_of)
+    now = int(month_index(np.array([as_of], dtype="datetime64[D]"))[0])   # D's own month counts
+    row, k, inside = panel.locate(ev["enterprise_id"], month_index(ev["event_date"]), now)
+    ev = ev[inside]
+    etype = ev["event_type"].to_numpy()
+    amount = ev["amount"].to_numpy(np.float64)
+
+    def count(kind, w):
+        m = (etype == kind) & (k < w)
+        return np.bincount(row[m], minlength=panel.n).astype(np.float64)
+
+    def total(kind, w, values):
+        m = (etype == kind) & (k < w) & np.isfinite(values)
+        return np.bincount(row[m], weights=values[m], minlength=panel.n)
+
+    f = {
+        "reg_rep_chg_12m": count("legal_rep_change", 12),
+        "reg_rep_chg_36m": count("legal_rep_change", 36),
+        "reg_addr_chg_12m": count("address_change", 12),
+        "reg_cap_chg_12m": count("capital_change", 12),
+        "reg_cap_cut_12m": total("capital_change", 12, np.maximum(-amount, 0.0)),
+        "reg_penalty_12m": count("admin_penalty", 12),
+        "reg_penalty_36m": count("admin_penalty", 36),
+        "reg_litig_3m": count("litigation", 3),
+        "reg_litig_12m": count("litigation", 12),
+        "reg_litig_36m": count("litigation", 36),
+        "reg_litig_amt_12m": total("litigation", 12, amount),
+    }
+    latest = np.full(panel.n, np.inf)
+    np.minimum.at(latest, row, k.astype(np.float64))
+    f["reg_months_since_event"] = np.where(np.isfinite(latest), latest, np.nan)
+    return f
+
+
+def _loan_status(fr, panel, as_of):
+    """Own arrears over the last 12 months and whether the firm is in default at D."""
+    ln = _known(fr.loans, "report_month", as_of)
+    now = int(month_index(np.array([as_of], dtype="datetime64[D]"))[0])
+    row = panel.pos.get_indexer(ln["enterprise_id"].to_numpy())
+    k = now - month_index(ln["report_month"])
+    dpd = ln["days_past_due"].to_numpy(np.float64)
+    ok = row >= 0
+    max_dpd_12m = np.zeros(panel.n)
+    m = ok & (k < 12)
+    np.maximum.at(max_dpd_12m, row[m], dpd[m])
+    ever_default = np.zeros(panel.n, bool)
+    m = ok & (dpd >= feeds.DEFAULT_DPD)
+    ever_default[row[m]] = True
+    return max_dpd_12m, ever_default
+
+
+def _related_features(ent, own):
+    """Relatives = other firms with the same controller; sums and maxima exclude the firm itself."""
+    df = pd.DataFrame({"row": np.arange(len(ent)), "ctrl": ent["controller_id"].to_numpy(), **own})
+    pairs = df[["row", "ctrl"]].merge(df, on="ctrl", suffixes=("", "_rel"))
+    pairs = pairs[pairs["row"] != pairs["row_rel"]]
+    g = pairs.groupby("row").agg(
+        n=("row_rel", "size"), arrears=("arrears", "sum"), max_dpd=("max_dpd", "max"),
+        defaults=("default", "sum"), late=("late", "sum"), filings=("filings", "sum"),
+        litig=("litig", "sum"))
+    n = len(ent)
+    f = {name: np.zeros(n) for name in ("rel_n_related", "rel_arrears_firms_12m", "rel_max_dpd_12m",
+                                        "rel_default_firms_12m", "rel_litig_12m")}
+    f["rel_late_tax_share_12m"] = np.full(n, np.nan)
+    idx = g.index.to_numpy()
+    f["rel_n_related"][idx] = g["n"]
+    f["rel_arrears_firms_12m"][idx] = g["arrears"]
+    f["rel_max_dpd_12m"][idx] = g["max_dpd"]
+    f["rel_default_firms_12m"][idx] = g["defaults"]
+    f["rel_litig_12m"][idx] = g["litig"]
+    f["rel_late_tax_share_12m"][idx] = _div(g["late"].to_numpy(), g["filings"].to_numpy())
+    return f
+
+
+def _history_months(fr, panel, ref, as_of):
+    """Months from the firm's first known invoice, tax period or bill to the reference month."""
+    first = np.full(panel.n, np.iinfo(np.int64).max)
+    for frame, date_col, month_col in ((fr.invoices, "invoice_date", "invoice_date"),
+                                       (fr.tax_filings, "filed_date", "period_month"),
+                                       (fr.utility_bills, "bill_date", "period_month")):
+        known = _known(frame, date_col, as_of)
+        row = panel.pos.get_indexer(known["enterprise_id"].to_numpy())
+        months = month_index(known[month_col])
+        ok = row >= 0
+        np.minimum.at(first, row[ok], months[ok])
+    return np.where(first == np.iinfo(np.int64).max, 0, np.maximum(ref - first + 1, 0))
+
+
+def compute_features(frames: FirmFrames, as_of: dt.date, outcome_end: dt.date | None = None
+                     ) -> pd.DataFrame:
+    """One row per firm established on or before D: KEY_COLUMNS, catalogue features, META_COLUMNS.
+
+    `outcome_end` (the last loan report month available) enables the training label: 90+ DPD within
+    the 12 months after D; null when the window is not fully observed or the firm is already in
+    default at D.
+    """
+    ent = frames.enterprises
+    ent = ent[ent["established_date"].to_numpy(dtype="datetime64[D]") <= np.datetime64(as_of)]
+    ent = ent.sort_values("enterprise_id", kind="stable").reset_index(drop=True)
+    ids = ent["enterprise_id"].to_numpy()
+    panel = MonthlyPanel(ids)
+    ref = reference_month(as_of)
+    est_month = month_index(ent["established_date"])
+    hist = _history_months(frames, panel, ref, as_of)
+
+    f, s_amt = _invoice_features(frames, panel, ids, ref, as_of, hist)
+    tax, (t_row, t_k, t_late), hc_3 = _tax_features(frames, panel, ref, as_of, est_month, s_amt)
+    f.update(tax)
+    pwr, _ = _power_features(frames, panel, ref, as_of, est_month, hc_3)
+    f.update(pwr)
+    f.update(_registry_features(frames, panel, as_of, ids))
+    max_dpd, in_default = _loan_status(frames, panel, as_of)
+    t12 = t_k < 12
+    own = {
+        "arrears": (max_dpd > 0).astype(np.float64), "max_dpd": max_dpd,
+        "default": (max_dpd >= feeds.DEFAULT_DPD).astype(np.float64),
+        "late": np.bincount(t_row[t12], weights=t_late[t12].astype(np.float64), minlength=panel.n),
+        "filings": np.bincount(t_row[t12], minlength=panel.n).astype(np.float64),
+        "litig": f["reg_litig_12m"],
+    }
+    f.update(_related_features(ent, own))
+    f["ent_reg_capital"] = ent["registered_capital"].to_numpy(np.float64)
+    age_days = (np.datetime64(as_of) - ent["established_date"].to_numpy(dtype="datetime64[D]"))
+    f["ent_age_years"] = age_days.astype(np.float64) / 365.25
+    f["ent_rep_age"] = ent["legal_rep_age"].to_numpy(np.float64, na_value=np.nan)
+    f["hist_months"] = hist.astype(np.float64)
+    f["ent_industry"] = ent["industry"].fillna("").to_numpy(object)
+    f["ent_province"] = ent["province"].fillna("").to_numpy(object)
+    f["ent_legal_form"] = ent["legal_form"].fillna("").to_numpy(object)
+
+    out = pd.DataFrame({"enterprise_id": ids,
+                        "as_of_date": np.full(len(ids), np.datetime64(as_of, "D"))})
+    for feat in catalog.FEATURES:
+        col = f[feat.name]
+        out[feat.name] = col if feat.is_categorical else np.asarray(col, np.float64).astype(np.float32)
+    out["in_default"] = in_default
+    out["months_history"] = hist.astype(np.int32)
+    out["label_default_12m"] = _labels(frames, ids, as_of, in_default, outcome_end)
+    return out
+
+
+def _labels(frames, ids, as_of, in_default, outcome_end):
+    """1.0 / 0.0 for 90+ DPD within the 12 months after D; NaN when not observable or in default."""
+    n = len(ids)
+    if outcome_end is None:
+        return np.full(n, np.nan, np.float32)
+    now = int(month_index(np.array([as_of], dtype="datetime64[D]"))[0])
+    if int(month_index(np.array([outcome_end], dtype="datetime64[D]"))[0]) < now + 12:
+        return np.full(n, np.nan, np.float32)
+    ln = frames.loans
+    k = month_index(ln["report_month"]) - now
+    m = (k >= 1) & (k <= 12) & (ln["days_past_due"].to_numpy() >= feeds.DEFAULT_DPD)
+    bad = pd.Index(ids).isin(ln.loc[m, "enterprise_id"].unique())
+    label = bad.astype(np.float32)
+    label[in_default] = np.nan
+    return label
