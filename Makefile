@@ -30,7 +30,7 @@ system-deps:
 lock:
 	$(PY) -m venv /tmp/smescore-lock-venv
 	/tmp/smescore-lock-venv/bin/pip install --quiet -r requirements.in
-	( head -2 requirements.lock; /tmp/smescore-lock-venv/bin/pip freeze --all | grep -v '^pip==' ) > requirements.lock.new
+	( head -2 requirements.lock; /tmp/smescore-lock-venv/bin/pip freeze --all | grep -v -e '^pip==' -e '^# Editable' -e '^-e ' -e '^smescore' ) > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 
 demo: setup

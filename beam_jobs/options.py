@@ -54,3 +54,54 @@ class FeaturesConfig:
             raise ValueError(f"--out must name a .parquet file, got {o.out!r}")
         rejected = o.rejected_out or o.out[: -len(".parquet")] + ".rejected.parquet"
         return cls(o.feeds, parse_date(o.as_of, "--as_of"), o.out, rejected, o.n_shards)
+
+
+class ScoreOptions(PipelineOptions):
+    """`python -m beam_jobs.score_portfolio --feeds DIR --as_of D --registry DIR --warehouse F`."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--feeds", help="Feeds folder (source=local)")
+        parser.add_argument("--as_of", help="As-of date YYYY-MM-DD")
+        parser.add_argument("--registry", help="Model registry folder")
+        parser.add_argument("--warehouse", help="DuckDB file of the risk tables")
+        parser.add_argument("--model_version", default=None,
+                            help="Score with this version instead of the registry's champion")
+        parser.add_argument("--n_shards", type=int, default=32)
+        parser.add_argument("--min_history_months", type=int, default=6,
+                            help="Firms with less feed history go to the cold-start rules")
+        parser.add_argument("--max_rejected_share", type=float, default=0.05,
+                            help="Fail before publishing when more feed records are rejected")
+        parser.add_argument("--scorecard_config", default=None, help="Score scale and master scale JSON")
+        parser.add_argument("--rules_config", default=None, help="Cold-start rules JSON")
+        parser.add_argument("--require_gpu", action="store_true",
+                            help="Fail fast when a worker has no GPU (GPU Dataflow jobs)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreConfig:
+    feeds: str
+    as_of: dt.date
+    registry: str
+    warehouse: str
+    model_version: str | None
+    n_shards: int
+    min_history_months: int
+    max_rejected_share: float
+    scorecard_config: str | None
+    rules_config: str | None
+    require_gpu: bool
+
+    @classmethod
+    def from_options(cls, options: PipelineOptions) -> "ScoreConfig":
+        o = options.view_as(ScoreOptions)
+        require(o, "feeds", "as_of", "registry", "warehouse")
+        if o.n_shards < 1:
+            raise ValueError(f"--n_shards must be >= 1, got {o.n_shards}")
+        if o.min_history_months < 0:
+            raise ValueError(f"--min_history_months must be >= 0, got {o.min_history_months}")
+        if not 0 <= o.max_rejected_share <= 1:
+            raise ValueError(f"--max_rejected_share must be in [0, 1], got {o.max_rejected_share}")
+        return cls(o.feeds, parse_date(o.as_of, "--as_of"), o.registry, o.warehouse,
+                   o.model_version, o.n_shards, o.min_history_months, o.max_rejected_share,
+                   o.scorecard_config, o.rules_config, bool(o.require_gpu))

@@ -165,27 +165,38 @@ class Trainer:
 
     # --- the whole run ---
     def run(self) -> tuple[str, dict]:
+        work = tempfile.mkdtemp(prefix="smescore-train-")
+        try:
+            frame, split = self.snapshots(work)
+            return self.train_on(frame, split, oracle_feeds=self.cfg.feeds)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def train_on(self, frame: pd.DataFrame, split: dict, oracle_feeds: str | None = None
+                 ) -> tuple[str, dict]:
+        """Labelled snapshots -> a published registry version. `split` names the as-of dates of
+        train/valid/test and the training date `as_of`."""
         from transforms import preprocessing
         import tensorflow as tf
         import tensorflow_transform as tft
+        from models import export
 
         hp = self.cfg.hparams
         tf.keras.utils.set_random_seed(hp.seed)
         tf.config.experimental.enable_op_determinism()
         reg = registry.Registry(self.cfg.registry)
         staging = reg.staging_dir()
-        work = tempfile.mkdtemp(prefix="smescore-train-")
+        work = tempfile.mkdtemp(prefix="smescore-tft-")
         try:
-            frame, split = self.snapshots(work)
             frame = eligible(frame, self.cfg.min_history_months)
             parts = {name: frame[frame["as_of_date"].isin(split[name])].reset_index(drop=True)
                      for name in ("train", "valid", "test")}
             for name, part in parts.items():
-                self.log(f"{name}: {len(part):,} firms, default rate {part.label_default_12m.mean():.2%}")
+                self.log(f"{name}: {len(part):,} firm-dates, default rate "
+                         f"{part.label_default_12m.mean():.2%}")
 
             tft_dir = os.path.join(staging, registry.TRANSFORM_FN)
-            preprocessing.analyze_and_transform(
-                to_batches(parts["train"]), tft_dir, os.path.join(work, "tft_tmp"))
+            preprocessing.analyze_and_transform(to_batches(parts["train"]), tft_dir, work)
             tft_output = tft.TFTransformOutput(tft_dir)
             columns = preprocessing.input_columns(tft_output)
             x = {name: assemble_numpy(tft_dir, part, columns) for name, part in parts.items()}
@@ -197,19 +208,18 @@ class Trainer:
             self.log(f"network trained: {len(history['loss'])} epochs, "
                      f"best val AUC {max(history['val_auc']):.4f}")
             platt = calibration.fit_platt(network.raw_logit(model, x["valid"]), y["valid"])
-            test_logit = platt.logit(network.raw_logit(model, x["test"]))
-            test_pd = 1 / (1 + np.exp(-test_logit))
+            test_pd = platt.pd(network.raw_logit(model, x["test"]))
             test_metrics = metrics.summary(y["test"], test_pd)
             challenger = challenger_metrics(x["train"], y["train"], x["test"], y["test"], hp.seed)
-            oracle = oracle_auc(self.cfg.feeds, parts["test"])
+            oracle = oracle_auc(oracle_feeds, parts["test"]) if oracle_feeds else None
             self.log(f"out-of-time test: AUC {test_metrics['auc']:.4f} (challenger "
-                     f"{challenger['auc']:.4f}, oracle {oracle if oracle is None else round(oracle, 4)}), "
+                     f"{challenger['auc']:.4f}, oracle {'n/a' if oracle is None else f'{oracle:.4f}'}), "
                      f"mean PD {test_metrics['mean_pd']:.4f} vs observed {test_metrics['default_rate']:.4f}")
 
             rng = np.random.default_rng(hp.seed)
-            bg_idx = np.sort(rng.choice(len(parts["train"]), self.cfg.background_size, replace=False))
+            n_bg = min(self.cfg.background_size, len(parts["train"]))
+            bg_idx = np.sort(rng.choice(len(parts["train"]), n_bg, replace=False))
             background = parts["train"].iloc[bg_idx].reset_index(drop=True)
-            from models import export
             saved_model = os.path.join(staging, registry.SAVED_MODEL)
             export.export(saved_model, tft_output, model, platt, x["train"][bg_idx], columns)
             check = saved_model_check(saved_model, parts["test"], test_pd)
@@ -252,7 +262,7 @@ class Trainer:
             "min_history_months": self.cfg.min_history_months,
             "fingerprints": {"training_data": data_fp, "transform": transform_fp},
             "rows": {k: int(len(v)) for k, v in parts.items()},
-            "rejected_feed_records": split["rejected_records"],
+            "rejected_feed_records": split.get("rejected_records"),
             "hyperparameters": hp_dict,
             "training_history": history,
             "calibration": {"method": "platt", "a": platt.a, "b": platt.b},

@@ -73,6 +73,31 @@ def cmd_train(args, beam_args) -> int:
     return 0
 
 
+def cmd_score(args, beam_args) -> int:
+    from beam_jobs import score_portfolio
+    argv = [f"--feeds={args.feeds}", f"--as_of={args.as_of}", f"--registry={args.registry}",
+            f"--warehouse={args.warehouse}", f"--min_history_months={args.min_history_months}",
+            f"--max_rejected_share={args.max_rejected_share}", f"--n_shards={args.n_shards}",
+            *([f"--model_version={args.model_version}"] if args.model_version else []),
+            *beam_args]
+    result = score_portfolio.run(argv, save_main_session=False, progress=_progress)
+    print(json.dumps(result, indent=2, default=str))
+    if args.summary:
+        from smescore import report
+        print(report.run_summary(args.warehouse, args.as_of))
+    return 0
+
+
+def cmd_query(args, beam_args) -> int:
+    from smescore.warehouse import Warehouse
+    table = Warehouse(args.warehouse).query(args.sql)
+    import pandas as pd
+    with pd.option_context("display.max_rows", args.max_rows, "display.width", 200,
+                           "display.max_columns", 30, "display.max_colwidth", 80):
+        print(table.to_pandas().to_string(max_rows=args.max_rows))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="smescore", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -103,6 +128,25 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--max-epochs", type=_positive, default=40)
     t.add_argument("--seed", type=int, default=7)
     t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("score", help="the nightly job: score the portfolio as of a date (Beam)")
+    s.add_argument("--feeds", required=True)
+    s.add_argument("--as-of", type=_date, required=True)
+    s.add_argument("--registry", required=True)
+    s.add_argument("--warehouse", required=True, help="DuckDB file")
+    s.add_argument("--model-version", default=None, help="default: the registry's champion")
+    s.add_argument("--min-history-months", type=int, default=6)
+    s.add_argument("--max-rejected-share", type=float, default=0.05)
+    s.add_argument("--n-shards", type=_positive, default=32)
+    s.add_argument("--summary", action="store_true", help="print grade mix and top drivers")
+    s.set_defaults(func=cmd_score)
+
+    q = sub.add_parser("query", help="run SQL on the warehouse (views: latest_scores, "
+                       "grade_distribution, top_risk_drivers, grade_migration, run_history)")
+    q.add_argument("sql")
+    q.add_argument("--warehouse", default=os.environ.get("SMESCORE_WAREHOUSE", "out/demo/warehouse.duckdb"))
+    q.add_argument("--max-rows", type=_positive, default=50)
+    q.set_defaults(func=cmd_query)
     return p
 
 

@@ -1,0 +1,164 @@
+"""The run around the scoring pipeline: ids, the model and configs it used, and publication.
+
+`run_id` is derived from (as_of_date, model_version, input fingerprint, config fingerprint): the same
+night rerun on the same inputs has the same id and replaces its own rows.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import glob
+import hashlib
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from beam_jobs import score_rows
+from models import registry as model_registry
+from models.rules import load_rules_config
+from models.scorecard import load_scorecard_config
+from smescore import tables
+from smescore.warehouse import Warehouse
+from transforms import feeds as feed_contract
+
+SEGMENT_SCHEMA = pa.schema([("enterprise_id", pa.string()), ("industry", pa.string()),
+                            ("region", pa.string())])
+
+
+class RunFailed(RuntimeError):
+    pass
+
+
+def segments_of(features: pa.Table) -> pa.Table:
+    return pa.table({"enterprise_id": features.column("enterprise_id"),
+                     "industry": features.column("ent_industry"),
+                     "region": features.column("ent_province")}, schema=SEGMENT_SCHEMA)
+
+
+def write_counts(counts: list[dict], path: str) -> None:
+    pq.write_table(pa.Table.from_pylist(sorted(counts, key=lambda c: c["feed"])), path)
+
+
+def input_fingerprint(feeds_dir: str) -> str:
+    """Content hash of every feed file (names and bytes, in a fixed order)."""
+    h = hashlib.sha256()
+    for feed in sorted(feed_contract.FEEDS):
+        for path in sorted(glob.glob(os.path.join(feeds_dir, feed, "*"))):
+            h.update(f"{feed}/{os.path.basename(path)}".encode())
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()
+
+
+def portfolio_summary(scores: pd.DataFrame, segments: pd.DataFrame, as_of, version) -> pd.DataFrame:
+    """Per segment: firms, mean PD, expected defaults, score percentiles, share of the portfolio."""
+    df = scores.merge(segments, on="enterprise_id", how="left")
+    df["all"] = "all"
+    total = len(df)
+    rows = []
+    for seg_type, column in (("all", "all"), ("industry", "industry"), ("region", "region"),
+                             ("grade", "grade"), ("score_source", "score_source")):
+        for seg, g in df.groupby(column, sort=True):
+            s = g["score"].to_numpy(np.float64)
+            rows.append({"as_of_date": as_of, "model_version": version, "segment_type": seg_type,
+                         "segment": str(seg), "n_firms": int(len(g)), "mean_pd": float(g["pd"].mean()),
+                         "expected_defaults": float(g["pd"].sum()),
+                         "score_p10": float(np.percentile(s, 10)),
+                         "score_p50": float(np.percentile(s, 50)),
+                         "score_p90": float(np.percentile(s, 90)),
+                         "share_of_firms": len(g) / total})
+    return pd.DataFrame(rows)
+
+
+@dataclasses.dataclass
+class RunContext:
+    cfg: object
+    scoring: score_rows.Scoring
+    model_path: str
+    model_card: dict
+    config_fingerprint: str
+    started_at: dt.datetime
+    progress: object
+
+    @classmethod
+    def start(cls, cfg, progress=print) -> "RunContext":
+        reg = model_registry.Registry(cfg.registry)
+        version = cfg.model_version or reg.champion()
+        card = reg.model_card(version)
+        scorecard = load_scorecard_config(cfg.scorecard_config)
+        rules = load_rules_config(cfg.rules_config)
+        config_fp = hashlib.sha256(json.dumps({
+            "scorecard": scorecard.fingerprint, "rules": rules.fingerprint,
+            "min_history_months": cfg.min_history_months}, sort_keys=True).encode()).hexdigest()
+        run_id = hashlib.sha256(json.dumps(
+            [str(cfg.as_of), version, input_fingerprint(cfg.feeds), config_fp]).encode()
+        ).hexdigest()[:20]
+        scoring = score_rows.Scoring(scorecard.scale, scorecard.master_scale, rules.rules,
+                                     version, run_id)
+        progress(f"[score] run {run_id}: as of {cfg.as_of}, model {version}, "
+                 f"scorecard {scorecard.version}, cold-start rules {rules.version}")
+        return cls(cfg, scoring, reg.saved_model_path(version), card, config_fp,
+                   dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), progress)
+
+    def run_record(self, status: str, message: str, rows_in=(), rejected=0, n_model=0,
+                   n_rules=0) -> dict:
+        return {"run_id": self.scoring.run_id, "as_of_date": self.cfg.as_of,
+                "model_version": self.scoring.model_version, "started_at": self.started_at,
+                "finished_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+                "status": status, "rows_in": list(rows_in), "rows_rejected": int(rejected),
+                "firms_scored_model": int(n_model), "firms_scored_rules": int(n_rules),
+                "message": message, "config_fingerprint": self.config_fingerprint}
+
+    def publish(self, staging: str) -> dict:
+        def read(name):
+            return pq.read_table(os.path.join(staging, f"{name}.parquet"))
+
+        scores, rejected = read("scores"), read("rejected")
+        rows_in = read("rows_in").to_pylist()
+        n_in = sum(r["rows"] for r in rows_in)
+        share = rejected.num_rows / max(n_in, 1)
+        counts = scores.column("score_source").value_counts().to_pylist()
+        by_source = {c["values"]: c["counts"] for c in counts}
+        n_model, n_rules = by_source.get("model", 0), by_source.get("rules", 0)
+        if share > self.cfg.max_rejected_share:
+            raise RunFailed(f"{rejected.num_rows:,} of {n_in:,} feed records rejected "
+                            f"({share:.2%} > --max_rejected_share {self.cfg.max_rejected_share:.2%}); "
+                            f"nothing published, the previous data for {self.cfg.as_of} is untouched")
+        summary = portfolio_summary(scores.to_pandas(), read("segments").to_pandas(),
+                                    self.cfg.as_of, self.scoring.model_version)
+        rejected_rows = pa.table({
+            "run_id": pa.array([self.scoring.run_id] * rejected.num_rows, pa.string()),
+            "as_of_date": pa.array([self.cfg.as_of] * rejected.num_rows, pa.date32()),
+            "feed": rejected.column("feed"), "record_json": rejected.column("record_json"),
+            "reason": rejected.column("reason")})
+        wh = Warehouse(self.cfg.warehouse)
+        wh.ensure_schema()
+        wh.publish(self.cfg.as_of, {
+            "scores": scores, "attributions": read("attributions"),
+            "portfolio_summary": pa.Table.from_pandas(
+                summary, schema=tables.arrow_schema("portfolio_summary"), preserve_index=False),
+            "rejected_records": rejected_rows.cast(tables.arrow_schema("rejected_records")),
+        }, self.run_record("succeeded", "", rows_in, rejected.num_rows, n_model, n_rules))
+        result = {"run_id": self.scoring.run_id, "as_of_date": str(self.cfg.as_of),
+                  "model_version": self.scoring.model_version, "firms": scores.num_rows,
+                  "firms_scored_model": n_model, "firms_scored_rules": n_rules,
+                  "firms_in_default": by_source.get("in_default", 0),
+                  "rows_in": {r["feed"]: r["rows"] for r in rows_in},
+                  "rows_rejected": rejected.num_rows, "warehouse": self.cfg.warehouse}
+        self.progress(f"[score] published {scores.num_rows:,} scores "
+                      f"({n_model:,} model, {n_rules:,} rules) into {self.cfg.warehouse}")
+        return result
+
+    def fail(self, err: BaseException) -> None:
+        """Record the failed run; its data partitions are not touched."""
+        try:
+            wh = Warehouse(self.cfg.warehouse)
+            wh.ensure_schema()
+            wh.record_failed_run(self.run_record("failed", f"{type(err).__name__}: {err}"[:2000]))
+        except Exception as record_err:  # the original error matters more; say why we could not
+            self.progress(f"[score] could not record the failed run: {record_err}")

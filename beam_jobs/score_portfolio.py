@@ -1,0 +1,121 @@
+"""The nightly job: feeds as of D -> features -> champion model (or cold-start rules) -> scores,
+grades, SHAP points and reasons -> risk tables.
+
+`python -m beam_jobs.score_portfolio --feeds DIR --as_of D --registry DIR --warehouse FILE.duckdb
+[Beam flags]` (also `smescore score`). The pipeline stages its outputs as Parquet; the driver then
+publishes them into the warehouse in one transaction, after checking the rejected share, so a bad
+night never replaces a good partition.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+
+from beam_jobs import publish, score_rows, sinks
+from beam_jobs.inference import FeatureTableModelHandler
+from beam_jobs.options import ScoreConfig
+from beam_jobs.sources import LocalFilesSource
+from smescore import tables
+from transforms import feeds as feed_contract
+from transforms.beam_features import ComputeFeatures
+from transforms.validate import record_json
+
+MODEL, RULES, IN_DEFAULT = "model", "rules", "in_default"
+
+
+class RouteFirms(beam.DoFn):
+    """Split a feature table: firms in default (grade D), thin history (rules), the rest (model)."""
+
+    def __init__(self, min_history_months: int):
+        self.min_history = min_history_months
+
+    def process(self, table):
+        import pyarrow.compute as pc
+        in_default = table.column("in_default").to_numpy(zero_copy_only=False)
+        thin = pc.less(table.column("months_history"), self.min_history).to_numpy(
+            zero_copy_only=False) & ~in_default
+        model = ~in_default & ~thin
+        for tag, mask in ((IN_DEFAULT, in_default), (RULES, thin)):
+            if mask.any():
+                yield beam.pvalue.TaggedOutput(tag, table.filter(mask))
+        if model.any():
+            yield table.filter(model)
+
+
+def failed_batch_records(failure):
+    """A batch RunInference could not score: every firm in it becomes a rejected record."""
+    table, error = failure
+    ids = table.column("enterprise_id").to_pylist()
+    for firm in ids:
+        yield {"feed": "scoring", "record_json": record_json({"enterprise_id": firm}),
+               "reason": f"inference failed: {type(error).__name__}: {error}"[:500]}
+
+
+@beam.ptransform_fn
+def CountRows(pcoll, feed: str):
+    return (pcoll | "Rows" >> beam.Map(lambda t: t.num_rows) | "Sum" >> beam.CombineGlobally(sum)
+            | "Key" >> beam.Map(lambda n: {"feed": feed, "rows": n}))
+
+
+def build_pipeline(p, cfg: ScoreConfig, source, scoring: score_rows.Scoring, model_path: str,
+                   staging: str) -> None:
+    feeds = source.read(p)
+    counts = [feeds[f] | f"Count[{f}]" >> CountRows(f) for f in feed_contract.FEEDS]
+    features, rejected = feeds | "Features" >> ComputeFeatures([cfg.as_of], cfg.n_shards)
+    routed = features | "Route" >> beam.ParDo(RouteFirms(cfg.min_history_months)).with_outputs(
+        RULES, IN_DEFAULT, main=MODEL)
+    handler = FeatureTableModelHandler(model_path, scoring.model_version, cfg.require_gpu)
+    inferred, dead = (routed[MODEL] | f"RunInference[{scoring.model_version}]"
+                      >> RunInference(handler).with_exception_handling())
+    model_out = inferred | "ScoreAndExplain" >> beam.Map(score_rows.model_rows, scoring)
+    scores = [model_out | "ModelScores" >> beam.Map(lambda st: st[0]),
+              routed[RULES] | "ColdStartRules" >> beam.Map(score_rows.rules_rows, scoring),
+              routed[IN_DEFAULT] | "GradeD" >> beam.Map(score_rows.in_default_rows, scoring)]
+    attributions = model_out | "Attributions" >> beam.Map(lambda st: st[1])
+    dead_rows = dead.failed_inferences | "DeadLetter" >> beam.FlatMap(failed_batch_records)
+
+    def stage(name):
+        return os.path.join(staging, f"{name}.parquet")
+
+    (scores | "AllScores" >> beam.Flatten() | "StageScores" >> sinks.WriteSortedParquet(
+        stage("scores"), tables.arrow_schema("scores"), ["enterprise_id"]))
+    attributions | "StageAttributions" >> sinks.WriteSortedParquet(
+        stage("attributions"), tables.arrow_schema("attributions"), ["enterprise_id", "feature"])
+    ((rejected, dead_rows) | "AllRejected" >> beam.Flatten()
+     | "StageRejected" >> sinks.WriteRejected(stage("rejected")))
+    (counts | "AllCounts" >> beam.Flatten() | "CollectCounts" >> beam.combiners.ToList()
+     | "StageCounts" >> beam.Map(publish.write_counts, stage("rows_in")))
+    (features | "Firmographics" >> beam.Map(publish.segments_of)
+     | "StageSegments" >> sinks.WriteSortedParquet(stage("segments"), publish.SEGMENT_SCHEMA,
+                                                   ["enterprise_id"]))
+
+
+def run(argv=None, save_main_session=True, progress=print):
+    options = PipelineOptions(argv)
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    cfg = ScoreConfig.from_options(options)
+    source = LocalFilesSource(cfg.feeds)
+    source.check()
+    run_ctx = publish.RunContext.start(cfg, progress)
+    staging = tempfile.mkdtemp(prefix="smescore-score-")
+    try:
+        with beam.Pipeline(options=options) as p:
+            build_pipeline(p, cfg, source, run_ctx.scoring, run_ctx.model_path, staging)
+        return run_ctx.publish(staging)
+    except BaseException as err:
+        run_ctx.fail(err)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    logging.getLogger().setLevel(logging.INFO)
+    run(sys.argv[1:])

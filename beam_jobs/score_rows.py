@@ -1,0 +1,106 @@
+"""From model outputs (or rules) to the rows of the risk tables. Pure functions over Arrow tables.
+
+Each function takes one batch (a shard's firms) and returns `scores` rows, plus `attributions`
+rows for model-scored firms, in the contract of smescore/tables.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from models.reasons import reasons_for
+from models.rules import ColdStartRules
+from models.scorecard import MasterScale, ScoreScale
+from smescore import tables
+from transforms import catalog
+
+
+@dataclasses.dataclass(frozen=True)
+class Scoring:
+    """What turns a PD into a published score: scale, master scale, rules, ids of the run."""
+    scale: ScoreScale
+    master: MasterScale
+    rules: ColdStartRules
+    model_version: str
+    run_id: str
+    max_reasons: int = 4
+
+
+def _values(table: pa.Table, names) -> dict[str, np.ndarray]:
+    out = {}
+    for name in names:
+        col = table.column(name)
+        if catalog.BY_NAME[name].is_categorical:
+            out[name] = np.asarray(pc.fill_null(col, "").to_pylist(), dtype=object)
+        else:
+            out[name] = pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+    return out
+
+
+def _scores_table(table, s: Scoring, source, pd_, score, grade, base_points, reasons) -> pa.Table:
+    n = table.num_rows
+    return pa.Table.from_pydict({
+        "as_of_date": table.column("as_of_date"),
+        "enterprise_id": table.column("enterprise_id"),
+        "model_version": pa.array([s.model_version] * n, pa.string()),
+        "score_source": pa.array([source] * n, pa.string()),
+        "pd": pa.array(np.asarray(pd_, np.float64)),
+        "score": pa.array(np.asarray(score, np.int32)),
+        "grade": pa.array(list(grade), pa.string()),
+        "base_points": pa.array(np.asarray(base_points, np.float64)),
+        "reasons": pa.array(reasons, type=tables.arrow_schema("scores").field("reasons").type),
+        "run_id": pa.array([s.run_id] * n, pa.string()),
+    }, schema=tables.arrow_schema("scores"))
+
+
+def model_rows(table: pa.Table, s: Scoring) -> tuple[pa.Table, pa.Table]:
+    """RunInference output (features + pd, logit, expected_logit, phi) -> (scores, attributions)."""
+    logit = table.column("logit").to_numpy()
+    pd_ = table.column("pd").to_numpy()
+    phi = np.asarray(table.column("phi").combine_chunks().flatten().to_numpy(zero_copy_only=False),
+                     np.float64).reshape(table.num_rows, len(catalog.NAMES))
+    points = s.scale.points_from_phi(phi)
+    base = s.scale.base_points(table.column("expected_logit").to_numpy())
+    values = _values(table, catalog.NAMES)
+    reasons = reasons_for(points, values, catalog.NAMES, max_reasons=s.max_reasons)
+    grade = s.master.grade(pd_, np.zeros(len(pd_), bool))
+    scores = _scores_table(table, s, "model", pd_, s.scale.score_from_logit(logit), grade, base,
+                           reasons)
+    return scores, attributions_table(table, s, values, phi, points)
+
+
+def attributions_table(table, s: Scoring, values, phi, points) -> pa.Table:
+    """One row per firm and feature; categorical values have no number and are left null."""
+    n, k = phi.shape
+    value = np.column_stack([
+        np.full(n, np.nan) if catalog.BY_NAME[f].is_categorical else values[f] for f in catalog.NAMES])
+    return pa.Table.from_pydict({
+        "as_of_date": pc.take(table.column("as_of_date"), np.repeat(np.arange(n), k)),
+        "enterprise_id": pc.take(table.column("enterprise_id"), np.repeat(np.arange(n), k)),
+        "model_version": pa.array([s.model_version] * (n * k), pa.string()),
+        "feature": pa.array(np.tile(np.asarray(catalog.NAMES, dtype=object), n), pa.string()),
+        "value": pa.array(value.reshape(-1), pa.float64(), from_pandas=True),
+        "phi": pa.array(phi.reshape(-1)),
+        "points": pa.array(points.reshape(-1)),
+    }, schema=tables.arrow_schema("attributions"))
+
+
+def rules_rows(table: pa.Table, s: Scoring) -> pa.Table:
+    """Cold-start firms: the transparent rules give PD, points and reasons."""
+    values = _values(table, s.rules.features)
+    pd_, logit, reasons = s.rules.score(values)
+    base = np.full(table.num_rows, s.scale.base_points(s.rules.base_logit))
+    grade = s.master.grade(pd_, np.zeros(len(pd_), bool))
+    return _scores_table(table, s, "rules", pd_, s.scale.score_from_logit(logit), grade, base,
+                         reasons)
+
+
+def in_default_rows(table: pa.Table, s: Scoring) -> pa.Table:
+    """Firms already 90+ days past due: grade D, PD 1, the floor score, no reasons to rank."""
+    n = table.num_rows
+    return _scores_table(table, s, "in_default", np.ones(n), np.full(n, s.scale.min_score),
+                         s.master.grade(np.ones(n), np.ones(n, bool)), np.full(n, np.nan),
+                         [[] for _ in range(n)])

@@ -1,0 +1,110 @@
+"""Throughput of in-graph DeepLIFT attributions against shap.DeepExplainer, measured in one run.
+
+    TF_USE_LEGACY_KERAS=1 python -m bench.bench_attributions [--rows 300 --background 100 --inputs 248]
+
+Builds the production-shaped net (n inputs -> 64 -> 32 -> 16 -> 1, ReLU, dropout) trained for a few
+steps on random data, calibrated with a Platt layer, then times shap.DeepExplainer and
+models.explain.DeepLiftExplainer on the same rows (both warmed up first, so graph tracing is not
+counted; best of a few repeats, since neighbours share this machine's cores), prints their max abs
+difference and the throughput ratio, and then times the explainer alone on a nightly-sized batch
+for each chunk size and jit setting asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+import shap  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+from models.explain import DEFAULT_CHUNK_ROWS, DeepLiftExplainer, dense_stack, fold_platt  # noqa: E402
+
+PLATT_A, PLATT_B = 0.8, -1.3
+
+
+def build_model(n_inputs: int, seed: int) -> tuple[keras.Model, np.ndarray]:
+    """The scoring MLP trained a few steps on random rows; returns it and the training rows."""
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(4000, n_inputs)).astype(np.float32)
+    y = (x[:, :5].sum(1) + rng.normal(size=len(x)) > 2.0).astype(np.float32)
+    model = keras.Sequential([keras.layers.InputLayer(input_shape=(n_inputs,))])
+    for units in (64, 32, 16):
+        model.add(keras.layers.Dense(units, activation="relu"))
+        model.add(keras.layers.Dropout(0.1))
+    model.add(keras.layers.Dense(1))
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.BinaryCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=2, batch_size=256, verbose=0)
+    return model, x
+
+
+def calibrated(model: keras.Model, a: float, b: float) -> keras.Model:
+    """The model with its logit mapped to a*z + b by a frozen Dense(1): what shap is asked to explain."""
+    platt = keras.layers.Dense(1, kernel_initializer=keras.initializers.Constant(a),
+                               bias_initializer=keras.initializers.Constant(b), name="platt")
+    return keras.Model(model.inputs, platt(model.output))
+
+
+def rows_per_second(fn, rows: np.ndarray, repeats: int = 1) -> tuple[float, object]:
+    """Best-of-`repeats` rows/s of fn(rows), and fn's last result."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn(rows)
+        best = min(best, time.perf_counter() - start)
+    return len(rows) / best, result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=300, help="rows explained by both explainers")
+    parser.add_argument("--background", type=int, default=100, help="background rows K")
+    parser.add_argument("--inputs", type=int, default=248, help="transformed input width n")
+    parser.add_argument("--big-rows", type=int, default=20_000, help="rows for the explainer-only run")
+    parser.add_argument("--chunks", type=int, nargs="+", default=[DEFAULT_CHUNK_ROWS], help="chunk_rows to try")
+    parser.add_argument("--jit", choices=["off", "on", "both"], default="both",
+                        help="XLA-compile each chunk (the explainer's default is on)")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+
+    model, train = build_model(args.inputs, args.seed)
+    rng = np.random.default_rng(args.seed + 1)
+    background = train[rng.choice(len(train), args.background, replace=False)]
+    rows = rng.normal(size=(args.rows, args.inputs)).astype(np.float32)
+    big = rng.normal(size=(args.big_rows, args.inputs)).astype(np.float32)
+    layers = fold_platt(dense_stack(model), PLATT_A, PLATT_B)
+
+    reference = shap.DeepExplainer(calibrated(model, PLATT_A, PLATT_B), background)
+    reference.shap_values(rows[:2])
+    shap_rate, shap_phi = rows_per_second(lambda r: reference.shap_values(r)[..., 0], rows, repeats=3)
+    print(f"net {args.inputs}-64-32-16-1, background {args.background}")
+    print(f"shap.DeepExplainer      {args.rows:>6} rows: {shap_rate:10.0f} rows/s")
+
+    jit_settings = {"off": [False], "on": [True], "both": [False, True]}[args.jit]
+    for jit in jit_settings:
+        for chunk in args.chunks:
+            explainer = DeepLiftExplainer(layers, background, chunk_rows=chunk, jit_compile=jit)
+            report_explainer(explainer, rows, big, shap_rate, shap_phi)
+
+
+def report_explainer(explainer: DeepLiftExplainer, rows: np.ndarray, big: np.ndarray,
+                     shap_rate: float, shap_phi: np.ndarray) -> None:
+    """Print the explainer's rows/s on both batches, its ratio to shap's and its max abs difference."""
+    def explain(batch: np.ndarray) -> np.ndarray:
+        return explainer(batch)[1].numpy()
+
+    explain(rows)  # trace (and XLA-compile) outside the timing
+    rate, phi = rows_per_second(explain, rows, repeats=5)
+    big_rate, _ = rows_per_second(explain, big, repeats=3)
+    print(f"DeepLiftExplainer chunk={explainer.chunk_rows:<5} jit={explainer.jit_compile!s:<5}: "
+          f"{len(rows)} rows {rate:9.0f} rows/s ({rate / shap_rate:5.1f}x shap), "
+          f"max|diff| {np.abs(phi - shap_phi).max():.2e}; "
+          f"{len(big)} rows {big_rate:9.0f} rows/s ({big_rate / shap_rate:5.1f}x shap)")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""models.explain against the real shap.DeepExplainer, on small tf_keras MLPs trained a few steps."""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import shap  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+from models import explain  # noqa: E402
+from models.explain import (  # noqa: E402
+    DeepLiftExplainer,
+    dense_stack,
+    fold_platt,
+    group_attributions,
+    group_attributions_tf,
+)
+
+N_INPUTS = 120
+PLATT_A, PLATT_B = 0.7, -2.1
+
+
+def _mlp(n_inputs: int, seed: int, functional: bool = False) -> keras.Model:
+    """n -> 64 -> 32 -> 16 -> 1 ReLU MLP with dropout, fitted for a few steps on seeded random data."""
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(512, n_inputs)).astype(np.float32)
+    y = (x[:, :3].sum(1) + rng.normal(size=len(x)) > 1.5).astype(np.float32)
+    if functional:
+        inputs = keras.Input((n_inputs,))
+        hidden = inputs
+        for units in (64, 32, 16):
+            hidden = keras.layers.Dropout(0.1)(keras.layers.Dense(units, activation="relu")(hidden))
+        model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    else:
+        model = keras.Sequential([keras.layers.InputLayer(input_shape=(n_inputs,))])
+        for units in (64, 32, 16):
+            model.add(keras.layers.Dense(units, activation="relu"))
+            model.add(keras.layers.Dropout(0.1))
+        model.add(keras.layers.Dense(1))
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.BinaryCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=3, batch_size=64, verbose=0)
+    return model
+
+
+def _calibrated(model: keras.Model, a: float, b: float) -> keras.Model:
+    """The model followed by a frozen Dense(1) computing a*z + b: the model shap is asked to explain."""
+    platt = keras.layers.Dense(1, kernel_initializer=keras.initializers.Constant(a),
+                               bias_initializer=keras.initializers.Constant(b))
+    return keras.Model(model.inputs, platt(model.output))
+
+
+def _shap_values(model: keras.Model, background: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, float]:
+    reference = shap.DeepExplainer(model, background)
+    return reference.shap_values(rows)[..., 0], float(np.ravel(reference.expected_value)[0])
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(11)
+    return {
+        "background": rng.normal(size=(100, N_INPUTS)).astype(np.float32),
+        "rows": rng.normal(size=(40, N_INPUTS)).astype(np.float32),
+    }
+
+
+@pytest.fixture(scope="module")
+def sequential():
+    return _mlp(N_INPUTS, seed=3)
+
+
+@pytest.fixture(scope="module")
+def calibrated_case(sequential, data):
+    """Our explainer and shap's values for the Platt-calibrated sequential model."""
+    explainer = DeepLiftExplainer(fold_platt(dense_stack(sequential), PLATT_A, PLATT_B), data["background"])
+    logit, phi = (t.numpy() for t in explainer(data["rows"]))
+    shap_phi, shap_expected = _shap_values(_calibrated(sequential, PLATT_A, PLATT_B), data["background"], data["rows"])
+    return {"explainer": explainer, "logit": logit, "phi": phi, "shap_phi": shap_phi, "shap_expected": shap_expected}
+
+
+def test_matches_shap_deep_explainer_in_calibrated_log_odds(calibrated_case):
+    max_diff = np.abs(calibrated_case["phi"] - calibrated_case["shap_phi"]).max()
+    print(f"max |phi - shap.DeepExplainer| = {max_diff:.3e}")
+    assert max_diff <= 1e-4
+    assert np.abs(calibrated_case["shap_phi"]).max() > 1e-2  # the comparison is not between zeros
+    expected_logit = float(calibrated_case["explainer"].expected_logit)
+    assert expected_logit == pytest.approx(calibrated_case["shap_expected"], abs=1e-5)
+
+
+def test_matches_shap_for_a_functional_model_on_a_wide_input():
+    model = _mlp(248, seed=5, functional=True)
+    rng = np.random.default_rng(12)
+    background, rows = rng.normal(size=(100, 248)).astype(np.float32), rng.normal(size=(30, 248)).astype(np.float32)
+    _, phi = DeepLiftExplainer(dense_stack(model), background)(rows)
+    shap_phi, _ = _shap_values(model, background, rows)
+    assert np.abs(phi.numpy() - shap_phi).max() <= 1e-4
+
+
+def test_attributions_add_up_to_calibrated_logit(calibrated_case, sequential, data):
+    logit = calibrated_case["logit"]
+    expected = float(calibrated_case["explainer"].expected_logit)
+    assert np.abs(calibrated_case["phi"].sum(1) + expected - logit).max() <= 1e-4
+    model_logit = PLATT_A * sequential.predict(data["rows"], verbose=0)[:, 0] + PLATT_B
+    assert np.abs(logit - model_logit).max() <= 1e-5
+
+
+def test_platt_fold_scales_attributions_by_a(calibrated_case, sequential, data):
+    raw = DeepLiftExplainer(dense_stack(sequential), data["background"])
+    raw_logit, raw_phi = (t.numpy() for t in raw(data["rows"]))
+    np.testing.assert_allclose(calibrated_case["phi"], PLATT_A * raw_phi, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(calibrated_case["logit"], PLATT_A * raw_logit + PLATT_B, rtol=0, atol=1e-5)
+    assert float(calibrated_case["explainer"].expected_logit) == pytest.approx(
+        PLATT_A * float(raw.expected_logit) + PLATT_B, abs=1e-5)
+
+
+def test_fold_platt_changes_only_the_last_layer():
+    layers = [(np.ones((2, 3), np.float32), np.zeros(3, np.float32), "relu"),
+              (np.array([[1.0], [2.0], [-1.0]], np.float32), np.array([0.5], np.float32), "linear")]
+    folded = fold_platt(layers, 2.0, -1.0)
+    assert folded[0] is layers[0]
+    np.testing.assert_array_equal(folded[1][0], [[2.0], [4.0], [-2.0]])
+    np.testing.assert_array_equal(folded[1][1], [0.0])  # 2 * 0.5 - 1
+
+
+@pytest.mark.parametrize("chunk_rows, jit_compile", [(7, False), (256, False), (7, True)])
+def test_chunking_and_xla_give_the_same_attributions(calibrated_case, sequential, data, chunk_rows, jit_compile):
+    layers = fold_platt(dense_stack(sequential), PLATT_A, PLATT_B)
+    logit, phi = DeepLiftExplainer(layers, data["background"], chunk_rows=chunk_rows, jit_compile=jit_compile)(
+        data["rows"])
+    np.testing.assert_allclose(phi.numpy(), calibrated_case["phi"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(logit.numpy(), calibrated_case["logit"], rtol=0, atol=1e-6)
+
+
+def test_linear_model_attributions_are_weight_times_distance_to_background_mean():
+    kernel = np.array([[2.0], [-1.0], [0.5]], np.float32)
+    background = np.array([[0.0, 1.0, 2.0], [2.0, 3.0, 0.0]], np.float32)  # mean (1, 2, 1)
+    explainer = DeepLiftExplainer([(kernel, np.array([0.25], np.float32), "linear")], background)
+    logit, phi = explainer(np.array([[3.0, 2.0, -1.0]], np.float32))
+    np.testing.assert_allclose(phi.numpy(), [[4.0, 0.0, -1.0]], atol=1e-6)
+    np.testing.assert_allclose(logit.numpy(), [3.75], atol=1e-6)
+    assert float(explainer.expected_logit) == pytest.approx(0.75, abs=1e-6)  # background logits 0.25, 1.25
+
+
+def test_relu_ties_use_the_background_rows_gradient(data, monkeypatch):
+    """Hidden unit 0 sees x0 + x1 only. Against background row 0 its pre-activation is 0.0, and for the
+    explained row 2 + (-2 + 4.77e-7) = 4.77e-7: a tie (< 1e-6) where the row's ReLU gradient is 1 and
+    the background's is 0. shap takes the background's (0), the plain rescale ratio would be 1.
+    Background row 1 is the explained row itself: exact ties everywhere (0/0) must not give NaN.
+    """
+    model = _mlp(8, seed=9)
+    kernel, bias = model.layers[0].get_weights()
+    kernel[:, 0], bias[0] = 0.0, 0.0
+    kernel[:2, 0] = 1.0
+    model.layers[0].set_weights([kernel, bias])
+    model.layers[2].set_weights([np.abs(w) for w in model.layers[2].get_weights()])  # unit 0 reaches the output
+
+    rng = np.random.default_rng(4)
+    row = rng.normal(size=(1, 8)).astype(np.float32)
+    row[0, :2] = [2.0, np.float32(-2.0 + 5e-7)]
+    background = rng.normal(size=(100, 8)).astype(np.float32)
+    background[0, :2] = [1.0, -1.0]
+    background[1] = row[0]
+
+    layers = dense_stack(model)
+    z_row, z_bg = row @ layers[0][0] + layers[0][1], background[:1] @ layers[0][0] + layers[0][1]
+    assert z_bg[0, 0] == 0.0 and 0 < z_row[0, 0] < explain.TIE_TOLERANCE
+
+    _, phi = DeepLiftExplainer(layers, background)(row)
+    shap_phi, _ = _shap_values(model, background, row)
+    assert np.isfinite(phi.numpy()).all()
+    assert np.abs(phi.numpy() - shap_phi).max() <= 1e-4
+
+    _, phi_with_fallback = DeepLiftExplainer(layers, background[:1])(row)
+    monkeypatch.setattr(explain, "TIE_TOLERANCE", 0.0)  # read when the graph is traced
+    _, phi_without_fallback = DeepLiftExplainer(layers, background[:1])(row)
+    assert np.abs(phi_without_fallback.numpy() - phi_with_fallback.numpy())[0, :2].min() > 1e-3
+
+
+def test_group_attributions_sums_columns_per_business_feature():
+    phi = np.array([[1.0, 2.0, 3.0, 4.0, 5.0], [-1.0, 0.5, 0.25, 0.0, 2.0]])
+    groups = ["invoices_3m", "sector", "invoices_3m", "sector", "tax_arrears"]
+    names, grouped = group_attributions(phi, groups)
+    assert names == ["invoices_3m", "sector", "tax_arrears"]
+    np.testing.assert_array_equal(grouped, [[4.0, 6.0, 5.0], [-0.75, 0.5, 2.0]])
+    tf_names, tf_grouped = group_attributions_tf(tf.constant(phi), groups)
+    assert tf_names == names
+    np.testing.assert_array_equal(tf_grouped.numpy(), grouped)
+    with pytest.raises(ValueError, match="column_groups names 2 columns, attributions have 5"):
+        group_attributions(phi, groups[:2])
+
+
+def test_dense_stack_rejects_layers_without_a_deeplift_rule():
+    model = keras.Sequential([keras.layers.InputLayer(input_shape=(4,)), keras.layers.Dense(3, activation="relu"),
+                              keras.layers.BatchNormalization(name="bn"), keras.layers.Dense(1)])
+    with pytest.raises(ValueError, match="layer 'bn' is a BatchNormalization"):
+        dense_stack(model)
+
+
+def test_dense_stack_rejects_a_probability_output():
+    model = keras.Sequential([keras.layers.InputLayer(input_shape=(4,)), keras.layers.Dense(3, activation="relu"),
+                              keras.layers.Dense(1, activation="sigmoid", name="pd")])
+    with pytest.raises(ValueError, match="'pd' has activation 'sigmoid'"):
+        dense_stack(model)
+
+
+def test_explain_signature_survives_a_savedmodel_round_trip(calibrated_case, data, tmp_path):
+    explainer = calibrated_case["explainer"]
+    tf.saved_model.save(explainer, str(tmp_path), signatures={"explain": explainer.explain})  # XLA chunks
+    loaded = tf.saved_model.load(str(tmp_path))
+    outputs = loaded.signatures["explain"](x=tf.constant(data["rows"]))
+    logit, phi = outputs["output_0"].numpy(), outputs["output_1"].numpy()
+    np.testing.assert_array_equal(phi, calibrated_case["phi"])
+    np.testing.assert_array_equal(logit, calibrated_case["logit"])
