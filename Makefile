@@ -5,6 +5,7 @@ BIN       := $(VENV)/bin
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
+export TF_ENABLE_ONEDNN_OPTS := 0
 
 DEMO_DIR  ?= out/demo
 DEMO_FIRMS ?= 3000
@@ -36,6 +37,7 @@ lock:
 demo: setup
 	$(BIN)/smescore generate --out $(DEMO_DIR)/feeds --firms $(DEMO_FIRMS) --months $(DEMO_MONTHS) --end-date $(DEMO_END) --seed 7
 	$(BIN)/smescore train --feeds $(DEMO_DIR)/feeds --registry $(DEMO_DIR)/registry --as-of $(DEMO_END)
+	$(BIN)/smescore score --feeds $(DEMO_DIR)/feeds --registry $(DEMO_DIR)/registry --as-of $(DEMO_END) --warehouse $(DEMO_DIR)/warehouse.duckdb --summary
 
 test: setup
 	$(BIN)/python -m pytest -q tests

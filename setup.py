@@ -11,6 +11,6 @@ setuptools.setup(
     description="Nightly SME credit rescoring from alternative data, with reasons",
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["smescore*", "beam_jobs*", "transforms*", "models*"]),
-    package_data={"smescore": ["config/*.json"], "models": ["*.json"]},
+    package_data={"smescore.config": ["*.json"]},
     entry_points={"console_scripts": ["smescore=smescore.cli:main"]},
 )

@@ -91,7 +91,7 @@ class RunContext:
         version = cfg.model_version or reg.champion()
         card = reg.model_card(version)
         scorecard = load_scorecard_config(cfg.scorecard_config)
-        rules = load_rules_config(cfg.rules_config)
+        rules = load_rules_config(cfg.rules_config, scorecard.scale)
         config_fp = hashlib.sha256(json.dumps({
             "scorecard": scorecard.fingerprint, "rules": rules.fingerprint,
             "min_history_months": cfg.min_history_months}, sort_keys=True).encode()).hexdigest()

@@ -12,18 +12,9 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from beam_jobs import sinks
-from beam_jobs.options import parse_date, require
+from beam_jobs.options import SnapshotConfig
 from beam_jobs.sources import LocalFilesSource
 from transforms.beam_features import FEATURE_SCHEMA, ComputeFeatures
-
-
-class SnapshotOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        parser.add_argument("--feeds", help="Feeds folder")
-        parser.add_argument("--as_of_dates", help="Comma-separated month-end dates")
-        parser.add_argument("--out", help="Snapshot table to write (.parquet)")
-        parser.add_argument("--snapshot_shards", type=int, default=16)
 
 
 def build_pipeline(p, source, as_of_dates, out: str, n_shards: int = 16) -> None:
@@ -38,13 +29,11 @@ def build_pipeline(p, source, as_of_dates, out: str, n_shards: int = 16) -> None
 def run(argv=None, save_main_session=True):
     options = PipelineOptions(argv)
     options.view_as(SetupOptions).save_main_session = save_main_session
-    o = options.view_as(SnapshotOptions)
-    require(o, "feeds", "as_of_dates", "out")
-    dates = [parse_date(d.strip(), "--as_of_dates") for d in o.as_of_dates.split(",")]
-    source = LocalFilesSource(o.feeds)
+    cfg = SnapshotConfig.from_options(options)
+    source = LocalFilesSource(cfg.feeds)
     source.check()
     with beam.Pipeline(options=options) as p:
-        build_pipeline(p, source, dates, o.out, o.snapshot_shards)
+        build_pipeline(p, source, cfg.as_of_dates, cfg.out, cfg.n_shards)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
     <registry>/versions/<version>/transform_fn/     the TFT output (kept for audits and retraining)
     <registry>/versions/<version>/model_card.json
     <registry>/versions/<version>/background.parquet  the SHAP background firms (raw features)
+    <registry>/versions/<version>/network.keras       the bare network (audits, evaluation path)
+    <registry>/versions/<version>/logs/             TensorBoard logs of the training run
     <registry>/champion.json                        {"version": ...}
 
 A version folder is written under a temporary name and renamed into place, so a reader never sees
@@ -22,6 +24,7 @@ MODEL_CARD = "model_card.json"
 SAVED_MODEL = "saved_model"
 TRANSFORM_FN = "transform_fn"
 BACKGROUND = "background.parquet"
+NETWORK = "network.keras"
 
 
 class Registry:

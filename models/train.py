@@ -1,7 +1,8 @@
 """`smescore train`: snapshots -> TFT -> network -> calibration -> SavedModel -> registry.
 
-Out-of-time design: labelled snapshots at month-ends; the earliest dates train, the next ones
-validate (early stopping, calibration), the latest ones test. The model card carries the test
+Out-of-time and out-of-sample design: labelled snapshots at month-ends; the earliest dates train,
+the next ones validate (early stopping, calibration), the latest ones test, and validation and test
+use only firms held out of training (see `holdout_firms`). The model card carries the test
 metrics, the challenger's, the generator's oracle AUC when a ground truth is present, and the
 baseline that drift and SHAP need later.
 """
@@ -15,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -38,6 +40,7 @@ class TrainConfig:
     test_dates: int = 2
     min_history_months: int = MODEL_ELIGIBLE_MIN_HISTORY
     background_size: int = 200
+    holdout_share: float = 0.4     # firms never seen in training; validation and test use only them
     n_shards: int = 16
     beam_args: tuple[str, ...] = ()
 
@@ -46,6 +49,8 @@ class TrainConfig:
             raise ValueError(f"background_size must be >= 100 firms, got {self.background_size}")
         if self.valid_dates < 1 or self.test_dates < 1:
             raise ValueError("valid_dates and test_dates must be >= 1")
+        if not 0 < self.holdout_share < 1:
+            raise ValueError(f"holdout_share must be in (0, 1), got {self.holdout_share}")
 
 
 def month_end(year: int, month: int) -> dt.date:
@@ -109,6 +114,14 @@ def eligible(frame: pd.DataFrame, min_history: int) -> pd.DataFrame:
     keep = (~frame["in_default"]) & (frame["months_history"] >= min_history) & \
         frame["label_default_12m"].notna()
     return frame[keep.to_numpy()].reset_index(drop=True)
+
+
+def holdout_firms(enterprise_ids, share: float) -> np.ndarray:
+    """Deterministic firm-level holdout (crc32 of the id). Monthly snapshots of one firm are near
+    copies of each other, and a firm labelled bad at a training date is still labelled bad a few
+    months later: validating on firms the network trained on rewards memorising firms, not risk."""
+    buckets = np.array([zlib.crc32(str(e).encode()) % 10_000 for e in enterprise_ids])
+    return buckets < share * 10_000
 
 
 def oracle_auc(feeds_dir: str, test: pd.DataFrame) -> float | None:
@@ -189,7 +202,9 @@ class Trainer:
         work = tempfile.mkdtemp(prefix="smescore-tft-")
         try:
             frame = eligible(frame, self.cfg.min_history_months)
-            parts = {name: frame[frame["as_of_date"].isin(split[name])].reset_index(drop=True)
+            held_out = holdout_firms(frame["enterprise_id"], self.cfg.holdout_share)
+            parts = {name: frame[frame["as_of_date"].isin(split[name]).to_numpy()
+                                 & (held_out if name != "train" else ~held_out)].reset_index(drop=True)
                      for name in ("train", "valid", "test")}
             for name, part in parts.items():
                 self.log(f"{name}: {len(part):,} firm-dates, default rate "
@@ -226,6 +241,7 @@ class Trainer:
             self.log(f"SavedModel exported; max |Δpd| vs the evaluation path {check:.2e}")
             pq.write_table(pa.Table.from_pandas(background, preserve_index=False),
                            os.path.join(staging, registry.BACKGROUND))
+            model.save(os.path.join(staging, registry.NETWORK))    # for audits: the bare network
 
             train_logit = platt.logit(network.raw_logit(model, x["train"]))
             points = mean_abs_points(saved_model, parts["train"], hp.seed)
@@ -288,6 +304,21 @@ def assemble_numpy(tft_dir: str, frame: pd.DataFrame, columns) -> np.ndarray:
     from transforms import preprocessing
     transformed = preprocessing.transform_batches(tft_dir, to_batches(frame))
     return network.assemble(transformed, columns).numpy()
+
+
+def evaluation_pd(version_dir: str, frame: pd.DataFrame) -> np.ndarray:
+    """The trainer's evaluation path, rebuilt from a registry version: TFT output, the bare
+    network, Platt. The SavedModel must agree with it (it is the same computation in one graph)."""
+    import tensorflow_transform as tft
+    import tf_keras as keras
+    from transforms import preprocessing
+    tft_dir = os.path.join(version_dir, registry.TRANSFORM_FN)
+    columns = preprocessing.input_columns(tft.TFTransformOutput(tft_dir))
+    x = assemble_numpy(tft_dir, frame, columns)
+    model = keras.models.load_model(os.path.join(version_dir, registry.NETWORK), compile=False)
+    with open(os.path.join(version_dir, registry.MODEL_CARD), encoding="utf-8") as fh:
+        cal = json.load(fh)["calibration"]
+    return calibration.Platt(cal["a"], cal["b"]).pd(network.raw_logit(model, x))
 
 
 def challenger_metrics(x_train, y_train, x_test, y_test, seed) -> dict:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 # Risk families: what a reason is about. Generator drivers map onto these (feeds.DRIVER_FAMILY).
 FAMILIES = (
     "sales", "purchases", "concentration", "invoice_quality", "tax_compliance", "headcount",
     "power", "governance", "litigation", "related_party", "firmographic", "history",
 )
-KINDS = ("amount", "count", "number", "pct_change", "share", "ratio", "months", "days", "kwh", "people",
+KINDS = ("amount", "count", "number", "age", "pct_change", "share", "ratio", "months", "days", "kwh", "people",
          "years", "slope", "category")
 
 
@@ -221,16 +222,16 @@ FEATURES: tuple[Feature, ...] = tuple([
     # --- registry events ---
     _F("reg_rep_chg_12m", "registry_events", "governance", "count", "近12个月法定代表人变更次数",
        "Legal-representative changes, last 12 months",
-       "近12个月法定代表人变更{value}", "Legal representative changed {value} in the last 12 months", 1, "z"),
+       "近12个月法定代表人变更{value}", "Legal-representative changes in the last 12 months: {value}", 1, "z"),
     _F("reg_rep_chg_36m", "registry_events", "governance", "count", "近36个月法定代表人变更次数",
        "Legal-representative changes, last 36 months",
-       "近36个月法定代表人变更{value}", "Legal representative changed {value} in the last 36 months", 1, "z"),
+       "近36个月法定代表人变更{value}", "Legal-representative changes in the last 36 months: {value}", 1, "z"),
     _F("reg_addr_chg_12m", "registry_events", "governance", "count", "近12个月地址变更次数",
        "Address changes, last 12 months",
-       "近12个月地址变更{value}", "Registered address changed {value} in the last 12 months", 1, "z"),
+       "近12个月地址变更{value}", "Registered-address changes in the last 12 months: {value}", 1, "z"),
     _F("reg_cap_chg_12m", "registry_events", "governance", "count", "近12个月注册资本变更次数",
        "Registered-capital changes, last 12 months",
-       "近12个月注册资本变更{value}", "Registered capital changed {value} in the last 12 months", 0, "z"),
+       "近12个月注册资本变更{value}", "Registered-capital changes in the last 12 months: {value}", 0, "z"),
     _F("reg_cap_cut_12m", "registry_events", "governance", "amount", "近12个月注册资本减少额",
        "Registered capital withdrawn, last 12 months",
        "近12个月注册资本减少{value}", "Registered capital cut by {value} in the last 12 months", 1, "log"),
@@ -284,8 +285,8 @@ FEATURES: tuple[Feature, ...] = tuple([
     _F("ent_reg_capital", "enterprises", "firmographic", "amount", "注册资本", "Registered capital",
        "注册资本为{value}", "Registered capital of {value}", -1, "log"),
     _F("ent_age_years", "enterprises", "firmographic", "years", "企业成立年限", "Years since establishment",
-       "企业成立仅{value}", "Established only {value} ago", -1, "log"),
-    _F("ent_rep_age", "enterprises", "firmographic", "years", "法定代表人年龄", "Legal representative's age",
+       "企业成立{value}", "Established {value} ago", -1, "log"),
+    _F("ent_rep_age", "enterprises", "firmographic", "age", "法定代表人年龄", "Legal representative's age",
        "法定代表人年龄为{value}", "Legal representative aged {value}", 0, "z"),
     # --- data history ---
     _F("hist_months", "derived", "history", "months", "可用数据月数", "Months of feed history available",
@@ -324,7 +325,7 @@ def _amount_zh(x: float) -> str:
 def render_value(feature: Feature, value, lang: str) -> str:
     """The firm's value as it reads in a reason sentence, in 'zh' or 'en'."""
     zh = lang == "zh"
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if is_missing(value):
         return "无数据" if zh else "no data"
     k = feature.kind
     if k == "category":
@@ -351,18 +352,27 @@ def render_value(feature: Feature, value, lang: str) -> str:
         n = int(round(v))
         return f"{n}个月" if zh else f"{n} month{'s' if n != 1 else ''}"
     if k == "days":
-        return f"{v:.0f}天" if zh else f"{v:.0f} days"
+        n = round(v)
+        return f"{n}天" if zh else f"{n} day{'s' if n != 1 else ''}"
+    if k == "age":
+        return f"{v:.0f}岁" if zh else f"{v:.0f}"
     if k == "people":
         return f"{v:.0f}人" if zh else f"{v:.0f}"
     if k == "years":
-        return f"{v:.1f}年" if zh else f"{v:.1f} years"
+        return f"{v:.1f}年" if zh else f"{v:.1f} year{'s' if round(v, 1) != 1 else ''}"
     if k == "slope":
         pct = (math.exp(v) - 1) * 100
         return f"{pct:+.1f}%"
     return f"{v:.2f}"
 
 
+def is_missing(value) -> bool:
+    return value is None or value == "" or (isinstance(value, numbers.Real) and math.isnan(value))
+
+
 def reason_text(feature: Feature, value) -> tuple[str, str]:
-    """(zh, en) sentences stating the firm's actual value."""
+    """(zh, en) sentences stating the firm's actual value (or that there is none)."""
+    if is_missing(value):
+        return f"{feature.desc_zh}：无数据", f"{feature.desc_en}: no data"
     return (feature.reason_zh.format(value=render_value(feature, value, "zh")),
             feature.reason_en.format(value=render_value(feature, value, "en")))

@@ -191,8 +191,7 @@ def split_duplicates(feed_name: str, table: pa.Table) -> tuple[pa.Table, list[di
     key = list(feeds.FEEDS[feed_name].key)
     if table.num_rows == 0:
         return table, []
-    order = pc.sort_indices(table, sort_keys=[(c, "ascending") for c in table.column_names],
-                                    null_placement="at_end")
+    order = pc.sort_indices(table, sort_keys=[(c, "ascending", "at_end") for c in table.column_names])
     table = table.take(order)
     df = table.select(key).to_pandas()
     dup = df.duplicated(subset=key, keep="first").to_numpy()

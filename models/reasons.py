@@ -1,0 +1,146 @@
+"""Reason codes: the features that took the most score points away from a firm, in words.
+
+Input is a points matrix [n_firms, n_features] (`points_i = -factor * phi_i`, see
+models.scorecard): negative points are what pulled a firm's score down. For each firm we keep at
+most `max_reasons` features, most negative first, and state each with the firm's actual value in
+Chinese and English from the catalogue's templates (transforms.catalog.reason_text).
+
+The ranking is one stable argsort over the whole matrix (ties go to the feature listed first, so
+reruns give identical reasons); only the sentence formatting runs per reason. The cold-start rules
+(models.rules) produce the same reason dicts through `rank_reasons` and `reason`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from transforms import catalog
+
+MAX_REASONS = 4
+# Less than half a point is below the resolution of the published (integer) score: not worth a
+# sentence to the customer or the analyst. Pass min_points=0 to list every negative feature.
+MIN_POINTS = 0.5
+
+
+def rank_reasons(points: np.ndarray, max_reasons: int = MAX_REASONS,
+                 min_points: float = MIN_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """(columns, keep), both [n_firms, k], k = min(max_reasons, n_features).
+
+    columns[i] are firm i's k most negative columns, most negative first, ties by column order;
+    keep[i, r] says columns[i, r] took at least `min_points` away (points <= -min_points and < 0).
+    Kept entries always come first in a row."""
+    p = _check_points(points)
+    if isinstance(max_reasons, bool) or not isinstance(max_reasons, (int, np.integer)) or max_reasons < 0:
+        raise ValueError(f"max_reasons must be a whole number >= 0, got {max_reasons!r}")
+    if (isinstance(min_points, bool) or not isinstance(min_points, (int, float, np.integer, np.floating))
+            or not math.isfinite(min_points) or min_points < 0):
+        raise ValueError(f"min_points must be a finite number >= 0, got {min_points!r}")
+    k = min(int(max_reasons), p.shape[1])
+    columns = np.argsort(p, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(p, columns, axis=1)
+    return columns, (top < 0.0) & (top <= -min_points)
+
+
+def _check_points(points) -> np.ndarray:
+    p = np.asarray(points, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"points must be 2-D [n_firms, n_features], got shape {p.shape}")
+    bad = ~np.isfinite(p)
+    if bad.any():
+        raise ValueError(f"points must be finite; got {int(bad.sum())} non-finite value(s) of {p.size}")
+    return p
+
+
+def plain_value(feature: catalog.Feature, value):
+    """A firm's raw value as catalog.render_value expects it: None when missing (NaN of any float
+    type, None, or the empty string that stands for a null category), else a Python float or str."""
+    if value is None:
+        return None
+    if feature.is_categorical:
+        if isinstance(value, (float, np.floating)) and math.isnan(value):
+            return None
+        text = str(value)
+        return text if text else None
+    v = float(value)
+    return None if math.isnan(v) else v
+
+
+def reason(code: str, feature: str, points: float, text_zh: str, text_en: str) -> dict:
+    """One reason as published in the `reasons` column (points rounded to 2 decimals)."""
+    return {"code": code, "feature": feature, "points": round(float(points), 2),
+            "text_zh": text_zh, "text_en": text_en}
+
+
+def _features(feature_names: Sequence[str]) -> list[catalog.Feature]:
+    unknown = [n for n in feature_names if n not in catalog.BY_NAME]
+    if unknown:
+        raise ValueError(f"feature(s) not in the catalogue: {unknown}")
+    return [catalog.BY_NAME[n] for n in feature_names]
+
+
+def _value_getter(values, feature_names: Sequence[str], n_firms: int):
+    """(firm, column) -> raw value, for a dict of columns or a 2-D array aligned with the names."""
+    if isinstance(values, Mapping):
+        missing = [n for n in feature_names if n not in values]
+        if missing:
+            raise ValueError(f"values has no column for feature(s) {missing}")
+        cols = [np.asarray(values[n]) for n in feature_names]
+        wrong = [(n, len(c)) for n, c in zip(feature_names, cols) if c.shape != (n_firms,)]
+        if wrong:
+            raise ValueError(f"values columns must hold {n_firms} firms; got {wrong}")
+        return lambda i, j: cols[j][i]
+    arr = np.asarray(values, dtype=object)
+    if arr.shape != (n_firms, len(feature_names)):
+        raise ValueError(f"values must have shape {(n_firms, len(feature_names))} "
+                         f"(firms, features), got {arr.shape}")
+    return lambda i, j: arr[i, j]
+
+
+def reasons_for(points: np.ndarray, values, feature_names: Sequence[str],
+                max_reasons: int = MAX_REASONS, min_points: float = MIN_POINTS) -> list[list[dict]]:
+    """For each firm, up to `max_reasons` dicts {code, feature, points, text_zh, text_en}: the
+    features with negative points (at least `min_points` away), most negative first.
+
+    values: the firms' raw feature values, a dict name -> array [n_firms] or a 2-D object array
+    [n_firms, n_features] in `feature_names` order. Missing values read as 'no data' / '无数据'."""
+    p = _check_points(points)
+    feats = _features(feature_names)
+    if p.shape[1] != len(feats):
+        raise ValueError(f"points has {p.shape[1]} columns for {len(feats)} feature names")
+    get = _value_getter(values, feature_names, p.shape[0])
+    columns, keep = rank_reasons(p, max_reasons, min_points)
+    out = []
+    for i in range(p.shape[0]):
+        row = []
+        for j in columns[i][keep[i]]:
+            f = feats[j]
+            zh, en = catalog.reason_text(f, plain_value(f, get(i, j)))
+            row.append(reason(f.code, f.name, p[i, j], zh, en))
+        out.append(row)
+    return out
+
+
+def top_drivers(points: np.ndarray, feature_names: Sequence[str], max_reasons: int = MAX_REASONS,
+                min_points: float = MIN_POINTS) -> list[dict]:
+    """Portfolio view of the reasons, for the run summary: one dict per feature that is a reason
+    for at least one firm, most frequent first (then most points taken, then catalogue order):
+
+    feature, code, firms (firms where it is among the reasons), share_of_firms,
+    points_taken (sum of its negative points over all firms, reason or not),
+    mean_points_as_reason (mean points where it is a reason)."""
+    p = _check_points(points)
+    feats = _features(feature_names)
+    if p.shape[1] != len(feats):
+        raise ValueError(f"points has {p.shape[1]} columns for {len(feats)} feature names")
+    n, k = p.shape
+    columns, keep = rank_reasons(p, max_reasons, min_points)
+    chosen = columns[keep]
+    firms = np.bincount(chosen, minlength=k)
+    as_reason = np.bincount(chosen, weights=np.take_along_axis(p, columns, 1)[keep], minlength=k)
+    taken = np.minimum(p, 0.0).sum(axis=0)
+    order = sorted(np.flatnonzero(firms), key=lambda j: (-firms[j], taken[j], j))
+    return [{"feature": feats[j].name, "code": feats[j].code, "firms": int(firms[j]),
+             "share_of_firms": float(firms[j] / n), "points_taken": float(taken[j]),
+             "mean_points_as_reason": float(as_reason[j] / firms[j])} for j in order]

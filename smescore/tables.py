@@ -1,0 +1,274 @@
+"""The risk-table contract: every published table, its columns, types, modes and layout, declared once.
+
+Everything that writes or creates a risk table reads this module: the Beam job builds its Arrow
+tables with `arrow_schema()`, the DuckDB warehouse creates its tables from `duckdb_ddl()` and
+validates what it publishes against `TABLES`, and the BigQuery sink (later) creates its tables from
+`bigquery_schema()`, `partition_by` and `cluster_by`. No TensorFlow, no database client here.
+
+Conventions:
+- `required` columns never hold NULL. A list-of-struct column is never NULL either (an empty list
+  instead), which is what BigQuery's REPEATED mode means; the subfields carry their own modes.
+- Timestamps are UTC without a zone attached (Arrow `timestamp[us]`, DuckDB `TIMESTAMP`); BigQuery's
+  `TIMESTAMP` reads such values as UTC.
+- The date-partitioned tables are replaced one `as_of_date` at a time; `runs` is keyed by `run_id`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import pyarrow as pa
+
+GRADES = tuple(str(g) for g in range(1, 11)) + ("D",)
+SCORE_SOURCES = ("model", "rules", "in_default")
+SEGMENT_TYPES = ("all", "industry", "region", "grade", "score_source")
+RUN_STATUSES = ("succeeded", "failed")
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """One column. `fields` makes it a list of structs (BigQuery REPEATED RECORD)."""
+    name: str
+    type: Optional[pa.DataType]
+    description: str
+    required: bool = False
+    allowed: tuple[str, ...] = ()          # the only values a string column may hold, if fixed
+    fields: tuple["Column", ...] = ()
+
+    @property
+    def is_record_list(self) -> bool:
+        return bool(self.fields)
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        if not self.fields:
+            return self.type
+        item = pa.struct([f.arrow_field for f in self.fields])
+        return pa.list_(pa.field("item", item, nullable=False))
+
+    @property
+    def arrow_field(self) -> pa.Field:
+        return pa.field(self.name, self.arrow_type, nullable=not (self.required or self.fields))
+
+    @property
+    def mode(self) -> str:
+        if self.fields:
+            return "REPEATED"
+        return "REQUIRED" if self.required else "NULLABLE"
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """One risk table. `replaced_by` is the column whose value a publish replaces as a whole."""
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+    partition_by: Optional[str]
+    cluster_by: tuple[str, ...]
+    replaced_by: str
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"table {self.name!r} has no column {name!r}; it has {list(self.names)}")
+
+
+def _col(name, type_, description, required=True, allowed=()) -> Column:
+    return Column(name, type_, description, required, tuple(allowed))
+
+
+def _records(name, description, *fields: Column) -> Column:
+    return Column(name, None, description, required=True, fields=tuple(fields))
+
+
+def _as_of_date(what: str) -> Column:
+    return _col("as_of_date", pa.date32(), f"The date {what} is as of: features use only records "
+                "known on or before it.")
+
+
+def _model_version() -> Column:
+    return _col("model_version", pa.string(), "Registry version of the model that scored the run "
+                "(also recorded for rules-scored and in-default firms).")
+
+
+def _run_id() -> Column:
+    return _col("run_id", pa.string(), "Id of the run that wrote the row, derived from the as-of "
+                "date, model version, input and config fingerprints (never random).")
+
+
+SCORES = Table(
+    name="scores",
+    description="One row per firm and as-of date: calibrated 12-month PD, 300..850 score, grade "
+                "and up to four reasons.",
+    columns=(
+        _as_of_date("the score"),
+        _col("enterprise_id", pa.string(), "The firm."),
+        _model_version(),
+        _col("score_source", pa.string(), "Who scored the firm: 'model', the cold-start 'rules' "
+             "(history too short) or 'in_default' (already 90+ days past due).",
+             allowed=SCORE_SOURCES),
+        _col("pd", pa.float64(), "Calibrated probability of a 90+ DPD default within 12 months "
+             "(1 for firms in default)."),
+        _col("score", pa.int32(), "PDO score, offset - factor * ln(pd / (1 - pd)), clamped to "
+             "300..850."),
+        _col("grade", pa.string(), "Master-scale grade, '1' (best) .. '10', or 'D' in default.",
+             allowed=GRADES),
+        _col("base_points", pa.float64(), "Score points of the average firm; base_points plus "
+             "the points of all features is the unclamped score. Null for firms in default.",
+             required=False),
+        _records(
+            "reasons", "Up to four features that took the most points away, worst first.",
+            _col("code", pa.string(), "Stable reason code."),
+            _col("feature", pa.string(), "Business feature the reason is about."),
+            _col("points", pa.float64(), "Score points the feature took away (negative)."),
+            _col("text_zh", pa.string(), "The reason in Chinese, with the firm's actual value."),
+            _col("text_en", pa.string(), "The reason in English, with the firm's actual value.")),
+        _run_id(),
+    ),
+    partition_by="as_of_date",
+    cluster_by=("model_version", "grade", "enterprise_id"),
+    replaced_by="as_of_date",
+)
+
+ATTRIBUTIONS = Table(
+    name="attributions",
+    description="One row per model-scored firm and business feature: SHAP value in log-odds and "
+                "the score points it is worth.",
+    columns=(
+        _as_of_date("the attribution"),
+        _col("enterprise_id", pa.string(), "The firm."),
+        _model_version(),
+        _col("feature", pa.string(), "Business feature (TFT-derived inputs summed back to it)."),
+        _col("value", pa.float64(), "The firm's raw feature value; null when missing or "
+             "categorical.", required=False),
+        _col("phi", pa.float64(), "Attribution in calibrated log-odds (DeepLIFT/SHAP)."),
+        _col("points", pa.float64(), "Score points, -factor * phi."),
+    ),
+    partition_by="as_of_date",
+    cluster_by=("model_version", "feature", "enterprise_id"),
+    replaced_by="as_of_date",
+)
+
+PORTFOLIO_SUMMARY = Table(
+    name="portfolio_summary",
+    description="Per as-of date and segment: firms, mean PD, expected defaults, score percentiles.",
+    columns=(
+        _as_of_date("the summary"),
+        _model_version(),
+        _col("segment_type", pa.string(), "How the book is cut: 'all', 'industry', 'region', "
+             "'grade' or 'score_source'.", allowed=SEGMENT_TYPES),
+        _col("segment", pa.string(), "The segment's value ('all' for the whole book)."),
+        _col("n_firms", pa.int64(), "Firms in the segment."),
+        _col("mean_pd", pa.float64(), "Mean PD of the segment."),
+        _col("expected_defaults", pa.float64(), "Sum of PD: defaults expected within 12 months."),
+        _col("score_p10", pa.float64(), "10th percentile of the score."),
+        _col("score_p50", pa.float64(), "Median score."),
+        _col("score_p90", pa.float64(), "90th percentile of the score."),
+        _col("share_of_firms", pa.float64(), "n_firms over all firms scored that date."),
+    ),
+    partition_by="as_of_date",
+    cluster_by=("model_version", "segment_type", "segment"),
+    replaced_by="as_of_date",
+)
+
+RUNS = Table(
+    name="runs",
+    description="One row per scoring run (the latest attempt of each run_id): what went in, what "
+                "came out, and why a run failed.",
+    columns=(
+        _run_id(),
+        _as_of_date("the run"),
+        _model_version(),
+        _col("started_at", pa.timestamp("us"), "When the run started (UTC)."),
+        _col("finished_at", pa.timestamp("us"), "When the run finished or failed (UTC)."),
+        _col("status", pa.string(), "'succeeded' or 'failed'.", allowed=RUN_STATUSES),
+        _records("rows_in", "Records read, per feed.",
+                 _col("feed", pa.string(), "Feed name."),
+                 _col("rows", pa.int64(), "Records read from the feed.")),
+        _col("rows_rejected", pa.int64(), "Feed records rejected (see rejected_records)."),
+        _col("firms_scored_model", pa.int64(), "Firms scored by the model."),
+        _col("firms_scored_rules", pa.int64(), "Firms scored by the cold-start rules."),
+        _col("message", pa.string(), "Why the run failed, or notes.", required=False),
+        _col("config_fingerprint", pa.string(), "Hash of the scorecard, rules and run settings."),
+    ),
+    partition_by=None,
+    cluster_by=("as_of_date", "model_version", "run_id"),
+    replaced_by="run_id",
+)
+
+REJECTED_RECORDS = Table(
+    name="rejected_records",
+    description="Feed records the run could not use, with the reason; nothing is dropped silently.",
+    columns=(
+        _run_id(),
+        _as_of_date("the run"),
+        _col("feed", pa.string(), "Feed the record came from ('scoring' for firms inference "
+             "could not score)."),
+        _col("record_json", pa.string(), "The record as read, as JSON."),
+        _col("reason", pa.string(), "Why it was rejected."),
+    ),
+    partition_by="as_of_date",
+    cluster_by=("feed", "run_id"),
+    replaced_by="as_of_date",
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in
+                            (SCORES, ATTRIBUTIONS, PORTFOLIO_SUMMARY, RUNS, REJECTED_RECORDS)}
+
+
+def table(name: str) -> Table:
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise KeyError(f"no risk table {name!r}; the tables are {list(TABLES)}") from None
+
+
+def arrow_schema(name: str) -> pa.Schema:
+    """The Arrow schema to build a table's rows with (required columns are non-nullable)."""
+    return pa.schema([c.arrow_field for c in table(name).columns])
+
+
+_DUCKDB_TYPES = {pa.date32(): "DATE", pa.string(): "VARCHAR", pa.float64(): "DOUBLE",
+                 pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.timestamp("us"): "TIMESTAMP"}
+_BIGQUERY_TYPES = {pa.date32(): "DATE", pa.string(): "STRING", pa.float64(): "FLOAT",
+                   pa.int32(): "INTEGER", pa.int64(): "INTEGER", pa.timestamp("us"): "TIMESTAMP"}
+
+
+def quote(identifier: str) -> str:
+    """A quoted SQL identifier: some contract names are keywords (`rows` in DuckDB and BigQuery)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def duckdb_type(column: Column) -> str:
+    """DuckDB type of the column, e.g. `STRUCT("feed" VARCHAR, "rows" BIGINT)[]`."""
+    if column.fields:
+        inner = ", ".join(f"{quote(f.name)} {duckdb_type(f)}" for f in column.fields)
+        return f"STRUCT({inner})[]"
+    return _DUCKDB_TYPES[column.type]
+
+
+def duckdb_ddl(name: str) -> str:
+    """CREATE TABLE IF NOT EXISTS for DuckDB. Names come from this contract, never from data."""
+    t = table(name)
+    lines = [f"    {quote(c.name)} {duckdb_type(c)}{' NOT NULL' if c.required or c.fields else ''}"
+             for c in t.columns]
+    return f"CREATE TABLE IF NOT EXISTS {quote(t.name)} (\n" + ",\n".join(lines) + "\n)"
+
+
+def _bigquery_field(column: Column) -> dict:
+    field = {"name": column.name,
+             "type": "RECORD" if column.fields else _BIGQUERY_TYPES[column.type],
+             "mode": column.mode, "description": column.description}
+    if column.fields:
+        field["fields"] = [_bigquery_field(f) for f in column.fields]
+    return field
+
+
+def bigquery_schema(name: str) -> list[dict]:
+    """The table's schema in BigQuery's JSON form (what `bq mk --schema` and the API take)."""
+    return [_bigquery_field(c) for c in table(name).columns]

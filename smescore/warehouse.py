@@ -1,0 +1,312 @@
+"""The embedded warehouse: the risk tables in one DuckDB file, published one as-of date at a time.
+
+A publish replaces a date's rows in every table it is given and records the run in ONE transaction,
+so a reader (another connection) sees the old date or the new one, never half of it, and a failure
+anywhere leaves the previous rows in place. Incoming Arrow tables are checked against the contract in
+smescore/tables.py before anything is touched, so a bad table fails with the table and column named
+instead of a DuckDB cast error halfway through.
+
+Connections are opened per call and closed again: DuckDB lets one process write a file, and a
+long-lived connection would lock other processes (`smescore query`) out of it.
+
+SQL here takes values only as bound parameters (`?`). Table and column names are interpolated, but
+only ones that come from the contract (or that the contract has checked), never from data.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import pathlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Optional
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from smescore import tables as contract
+
+VIEWS_DIR = pathlib.Path(__file__).resolve().parent.parent / "sql" / "views"
+_INCOMING = "_smescore_incoming"   # name the Arrow table is registered under while it is copied in
+
+
+class PublishError(RuntimeError):
+    """A publish failed inside its transaction and was rolled back; nothing changed."""
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _loose_type(t: pa.DataType) -> pa.DataType:
+    """The type without what does not change the values: nested nullability flags, list item names
+    (Parquet writes 'element', Arrow 'item'), large/view string and list variants."""
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.string()
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
+        return pa.list_(_loose_type(t.value_type))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, _loose_type(f.type)) for f in t])
+    return t
+
+
+def _check_columns(name: str, schema: pa.Schema) -> None:
+    expected = contract.table(name).names
+    missing = [c for c in expected if c not in schema.names]
+    extra = [c for c in schema.names if c not in expected]
+    if missing or extra:
+        raise ValueError(f"table {name!r}: missing column(s) {missing}, unexpected column(s) "
+                         f"{extra}; the contract's columns are {list(expected)}")
+    for column in contract.table(name).columns:
+        got = schema.field(column.name).type
+        if _loose_type(got) != _loose_type(column.arrow_type):
+            raise ValueError(f"table {name!r}, column {column.name!r}: expected type "
+                             f"{column.arrow_type}, got {got}")
+
+
+def _nan_to_null(array: pa.ChunkedArray) -> pa.ChunkedArray:
+    """NaN poisons SQL aggregates (AVG over a NaN is NaN); in the warehouse a missing number is NULL."""
+    if not pa.types.is_floating(array.type):
+        return array
+    return pc.if_else(pc.is_nan(array), pa.scalar(None, array.type), array)
+
+
+def _check_nulls(where: str, column: contract.Column, values: pa.ChunkedArray) -> None:
+    """Required columns and required subfields of list-of-struct columns hold no NULL."""
+    if (column.required or column.fields) and values.null_count:
+        raise ValueError(f"{where}, column {column.name!r} is required but has "
+                         f"{values.null_count} null value(s)")
+    if column.fields:
+        items = pc.list_flatten(values)
+        if items.null_count:
+            raise ValueError(f"{where}, column {column.name!r} has {items.null_count} null item(s)")
+        for i, sub in enumerate(column.fields):
+            _check_nulls(f"{where}, column {column.name!r}", sub,
+                         _nan_to_null(pc.struct_field(items, [i])))
+
+
+def _check_allowed(name: str, column: contract.Column, values: pa.ChunkedArray) -> None:
+    if not column.allowed:
+        return
+    bad = pc.filter(values, pc.invert(pc.is_in(values, value_set=pa.array(column.allowed))))
+    if len(bad):
+        raise ValueError(f"table {name!r}, column {column.name!r}: {len(bad)} value(s) not in "
+                         f"{list(column.allowed)}, e.g. {pc.unique(bad).to_pylist()[:5]}")
+
+
+def _check_constant(name: str, column: str, values: pa.ChunkedArray, expected: Any) -> None:
+    """Every row must carry the run's value: a row of another date would survive the next replace."""
+    bad = pc.filter(values, pc.not_equal(values, pa.scalar(expected, values.type)))
+    if len(bad):
+        raise ValueError(f"table {name!r}, column {column!r}: {len(bad)} row(s) are not "
+                         f"{expected!r}, e.g. {pc.unique(bad).to_pylist()[:3]}")
+
+
+def conform(name: str, table: pa.Table) -> pa.Table:
+    """Check an Arrow table against the contract and return it in the contract's schema.
+
+    Raises ValueError naming the table and column: unknown table, missing or unexpected columns,
+    wrong types, NULL (or NaN) in required columns, values outside a column's allowed set.
+    NaN in optional float columns becomes NULL.
+    """
+    if name not in contract.TABLES:
+        raise ValueError(f"no risk table {name!r}; the tables are {list(contract.TABLES)}")
+    if not isinstance(table, pa.Table):
+        raise ValueError(f"table {name!r}: expected a pyarrow.Table, got {type(table).__name__}")
+    _check_columns(name, table.schema)
+    columns = []
+    for column in contract.table(name).columns:
+        values = _nan_to_null(table.column(column.name))
+        _check_nulls(f"table {name!r}", column, values)
+        _check_allowed(name, column, values)
+        columns.append(values.cast(column.arrow_type))
+    return pa.Table.from_arrays(columns, schema=contract.arrow_schema(name))
+
+
+def run_record_table(run_record: Mapping[str, Any]) -> pa.Table:
+    """A run record (dict) -> a one-row `runs` table, checked like any other table."""
+    names = contract.table("runs").names
+    missing = [k for k in names if k not in run_record]
+    extra = [k for k in run_record if k not in names]
+    if missing or extra:
+        raise ValueError(f"run record: missing key(s) {missing}, unexpected key(s) {extra}")
+    arrays = {}
+    for column in contract.table("runs").columns:
+        try:
+            arrays[column.name] = pa.array([run_record[column.name]], column.arrow_type)
+        except (pa.ArrowException, TypeError, ValueError) as err:
+            raise ValueError(f"run record, key {column.name!r}: {run_record[column.name]!r} is not "
+                             f"a {column.arrow_type}: {err}") from None
+    return conform("runs", pa.table(arrays))
+
+
+def _check_date(as_of_date: Any) -> dt.date:
+    if not isinstance(as_of_date, dt.date) or isinstance(as_of_date, dt.datetime):
+        raise ValueError(f"as_of_date must be a datetime.date, got {as_of_date!r}")
+    return as_of_date
+
+
+def prepare_publish(as_of_date: dt.date, tables: Mapping[str, pa.Table],
+                    run_record: Mapping[str, Any]) -> tuple[dict[str, pa.Table], pa.Table]:
+    """Everything `publish` checks before it opens a transaction.
+
+    Each table must be a date-partitioned risk table, conform to the contract, and hold only rows
+    of this date, run and model version; the run record must be a succeeded run of this date.
+    """
+    _check_date(as_of_date)
+    run = run_record_table(run_record)
+    if run_record["status"] != "succeeded":
+        raise ValueError(f"run record: publish records a 'succeeded' run, got status "
+                         f"{run_record['status']!r} (use record_failed_run)")
+    expected = {"as_of_date": as_of_date, "run_id": run_record["run_id"],
+                "model_version": run_record["model_version"]}
+    _check_constant("runs", "as_of_date", run.column("as_of_date"), as_of_date)
+    if not tables:
+        raise ValueError("publish needs at least one table")
+    conformed = {}
+    for name in sorted(tables, key=_table_order):
+        if contract.table(name).replaced_by != "as_of_date":
+            raise ValueError(f"table {name!r} is not replaced by date; pass its row as run_record")
+        table = conform(name, tables[name])
+        for column, value in expected.items():
+            if column in table.column_names:
+                _check_constant(name, column, table.column(column), value)
+        conformed[name] = table
+    return conformed, run
+
+
+def _table_order(name: str) -> int:
+    """Contract order, so that a publish writes its tables in the same order every time."""
+    if name not in contract.TABLES:
+        raise ValueError(f"no risk table {name!r}; the tables are {list(contract.TABLES)}")
+    return list(contract.TABLES).index(name)
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _replace_rows(con: duckdb.DuckDBPyConnection, name: str, rows: pa.Table, key: str,
+                  value: Any) -> None:
+    """Inside the caller's transaction: delete the rows whose `key` is `value`, insert `rows`.
+
+    Rows go in sorted on the table's cluster columns, which keeps DuckDB's zone maps useful and the
+    file's contents independent of the order the pipeline produced them in.
+    """
+    t, q = contract.table(name), contract.quote
+    # Identifiers from the contract (not data); the value is bound.
+    con.execute(f"DELETE FROM {q(t.name)} WHERE {q(key)} = ?", [value])
+    columns = ", ".join(q(c) for c in t.names)
+    order = ", ".join(q(c) for c in t.cluster_by)
+    con.register(_INCOMING, rows)
+    try:
+        con.execute(f"INSERT INTO {q(t.name)} ({columns}) SELECT {columns} FROM {_INCOMING} "
+                    f"ORDER BY {order}")
+    finally:
+        con.unregister(_INCOMING)
+
+
+class Warehouse:
+    """The risk tables in a DuckDB file at `path` (created by `ensure_schema`)."""
+
+    def __init__(self, path: str | os.PathLike, views_dir: str | os.PathLike = VIEWS_DIR):
+        self.path = str(path)
+        self.views_dir = pathlib.Path(views_dir)
+
+    def __repr__(self) -> str:
+        return f"Warehouse({self.path!r})"
+
+    def _connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        if read_only and not os.path.exists(self.path):
+            raise FileNotFoundError(f"no warehouse at {self.path}: run `smescore score` first")
+        return duckdb.connect(self.path, read_only=read_only)
+
+    def view_sql(self) -> dict[str, str]:
+        """{view name: CREATE OR REPLACE VIEW ...} from sql/views/*.sql, one view per file."""
+        return {p.stem: p.read_text(encoding="utf-8") for p in sorted(self.views_dir.glob("*.sql"))}
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection inside BEGIN .. COMMIT; ROLLBACK on any error."""
+        with self._connect() as con:
+            con.begin()
+            try:
+                yield con
+                con.commit()
+            except BaseException:
+                _rollback(con)
+                raise
+
+    def ensure_schema(self) -> None:
+        """Create the tables the contract declares (if missing) and (re)create the views.
+
+        Idempotent. A table that exists with other columns than the contract's is an error (it needs
+        a migration), not something to paper over.
+        """
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        with self._transaction() as con:
+            for name in contract.TABLES:
+                con.execute(contract.duckdb_ddl(name))
+                _check_existing(con, name)
+            for sql in self.view_sql().values():
+                con.execute(sql)
+
+    def publish(self, as_of_date: dt.date, tables: Mapping[str, pa.Table],
+                run_record: Mapping[str, Any]) -> dict[str, int]:
+        """Replace `as_of_date`'s rows in every given table and record the run, atomically.
+
+        Everything is validated first (ValueError, nothing touched); then one transaction deletes
+        the date's rows and inserts the new ones table by table, and upserts the run record (by
+        run_id). Any error rolls the whole transaction back and is raised as PublishError.
+        Returns {table: rows written}.
+        """
+        conformed, run = prepare_publish(as_of_date, tables, run_record)
+        step = "connect"
+        try:
+            with self._transaction() as con:
+                for name, rows in conformed.items():
+                    step = name
+                    _replace_rows(con, name, rows, "as_of_date", as_of_date)
+                step = "runs"
+                _replace_rows(con, "runs", run, "run_id", run_record["run_id"])
+                step = "commit"
+        except Exception as err:
+            raise PublishError(
+                f"publish of {as_of_date} (run {run_record['run_id']}) rolled back at {step!r}: "
+                f"{type(err).__name__}: {err}; the warehouse still holds the previous rows of "
+                f"{as_of_date}") from err
+        return {**{name: rows.num_rows for name, rows in conformed.items()}, "runs": 1}
+
+    def record_failed_run(self, run_record: Mapping[str, Any]) -> None:
+        """Record a failed run (replacing an earlier record of the same run_id); no data touched."""
+        run = run_record_table(run_record)
+        if run_record["status"] != "failed":
+            raise ValueError(f"run record: record_failed_run takes status 'failed', got "
+                             f"{run_record['status']!r}")
+        with self._transaction() as con:
+            _replace_rows(con, "runs", run, "run_id", run_record["run_id"])
+
+    def query(self, sql: str, params: Optional[Sequence[Any] | Mapping[str, Any]] = None
+              ) -> pa.Table:
+        """Run one SQL statement on a read-only connection; values go in `params`, bound to `?`
+        (a sequence) or `$name` (a mapping), never formatted into the SQL."""
+        with self._connect(read_only=True) as con:
+            return con.execute(sql, params).to_arrow_table()
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back, unless DuckDB already has (a failed COMMIT ends the transaction itself): a
+    second error from ROLLBACK would hide the one that matters."""
+    try:
+        con.rollback()
+    except duckdb.TransactionException:
+        pass  # no transaction left to roll back; the caller re-raises the original error
+
+
+def _check_existing(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """The table in the file has the contract's columns, in order, with the contract's types."""
+    # Identifier from the contract, not data.
+    schema = con.execute(f"SELECT * FROM {contract.quote(name)} LIMIT 0").to_arrow_table().schema
+    got = [(f.name, _loose_type(f.type)) for f in schema]
+    expected = [(c.name, _loose_type(c.arrow_type)) for c in contract.table(name).columns]
+    if got != expected:
+        raise RuntimeError(f"table {name!r} in the warehouse does not match the contract (it needs "
+                           f"a migration): has {[(n, str(t)) for n, t in got]}, expected "
+                           f"{[(n, str(t)) for n, t in expected]}")

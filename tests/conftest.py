@@ -1,0 +1,38 @@
+"""Shared, session-scoped fixtures: one small generated portfolio, one trained model version.
+
+Small on purpose (CI has 2 cores): a few hundred firms are enough to exercise every stage for
+real — generator, Beam on DirectRunner, TFT analyze/transform, a trained SavedModel, DuckDB.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+END_DATE = dt.date(2026, 10, 31)
+FIRMS, MONTHS, SEED = 1200, 30, 11
+
+
+@pytest.fixture(scope="session")
+def small_feeds(tmp_path_factory) -> str:
+    from smescore.generate import generate
+    out = str(tmp_path_factory.mktemp("feeds"))
+    generate(out, firms=FIRMS, months=MONTHS, end_date=END_DATE, seed=SEED)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(small_feeds, tmp_path_factory):
+    """(registry dir, version, model card) of a model trained on the small portfolio."""
+    from models import network
+    from models.train import Trainer, TrainConfig
+    registry = str(tmp_path_factory.mktemp("registry"))
+    cfg = TrainConfig(feeds=small_feeds, registry=registry, background_size=100,
+                      hparams=network.HParams(max_epochs=12, patience=4), n_shards=4)
+    version, card = Trainer(cfg, progress=lambda m: None).run()
+    return registry, version, card
