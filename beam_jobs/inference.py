@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.ml.inference.base import ModelHandler
 
-from transforms import catalog
+from transforms import catalog, progress
 
 EXPLAIN_SIGNATURE = "score_and_explain"
 
@@ -62,6 +62,7 @@ class FeatureTableModelHandler(ModelHandler[pa.Table, pa.Table, Any]):
             inputs = {k: tf.constant(v) for k, v in raw_inputs(table).items()}
             out = signature(**inputs)
             phi = out["phi"].numpy().astype(np.float32)
+            progress.advance("firms scored[model]", table.num_rows)
             yield (table
                    .append_column("pd", pa.array(out["pd"].numpy().astype(np.float64)))
                    .append_column("logit", pa.array(out["logit"].numpy().astype(np.float64)))

@@ -15,7 +15,7 @@ from models.reasons import reasons_for
 from models.rules import ColdStartRules
 from models.scorecard import MasterScale, ScoreScale
 from smescore import tables
-from transforms import catalog
+from transforms import catalog, progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +92,7 @@ def rules_rows(table: pa.Table, s: Scoring) -> pa.Table:
     """Cold-start firms: the transparent rules give PD, points and reasons."""
     values = _values(table, s.rules.features)
     pd_, logit, reasons = s.rules.score(values)
+    progress.advance("firms scored[rules]", table.num_rows)
     base = np.full(table.num_rows, s.scale.base_points(s.rules.base_logit))
     grade = s.master.grade(pd_, np.zeros(len(pd_), bool))
     return _scores_table(table, s, "rules", pd_, s.scale.score_from_logit(logit), grade, base,

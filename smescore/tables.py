@@ -1,4 +1,4 @@
-"""The risk-table contract: every published table, its columns, types, modes and layout, declared once.
+"""The risk-table contract: every published table, its columns, types, modes and layout, once.
 
 Everything that writes or creates a risk table reads this module: the Beam job builds its Arrow
 tables with `arrow_schema()`, the DuckDB warehouse creates its tables from `duckdb_ddl()` and

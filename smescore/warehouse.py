@@ -1,10 +1,10 @@
 """The embedded warehouse: the risk tables in one DuckDB file, published one as-of date at a time.
 
 A publish replaces a date's rows in every table it is given and records the run in ONE transaction,
-so a reader (another connection) sees the old date or the new one, never half of it, and a failure
-anywhere leaves the previous rows in place. Incoming Arrow tables are checked against the contract in
-smescore/tables.py before anything is touched, so a bad table fails with the table and column named
-instead of a DuckDB cast error halfway through.
+so a reader (another connection) sees the old date or the new one, never half of it, and a
+failure anywhere leaves the previous rows in place. Incoming Arrow tables are checked against the
+contract in smescore/tables.py before anything is touched, so a bad table fails with the table and
+column named instead of a DuckDB cast error halfway through.
 
 Connections are opened per call and closed again: DuckDB lets one process write a file, and a
 long-lived connection would lock other processes (`smescore query`) out of it.
@@ -64,7 +64,7 @@ def _check_columns(name: str, schema: pa.Schema) -> None:
 
 
 def _nan_to_null(array: pa.ChunkedArray) -> pa.ChunkedArray:
-    """NaN poisons SQL aggregates (AVG over a NaN is NaN); in the warehouse a missing number is NULL."""
+    """NaN poisons SQL aggregates (AVG over a NaN is NaN): in the warehouse, missing is NULL."""
     if not pa.types.is_floating(array.type):
         return array
     return pc.if_else(pc.is_nan(array), pa.scalar(None, array.type), array)
@@ -94,7 +94,7 @@ def _check_allowed(name: str, column: contract.Column, values: pa.ChunkedArray) 
 
 
 def _check_constant(name: str, column: str, values: pa.ChunkedArray, expected: Any) -> None:
-    """Every row must carry the run's value: a row of another date would survive the next replace."""
+    """Every row must carry the run's value: a row of another date would survive its replace."""
     bad = pc.filter(values, pc.not_equal(values, pa.scalar(expected, values.type)))
     if len(bad):
         raise ValueError(f"table {name!r}, column {column!r}: {len(bad)} row(s) are not "
@@ -187,18 +187,17 @@ def _replace_rows(con: duckdb.DuckDBPyConnection, name: str, rows: pa.Table, key
                   value: Any) -> None:
     """Inside the caller's transaction: delete the rows whose `key` is `value`, insert `rows`.
 
-    Rows go in sorted on the table's cluster columns, which keeps DuckDB's zone maps useful and the
-    file's contents independent of the order the pipeline produced them in.
+    Rows go in in the order given (the pipeline writes them sorted). Sorting them here on the
+    cluster columns tripled the insert time (4.1M attribution rows: 2.2 s -> 6.4 s) for no
+    query we run.
     """
     t, q = contract.table(name), contract.quote
     # Identifiers from the contract (not data); the value is bound.
     con.execute(f"DELETE FROM {q(t.name)} WHERE {q(key)} = ?", [value])
     columns = ", ".join(q(c) for c in t.names)
-    order = ", ".join(q(c) for c in t.cluster_by)
     con.register(_INCOMING, rows)
     try:
-        con.execute(f"INSERT INTO {q(t.name)} ({columns}) SELECT {columns} FROM {_INCOMING} "
-                    f"ORDER BY {order}")
+        con.execute(f"INSERT INTO {q(t.name)} ({columns}) SELECT {columns} FROM {_INCOMING}")
     finally:
         con.unregister(_INCOMING)
 
@@ -219,8 +218,15 @@ class Warehouse:
         return duckdb.connect(self.path, read_only=read_only)
 
     def view_sql(self) -> dict[str, str]:
-        """{view name: CREATE OR REPLACE VIEW ...} from sql/views/*.sql, one view per file."""
-        return {p.stem: p.read_text(encoding="utf-8") for p in sorted(self.views_dir.glob("*.sql"))}
+        """{view name: CREATE OR REPLACE VIEW ...} from sql/views/*.sql, one view per file.
+
+        sql/ sits beside the package, not in it: an install that is not editable lacks it, and a
+        warehouse without its views must not pass for a complete one.
+        """
+        paths = sorted(self.views_dir.glob("*.sql"))
+        if not paths:
+            raise FileNotFoundError(f"no view definitions (*.sql) in {self.views_dir}")
+        return {p.stem: p.read_text(encoding="utf-8") for p in paths}
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -43,8 +43,9 @@ def scores(as_of, rows, run_id, version=V) -> pa.Table:
 def attributions(as_of, rows, version=V) -> pa.Table:
     """rows: (enterprise_id, feature, value, phi, points)."""
     keys = ("enterprise_id", "feature", "value", "phi", "points")
-    return pa.Table.from_pylist([{"as_of_date": as_of, "model_version": version, **dict(zip(keys, r))}
-                                 for r in rows], schema=tables.arrow_schema("attributions"))
+    return pa.Table.from_pylist(
+        [{"as_of_date": as_of, "model_version": version, **dict(zip(keys, r))} for r in rows],
+        schema=tables.arrow_schema("attributions"))
 
 
 def summary(as_of, n_firms, version=V) -> pa.Table:
@@ -74,7 +75,8 @@ def run_record(as_of, run_id, version=V, status="succeeded", message="", started
 
 # Four firms on D1: two model-scored, one cold-start, one in default (grade D, no reasons).
 D1_SCORES = [
-    ("E1", "model", 0.010, 650, "3", 600.0, [reason("sales_trend", -30.0), reason("late_vat", -10.0)]),
+    ("E1", "model", 0.010, 650, "3", 600.0,
+     [reason("sales_trend", -30.0), reason("late_vat", -10.0)]),
     ("E2", "model", 0.010, 660, "3", 600.0, [reason("sales_trend", -20.0)]),
     ("E3", "rules", 0.040, 560, "6", 580.0, [reason("late_vat", -5.0), reason("power_drop", -1.0)]),
     ("E4", "in_default", 1.0, 300, "D", None, []),
@@ -84,7 +86,8 @@ D1_ATTR = [("E1", "sales_trend", -0.4, 0.3466, -30.0), ("E1", "late_vat", None, 
 # D2: E1 stays in 3, E2 moves to 4, E3 exits, E5 is new in grade 2, E4 stays in D.
 D2_SCORES = [
     ("E1", "model", 0.010, 652, "3", 600.0, [reason("sales_trend", -28.0)]),
-    ("E2", "model", 0.015, 630, "4", 600.0, [reason("sales_trend", -35.0), reason("late_vat", -3.0)]),
+    ("E2", "model", 0.015, 630, "4", 600.0,
+     [reason("sales_trend", -35.0), reason("late_vat", -3.0)]),
     ("E5", "model", 0.004, 700, "2", 600.0, []),
     ("E4", "in_default", 1.0, 300, "D", None, []),
 ]
@@ -94,7 +97,8 @@ D3_SCORES = [("E1", "model", 0.012, 640, "4", 600.0, [reason("late_vat", -12.0)]
 
 def d1_tables(run_id="run-d1", rows=D1_SCORES) -> dict:
     return {"scores": scores(D1, rows, run_id), "attributions": attributions(D1, D1_ATTR),
-            "portfolio_summary": summary(D1, len(rows)), "rejected_records": rejected(D1, run_id, 2)}
+            "portfolio_summary": summary(D1, len(rows)),
+            "rejected_records": rejected(D1, run_id, 2)}
 
 
 def simple_tables(as_of, rows, run_id) -> dict:
@@ -211,6 +215,11 @@ def test_ensure_schema_is_idempotent_and_keeps_data(wh):
                      ("top_risk_drivers", "VIEW")]
 
 
+def test_ensure_schema_refuses_to_run_without_the_view_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no view definitions"):
+        Warehouse(tmp_path / "risk.duckdb", views_dir=tmp_path / "empty").ensure_schema()
+
+
 def test_ensure_schema_refuses_a_table_that_drifted_from_the_contract(tmp_path):
     path = tmp_path / "old.duckdb"
     with duckdb.connect(str(path)) as con:
@@ -259,7 +268,8 @@ def test_republishing_a_date_with_fewer_rows_leaves_no_stale_rows(wh):
     wh.publish(D1, d1_tables("run-d1b", rows=D1_SCORES[:2]), run_record(D1, "run-d1b"))
     assert rows_of(wh, "SELECT enterprise_id, run_id FROM scores ORDER BY 1") == [
         ("E1", "run-d1b"), ("E2", "run-d1b")]
-    assert rows_of(wh, "SELECT run_id, COUNT(*) FROM rejected_records GROUP BY 1") == [("run-d1b", 2)]
+    assert rows_of(wh, "SELECT run_id, COUNT(*) FROM rejected_records GROUP BY 1") == [
+        ("run-d1b", 2)]
     # runs is keyed by run_id: both runs of the date stay on record
     assert rows_of(wh, "SELECT run_id FROM runs ORDER BY 1") == [("run-d1",), ("run-d1b",)]
 
@@ -278,7 +288,8 @@ def test_a_failure_mid_publish_leaves_every_table_as_it_was(wh, monkeypatch):
 
     monkeypatch.setattr(wh_module, "_replace_rows", fail_on_third)
     new = d1_tables("run-d1b", rows=D1_SCORES[:1])
-    with pytest.raises(PublishError, match=r"rolled back at 'portfolio_summary': OSError: disk full"):
+    with pytest.raises(PublishError,
+                       match=r"rolled back at 'portfolio_summary': OSError: disk full"):
         wh.publish(D1, new, run_record(D1, "run-d1b"))
     assert written == ["scores", "attributions"]          # two tables were written, then undone
     assert dump(wh) == before
@@ -424,7 +435,8 @@ BAD_TABLES = [
     ("rows of another model", lambda t: {**t, "attributions": attributions(D1, D1_ATTR, "v0")},
      r"table 'attributions', column 'model_version': 4 row\(s\) are not"),
     ("unknown table", lambda t: {**t, "score": t["scores"]}, r"no risk table 'score'"),
-    ("runs given as a table", lambda t: {**t, "runs": t["scores"]}, r"table 'runs' is not replaced"),
+    ("runs given as a table", lambda t: {**t, "runs": t["scores"]},
+     r"table 'runs' is not replaced"),
     ("not an Arrow table", lambda t: {**t, "scores": t["scores"].to_pylist()},
      r"table 'scores': expected a pyarrow.Table, got list"),
 ]
@@ -480,8 +492,9 @@ def test_parquet_round_trips_and_loose_types_are_accepted(wh):
 def test_nan_in_an_optional_column_is_stored_as_null(wh):
     rows = [r if r[0] != "E4" else (*r[:5], float("nan"), r[6]) for r in D1_SCORES]
     wh.publish(D1, d1_tables(rows=rows), run_record(D1, "run-d1"))
-    assert rows_of(wh, "SELECT base_points IS NULL, AVG(base_points) OVER () FROM scores "
-                       "WHERE enterprise_id = 'E4'") == [(True, pytest.approx(1780 / 3))]
+    assert rows_of(wh, "SELECT base_points FROM scores WHERE enterprise_id = 'E4'") == [(None,)]
+    # NULL leaves SQL aggregates working; a NaN would have made this NaN
+    assert rows_of(wh, "SELECT AVG(base_points) FROM scores") == [(pytest.approx(1780 / 3),)]
 
 
 # ----------------------------------------------------------------------------- failed runs
@@ -525,8 +538,8 @@ def test_grade_distribution(three_dates):
                                "ORDER BY grade_order", [D1])
     assert got == [("3", 3, 2, 0.5, pytest.approx(0.010)), ("6", 6, 1, 0.25, pytest.approx(0.04)),
                    ("D", 99, 1, 0.25, 1.0)]
-    assert rows_of(three_dates, "SELECT as_of_date, SUM(n_firms), SUM(share) FROM grade_distribution "
-                                "GROUP BY 1 ORDER BY 1") == [
+    assert rows_of(three_dates, "SELECT as_of_date, SUM(n_firms), SUM(share) "
+                                "FROM grade_distribution GROUP BY 1 ORDER BY 1") == [
         (D1, 4, pytest.approx(1.0)), (D2, 4, pytest.approx(1.0)), (D3, 1, pytest.approx(1.0))]
 
 
@@ -539,7 +552,8 @@ def test_top_risk_drivers(three_dates):
     assert got == [("sales_trend", 2, 0.5, -50.0, -25.0, 1), ("late_vat", 2, 0.5, -15.0, -7.5, 2),
                    ("power_drop", 1, 0.25, -1.0, -1.0, 3)]
     assert rows_of(three_dates, "SELECT feature, n_firms, total_negative_points, rank "
-                                "FROM top_risk_drivers WHERE as_of_date = ? ORDER BY rank", [D2]) == [
+                                "FROM top_risk_drivers WHERE as_of_date = ? ORDER BY rank",
+                   [D2]) == [
         ("sales_trend", 2, -63.0, 1), ("late_vat", 1, -3.0, 2)]
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms import catalog, feeds, pit, validate
+from transforms import catalog, feeds, pit, progress, validate
 
 REJECTED = "rejected"
 NAMESPACE = "smescore"
@@ -37,6 +37,9 @@ class ValidateBatch(beam.DoFn):
         good, rejects = validate.validate_table(self.feed, table)
         self.rows_in.inc(table.num_rows)
         self.rows_rejected.inc(len(rejects))
+        progress.advance(f"rows read[{self.feed}]", table.num_rows)
+        if rejects:
+            progress.advance("rows rejected", len(rejects))
         for r in rejects:
             yield beam.pvalue.TaggedOutput(REJECTED, r)
         if good.num_rows:
@@ -111,6 +114,7 @@ class FeaturizeShard(beam.DoFn):
         for as_of in self.as_of_dates:
             features = pit.compute_features(frames, as_of, outcome_end)
             self.firms.inc(len(features))
+            progress.advance("firms featurized", len(features))
             if len(features):
                 yield features_to_arrow(features)
 

@@ -64,15 +64,26 @@ MEDIAN_REVENUE = 3.0e6           # CNY a year, a typical small firm
 REVENUE_SIGMA = 1.25             # ln scale: 5th..95th percentile spans ~ x60
 SIZE_RISK = -0.18                # logit per ln(revenue / median): small firms default more
 COLD_START_SHARE = 0.09          # firms onboarded within the last ~5 months (under 6 of history)
-COLD_START_DAYS = (7, 150)
+COLD_START_DAYS = (7, 150)      # days before end_date; everyone else is over 7 months old
 AGE_MEDIAN_YEARS, AGE_SIGMA = 7.0, 0.75
 GROUPED_SHARE = 0.17             # firms sharing a controller with 1..4 others
 GROUP_SIZES, GROUP_SIZE_P = (2, 3, 4, 5), (0.50, 0.25, 0.15, 0.10)
 FRAILTY_SIGMA, GROUP_FRAILTY_SIGMA = 0.45, 0.35     # unobserved firm / controller risk (logit)
 
 
+_IND_COLUMNS = ("weight", "risk", "size", "purchase_ratio", "kwh_per_cny", "sales_season",
+                "power_season", "power_elasticity")
+assert tuple(_IND) == feeds.INDUSTRY_SECTIONS and tuple(_PROV) == feeds.PROVINCES
+assert tuple(_FORM) == feeds.LEGAL_FORMS
+
+
 def _column(table: dict, j: int) -> np.ndarray:
     return np.array([row[j] for row in table.values()])
+
+
+def industry_trait(name: str) -> np.ndarray:
+    """One column of the industry table, indexed like feeds.INDUSTRY_SECTIONS."""
+    return _column(_IND, _IND_COLUMNS.index(name))
 
 
 def _pick(rng, table: dict, n: int) -> np.ndarray:
@@ -114,7 +125,7 @@ def draw_firms(seed: int, n: int, end_day: int) -> Firms:
     ind = _pick(rng, _IND, n)
     prov = _pick(rng, _PROV, n)
     form = _pick(rng, _FORM, n)
-    log_rev = (np.log(MEDIAN_REVENUE) + _column(_IND, 2)[ind] + _column(_PROV, 2)[prov]
+    log_rev = (np.log(MEDIAN_REVENUE) + industry_trait("size")[ind] + _column(_PROV, 2)[prov]
                + _column(_FORM, 2)[form] + rng.normal(0.0, REVENUE_SIGMA, n))
     log_rev = np.clip(log_rev, np.log(6e4), np.log(8e8))
     est_day = _established(rng, n, end_day, form)
@@ -124,7 +135,7 @@ def draw_firms(seed: int, n: int, end_day: int) -> Firms:
     capital = _registered_capital(rng, log_rev, form)
     young_rep = np.nan_to_num(rep_age, nan=46) < 28
     old_rep = np.nan_to_num(rep_age, nan=46) > 65
-    static = (_column(_IND, 1)[ind] + _column(_PROV, 1)[prov] + _column(_FORM, 1)[form]
+    static = (industry_trait("risk")[ind] + _column(_PROV, 1)[prov] + _column(_FORM, 1)[form]
               + SIZE_RISK * np.clip(log_rev - np.log(MEDIAN_REVENUE), -3, 3)
               + 0.25 * young_rep + 0.20 * old_rep)
     frailty = (rng.normal(0, FRAILTY_SIGMA, n)
@@ -144,7 +155,7 @@ def _established(rng, n, end_day, form) -> np.ndarray:
     """Mostly years old (lognormal age); a slice of recently onboarded firms is the cold start."""
     age_years = np.exp(rng.normal(np.log(AGE_MEDIAN_YEARS), AGE_SIGMA, n))
     age_years = np.where(form == feeds.LEGAL_FORMS.index("individual_business"), age_years * 0.7, age_years)
-    age_days = np.clip(age_years * 365.25, COLD_START_DAYS[1] + 30, 35 * 365.25).astype(np.int64)
+    age_days = np.clip(age_years * 365.25, 215, 35 * 365.25).astype(np.int64)
     cold = rng.random(n) < COLD_START_SHARE
     age_days[cold] = rng.integers(COLD_START_DAYS[0], COLD_START_DAYS[1] + 1, cold.sum())
     return end_day - age_days

@@ -1,17 +1,31 @@
 """Named risk drivers, the monthly default hazard they imply, the defaults drawn from it, and the
 ground truth (true 12-month PD, dominant driver) at every month-end.
 
+The drivers (names = transforms.feeds.DRIVER_FAMILY) and the trace each leaves from its first month:
+  sales_collapse     invoiced (and declared) sales fall 40-80% and stay down
+  tax_arrears        VAT returns filed after the 15th of the next month, or not at all
+  power_drop         electricity use falls 35-70% against the same month a year before
+  headcount_decline  insured headcount falls 25-60%
+  related_arrears    another firm of the same controller shows DPD in the loans feed
+  legal_rep_churn    legal_rep_change events (counted over 12 months, then at 0.4 for 12 more)
+  litigation         litigation events, and admin penalties at half weight (same windows)
+Behind them, an unobserved distress state makes them arrive together, and static risk (industry,
+region, size, legal form, age, the legal representative's age) plus an unobserved frailty shift
+every firm's hazard.
+
 Timing, which is what keeps the oracle honest:
-- A driver is switched on in month t only when its trace is visible in the feeds at month-end t
-  (an invoice dated in t, a return or bill for period t-1 filed / issued in t, a registry event or a
-  relative's loan snapshot dated in t).
+- A driver enters the hazard in month t only when its trace is known at month-end t (an invoice
+  dated in t, a return or bill for period t-1 filed / issued in t, a registry event or a relative's
+  loan snapshot dated in t).
 - h_t, the hazard in force at month-end t, is the probability that a performing borrower misses a
   payment in month t+1 (arrears start, DPD 30 at month-end t+1). Missed payments are never cured:
-  DPD 60 at t+2 and 90 (default) at t+3, then +30 a month. So the ramp starts only after the draw,
-  and DPD 30 appears exactly two months before the default month.
-- true_pd_12m at month-end D: 1 for a borrower already in arrears (its default is sealed and its
-  DPD is in the feeds), else 1 - (1 - h_D)^10: defaults in D+1..D+12 are arrears starting in
-  D+1..D+10 when not already in arrears at D.
+  DPD 60 at t+2 and 90 (default) at t+3, then +30 a month. So the DPD ramp starts only after the
+  draw, and DPD 30 appears exactly two months before the default month.
+- true_pd_12m at month-end D is 1 for a borrower already in arrears (its default is sealed and its
+  DPD is in the feeds). Otherwise defaults in D+1..D+12 are arrears starting in D+1..D+10, so
+  PD = 1 - prod_{k=0..9} (1 - h_{D+k}), where h_{D+k} is the hazard the drivers known at D imply k
+  months later (flow drivers ageing, events leaving their windows, no new driver assumed).
+- The dominant driver at D is the one with the largest logit contribution at D (null: none active).
 """
 from __future__ import annotations
 
@@ -28,6 +42,9 @@ NONE = -10**6                                 # onset month of a driver that nev
 NEVER = 10**6                                 # arrears / default month of a firm that never defaults
 RAMP_MONTHS = 2                               # DPD 30 at s, 60 at s+1, 90 (default) at s+2
 PD_DRAWS = 12 - RAMP_MONTHS                   # arrears draws that can still default within 12m
+FLOWS = ("sales_collapse", "power_drop", "headcount_decline")
+EVENTS = ("legal_rep_change", "litigation", "admin_penalty")
+_DEPTH = {"sales_collapse": (0.4, 0.8), "power_drop": (0.35, 0.7), "headcount_decline": (0.25, 0.6)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +65,9 @@ class RiskParams:
     # Monthly onset probability of each driver for a healthy firm, and the multiplier while the
     # firm is in (unobserved) financial distress. Distress comes first; the drivers are how it
     # shows. Riskier firms (static risk + frailty) fall into distress more often.
-    onset: tuple = (("sales_collapse", 0.0055), ("tax_arrears", 0.0055), ("power_drop", 0.005),
-                    ("headcount_decline", 0.005), ("legal_rep_change", 0.006),
-                    ("litigation", 0.007), ("admin_penalty", 0.006))
+    onset: tuple = (("sales_collapse", 0.005), ("tax_arrears", 0.005), ("power_drop", 0.0045),
+                    ("headcount_decline", 0.0045), ("legal_rep_change", 0.0055),
+                    ("litigation", 0.0065), ("admin_penalty", 0.0055))
     distress_multiplier: float = 4.0
     distress_enter: float = 0.008
     distress_exit: float = 0.02
@@ -132,11 +149,6 @@ class RiskPath:
         return matrix[:, self.burn_in:]
 
 
-FLOWS = ("sales_collapse", "power_drop", "headcount_decline")
-EVENTS = ("legal_rep_change", "litigation", "admin_penalty")
-_DEPTH = {"sales_collapse": (0.4, 0.8), "power_drop": (0.35, 0.7), "headcount_decline": (0.25, 0.6)}
-
-
 def _flow_weight(age, p: RiskParams):
     """Weight of a flow driver (sales, power, headcount) by months since onset."""
     full = (age >= 0) & (age < p.full_weight_months)
@@ -158,10 +170,13 @@ class _Book:
         self.events = {e: np.zeros((n, T), np.int8) for e in EVENTS}
         self.cum = {e: np.zeros((n, T + 1), np.int16) for e in EVENTS}   # events before column j
         self.tax = np.zeros((n, T), bool)
-        self.distress = np.zeros(n, bool)
         self.arrears = np.full(n, NEVER, np.int64)
         self.risk = firms.static_risk + p.frailty_weight * firms.frailty
         self.beta = np.array([p.beta_of(d) for d in DRIVERS])
+        # Riskier firms fall into distress more often; start at the long-run share, so default
+        # rates do not drift up through the window.
+        self.distress_p = np.minimum(p.distress_enter * np.exp(p.distress_risk_slope * self.risk), 0.2)
+        self.distress = rng.random(n) < self.distress_p / (self.distress_p + p.distress_exit)
 
     def count(self, e, lo, hi):
         """Events of type e in columns lo..hi (clipped to what has been simulated)."""
@@ -171,7 +186,7 @@ class _Book:
         return (self.cum[e][:, hi + 1] - self.cum[e][:, lo]).astype(np.float64)
 
     def event_weight(self, e, j, ahead):
-        """Events of the last 12 months count fully, older ones (to 36) at a reduced weight;
+        """Events of the last 12 months count fully, older ones (12 more) at a reduced weight;
         `ahead` months later, with no new events."""
         p, t = self.p, j + ahead
         recent = self.count(e, t - 11, j)
@@ -183,9 +198,9 @@ class _Book:
         assuming no new driver starts (what is known at month-end j)."""
         p, n = self.p, self.n
         c = np.zeros((n, len(DRIVERS)))
-        norm = {d: sum(_DEPTH[d]) / 2 for d in FLOWS}
         for d in FLOWS:
-            c[:, DRIVERS.index(d)] = self.depth[d] / norm[d] * _flow_weight(w + ahead - self.onset[d], p)
+            typical = sum(_DEPTH[d]) / 2
+            c[:, DRIVERS.index(d)] = self.depth[d] / typical * _flow_weight(w + ahead - self.onset[d], p)
         c[:, DRIVERS.index("tax_arrears")] = self.tax[:, j]
         c[:, DRIVERS.index("related_arrears")] = _related(self.firms.controller, self.arrears, w)
         c[:, DRIVERS.index("legal_rep_churn")] = np.minimum(
@@ -242,14 +257,13 @@ class _Book:
 def simulate(seed: int, firms: Firms, grid: MonthGrid, loans: Originations,
              can_show_power: np.ndarray, can_show_headcount: np.ndarray,
              params: RiskParams = RiskParams()) -> RiskPath:
-    """Month by month (vectorised over firms): distress, driver onsets, hazard, arrears draws."""
+    """Month by month (vectorised over firms): distress, driver onsets, hazard, arrears draws.
+    Drops need a visible baseline: no power drop without a power account, no headcount decline
+    below three insured staff."""
     rng = stream(seed, "risk")
     p = params
     n, T, B = firms.n, grid.burn_in + grid.months, grid.burn_in
     book = _Book(rng, firms, T, p)
-    book.distress_p = np.minimum(p.distress_enter * np.exp(p.distress_risk_slope * book.risk), 0.2)
-    # start distress at its long-run share, so default rates do not drift up through the window
-    book.distress = rng.random(n) < book.distress_p / (book.distress_p + p.distress_exit)
     allowed = {"sales_collapse": np.ones(n, bool), "power_drop": can_show_power,
                "headcount_decline": can_show_headcount}
     hazard = np.zeros((n, T), np.float32)
@@ -290,8 +304,9 @@ def _related(controller, arrears, w):
     (its DPD is in the loans feed), 1.25 when one of them has defaulted."""
     late = arrears <= w
     defaulted = arrears + RAMP_MONTHS <= w
-    n_late = np.bincount(controller, weights=late, minlength=controller.max() + 1)[controller] - late
-    n_def = np.bincount(controller, weights=defaulted, minlength=controller.max() + 1)[controller] - defaulted
+    groups = controller.max() + 1
+    n_late = np.bincount(controller, weights=late, minlength=groups)[controller] - late
+    n_def = np.bincount(controller, weights=defaulted, minlength=groups)[controller] - defaulted
     return (n_late > 0) * (1.0 + 0.25 * (n_def > 0))
 
 

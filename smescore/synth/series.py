@@ -15,6 +15,7 @@ from smescore.synth import calendar, firms as firms_mod
 from smescore.synth.calendar import MonthGrid
 from smescore.synth.firms import Firms, stream
 from smescore.synth.risk import NONE, RiskPath
+from transforms import feeds
 
 BENIGN_DIP_RATE = 0.012          # a healthy firm's one- or two-month slump (lost order, repairs)
 SALES_NOISE, POWER_NOISE = 0.15, 0.08
@@ -48,26 +49,25 @@ def draw_operations(seed: int, firms: Firms) -> Operations:
     rng = stream(seed, "operations")
     n = firms.n
     ind = firms.industry
-    table = firms_mod._IND
-    col = lambda j: firms_mod._column(table, j)                       # noqa: E731
-    small = firms.legal_form == firms_mod.feeds.LEGAL_FORMS.index("individual_business")
+    trait = firms_mod.industry_trait
+    small = firms.legal_form == feeds.LEGAL_FORMS.index("individual_business")
     sales0 = firms.monthly_sales0
-    revenue_per_head = 6e5 * np.exp(rng.normal(0, 0.4, n)) * np.where(ind == 5, 2.0, 1.0)
+    revenue_per_head = 6e5 * np.exp(rng.normal(0, 0.4, n)) * np.where(ind == feeds.INDUSTRY_SECTIONS.index("F"), 2.0, 1.0)
     headcount = np.maximum(1, np.round(np.exp(firms.log_revenue) / revenue_per_head))
     coverage = np.where(small & (rng.random(n) < 0.5), 0.0, rng.beta(6, 2, n))
-    sales_rate = np.clip(3.4 * (sales0 / 2.5e5) ** 0.45, 0.3, 300.0)
+    sales_rate = np.clip(3.9 * (sales0 / 2.5e5) ** 0.45, 0.3, 300.0)
     season_names = list(calendar.SALES_SEASON)
     power_names = list(calendar.POWER_SEASON)
     sales_season = np.array([calendar.SALES_SEASON[s] for s in season_names])
     power_season = np.array([calendar.POWER_SEASON[s] for s in power_names])
-    industrial = np.isin(ind, [0, 1, 2, 3, 4])                          # A..E
-    purchase_ratio = col(3)[ind] * np.exp(rng.normal(0, 0.2, n))
+    industrial = np.isin(ind, [feeds.INDUSTRY_SECTIONS.index(x) for x in "ABCDE"])
+    purchase_ratio = trait("purchase_ratio")[ind] * np.exp(rng.normal(0, 0.2, n))
     return Operations(
         growth=rng.normal(0.03, 0.15, n),
         cash_factor=1.0 + rng.exponential(np.where(small, 0.3, 0.06)),
         vat_rate=np.where(small, rng.uniform(0.01, 0.03, n), rng.uniform(0.01, 0.045, n)),
         purchase_ratio=purchase_ratio,
-        kwh0=sales0 * col(4)[ind] * np.exp(rng.normal(0, 0.5, n)),
+        kwh0=sales0 * trait("kwh_per_cny")[ind] * np.exp(rng.normal(0, 0.5, n)),
         has_power=rng.random(n) > 0.04,
         tariff=np.where(industrial, rng.uniform(0.6, 0.75, n), rng.uniform(0.75, 0.95, n)).round(4),
         si_headcount0=np.round(headcount * coverage),
@@ -75,9 +75,9 @@ def draw_operations(seed: int, firms: Firms) -> Operations:
         purchase_rate=sales_rate * 0.8 * np.clip(purchase_ratio, 0.1, 1.5) ** 0.3,
         filing_day=rng.integers(3, 16, n),
         bill_day=rng.integers(1, 6, n),
-        sales_season=sales_season[[season_names.index(s) for s in col(5)[ind]]],
-        power_season=power_season[[power_names.index(s) for s in col(6)[ind]]],
-        power_elasticity=col(7)[ind].astype(np.float64),
+        sales_season=sales_season[[season_names.index(s) for s in trait("sales_season")[ind]]],
+        power_season=power_season[[power_names.index(s) for s in trait("power_season")[ind]]],
+        power_elasticity=trait("power_elasticity")[ind].astype(np.float64),
     )
 
 

@@ -1,0 +1,27 @@
+"""Per-stage progress while a long job runs, next to Beam's own metrics counters.
+
+Beam counters are only summed at the end on DirectRunner; an operator waiting on a nightly run wants
+to see rows read, firms featurized and scored as they advance. Each worker process keeps its own
+tallies and prints them at most every `every_s` seconds (to stderr, through logging on workers).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+_lock = threading.Lock()
+_counts: dict[str, int] = {}
+_last = [0.0]
+EVERY_S = 5.0
+
+
+def advance(stage: str, n: int) -> None:
+    with _lock:
+        _counts[stage] = _counts.get(stage, 0) + int(n)
+        now = time.monotonic()
+        if now - _last[0] < EVERY_S:
+            return
+        _last[0] = now
+        line = ", ".join(f"{k} {v:,}" for k, v in sorted(_counts.items()))
+    logging.getLogger("smescore.progress").warning("[progress] %s", line)
