@@ -267,7 +267,11 @@ class Trainer:
         data_fp = frame_fingerprint(frame)
         transform_fp = folder_fingerprint(tft_dir)
         hp_dict = dataclasses.asdict(hp)
-        version = f"{split['as_of']:%Y%m%d}-{fingerprint(data_fp, hp_dict, catalog.NAMES)[:10]}"
+        design = json.loads(json.dumps({k: v for k, v in dataclasses.asdict(self.cfg).items()
+                                        if k not in ("feeds", "registry", "beam_args", "hparams")},
+                                       default=str))
+        version = f"{split['as_of']:%Y%m%d}-" \
+                  f"{fingerprint(data_fp, hp_dict, design, catalog.NAMES)[:10]}"
         scale = ScoreScale()
         return {
             "version": version,
@@ -280,6 +284,7 @@ class Trainer:
             "rows": {k: int(len(v)) for k, v in parts.items()},
             "rejected_feed_records": split.get("rejected_records"),
             "hyperparameters": hp_dict,
+            "design": design,
             "training_history": history,
             "calibration": {"method": "platt", "a": platt.a, "b": platt.b},
             "metrics": {"test": test_metrics, "challenger_logistic_regression": challenger,

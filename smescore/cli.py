@@ -125,7 +125,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--loss", choices=("focal", "class_weight"), default="focal")
     t.add_argument("--focal-alpha", type=float, default=0.75)
     t.add_argument("--focal-gamma", type=float, default=2.0)
-    t.add_argument("--max-epochs", type=_positive, default=40)
+    t.add_argument("--max-epochs", type=_positive, default=60)
     t.add_argument("--seed", type=int, default=7)
     t.set_defaults(func=cmd_train)
 

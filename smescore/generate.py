@@ -32,7 +32,9 @@ def generate(out_dir: str, firms: int, months: int, end_date: dt.date, seed: int
     """Generate `firms` firms over the `months` calendar months ending with end_date's month.
 
     Returns a summary: rows per feed, the 12-month default rate and the oracle AUC of the ground
-    truth (as-of dates end_date-24 .. end_date-12 months), elapsed seconds.
+    truth over the as-of dates end_date-24 .. end_date-12 months (firms established and not in
+    default at the date), the share of (default, as-of date 1..12 months before it) pairs with a
+    named driver active, and elapsed seconds.
     """
     _check(firms, months, end_date)
     say = progress or (lambda message: None)
@@ -50,23 +52,21 @@ def generate(out_dir: str, firms: int, months: int, end_date: dt.date, seed: int
 
     rows = {}
 
-    def write(name: str, table: pa.Table, part: int = 0, folder: str | None = None) -> None:
-        path_ = os.path.join(out_dir, folder or name, f"part-{part:05d}.parquet")
-        pq.write_table(table, path_)
-        rows[name] = rows.get(name, 0) + table.num_rows
-        say(f"{name}: {rows[name]:,} rows")
+    def write(folder: str, table: pa.Table, part: int = 0, name: str | None = None) -> None:
+        pq.write_table(table, os.path.join(out_dir, folder, name or f"part-{part:05d}.parquet"))
+        key = "ground_truth" if folder == feeds.GROUND_TRUTH_DIR else folder
+        rows[key] = rows.get(key, 0) + table.num_rows
+        say(f"{key}: {rows[key]:,} rows")
 
-    for name in (*feeds.FEEDS, feeds.GROUND_TRUTH_DIR):
-        _fresh_folder(os.path.join(out_dir, name))
+    for folder in (*feeds.FEEDS, feeds.GROUND_TRUTH_DIR):
+        _fresh_folder(os.path.join(out_dir, folder))
     write("enterprises", tables.enterprises(book))
     write("tax_filings", tables.tax_filings(book, grid, monthly, end_day))
     write("utility_bills", tables.utility_bills(book, grid, monthly, ops.tariff, end_day))
     write("registry_events", tables.registry_events(seed, book, grid, path, end_day))
     write("loans", tables.loans(seed, book, grid, orig, path))
     _write_invoices(seed, book, ops, grid, monthly, end_day, write)
-    truth = tables.ground_truth(book, grid, path)
-    pq.write_table(truth, os.path.join(out_dir, feeds.GROUND_TRUTH_DIR, "ground_truth.parquet"))
-    rows["ground_truth"] = truth.num_rows
+    write(feeds.GROUND_TRUTH_DIR, tables.ground_truth(book, grid, path), name="ground_truth.parquet")
 
     quality = oracle.summary(book, grid, path)
     summary = {"out_dir": out_dir, "firms": firms, "months": months,
@@ -75,8 +75,8 @@ def generate(out_dir: str, firms: int, months: int, end_date: dt.date, seed: int
                "oracle_rows": quality["oracle_rows"],
                "defaults_with_driver": quality["explained_defaults"],
                "elapsed_s": round(time.perf_counter() - t0, 2)}
-    say(f"done in {summary['elapsed_s']:.1f}s: 12m default rate {_fmt(summary['default_rate_12m'])}, "
-        f"oracle AUC {_fmt(summary['oracle_auc'])}")
+    say(f"done in {summary['elapsed_s']:.1f}s: 12m default rate "
+        f"{_fmt(summary['default_rate_12m'])}, oracle AUC {_fmt(summary['oracle_auc'])}")
     return summary
 
 

@@ -74,6 +74,8 @@ def records() -> dict[str, list[dict]]:
              event_type="legal_rep_change", amount=None),
         dict(event_id="R3", enterprise_id="E1", event_date=dt.date(2026, 6, 15),
              event_type="litigation", amount=50_000.0),
+        dict(event_id="R4", enterprise_id="E1", event_date=dt.date(2023, 12, 20),
+             event_type="litigation", amount=1_000.0),      # 30 months back: in the 36-month window
     ]
     loans = []
     for m in _months(dt.date(2025, 7, 1), 15):           # report months 2025-07 .. 2026-09

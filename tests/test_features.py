@@ -64,6 +64,7 @@ def test_power_and_registry_windows(rows):
     assert e1.pwr_overdue_max_3m == 12 and e1.pwr_overdue_cnt_12m == 1
     assert e1.reg_rep_chg_12m == 1 and e1.reg_rep_chg_36m == 2
     assert e1.reg_litig_3m == 1 and e1.reg_litig_amt_12m == 50_000
+    assert e1.reg_litig_12m == 1 and e1.reg_litig_36m == 2
     assert e1.reg_months_since_event == 0
 
 
@@ -75,6 +76,13 @@ def test_related_parties_history_default_and_labels(rows):
     assert np.isnan(e2.ent_rep_age)                # unknown stays missing: imputation is TFT's
     assert e1.label_default_12m == 1.0 and e2.label_default_12m == 0.0
     assert bool(e4.in_default) and np.isnan(e4.label_default_12m)
+
+
+def test_own_loan_arrears(rows):
+    e1, e2, e4 = rows.loc["E1"], rows.loc["E2"], rows.loc["E4"]
+    assert e1.loan_dpd_now == 0 and e1.loan_max_dpd_12m == 0     # the 90 DPD comes after D
+    assert e2.loan_dpd_now == 30 and e2.loan_arrears_months_12m == 1
+    assert e4.loan_dpd_now == 95 and e4.loan_arrears_months_12m == 4   # March..June 2026
 
 
 def test_no_label_when_the_outcome_window_is_not_observed():

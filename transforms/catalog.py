@@ -21,7 +21,7 @@ import numbers
 # Risk families: what a reason is about. Generator drivers map onto these (feeds.DRIVER_FAMILY).
 FAMILIES = (
     "sales", "purchases", "concentration", "invoice_quality", "tax_compliance", "headcount",
-    "power", "governance", "litigation", "related_party", "firmographic", "history",
+    "power", "governance", "litigation", "related_party", "firmographic", "history", "arrears",
 )
 KINDS = ("amount", "count", "number", "age", "pct_change", "share", "ratio", "months", "days", "kwh", "people",
          "years", "slope", "category")
@@ -294,6 +294,16 @@ FEATURES: tuple[Feature, ...] = tuple([
     _F("hist_inv_months_12m", "invoices", "history", "months", "近12个月有开票的月数",
        "Months with any invoice (sales or purchases) in the last 12",
        "近12个月仅{value}有开票记录", "Invoices in only {value} of the last 12", -1, "z"),
+    # --- the firm's own loan performance (appended: reason codes are positional, keep them stable)
+    _F("loan_dpd_now", "loans", "arrears", "days", "当前贷款逾期天数",
+       "Days past due on the firm's loans at the latest month-end",
+       "当前贷款逾期{value}", "Loans currently {value} past due", 1, "z"),
+    _F("loan_max_dpd_12m", "loans", "arrears", "days", "近12个月贷款最长逾期天数",
+       "Longest days past due on the firm's loans, last 12 months",
+       "近12个月贷款最长逾期{value}", "Loans up to {value} past due in the last 12 months", 1, "z"),
+    _F("loan_arrears_months_12m", "loans", "arrears", "months", "近12个月贷款逾期月数",
+       "Month-ends with loans past due, last 12 months",
+       "近12个月有{value}贷款逾期", "Loans past due at {value} of the last 12 month-ends", 1, "z"),
 ])
 
 for _i, _f in enumerate(FEATURES):

@@ -304,8 +304,10 @@ def _power_features(fr, panel, ref, as_of, est_month, hc_3):
 def _registry_features(fr, panel, as_of, ids):
     ev = _known(fr.registry_events, "event_date", as_of)
     now = int(month_index(np.array([as_of], dtype="datetime64[D]"))[0])   # D's own month counts
-    row, k, inside = panel.locate(ev["enterprise_id"], month_index(ev["event_date"]), now)
-    ev = ev[inside]
+    row = panel.pos.get_indexer(ev["enterprise_id"].to_numpy())
+    k = now - month_index(ev["event_date"])
+    inside = (row >= 0) & (k >= 0) & (k < 36)            # registry windows reach back 36 months
+    row, k, ev = row[inside], k[inside], ev[inside]
     etype = ev["event_type"].to_numpy()
     amount = ev["amount"].to_numpy(np.float64)
 
@@ -337,20 +339,31 @@ def _registry_features(fr, panel, as_of, ids):
 
 
 def _loan_status(fr, panel, as_of):
-    """Own arrears over the last 12 months and whether the firm is in default at D."""
+    """Own arrears: DPD at the latest month-end, the worst and the count of past-due month-ends over
+    12 months, and whether the firm is already in default at D."""
     ln = _known(fr.loans, "report_month", as_of)
     now = int(month_index(np.array([as_of], dtype="datetime64[D]"))[0])
     row = panel.pos.get_indexer(ln["enterprise_id"].to_numpy())
     k = now - month_index(ln["report_month"])
     dpd = ln["days_past_due"].to_numpy(np.float64)
     ok = row >= 0
+    last12 = ok & (k < 12)
     max_dpd_12m = np.zeros(panel.n)
-    m = ok & (k < 12)
-    np.maximum.at(max_dpd_12m, row[m], dpd[m])
+    np.maximum.at(max_dpd_12m, row[last12], dpd[last12])
+    latest = np.full(panel.n, np.iinfo(np.int64).max)
+    np.minimum.at(latest, row[ok], k[ok])
+    dpd_now = np.zeros(panel.n)
+    at_latest = ok & (k == latest[np.where(ok, row, 0)])
+    np.maximum.at(dpd_now, row[at_latest], dpd[at_latest])
+    months_in_arrears = panel.sum(row[last12 & (dpd > 0)], k[last12 & (dpd > 0)]).astype(bool)
     ever_default = np.zeros(panel.n, bool)
     m = ok & (dpd >= feeds.DEFAULT_DPD)
     ever_default[row[m]] = True
-    return max_dpd_12m, ever_default
+    has_loan = latest < np.iinfo(np.int64).max
+    own = {"loan_dpd_now": np.where(has_loan, dpd_now, np.nan),
+           "loan_max_dpd_12m": np.where(has_loan, max_dpd_12m, np.nan),
+           "loan_arrears_months_12m": np.where(has_loan, months_in_arrears[:, :12].sum(1), np.nan)}
+    return max_dpd_12m, ever_default, own
 
 
 def _related_features(ent, own):
@@ -413,7 +426,8 @@ def compute_features(frames: FirmFrames, as_of: dt.date, outcome_end: dt.date | 
     pwr, _ = _power_features(frames, panel, ref, as_of, est_month, hc_3)
     f.update(pwr)
     f.update(_registry_features(frames, panel, as_of, ids))
-    max_dpd, in_default = _loan_status(frames, panel, as_of)
+    max_dpd, in_default, own_loans = _loan_status(frames, panel, as_of)
+    f.update(own_loans)
     t12 = t_k < 12
     own = {
         "arrears": (max_dpd > 0).astype(np.float64), "max_dpd": max_dpd,

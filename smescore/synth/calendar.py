@@ -45,6 +45,11 @@ def month_of(day_or_date) -> int:
     return int(np.datetime64(day_or_date, "M").astype(np.int64))
 
 
+def month_of_days(days) -> np.ndarray:
+    """Month index of each day (days since 1970-01-01)."""
+    return np.asarray(days, np.int64).astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+
+
 def month_start_day(months) -> np.ndarray:
     """First day (days since 1970-01-01) of each month index."""
     return np.asarray(months, np.int64).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
@@ -57,10 +62,6 @@ def month_end_day(months) -> np.ndarray:
 def calendar_month(months) -> np.ndarray:
     """1..12 for each month index."""
     return np.asarray(months, np.int64) % 12 + 1
-
-
-def to_date(day: int) -> dt.date:
-    return dt.date(1970, 1, 1) + dt.timedelta(days=int(day))
 
 
 def is_month_end(d: dt.date) -> bool:
@@ -84,11 +85,6 @@ class MonthGrid:
 
     def index(self, w) -> np.ndarray:
         return self.first + np.asarray(w, np.int64)
-
-    @property
-    def sim_w(self) -> np.ndarray:
-        """Window-relative months simulated by the risk model, burn-in included."""
-        return np.arange(-self.burn_in, self.months)
 
 
 def make_grid(end_date: dt.date, months: int, burn_in: int) -> MonthGrid:
@@ -121,6 +117,6 @@ def daily_activity(first_month: int, last_month: int) -> tuple[np.ndarray, np.nd
 def monthly_activity(first_month: int, last_month: int) -> np.ndarray:
     """Working-activity index per month (1.0 = an average month), from the daily weights."""
     days, weight = daily_activity(first_month, last_month)
-    month = days.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) - first_month
+    month = month_of_days(days) - first_month
     total = np.bincount(month, weights=weight)
     return total / (21.7 + 8.7 * WEEKEND_WEIGHT)     # an ordinary month: ~21.7 weekdays

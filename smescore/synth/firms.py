@@ -146,7 +146,7 @@ def draw_firms(seed: int, n: int, end_day: int) -> Firms:
     return Firms(n=n, enterprise_id=ids, uscc_hash=_uscc_hashes(rng, prov),
                  industry=ind, province=prov, legal_form=form, log_revenue=log_rev,
                  registered_capital=capital, established_day=est_day,
-                 established_month=est_day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64),
+                 established_month=calendar.month_of_days(est_day),
                  rep_age=rep_age, controller=controller, controller_id=ctrl_ids,
                  static_risk=static, frailty=frailty)
 
@@ -154,7 +154,8 @@ def draw_firms(seed: int, n: int, end_day: int) -> Firms:
 def _established(rng, n, end_day, form) -> np.ndarray:
     """Mostly years old (lognormal age); a slice of recently onboarded firms is the cold start."""
     age_years = np.exp(rng.normal(np.log(AGE_MEDIAN_YEARS), AGE_SIGMA, n))
-    age_years = np.where(form == feeds.LEGAL_FORMS.index("individual_business"), age_years * 0.7, age_years)
+    small = form == feeds.LEGAL_FORMS.index("individual_business")     # shops open and close fast
+    age_years = np.where(small, age_years * 0.7, age_years)
     age_days = np.clip(age_years * 365.25, 215, 35 * 365.25).astype(np.int64)
     cold = rng.random(n) < COLD_START_SHARE
     age_days[cold] = rng.integers(COLD_START_DAYS[0], COLD_START_DAYS[1] + 1, cold.sum())

@@ -35,7 +35,8 @@ def expected_rows(firms: Firms, ops: Operations, s: Series) -> np.ndarray:
     """Expected invoice rows per window month (to size the output files)."""
     base = firms.monthly_sales0[:, None]
     rel_s = np.where(s.sales > 0, s.sales / base, 0.0) ** COUNT_ELASTICITY
-    rel_p = np.where(s.purchases > 0, s.purchases / (base * ops.purchase_ratio[:, None]), 0.0) ** COUNT_ELASTICITY
+    base_p = base * ops.purchase_ratio[:, None]
+    rel_p = np.where(s.purchases > 0, s.purchases / base_p, 0.0) ** COUNT_ELASTICITY
     n = ops.sales_rate[:, None] * rel_s + ops.purchase_rate[:, None] * rel_p
     return n.sum(axis=0) * (1 + VOID_SHARE + RED_LETTER_SHARE)
 
@@ -51,10 +52,11 @@ class InvoiceMaker:
         self.cp_names = counterparty_ids(seed, used)
         days, weight = calendar.daily_activity(grid.first, grid.last)
         self.days = days
-        month = days.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) - grid.first
+        month = calendar.month_of_days(days) - grid.first
         share = weight / np.bincount(month, weights=weight)[month]
         # month w + cumulative share within month w: one sorted array for all months
-        self.day_cum = month + np.cumsum(share) - np.r_[0, np.cumsum(np.bincount(month, weights=share))][month]
+        before = np.r_[0, np.cumsum(np.bincount(month, weights=share))][month]
+        self.day_cum = month + np.cumsum(share) - before
         ends = np.cumsum(np.bincount(month)) - 1
         self.day_cum[ends] = np.arange(len(ends)) + 1.0
 
@@ -89,7 +91,8 @@ class InvoiceMaker:
         starts = np.r_[0, np.cumsum(count)][:-1]
         seq = np.arange(len(firm)) - starts[firm]
         weight = rng.gamma(2.0, 1.0, len(firm))
-        amount = np.round(level[firm] * weight / np.bincount(firm, weights=weight, minlength=len(count))[firm], 2)
+        total = np.bincount(firm, weights=weight, minlength=len(count))[firm]
+        amount = np.round(level[firm] * weight / total, 2)
         net = self.network[direction]
         pick = np.searchsorted(net.cum_share, firm + rng.random(len(firm)), side="right")
         cp = net.counterparty[np.minimum(pick, len(net.counterparty) - 1)]
@@ -104,7 +107,8 @@ class InvoiceMaker:
         est = self.firms.established_day[firm]
         month_end = calendar.month_end_day([self.grid.first + w])[0]
         young = day < est
-        day[young] = est[young] + np.floor(rng.random(young.sum()) * (month_end - est[young] + 1)).astype(np.int64)
+        span = month_end - est[young] + 1
+        day[young] = est[young] + np.floor(rng.random(young.sum()) * span).astype(np.int64)
         return day
 
     def _voids_and_reversals(self, rng, w, firm, code, seq, day, amount, cp, status):
@@ -133,4 +137,5 @@ class InvoiceMaker:
                 v = v // 10
             col += width
         offsets = np.arange(0, _DIGITS * (len(firm) + 1), _DIGITS, dtype=np.int32)
-        return pa.StringArray.from_buffers(len(firm), pa.py_buffer(offsets), pa.py_buffer(digits.tobytes()))
+        return pa.StringArray.from_buffers(len(firm), pa.py_buffer(offsets),
+                                           pa.py_buffer(digits.tobytes()))

@@ -33,7 +33,7 @@ import dataclasses
 
 import numpy as np
 
-from smescore.synth.calendar import MonthGrid
+from smescore.synth.calendar import MonthGrid, month_of_days
 from smescore.synth.firms import Firms, stream
 from transforms import feeds
 
@@ -95,7 +95,7 @@ class Originations:
 
     @property
     def first_month(self):
-        return self.first_day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+        return month_of_days(self.first_day)
 
 
 def draw_originations(seed: int, firms: Firms, grid: MonthGrid) -> Originations:

@@ -52,10 +52,11 @@ def draw_operations(seed: int, firms: Firms) -> Operations:
     trait = firms_mod.industry_trait
     small = firms.legal_form == feeds.LEGAL_FORMS.index("individual_business")
     sales0 = firms.monthly_sales0
-    revenue_per_head = 6e5 * np.exp(rng.normal(0, 0.4, n)) * np.where(ind == feeds.INDUSTRY_SECTIONS.index("F"), 2.0, 1.0)
+    trade = ind == feeds.INDUSTRY_SECTIONS.index("F")            # traders turn over more per head
+    revenue_per_head = 6e5 * np.exp(rng.normal(0, 0.4, n)) * np.where(trade, 2.0, 1.0)
     headcount = np.maximum(1, np.round(np.exp(firms.log_revenue) / revenue_per_head))
     coverage = np.where(small & (rng.random(n) < 0.5), 0.0, rng.beta(6, 2, n))
-    sales_rate = np.clip(3.9 * (sales0 / 2.5e5) ** 0.45, 0.3, 300.0)
+    sales_rate = np.clip(3.3 * (sales0 / 2.5e5) ** 0.6, 0.3, 500.0)
     season_names = list(calendar.SALES_SEASON)
     power_names = list(calendar.POWER_SEASON)
     sales_season = np.array([calendar.SALES_SEASON[s] for s in season_names])
@@ -170,7 +171,8 @@ def _headcount(rng, ops, path, months, trend, exists, wind_down):
     depth = path.depth["headcount_decline"][:, None]
     k = np.where((onset == NONE)[:, None], -1, months[None, :] - (onset[:, None] - 1))
     cut = np.where(k == 0, 0.6 * depth, np.where(k > 0, depth, 0.0))
-    level = ops.si_headcount0[:, None] * trend ** 0.4 * (1 - cut) * np.exp(rng.normal(0, 0.03, trend.shape))
+    noise = np.exp(rng.normal(0, 0.03, trend.shape))
+    level = ops.si_headcount0[:, None] * trend ** 0.4 * (1 - cut) * noise
     level = np.where(wind_down < 1, level * np.sqrt(wind_down), level)
     return np.where(exists, np.round(level), 0).astype(np.int64)
 

@@ -157,7 +157,7 @@ def loans(seed: int, firms: Firms, grid: MonthGrid, orig: risk.Originations,
         has = (day >= 0) & (day <= last_lending_day)
         alive = has[:, None] & (day[:, None] <= month_end[None, :])
         firm, w = _cells(alive)
-        orig_month = day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+        orig_month = calendar.month_of_days(day)
         elapsed = grid.first + w - orig_month[firm]
         term = np.maximum(1.0 - elapsed / 36.0, 0.05)
         paid_to = np.minimum(w, s[firm] - 1)                   # last month with payments made
