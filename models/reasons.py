@@ -98,10 +98,26 @@ def _value_getter(values, feature_names: Sequence[str], n_firms: int):
     return lambda i, j: arr[i, j]
 
 
+def best_per_family(points: np.ndarray, feats: Sequence[catalog.Feature]) -> np.ndarray:
+    """Points with every feature but the most negative one of its family set to 0, so the four
+    reasons name four different things (three arrears measures would say one thing three times,
+    and crowd out the reason behind the arrears). Ties go to the feature listed first."""
+    families = np.array([f.family for f in feats])
+    out = np.zeros_like(points)
+    rows = np.arange(points.shape[0])
+    for family in dict.fromkeys(families):
+        cols = np.flatnonzero(families == family)
+        best = cols[np.argmin(points[:, cols], axis=1)]
+        out[rows, best] = points[rows, best]
+    return out
+
+
 def reasons_for(points: np.ndarray, values, feature_names: Sequence[str],
-                max_reasons: int = MAX_REASONS, min_points: float = MIN_POINTS) -> list[list[dict]]:
+                max_reasons: int = MAX_REASONS, min_points: float = MIN_POINTS,
+                one_per_family: bool = True) -> list[list[dict]]:
     """For each firm, up to `max_reasons` dicts {code, feature, points, text_zh, text_en}: the
-    features with negative points (at least `min_points` away), most negative first.
+    features with negative points (at least `min_points` away), most negative first, at most one
+    per risk family unless `one_per_family` is False.
 
     values: the firms' raw feature values, a dict name -> array [n_firms] or a 2-D object array
     [n_firms, n_features] in `feature_names` order. Missing values read as 'no data' / '无数据'."""
@@ -110,7 +126,8 @@ def reasons_for(points: np.ndarray, values, feature_names: Sequence[str],
     if p.shape[1] != len(feats):
         raise ValueError(f"points has {p.shape[1]} columns for {len(feats)} feature names")
     get = _value_getter(values, feature_names, p.shape[0])
-    columns, keep = rank_reasons(p, max_reasons, min_points)
+    ranked = best_per_family(p, feats) if one_per_family else p
+    columns, keep = rank_reasons(ranked, max_reasons, min_points)
     out = []
     for i in range(p.shape[0]):
         row = []

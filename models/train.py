@@ -40,7 +40,7 @@ class TrainConfig:
     test_dates: int = 2
     min_history_months: int = MODEL_ELIGIBLE_MIN_HISTORY
     background_size: int = 200
-    holdout_share: float = 0.4     # firms never seen in training; validation and test use only them
+    holdout_share: float = 0.25    # firms never seen in training; validation and test use only them
     n_shards: int = 16
     beam_args: tuple[str, ...] = ()
 

@@ -84,16 +84,21 @@ def test_points_add_up_to_the_unclamped_score(scored):
     assert np.max(np.abs(j["base_points"] + j["points"] - unclamped)) < 0.01
 
 
-def test_reasons_are_the_biggest_negative_points_with_values_in_both_languages(scored):
+def test_reasons_are_the_biggest_negative_points_one_per_family_in_both_languages(scored):
     warehouse, _ = scored
     s = _table(warehouse, "SELECT enterprise_id, reasons FROM scores WHERE score_source='model'")
     pts = _table(warehouse, "SELECT enterprise_id, feature, points FROM attributions")
-    by_firm = {k: g.sort_values(["points", "feature"]) for k, g in pts.groupby("enterprise_id")}
+    pts["family"] = pts["feature"].map(lambda f: catalog.BY_NAME[f].family)
+    pts["order"] = pts["feature"].map(catalog.NAMES.index)
+    best = pts.sort_values(["points", "order"]).groupby(["enterprise_id", "family"]).head(1)
+    by_firm = {k: g for k, g in best.groupby("enterprise_id")}     # one reason per risk family
     n_checked = 0
     for firm, reasons in zip(s["enterprise_id"], s["reasons"]):
         reasons = list(reasons)
         assert len(reasons) <= 4
         assert all(r["points"] < 0 for r in reasons)
+        families = [catalog.BY_NAME[r["feature"]].family for r in reasons]
+        assert len(set(families)) == len(families)
         expected = by_firm[firm][by_firm[firm]["points"] <= -MIN_POINTS].head(4)
         assert [r["feature"] for r in reasons] == list(expected["feature"])
         for r in reasons:

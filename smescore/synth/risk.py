@@ -55,13 +55,13 @@ class RiskParams:
     the 12-month default rate ~3.5%, and ~85-90% of defaults have a named driver active at each
     as-of date in the year before them.
     """
-    base_logit: float = -8.1
-    beta: tuple = (("sales_collapse", 2.4), ("tax_arrears", 2.2), ("power_drop", 2.0),
-                   ("headcount_decline", 1.8), ("related_arrears", 2.1),
-                   ("legal_rep_churn", 1.6), ("litigation", 1.5))
+    base_logit: float = -9.4
+    beta: tuple = (("sales_collapse", 3.6), ("tax_arrears", 3.3), ("power_drop", 3.0),
+                   ("headcount_decline", 2.7), ("related_arrears", 3.15),
+                   ("legal_rep_churn", 2.4), ("litigation", 2.25))
     secondary_weight: float = 0.35             # drivers beside the largest one count this much
     young_firm: tuple = (0.5, 0.25)            # logit for age < 1 year, < 3 years
-    frailty_weight: float = 0.7                # scale of the unobserved firm / group risk
+    frailty_weight: float = 0.35               # scale of the unobserved firm / group risk
     # Monthly onset probability of each driver for a healthy firm, and the multiplier while the
     # firm is in (unobserved) financial distress. Distress comes first; the drivers are how it
     # shows. Riskier firms (static risk + frailty) fall into distress more often.
