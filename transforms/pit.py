@@ -446,15 +446,14 @@ def compute_features(frames: FirmFrames, as_of: dt.date, outcome_end: dt.date | 
     f["ent_province"] = ent["province"].fillna("").to_numpy(object)
     f["ent_legal_form"] = ent["legal_form"].fillna("").to_numpy(object)
 
-    out = pd.DataFrame({"enterprise_id": ids,
-                        "as_of_date": np.full(len(ids), np.datetime64(as_of, "D"))})
+    columns = {"enterprise_id": ids, "as_of_date": np.full(len(ids), np.datetime64(as_of, "D"))}
     for feat in catalog.FEATURES:
         col = f[feat.name]
-        out[feat.name] = col if feat.is_categorical else np.asarray(col, np.float64).astype(np.float32)
-    out["in_default"] = in_default
-    out["months_history"] = hist.astype(np.int32)
-    out["label_default_12m"] = _labels(frames, ids, as_of, in_default, outcome_end)
-    return out
+        columns[feat.name] = col if feat.is_categorical else np.asarray(col, np.float64).astype(np.float32)
+    columns["in_default"] = in_default
+    columns["months_history"] = hist.astype(np.int32)
+    columns["label_default_12m"] = _labels(frames, ids, as_of, in_default, outcome_end)
+    return pd.DataFrame(columns)
 
 
 def _labels(frames, ids, as_of, in_default, outcome_end):
