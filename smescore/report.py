@@ -33,5 +33,6 @@ def run_summary(warehouse: str, as_of: dt.date) -> str:
              drivers.to_string(index=False), "",
              "Riskiest model-scored firms:", examples.to_string(index=False), "",
              f"Warehouse: {warehouse}",
-             f'Query it:  smescore query --warehouse {warehouse} "SELECT * FROM grade_distribution"']
+             f'Query it:  .venv/bin/smescore query --warehouse {warehouse} '
+             '"SELECT * FROM grade_distribution"']
     return "\n".join(lines)

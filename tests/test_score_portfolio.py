@@ -194,3 +194,13 @@ def test_too_many_rejects_fail_before_publishing_and_keep_the_previous_partition
     pd.testing.assert_frame_equal(before, _table(wh, "SELECT * FROM scores ORDER BY enterprise_id"))
     runs = _table(wh, "SELECT status, message FROM runs ORDER BY finished_at")
     assert runs["status"].iloc[-1] == "failed" and "max_rejected_share" in runs["message"].iloc[-1]
+
+
+def test_run_summary_reports_the_published_portfolio(scored):
+    from smescore import report
+    warehouse, result = scored
+    text = report.run_summary(str(warehouse), AS_OF)
+    assert f"{result['firms']:,} firms scored" in text
+    grades = _table(warehouse, "SELECT grade, COUNT(*) AS n FROM scores GROUP BY grade")
+    assert all(f" {g} " in text or text.count(g) for g in grades["grade"])
+    assert str(warehouse) in text
