@@ -1,5 +1,6 @@
 """The nightly job end to end on DirectRunner: a real SavedModel, a real DuckDB file."""
 import datetime as dt
+import re
 import json
 import os
 import shutil
@@ -202,5 +203,6 @@ def test_run_summary_reports_the_published_portfolio(scored):
     text = report.run_summary(str(warehouse), AS_OF)
     assert f"{result['firms']:,} firms scored" in text
     grades = _table(warehouse, "SELECT grade, COUNT(*) AS n FROM scores GROUP BY grade")
-    assert all(f" {g} " in text or text.count(g) for g in grades["grade"])
+    for g, n in zip(grades["grade"], grades["n"]):
+        assert re.search(rf"^\s*{g}\s+{n}\s", text, re.MULTILINE), (g, n)
     assert str(warehouse) in text
