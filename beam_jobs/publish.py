@@ -15,6 +15,7 @@ import os
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from beam_jobs import score_rows
@@ -23,6 +24,7 @@ from models.rules import load_rules_config
 from models.scorecard import load_scorecard_config
 from smescore import tables
 from smescore.warehouse import Warehouse
+from transforms import catalog
 from transforms import feeds as feed_contract
 
 SEGMENT_SCHEMA = pa.schema([("enterprise_id", pa.string()), ("industry", pa.string()),
@@ -75,6 +77,18 @@ def portfolio_summary(scores: pd.DataFrame, segments: pd.DataFrame, as_of, versi
     return pd.DataFrame(rows)
 
 
+def check_model_features(version: str, card: dict) -> None:
+    """The SavedModel's signature takes the catalogue of the code that trained it: refuse to run a
+    version whose features differ from this code's, instead of dead-lettering every firm."""
+    trained, now = list(card.get("features", [])), list(catalog.NAMES)
+    if trained != now:
+        missing, extra = sorted(set(now) - set(trained)), sorted(set(trained) - set(now))
+        raise RunFailed(f"model {version} was trained on another feature catalogue "
+                        f"(features new since: {missing or 'none'}; dropped since: {extra or 'none'}"
+                        f"{'; same set, other order' if not missing and not extra else ''}); "
+                        f"retrain with `smescore train` or score with a matching version")
+
+
 @dataclasses.dataclass
 class RunContext:
     cfg: object
@@ -90,6 +104,7 @@ class RunContext:
         reg = model_registry.Registry(cfg.registry)
         version = cfg.model_version or reg.champion()
         card = reg.model_card(version)
+        check_model_features(version, card)
         scorecard = load_scorecard_config(cfg.scorecard_config)
         rules = load_rules_config(cfg.rules_config, scorecard.scale)
         config_fp = hashlib.sha256(json.dumps({
@@ -125,6 +140,12 @@ class RunContext:
         counts = scores.column("score_source").value_counts().to_pylist()
         by_source = {c["values"]: c["counts"] for c in counts}
         n_model, n_rules = by_source.get("model", 0), by_source.get("rules", 0)
+        failed = rejected.filter(pc.equal(rejected.column("feed"), "scoring")).num_rows
+        failed_share = failed / max(scores.num_rows + failed, 1)
+        if failed_share > self.cfg.max_rejected_share:
+            raise RunFailed(f"{failed:,} firms could not be scored by the model ({failed_share:.2%} > "
+                            f"--max_rejected_share); nothing published, the previous data for "
+                            f"{self.cfg.as_of} is untouched")
         if share > self.cfg.max_rejected_share:
             raise RunFailed(f"{rejected.num_rows:,} of {n_in:,} feed records rejected "
                             f"({share:.2%} > --max_rejected_share {self.cfg.max_rejected_share:.2%}); "

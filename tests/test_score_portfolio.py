@@ -206,3 +206,16 @@ def test_run_summary_reports_the_published_portfolio(scored):
     for g, n in zip(grades["grade"], grades["n"]):
         assert re.search(rf"^\s*{g}\s+{n}\s", text, re.MULTILINE), (g, n)
     assert str(warehouse) in text
+
+
+def test_a_model_trained_on_another_catalogue_is_refused_before_anything_runs(
+        trained, small_feeds, tmp_path):
+    registry, version, _ = trained
+    stale = tmp_path / "registry"
+    shutil.copytree(registry, stale)
+    card_path = stale / "versions" / version / "model_card.json"
+    card = json.loads(card_path.read_text())
+    card["features"] = card["features"][:-3]                 # as if trained before 3 features
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(score_portfolio.publish.RunFailed, match="another feature catalogue"):
+        _score(small_feeds, stale, tmp_path / "risk.duckdb")
