@@ -31,7 +31,7 @@ from bench import _common  # noqa: F401  (sets the TF environment first)
 from bench._common import (add_common_args, count_model_rows, ensure_features, ensure_feeds,
                            ensure_model, log, make_scoring, model_routed, nightly_batch_rows,
                            write_json)
-from bench.scoring_stage import compare_outputs, run_beam
+from bench.scoring_stage import compare_outputs, run_beam, stage_model_outputs
 
 from apache_beam.ml.inference.base import ModelHandler  # noqa: E402
 
@@ -139,8 +139,7 @@ def run_naive(features_path, version_dir, scoring, out_dir, beam_args, max_batch
     from apache_beam.ml.inference.base import RunInference
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_jobs import score_rows, sinks
-    from smescore import tables
+    from beam_jobs import score_rows
 
     shutil.rmtree(out_dir, ignore_errors=True)
     os.makedirs(out_dir)
@@ -153,13 +152,7 @@ def run_naive(features_path, version_dir, scoring, out_dir, beam_args, max_batch
         _ = dead.failed_inferences | "FailLoudly" >> beam.Map(_raise_failed_row)
         model_out = (scored | "OneRowTable" >> beam.Map(one_row_table)
                      | "ScoreAndExplainRow" >> beam.Map(score_rows.model_rows, scoring))
-        (model_out | "Scores" >> beam.Map(lambda st: st[0])
-         | "StageScores" >> sinks.WriteSortedParquet(os.path.join(out_dir, "scores.parquet"),
-                                                     tables.arrow_schema("scores"), ["enterprise_id"]))
-        (model_out | "Attributions" >> beam.Map(lambda st: st[1])
-         | "StageAttributions" >> sinks.WriteSortedParquet(
-             os.path.join(out_dir, "attributions.parquet"), tables.arrow_schema("attributions"),
-             ["enterprise_id", "feature"]))
+        stage_model_outputs(model_out, out_dir)
     return time.perf_counter() - start
 
 

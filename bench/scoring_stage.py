@@ -46,9 +46,8 @@ def build_beam_stage(p, features_path: str, batch_rows: int, saved_model: str, s
     import apache_beam as beam
     from apache_beam.ml.inference.base import RunInference
 
-    from beam_jobs import score_rows, sinks
+    from beam_jobs import score_rows
     from beam_jobs.inference import FeatureTableModelHandler
-    from smescore import tables
 
     def read(path):
         batches = read_model_batches(path, batch_rows)
@@ -61,6 +60,14 @@ def build_beam_stage(p, features_path: str, batch_rows: int, saved_model: str, s
                       >> RunInference(handler).with_exception_handling())
     model_out = inferred | "ScoreAndExplain" >> beam.Map(score_rows.model_rows, scoring)
     _ = dead.failed_inferences | "FailLoudly" >> beam.Map(_raise_failed)
+    stage_model_outputs(model_out, out_dir)
+
+
+def stage_model_outputs(model_out, out_dir: str) -> None:
+    """(scores, attributions) tables -> the two sorted Parquet files the nightly job stages."""
+    import apache_beam as beam
+    from beam_jobs import sinks
+    from smescore import tables
     (model_out | "Scores" >> beam.Map(lambda st: st[0])
      | "StageScores" >> sinks.WriteSortedParquet(os.path.join(out_dir, "scores.parquet"),
                                                  tables.arrow_schema("scores"), ["enterprise_id"]))
