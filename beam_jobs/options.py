@@ -51,6 +51,24 @@ class SmescoreOptions(PipelineOptions):
                             help="Cold-start rules JSON (default: packaged)")
         parser.add_argument("--require_gpu", action="store_true",
                             help="Fail fast when a worker has no GPU (GPU Dataflow jobs)")
+        # Where feeds come from and where risk tables go: local files + DuckDB (the embedded
+        # default) or BigQuery (production).
+        parser.add_argument("--source", choices=SOURCES, default="files",
+                            help="Feeds: 'files' (--feeds folder) or 'bigquery' (--feeds_dataset)")
+        parser.add_argument("--sink", choices=SINKS, default="duckdb",
+                            help="Risk tables: 'duckdb' (--warehouse file) or 'bigquery' "
+                                 "(--risk_dataset)")
+        parser.add_argument("--bq_project", default=None,
+                            help="Google Cloud project of the BigQuery datasets")
+        parser.add_argument("--feeds_dataset", default=None,
+                            help="BigQuery dataset holding the feed tables (--source=bigquery)")
+        parser.add_argument("--risk_dataset", default=None,
+                            help="BigQuery dataset of the risk tables (--sink=bigquery)")
+        parser.add_argument("--bq_location", default="US", help="BigQuery location of the datasets")
+
+
+SOURCES = ("files", "bigquery")
+SINKS = ("duckdb", "bigquery")
 
 
 def _shards(o) -> int:

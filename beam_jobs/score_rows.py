@@ -47,6 +47,7 @@ def _scores_table(table, s: Scoring, source, pd_, score, grade, base_points, rea
         "enterprise_id": table.column("enterprise_id"),
         "model_version": pa.array([s.model_version] * n, pa.string()),
         "score_source": pa.array([source] * n, pa.string()),
+        "model_role": pa.array(["champion"] * n, pa.string()),
         "pd": pa.array(np.asarray(pd_, np.float64)),
         "score": pa.array(np.asarray(score, np.int32)),
         "grade": pa.array(list(grade), pa.string()),

@@ -23,6 +23,14 @@ GRADES = tuple(str(g) for g in range(1, 11)) + ("D",)
 SCORE_SOURCES = ("model", "rules", "in_default")
 SEGMENT_TYPES = ("all", "industry", "region", "grade", "score_source")
 RUN_STATUSES = ("succeeded", "failed")
+MODEL_ROLES = ("champion", "canary", "challenger")
+DRIFT_METRICS = ("psi", "missing_rate_change", "attribution_drift")
+DRIFT_STATUSES = ("ok", "warn", "alert")
+SCORE_FEATURE = "__score__"          # the `feature` of the score's own drift rows
+COMPARISON_METRICS = ("n_firms", "rank_correlation", "psi", "mean_score_change",
+                      "grade_migration")
+PERFORMANCE_SEGMENT_TYPES = ("all", "industry", "region", "grade")
+CALIBRATION_STATUSES = ("ok", "too_many_defaults", "too_few_defaults")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +109,14 @@ def _run_id() -> Column:
                 "date, model version, input and config fingerprints (never random).")
 
 
+def _model_role(description: str) -> Column:
+    return _col("model_role", pa.string(), description, allowed=MODEL_ROLES)
+
+
+def _status(description: str, allowed) -> Column:
+    return _col("status", pa.string(), description, allowed=allowed)
+
+
 SCORES = Table(
     name="scores",
     description="One row per firm and as-of date: calibrated 12-month PD, 300..850 score, grade "
@@ -112,6 +128,8 @@ SCORES = Table(
         _col("score_source", pa.string(), "Who scored the firm: 'model', the cold-start 'rules' "
              "(history too short) or 'in_default' (already 90+ days past due).",
              allowed=SCORE_SOURCES),
+        _model_role("'champion' for the champion's official score, 'canary' where the canary "
+                    "challenger's score is the official one (a fixed hash share of firms)."),
         _col("pd", pa.float64(), "Calibrated probability of a 90+ DPD default within 12 months "
              "(1 for firms in default)."),
         _col("score", pa.int32(), "PDO score, offset - factor * ln(pd / (1 - pd)), clamped to "
@@ -217,8 +235,117 @@ REJECTED_RECORDS = Table(
     replaced_by="as_of_date",
 )
 
+SCORES_SHADOW = Table(
+    name="scores_shadow",
+    description="Model scores that are not official: every challenger's score of every "
+                "model-scored firm, and the champion's score of the canary firms.",
+    columns=tuple(
+        c if c.name != "model_role" else _model_role(
+            "'challenger' for a challenger's shadow score, 'champion' for the champion's "
+            "(unofficial) score of a canary firm.")
+        for c in SCORES.columns),
+    partition_by="as_of_date",
+    cluster_by=("model_version", "grade", "enterprise_id"),
+    replaced_by="as_of_date",
+)
+
+DRIFT = Table(
+    name="drift",
+    description="Per run: drift of the score and of every model feature against the training "
+                "baseline stored with the model version (bins fixed at training).",
+    columns=(
+        _as_of_date("the drift measurement"),
+        _model_version(),
+        _col("feature", pa.string(), f"Model feature, or '{SCORE_FEATURE}' for the score."),
+        _col("metric", pa.string(), "'psi' (population stability index on the baseline's bins), "
+             "'missing_rate_change' (missing share now minus at training, absolute) or "
+             "'attribution_drift' (relative change of mean |points| vs the training sample).",
+             allowed=DRIFT_METRICS),
+        _col("value", pa.float64(), "The metric's value."),
+        _col("warn_threshold", pa.float64(), "Value above which the status is 'warn'."),
+        _col("threshold", pa.float64(), "Value above which the status is 'alert'."),
+        _status("'ok', 'warn' or 'alert'.", DRIFT_STATUSES),
+        _run_id(),
+    ),
+    partition_by="as_of_date",
+    cluster_by=("model_version", "metric", "feature"),
+    replaced_by="as_of_date",
+)
+
+CHALLENGER_COMPARISON = Table(
+    name="challenger_comparison",
+    description="Per run and challenger: how its shadow scores compare with the champion's on the "
+                "same model-scored firms.",
+    columns=(
+        _as_of_date("the comparison"),
+        _col("champion_version", pa.string(), "The champion's model version."),
+        _col("challenger_version", pa.string(), "The challenger's model version."),
+        _col("metric", pa.string(), "'n_firms', 'rank_correlation' (Spearman of the scores), "
+             "'psi' (challenger's score distribution against the champion's), "
+             "'mean_score_change' (challenger minus champion) or 'grade_migration' (firms moving "
+             "from_grade -> to_grade).", allowed=COMPARISON_METRICS),
+        _col("from_grade", pa.string(), "Champion's grade (grade_migration rows only).",
+             required=False),
+        _col("to_grade", pa.string(), "Challenger's grade (grade_migration rows only).",
+             required=False),
+        _col("value", pa.float64(), "The metric's value (a firm count for grade_migration)."),
+        _run_id(),
+    ),
+    partition_by="as_of_date",
+    cluster_by=("challenger_version", "metric"),
+    replaced_by="as_of_date",
+)
+
+PERFORMANCE = Table(
+    name="performance",
+    description="Outcome backtests: how the scores published for an as-of date ranked and "
+                "calibrated the defaults of the following 12 months, per model version and segment.",
+    columns=(
+        _as_of_date("the backtested scores"),
+        _model_version(),
+        _col("segment_type", pa.string(), "'all', 'industry', 'region' or 'grade'.",
+             allowed=PERFORMANCE_SEGMENT_TYPES),
+        _col("segment", pa.string(), "The segment's value ('all' for the whole cohort)."),
+        _col("outcome_months", pa.int32(), "Outcome window after as_of_date, in months."),
+        _col("n_firms", pa.int64(), "Model-scored firms of the cohort in the segment."),
+        _col("n_defaults", pa.int64(), "Of them, firms 90+ days past due within the window."),
+        _col("auc", pa.float64(), "Area under the ROC curve; null when the segment has no "
+             "defaults or no non-defaults.", required=False),
+        _col("ks", pa.float64(), "Kolmogorov-Smirnov statistic; null like auc.", required=False),
+        _col("gini", pa.float64(), "2 * auc - 1; null like auc.", required=False),
+        _col("brier", pa.float64(), "Mean squared error of the PD against the outcome."),
+        _col("predicted_default_rate", pa.float64(), "Mean PD of the segment."),
+        _col("observed_default_rate", pa.float64(), "n_defaults / n_firms."),
+        _col("binomial_p_value", pa.float64(), "Two-sided binomial test of n_defaults against "
+             "n_firms * predicted_default_rate."),
+        _col("calibration_status", pa.string(), "'ok' unless the binomial test rejects at 5%: "
+             "'too_many_defaults' or 'too_few_defaults'.", allowed=CALIBRATION_STATUSES),
+        _col("backtested_at", pa.timestamp("us"), "When the backtest ran (UTC)."),
+    ),
+    partition_by="as_of_date",
+    cluster_by=("model_version", "segment_type", "segment"),
+    replaced_by="as_of_date",
+)
+
+BACKTEST_ROC = Table(
+    name="backtest_roc",
+    description="ROC curve points of each backtest (segment 'all'), for plots.",
+    columns=(
+        _as_of_date("the backtested scores"),
+        _model_version(),
+        _col("false_positive_rate", pa.float64(), "Share of non-defaults at or above the cut."),
+        _col("true_positive_rate", pa.float64(), "Share of defaults at or above the cut."),
+        _col("pd_cut", pa.float64(), "The PD cut-off of the point."),
+    ),
+    partition_by="as_of_date",
+    cluster_by=("model_version",),
+    replaced_by="as_of_date",
+)
+
 TABLES: dict[str, Table] = {t.name: t for t in
-                            (SCORES, ATTRIBUTIONS, PORTFOLIO_SUMMARY, RUNS, REJECTED_RECORDS)}
+                            (SCORES, SCORES_SHADOW, ATTRIBUTIONS, PORTFOLIO_SUMMARY, DRIFT,
+                             CHALLENGER_COMPARISON, PERFORMANCE, BACKTEST_ROC, RUNS,
+                             REJECTED_RECORDS)}
 
 
 def table(name: str) -> Table:

@@ -36,7 +36,8 @@ def scores(as_of, rows, run_id, version=V) -> pa.Table:
     """rows: (enterprise_id, score_source, pd, score, grade, base_points, reasons)."""
     keys = ("enterprise_id", "score_source", "pd", "score", "grade", "base_points", "reasons")
     return pa.Table.from_pylist(
-        [{"as_of_date": as_of, "model_version": version, "run_id": run_id, **dict(zip(keys, r))}
+        [{"as_of_date": as_of, "model_version": version, "run_id": run_id,
+          "model_role": "champion", **dict(zip(keys, r))}
          for r in rows], schema=tables.arrow_schema("scores"))
 
 
@@ -129,13 +130,25 @@ def rows_of(w: Warehouse, sql: str, params=None) -> list[tuple]:
 
 def test_contract_has_the_issue_tables_and_columns_in_order():
     assert {n: list(t.names) for n, t in tables.TABLES.items()} == {
-        "scores": ["as_of_date", "enterprise_id", "model_version", "score_source", "pd", "score",
-                   "grade", "base_points", "reasons", "run_id"],
+        "scores": ["as_of_date", "enterprise_id", "model_version", "score_source", "model_role",
+                   "pd", "score", "grade", "base_points", "reasons", "run_id"],
+        "scores_shadow": ["as_of_date", "enterprise_id", "model_version", "score_source",
+                          "model_role", "pd", "score", "grade", "base_points", "reasons", "run_id"],
         "attributions": ["as_of_date", "enterprise_id", "model_version", "feature", "value", "phi",
                          "points"],
         "portfolio_summary": ["as_of_date", "model_version", "segment_type", "segment", "n_firms",
                               "mean_pd", "expected_defaults", "score_p10", "score_p50",
                               "score_p90", "share_of_firms"],
+        "drift": ["as_of_date", "model_version", "feature", "metric", "value", "warn_threshold",
+                  "threshold", "status", "run_id"],
+        "challenger_comparison": ["as_of_date", "champion_version", "challenger_version", "metric",
+                                  "from_grade", "to_grade", "value", "run_id"],
+        "performance": ["as_of_date", "model_version", "segment_type", "segment", "outcome_months",
+                        "n_firms", "n_defaults", "auc", "ks", "gini", "brier",
+                        "predicted_default_rate", "observed_default_rate", "binomial_p_value",
+                        "calibration_status", "backtested_at"],
+        "backtest_roc": ["as_of_date", "model_version", "false_positive_rate",
+                         "true_positive_rate", "pd_cut"],
         "runs": ["run_id", "as_of_date", "model_version", "started_at", "finished_at", "status",
                  "rows_in", "rows_rejected", "firms_scored_model", "firms_scored_rules", "message",
                  "config_fingerprint"],
@@ -208,11 +221,9 @@ def test_ensure_schema_is_idempotent_and_keeps_data(wh):
     assert dump(wh) == before
     names = rows_of(wh, "SELECT table_name, table_type FROM information_schema.tables "
                         "ORDER BY table_name")
-    assert names == [("attributions", "BASE TABLE"), ("grade_distribution", "VIEW"),
-                     ("grade_migration", "VIEW"), ("latest_scores", "VIEW"),
-                     ("portfolio_summary", "BASE TABLE"), ("rejected_records", "BASE TABLE"),
-                     ("run_history", "VIEW"), ("runs", "BASE TABLE"), ("scores", "BASE TABLE"),
-                     ("top_risk_drivers", "VIEW")]
+    views = sorted(p.stem for p in pathlib.Path(wh_module.VIEWS_DIR).glob("*.sql"))
+    assert len(views) >= 5
+    assert names == sorted([(t, "BASE TABLE") for t in tables.TABLES] + [(v, "VIEW") for v in views])
 
 
 def test_ensure_schema_refuses_to_run_without_the_view_files(tmp_path):
