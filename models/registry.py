@@ -7,6 +7,8 @@
     <registry>/versions/<version>/network.keras       the bare network (audits, evaluation path)
     <registry>/versions/<version>/logs/             TensorBoard logs of the training run
     <registry>/champion.json                        {"version": ...}
+    <registry>/challengers.json                     {"versions": [...]} scored in shadow; the
+                                                    first is the canary
 
 A version folder is written under a temporary name and renamed into place, so a reader never sees
 half a model. Local paths now; the same layout works on gs:// through a filesystem that can rename.
@@ -20,6 +22,7 @@ import tempfile
 
 VERSIONS = "versions"
 CHAMPION = "champion.json"
+CHALLENGERS = "challengers.json"
 MODEL_CARD = "model_card.json"
 SAVED_MODEL = "saved_model"
 TRANSFORM_FN = "transform_fn"
@@ -80,6 +83,27 @@ class Registry:
         if version not in self.versions():
             raise ValueError(f"unknown model version {version!r}; known: {self.versions()}")
         write_json_atomically(os.path.join(self.root, CHAMPION), {"version": version})
+
+
+    def challengers(self) -> list[str]:
+        """Versions scored in shadow next to the champion, in order; the first is the canary."""
+        path = os.path.join(self.root, CHALLENGERS)
+        if not os.path.exists(path):
+            return []
+        with open(path, encoding="utf-8") as fh:
+            versions = list(json.load(fh)["versions"])
+        unknown = [v for v in versions if v not in self.versions()]
+        if unknown:
+            raise FileNotFoundError(f"challengers {unknown} are not versions in {self.root!r}")
+        return versions
+
+    def set_challengers(self, versions: list[str]) -> None:
+        unknown = [v for v in versions if v not in self.versions()]
+        if unknown:
+            raise ValueError(f"unknown model versions {unknown}; known: {self.versions()}")
+        if len(set(versions)) != len(versions):
+            raise ValueError(f"a challenger is listed twice: {versions}")
+        write_json_atomically(os.path.join(self.root, CHALLENGERS), {"versions": list(versions)})
 
 
 def write_json_atomically(path: str, payload: dict) -> None:
