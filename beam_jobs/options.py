@@ -51,6 +51,11 @@ class SmescoreOptions(PipelineOptions):
                             help="Cold-start rules JSON (default: packaged)")
         parser.add_argument("--require_gpu", action="store_true",
                             help="Fail fast when a worker has no GPU (GPU Dataflow jobs)")
+        parser.add_argument("--canary_share", type=float, default=0.10,
+                            help="Share of model-scored firms whose official score comes from the "
+                                 "first challenger (chosen by a hash of enterprise_id)")
+        parser.add_argument("--drift_config", default=None,
+                            help="Drift thresholds JSON (default: packaged smescore/config/drift.json)")
         # Where feeds come from and where risk tables go: local files + DuckDB (the embedded
         # default) or BigQuery (production).
         parser.add_argument("--source", choices=SOURCES, default="files",
@@ -131,6 +136,8 @@ class ScoreConfig:
     scorecard_config: str | None
     rules_config: str | None
     require_gpu: bool
+    canary_share: float
+    drift_config: str | None
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> "ScoreConfig":
@@ -140,6 +147,9 @@ class ScoreConfig:
             raise ValueError(f"--min_history_months must be >= 0, got {o.min_history_months}")
         if not 0 <= o.max_rejected_share <= 1:
             raise ValueError(f"--max_rejected_share must be in [0, 1], got {o.max_rejected_share}")
+        if not 0 <= o.canary_share <= 1:
+            raise ValueError(f"--canary_share must be in [0, 1], got {o.canary_share}")
         return cls(o.feeds, parse_date(o.as_of, "--as_of"), o.registry, o.warehouse,
                    o.model_version, _shards(o), o.min_history_months, o.max_rejected_share,
-                   o.scorecard_config, o.rules_config, bool(o.require_gpu))
+                   o.scorecard_config, o.rules_config, bool(o.require_gpu), o.canary_share,
+                   o.drift_config)

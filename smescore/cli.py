@@ -38,9 +38,11 @@ def _progress(message: str) -> None:
 
 
 def cmd_generate(args, beam_args) -> int:
-    from smescore.generate import generate
+    from smescore.generate import InvoiceShift, generate
+    shift = (InvoiceShift(args.shift_industry, args.shift_drop, args.shift_months)
+             if args.shift_industry else None)
     summary = generate(args.out, firms=args.firms, months=args.months, end_date=args.end_date,
-                       seed=args.seed, progress=_progress)
+                       seed=args.seed, progress=_progress, shift=shift)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -78,7 +80,9 @@ def cmd_score(args, beam_args) -> int:
     argv = [f"--feeds={args.feeds}", f"--as_of={args.as_of}", f"--registry={args.registry}",
             f"--warehouse={args.warehouse}", f"--min_history_months={args.min_history_months}",
             f"--max_rejected_share={args.max_rejected_share}", f"--n_shards={args.n_shards}",
+            f"--canary_share={args.canary_share}",
             *([f"--model_version={args.model_version}"] if args.model_version else []),
+            *([f"--drift_config={args.drift_config}"] if args.drift_config else []),
             *beam_args]
     result = score_portfolio.run(argv, save_main_session=False, progress=_progress)
     print(json.dumps(result, indent=2, default=str))
@@ -108,6 +112,11 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--months", type=_positive, default=36)
     g.add_argument("--end-date", type=_date, default=dt.date(2026, 10, 31))
     g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--shift-industry", default=None, metavar="SECTION",
+                   help="inject a data shift: invoices of this industry section (A..T; C is "
+                        "manufacturing) drop in the last months")
+    g.add_argument("--shift-drop", type=float, default=0.30, help="the drop (default 0.30)")
+    g.add_argument("--shift-months", type=_positive, default=1, help="months hit (default 1)")
     g.set_defaults(func=cmd_generate)
 
     f = sub.add_parser("features", help="per-firm feature table as of a date (Beam job)")
@@ -138,6 +147,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--min-history-months", type=int, default=6)
     s.add_argument("--max-rejected-share", type=float, default=0.05)
     s.add_argument("--n-shards", type=_positive, default=32)
+    s.add_argument("--canary-share", type=float, default=0.10,
+                   help="share of model-scored firms officially scored by the first challenger")
+    s.add_argument("--drift-config", default=None, help="drift thresholds JSON (default: packaged)")
     s.add_argument("--summary", action="store_true", help="print grade mix and top drivers")
     s.set_defaults(func=cmd_score)
 

@@ -101,6 +101,14 @@ def _check_constant(name: str, column: str, values: pa.ChunkedArray, expected: A
                          f"{expected!r}, e.g. {pc.unique(bad).to_pylist()[:3]}")
 
 
+def _check_versions(name: str, values: pa.ChunkedArray, versions: pa.Array) -> None:
+    bad = pc.filter(values, pc.invert(pc.is_in(values, value_set=versions)))
+    if len(bad):
+        raise ValueError(f"table {name!r}, column 'model_version': {len(bad)} row(s) are not "
+                         f"the run's model {versions.to_pylist()[0]!r} or one of its challengers "
+                         f"{versions.to_pylist()[1:]}, e.g. {pc.unique(bad).to_pylist()[:3]}")
+
+
 def conform(name: str, table: pa.Table) -> pa.Table:
     """Check an Arrow table against the contract and return it in the contract's schema.
 
@@ -146,19 +154,21 @@ def _check_date(as_of_date: Any) -> dt.date:
 
 
 def prepare_publish(as_of_date: dt.date, tables: Mapping[str, pa.Table],
-                    run_record: Mapping[str, Any]) -> tuple[dict[str, pa.Table], pa.Table]:
+                    run_record: Mapping[str, Any], challengers: Sequence[str] = ()
+                    ) -> tuple[dict[str, pa.Table], pa.Table]:
     """Everything `publish` checks before it opens a transaction.
 
     Each table must be a date-partitioned risk table, conform to the contract, and hold only rows
-    of this date, run and model version; the run record must be a succeeded run of this date.
+    of this date and run, scored by the run's model version or one of its challengers (shadow and
+    canary rows); the run record must be a succeeded run of this date.
     """
     _check_date(as_of_date)
     run = run_record_table(run_record)
     if run_record["status"] != "succeeded":
         raise ValueError(f"run record: publish records a 'succeeded' run, got status "
                          f"{run_record['status']!r} (use record_failed_run)")
-    expected = {"as_of_date": as_of_date, "run_id": run_record["run_id"],
-                "model_version": run_record["model_version"]}
+    expected = {"as_of_date": as_of_date, "run_id": run_record["run_id"]}
+    versions = pa.array([run_record["model_version"], *challengers], pa.string())
     _check_constant("runs", "as_of_date", run.column("as_of_date"), as_of_date)
     if not tables:
         raise ValueError("publish needs at least one table")
@@ -170,6 +180,8 @@ def prepare_publish(as_of_date: dt.date, tables: Mapping[str, pa.Table],
         for column, value in expected.items():
             if column in table.column_names:
                 _check_constant(name, column, table.column(column), value)
+        if "model_version" in table.column_names:
+            _check_versions(name, table.column("model_version"), versions)
         conformed[name] = table
     return conformed, run
 
@@ -255,7 +267,7 @@ class Warehouse:
                 con.execute(sql)
 
     def publish(self, as_of_date: dt.date, tables: Mapping[str, pa.Table],
-                run_record: Mapping[str, Any]) -> dict[str, int]:
+                run_record: Mapping[str, Any], challengers: Sequence[str] = ()) -> dict[str, int]:
         """Replace `as_of_date`'s rows in every given table and record the run, atomically.
 
         Everything is validated first (ValueError, nothing touched); then one transaction deletes
@@ -263,7 +275,7 @@ class Warehouse:
         run_id). Any error rolls the whole transaction back and is raised as PublishError.
         Returns {table: rows written}.
         """
-        conformed, run = prepare_publish(as_of_date, tables, run_record)
+        conformed, run = prepare_publish(as_of_date, tables, run_record, challengers)
         step = "connect"
         try:
             with self._transaction() as con:
