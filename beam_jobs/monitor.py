@@ -42,7 +42,8 @@ def run_succeeded(cfg, run_ctx, result: dict) -> dict:
             run_ctx.progress(f"[monitor] run report: {path}")
         except Exception as err:  # noqa: BLE001 - the data is published; say loudly what is missing
             log.error("RUN REPORT NOT WRITTEN (%s): %s: %s", path, type(err).__name__, err)
-            run_ctx.progress(f"[monitor] RUN REPORT NOT WRITTEN ({path}): {type(err).__name__}: {err}")
+            run_ctx.progress(f"[monitor] RUN REPORT NOT WRITTEN ({path}): "
+                             f"{type(err).__name__}: {err}")
             result["report"] = None
     return result
 

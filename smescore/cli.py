@@ -158,7 +158,8 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="HTML run report of a published as-of date (offline plots)")
     r.add_argument("--as-of", type=_date, required=True)
-    r.add_argument("--warehouse", default=os.environ.get("SMESCORE_WAREHOUSE", "out/demo/warehouse.duckdb"))
+    r.add_argument("--warehouse",
+                   default=os.environ.get("SMESCORE_WAREHOUSE", "out/demo/warehouse.duckdb"))
     r.add_argument("--registry", default=os.environ.get("SMESCORE_REGISTRY", "out/demo/registry"),
                    help="model registry (the model card's training baseline)")
     r.add_argument("--out", default=None,

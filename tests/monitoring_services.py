@@ -41,13 +41,16 @@ def _ready(url: str) -> bool:
 
 @contextlib.contextmanager
 def pushgateway(log_path: str):
-    """A Pushgateway on a free loopback port (no persistence); yields 'host:port', stops it after."""
+    """A fresh Pushgateway on a free loopback port, metrics in memory only; yields 'host:port' and
+    stops it after."""
     exe = executable("prometheus-pushgateway")
     for _ in range(3):                      # the port may be taken between probe and bind
         address = f"127.0.0.1:{_free_port()}"
         log = open(log_path, "ab")
-        proc = subprocess.Popen([exe, f"--web.listen-address={address}"], stdout=log,
-                                stderr=subprocess.STDOUT)
+        # No persistence: Debian's default file (/var/lib/prometheus/pushgateway.data) is shared
+        # machine state, and a test's gateway must start empty.
+        proc = subprocess.Popen([exe, f"--web.listen-address={address}", "--persistence.file="],
+                                stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while proc.poll() is None and time.monotonic() < deadline and not _ready(
                 f"http://{address}/-/ready"):
@@ -105,7 +108,8 @@ def render(page_path: str, workdir: str) -> tuple[str, list[str]]:
     """
     net_log = os.path.join(workdir, "netlog.json")
     cmd = [executable("chromium"), "--headless", "--no-sandbox", "--disable-gpu",
-           "--no-first-run", "--disable-background-networking", "--host-resolver-rules=MAP * ~NOTFOUND",
+           "--no-first-run", "--disable-background-networking",
+           "--host-resolver-rules=MAP * ~NOTFOUND",
            f"--user-data-dir={os.path.join(workdir, 'chromium-profile')}",
            f"--log-net-log={net_log}", "--virtual-time-budget=15000", "--dump-dom",
            "file://" + os.path.abspath(page_path)]

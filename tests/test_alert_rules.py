@@ -32,7 +32,8 @@ def metric_names(expr: str) -> set[str]:
 
 
 def test_metric_names_parser():
-    assert metric_names('time() - max by (job, instance) (a_b{job="x", y=~"$z"}) > 26 * 3600') == {"a_b"}
+    assert metric_names('time() - max by (job, instance) (a_b{job="x", y=~"$z"}) > 26 * 3600') \
+        == {"a_b"}
     assert metric_names("topk(15, m1{i=~\"$instance\"}) / on (v) group_left (w) m2 or m3[5m]") == \
         {"m1", "m2", "m3"}
     assert metric_names("absent(up{job=\"smescore\"}) and bool 1e3") == {"up"}

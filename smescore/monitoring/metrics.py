@@ -48,7 +48,8 @@ class Metric:
 # Pushed after every run, failed or not (a failed run pushes only these, with POST).
 RUN_METRICS = (
     Metric("smescore_run_success", "1 if the latest run published its risk tables, 0 if it failed."),
-    Metric("smescore_run_duration_seconds", "Wall time of the latest run, start to publish or failure."),
+    Metric("smescore_run_duration_seconds",
+           "Wall time of the latest run, start to publish or failure."),
     Metric("smescore_run_finished_timestamp_seconds", "When the latest run ended (Unix time)."),
 )
 # Pushed after a successful run only: they describe the data it published.
@@ -115,7 +116,8 @@ def run_samples(version: str, succeeded: bool, started_at: dt.datetime,
 # The run's own rows only (run_id), so a rerun of another version never mixes in.
 _REJECTED_SQL = """SELECT feed, COUNT(*) AS n FROM rejected_records
 WHERE as_of_date = ? AND run_id = ? GROUP BY feed ORDER BY feed"""
-_GRADES_SQL = "SELECT grade, COUNT(*) AS n FROM scores WHERE as_of_date = ? AND run_id = ? GROUP BY grade"
+_GRADES_SQL = """SELECT grade, COUNT(*) AS n FROM scores WHERE as_of_date = ? AND run_id = ?
+GROUP BY grade"""
 _SOURCES_SQL = """SELECT score_source, COUNT(*) AS n FROM scores WHERE as_of_date = ? AND run_id = ?
 GROUP BY score_source"""
 _PSI_SQL = """SELECT feature, value FROM drift
@@ -158,7 +160,8 @@ def published_samples(warehouse: str, result: Mapping, model_card: Mapping,
         out += [Sample("smescore_feed_rows_in", {**v, "feed": feed}, rows),
                 Sample("smescore_feed_rows_out", {**v, "feed": feed}, rows - rejected.get(feed, 0))]
     for feed in sorted(set(result["rows_in"]) | set(rejected)):
-        out.append(Sample("smescore_feed_rows_rejected", {**v, "feed": feed}, rejected.get(feed, 0)))
+        out.append(Sample("smescore_feed_rows_rejected", {**v, "feed": feed},
+                          rejected.get(feed, 0)))
     for table, rows in _rows_written(wh, as_of).items():
         out.append(Sample("smescore_table_rows_written", {**v, "table": table}, rows))
     grades = _counts(wh, _GRADES_SQL, [as_of, run_id])

@@ -18,8 +18,8 @@ from transforms import catalog
 
 RUN_SQL = """SELECT * FROM runs WHERE as_of_date = ? AND status = 'succeeded'
 ORDER BY finished_at DESC, run_id LIMIT 1"""
-SCORE_COUNTS_SQL = """SELECT score, COUNT(*) AS n FROM scores WHERE as_of_date = ? AND score_source = 'model'
-GROUP BY score"""
+SCORE_COUNTS_SQL = """SELECT score, COUNT(*) AS n FROM scores
+WHERE as_of_date = ? AND score_source = 'model' GROUP BY score"""
 PREVIOUS_SQL = "SELECT MAX(as_of_date) AS d FROM scores WHERE as_of_date < ?"
 GRADES_SQL = """SELECT as_of_date, grade, COUNT(*) AS n FROM scores
 WHERE as_of_date IN (?, ?) GROUP BY as_of_date, grade"""

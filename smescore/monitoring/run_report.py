@@ -89,7 +89,8 @@ def header(d: ReportData) -> str:
             ("cold-start rules", f"{int(r['firms_scored_rules']):,}"),
             ("feed records rejected", f"{int(r['rows_rejected']):,}")]
     return (f"<h1>smescore run report — portfolio as of {_esc(d.as_of)}</h1>"
-            f"<p>Run <code>{_esc(r['run_id'])}</code> · model <code>{_esc(r['model_version'])}</code>"
+            f"<p>Run <code>{_esc(r['run_id'])}</code>"
+            f" · model <code>{_esc(r['model_version'])}</code>"
             f" · started {_esc(r['started_at'])} UTC, finished {_esc(r['finished_at'])} UTC</p>"
             + "".join(f'<span class="kpi"><b>{_esc(v)}</b>{_esc(k)}</span>' for k, v in kpis)
             + f"<p>Records read: {_esc(rows_in)}.</p>")
@@ -99,7 +100,7 @@ def score_section(d: ReportData) -> Section:
     import plotly.graph_objects as go
     edges = d.baseline_score["edges"] if d.baseline_score else report_data.SCORE_EDGES
     labels = band_labels(edges)
-    fig = _figure(title="Score distribution: this run against the training baseline",
+    fig = _figure(title="Scores of model-scored firms: this run against the training baseline",
                   xaxis_title="score band", yaxis_title="share of firms", barmode="group",
                   yaxis_tickformat=".0%")
     body = []
@@ -114,6 +115,8 @@ def score_section(d: ReportData) -> Section:
     body.append(f"<p>Score PSI against the baseline: <b>{psi.value.iloc[0]:.4f}</b> "
                 f"({_esc(psi.status.iloc[0])}).</p>" if len(psi) else
                 _note("No score PSI for this run (no drift rows)."))
+    body.append(_note("Model-scored firms only, as in the baseline (the training sample's "
+                      "scores); rules-scored and in-default firms are in the grades below."))
     return Section("Score distribution", body, [("fig-score", fig)])
 
 
@@ -149,7 +152,8 @@ def drift_section(d: ReportData) -> Section:
                          marker_color=[STATUS_COLOURS[s] for s in psi.status]))
     for x, dash in ((psi.warn_threshold.iloc[0], "dot"), (psi.threshold.iloc[0], "dash")):
         fig.add_vline(x=float(x), line_dash=dash, line_color="#555")
-    flagged = d.drift[d.drift.status != "ok"].sort_values(["metric", "value"], ascending=[True, False])
+    flagged = d.drift[d.drift.status != "ok"].sort_values(["metric", "value"],
+                                                           ascending=[True, False])
     counts = d.drift.groupby(["metric", "status"]).size().unstack(fill_value=0).reset_index()
     body = ["<p>Features per drift metric and status:</p>", _table(counts),
             (_table(flagged[["feature", "metric", "value", "warn_threshold", "threshold", "status"]])
@@ -193,7 +197,7 @@ def challenger_section(d: ReportData) -> Section:
         return Section("Champion / challenger", [_note("No challenger scored in this run.")])
     summary = (c[c.metric != "grade_migration"]
                .pivot_table(index=["champion_version", "challenger_version"], columns="metric",
-                            values="value", aggfunc="first").reset_index())
+                            values="value", aggfunc="first").rename_axis(columns=None).reset_index())
     section = Section("Champion / challenger", [_table(summary)])
     for i, (version, m) in enumerate(c[c.metric == "grade_migration"].groupby("challenger_version")):
         grid = (m.pivot_table(index="from_grade", columns="to_grade", values="value", aggfunc="sum")
@@ -240,8 +244,8 @@ def backtest_section(d: ReportData) -> Section:
                       yaxis_tickformat=".1%")
         fig.update_xaxes(type="category", categoryorder="array", categoryarray=list(tables.GRADES))
         for version, g in grades.groupby("model_version"):
-            fig.add_trace(go.Bar(x=g.segment, y=g.predicted_default_rate, name=f"{version} predicted",
-                                 marker_color=BASELINE))
+            fig.add_trace(go.Bar(x=g.segment, y=g.predicted_default_rate,
+                                 name=f"{version} predicted", marker_color=BASELINE))
             fig.add_trace(go.Bar(x=g.segment, y=g.observed_default_rate, name=f"{version} observed",
                                  marker_color=THIS_RUN, customdata=g[["n_firms", "n_defaults"]],
                                  hovertemplate="grade %{x}: %{y:.2%} "
