@@ -233,6 +233,23 @@ def test_a_failed_run_pushes_status_0_and_keeps_the_last_success(nightly, gatewa
     assert [s for s, in status] == ["succeeded", "failed"]
 
 
+def test_without_drift_or_backtest_rows_those_metrics_are_left_out(nightly, tmp_path):
+    """Nothing to report is not zero: no PSI or backtest sample rather than a misleading 0."""
+    wh = tmp_path / "bare.duckdb"
+    shutil.copy(nightly["warehouse"], wh)
+    with duckdb.connect(str(wh)) as con:
+        for t in ("drift", "performance"):
+            con.execute(f"DELETE FROM {t}")
+    samples = metrics.published_samples(str(wh), nightly["result"], nightly["card"],
+                                        dt.datetime(2026, 11, 1))
+    names = {s.metric for s in samples}
+    assert not names & {"smescore_score_psi", "smescore_feature_psi", "smescore_backtest_auc",
+                        "smescore_backtest_ks", "smescore_backtest_as_of_timestamp_seconds"}
+    assert {"smescore_firms_by_grade", "smescore_model_card_auc"} <= names
+    grades = {s.labels["grade"]: s.value for s in samples if s.metric == "smescore_firms_by_grade"}
+    assert grades == _by(nightly["scraped"], "smescore_firms_by_grade", "grade")
+
+
 def test_an_unreachable_pushgateway_is_logged_and_does_not_raise(caplog):
     samples = metrics.run_samples("v1", True, dt.datetime(2026, 11, 1),
                                   dt.datetime(2026, 11, 1, 0, 5))
