@@ -154,7 +154,8 @@ def drift_section(d: ReportData) -> Section:
         fig.add_vline(x=float(x), line_dash=dash, line_color="#555")
     flagged = d.drift[d.drift.status != "ok"].sort_values(["metric", "value"],
                                                            ascending=[True, False])
-    counts = d.drift.groupby(["metric", "status"]).size().unstack(fill_value=0).reset_index()
+    counts = (d.drift.groupby(["metric", "status"]).size().unstack(fill_value=0)
+              .rename_axis(columns=None).reset_index())
     body = ["<p>Features per drift metric and status:</p>", _table(counts),
             (_table(flagged[["feature", "metric", "value", "warn_threshold", "threshold", "status"]])
              if len(flagged) else _note("Every drift measure is ok."))]
