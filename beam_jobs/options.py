@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -70,6 +71,13 @@ class SmescoreOptions(PipelineOptions):
         parser.add_argument("--risk_dataset", default=None,
                             help="BigQuery dataset of the risk tables (--sink=bigquery)")
         parser.add_argument("--bq_location", default="US", help="BigQuery location of the datasets")
+        # Monitoring, after the run: both off unless given.
+        parser.add_argument("--pushgateway", default="",
+                            help="Prometheus Pushgateway host:port to push the run's metrics to "
+                                 "after success and after failure (default: off)")
+        parser.add_argument("--report_dir", default="",
+                            help="Folder to write the HTML run report run-report-<as_of>.html "
+                                 "into after a successful run (default: off)")
 
 
 SOURCES = ("files", "bigquery")
@@ -80,6 +88,17 @@ def _shards(o) -> int:
     if o.n_shards < 1:
         raise ValueError(f"--n_shards must be >= 1, got {o.n_shards}")
     return o.n_shards
+
+
+_GATEWAY = re.compile(r"^(https?://)?[A-Za-z0-9_.\[\]:-]+:[0-9]{1,5}(/[^\s]*)?$")
+
+
+def _pushgateway(address: str | None) -> str:
+    """'' (off) or host:port, optionally http(s)://host:port[/path] (a gateway behind a proxy)."""
+    address = (address or "").strip()
+    if address and not _GATEWAY.match(address):
+        raise ValueError(f"--pushgateway must be host:port (e.g. 127.0.0.1:9091), got {address!r}")
+    return address
 
 
 def _parquet(path: str, flag: str) -> str:
@@ -136,8 +155,10 @@ class ScoreConfig:
     scorecard_config: str | None
     rules_config: str | None
     require_gpu: bool
-    canary_share: float
-    drift_config: str | None
+    canary_share: float = 0.10
+    drift_config: str | None = None
+    pushgateway: str = ""        # host:port, or "" for no metrics push
+    report_dir: str = ""         # folder of the HTML run report, or "" for none
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> "ScoreConfig":
@@ -151,5 +172,6 @@ class ScoreConfig:
             raise ValueError(f"--canary_share must be in [0, 1], got {o.canary_share}")
         return cls(o.feeds, parse_date(o.as_of, "--as_of"), o.registry, o.warehouse,
                    o.model_version, _shards(o), o.min_history_months, o.max_rejected_share,
-                   o.scorecard_config, o.rules_config, bool(o.require_gpu), o.canary_share,
-                   o.drift_config)
+                   o.scorecard_config, o.rules_config, bool(o.require_gpu),
+                   canary_share=o.canary_share, drift_config=o.drift_config,
+                   pushgateway=_pushgateway(o.pushgateway), report_dir=o.report_dir or "")

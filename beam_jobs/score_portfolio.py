@@ -3,9 +3,10 @@ grades, SHAP points and reasons -> risk tables; challengers in shadow (and the c
 against the champion's training baseline.
 
 `python -m beam_jobs.score_portfolio --feeds DIR --as_of D --registry DIR --warehouse FILE.duckdb
-[Beam flags]` (also `smescore score`). The pipeline stages its outputs as Parquet; the driver then
-publishes them into the warehouse in one transaction, after checking the rejected share, so a bad
-night never replaces a good partition.
+[--pushgateway HOST:PORT] [--report_dir DIR] [Beam flags]` (also `smescore score`). The pipeline
+stages its outputs as Parquet; the driver then publishes them into the warehouse in one transaction,
+after checking the rejected share, so a bad night never replaces a good partition. Then (or after a
+failure) beam_jobs/monitor.py pushes the run's metrics and writes the HTML run report.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from beam_jobs import drift, publish, score_rows, shadow, sinks
+from beam_jobs import drift, monitor, publish, score_rows, shadow, sinks
 from beam_jobs.inference import ChampionChallengersHandler
 from beam_jobs.options import ScoreConfig
 from beam_jobs.sources import LocalFilesSource
@@ -127,12 +128,15 @@ def run(argv=None, save_main_session=True, progress=print):
     try:
         with beam.Pipeline(options=options) as p:
             build_pipeline(p, cfg, source, run_ctx, staging)
-        return run_ctx.publish(staging)
+        result = run_ctx.publish(staging)
     except BaseException as err:
         run_ctx.fail(err)
+        monitor.run_failed(cfg, run_ctx, err)
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    # Outside the try: the tables are published, so nothing monitoring does can mark the run failed.
+    return monitor.run_succeeded(cfg, run_ctx, result)
 
 
 if __name__ == "__main__":

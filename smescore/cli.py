@@ -1,4 +1,4 @@
-"""`smescore <command>`: generate, features, train, score, query.
+"""`smescore <command>`: generate, features, train, score, report, query.
 
 Heavy imports (TensorFlow, Beam) happen inside the commands, so `smescore --help` is instant and
 TensorFlow's environment settings below are in place before it loads.
@@ -83,12 +83,23 @@ def cmd_score(args, beam_args) -> int:
             f"--canary_share={args.canary_share}",
             *([f"--model_version={args.model_version}"] if args.model_version else []),
             *([f"--drift_config={args.drift_config}"] if args.drift_config else []),
+            *([f"--pushgateway={args.pushgateway}"] if args.pushgateway else []),
+            *([f"--report_dir={args.report_dir}"] if args.report_dir else []),
             *beam_args]
     result = score_portfolio.run(argv, save_main_session=False, progress=_progress)
     print(json.dumps(result, indent=2, default=str))
     if args.summary:
         from smescore import report
         print(report.run_summary(args.warehouse, args.as_of))
+    return 0
+
+
+def cmd_report(args, beam_args) -> int:
+    from smescore.monitoring import run_report
+    out = args.out or run_report.report_path(
+        os.path.join(os.path.dirname(os.path.abspath(args.warehouse)), "reports"), args.as_of)
+    path = run_report.write_report(args.warehouse, args.as_of, out, args.registry)
+    print(json.dumps({"report": path, "bytes": os.path.getsize(path)}, indent=2))
     return 0
 
 
@@ -151,7 +162,21 @@ def parser() -> argparse.ArgumentParser:
                    help="share of model-scored firms officially scored by the first challenger")
     s.add_argument("--drift-config", default=None, help="drift thresholds JSON (default: packaged)")
     s.add_argument("--summary", action="store_true", help="print grade mix and top drivers")
+    s.add_argument("--pushgateway", default="", metavar="HOST:PORT",
+                   help="push the run's metrics to this Prometheus Pushgateway (default: off)")
+    s.add_argument("--report-dir", default="",
+                   help="write the HTML run report into this folder (default: off)")
     s.set_defaults(func=cmd_score)
+
+    r = sub.add_parser("report", help="HTML run report of a published as-of date (offline plots)")
+    r.add_argument("--as-of", type=_date, required=True)
+    r.add_argument("--warehouse",
+                   default=os.environ.get("SMESCORE_WAREHOUSE", "out/demo/warehouse.duckdb"))
+    r.add_argument("--registry", default=os.environ.get("SMESCORE_REGISTRY", "out/demo/registry"),
+                   help="model registry (the model card's training baseline)")
+    r.add_argument("--out", default=None,
+                   help="HTML file (default: <warehouse folder>/reports/run-report-<as-of>.html)")
+    r.set_defaults(func=cmd_report)
 
     q = sub.add_parser("query", help="run SQL on the warehouse (views: latest_scores, "
                        "grade_distribution, top_risk_drivers, grade_migration, run_history)")

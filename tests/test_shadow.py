@@ -1,7 +1,6 @@
 """Champion/challenger: a second real model version scores in shadow, the canary share gets its
 score officially, the same firms on every re-run, and the comparison equals scipy's on the rows."""
 import datetime as dt
-import shutil
 
 import duckdb
 import numpy as np
@@ -10,9 +9,6 @@ import pytest
 from scipy import stats
 
 from beam_jobs import drift, score_portfolio, shadow
-from models import network
-from models import registry as model_registry
-from models.train import Trainer, TrainConfig
 
 AS_OF = dt.date(2026, 10, 31)
 
@@ -35,22 +31,6 @@ def test_spearman_from_counts_equals_scipy_with_ties():
     joint = np.zeros((40, 50), np.int64)
     np.add.at(joint, (a, b), 1)
     assert shadow.spearman_from_counts(joint) == pytest.approx(stats.spearmanr(a, b)[0], abs=1e-12)
-
-
-@pytest.fixture(scope="module")
-def registry_with_challenger(trained, small_feeds, tmp_path_factory):
-    """The session's trained model as champion and a second real model (another seed) as
-    challenger, in a copy of the registry."""
-    src, champion, _ = trained
-    reg_dir = str(tmp_path_factory.mktemp("reg") / "registry")
-    shutil.copytree(src, reg_dir)
-    cfg = TrainConfig(feeds=small_feeds, registry=reg_dir, background_size=100, n_shards=4,
-                      hparams=network.HParams(max_epochs=6, patience=3, seed=8))
-    challenger, _ = Trainer(cfg, progress=lambda m: None).run()
-    reg = model_registry.Registry(reg_dir)
-    assert reg.champion() == champion != challenger
-    reg.set_challengers([challenger])
-    return reg_dir, champion, challenger
 
 
 def _run(feeds, reg, wh, *extra):
