@@ -49,6 +49,10 @@ class SmescoreOptions(PipelineOptions):
                             help="Score scale and master scale JSON (default: packaged)")
         parser.add_argument("--rules_config", default=None,
                             help="Cold-start rules JSON (default: packaged)")
+        parser.add_argument("--max_auc_drop", type=float, default=0.05,
+                            help="Roll back to the previous champion when the champion's latest "
+                                 "backtest AUC is this far below its model card's and the "
+                                 "previous one did better on the same cohort")
         parser.add_argument("--require_gpu", action="store_true",
                             help="Fail fast when a worker has no GPU (GPU Dataflow jobs)")
         # Where feeds come from and where risk tables go: local files + DuckDB (the embedded
@@ -131,6 +135,7 @@ class ScoreConfig:
     scorecard_config: str | None
     rules_config: str | None
     require_gpu: bool
+    max_auc_drop: float = 0.05
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> "ScoreConfig":
@@ -140,6 +145,8 @@ class ScoreConfig:
             raise ValueError(f"--min_history_months must be >= 0, got {o.min_history_months}")
         if not 0 <= o.max_rejected_share <= 1:
             raise ValueError(f"--max_rejected_share must be in [0, 1], got {o.max_rejected_share}")
+        if not 0 <= o.max_auc_drop <= 1:
+            raise ValueError(f"--max_auc_drop must be in [0, 1], got {o.max_auc_drop}")
         return cls(o.feeds, parse_date(o.as_of, "--as_of"), o.registry, o.warehouse,
                    o.model_version, _shards(o), o.min_history_months, o.max_rejected_share,
-                   o.scorecard_config, o.rules_config, bool(o.require_gpu))
+                   o.scorecard_config, o.rules_config, bool(o.require_gpu), o.max_auc_drop)

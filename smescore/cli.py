@@ -1,4 +1,4 @@
-"""`smescore <command>`: generate, features, train, score, query.
+"""`smescore <command>`: feeds, features, training, nightly scoring, backtests, model lifecycle.
 
 Heavy imports (TensorFlow, Beam) happen inside the commands, so `smescore --help` is instant and
 TensorFlow's environment settings below are in place before it loads.
@@ -78,6 +78,7 @@ def cmd_score(args, beam_args) -> int:
     argv = [f"--feeds={args.feeds}", f"--as_of={args.as_of}", f"--registry={args.registry}",
             f"--warehouse={args.warehouse}", f"--min_history_months={args.min_history_months}",
             f"--max_rejected_share={args.max_rejected_share}", f"--n_shards={args.n_shards}",
+            f"--max_auc_drop={args.max_auc_drop}",
             *([f"--model_version={args.model_version}"] if args.model_version else []),
             *beam_args]
     result = score_portfolio.run(argv, save_main_session=False, progress=_progress)
@@ -85,6 +86,67 @@ def cmd_score(args, beam_args) -> int:
     if args.summary:
         from smescore import report
         print(report.run_summary(args.warehouse, args.as_of))
+    return 0
+
+
+def cmd_backtest(args, beam_args) -> int:
+    from models import backtest
+    try:
+        result = backtest.run_backtest(args.as_of, args.feeds, args.warehouse, args.registry,
+                                       n_shards=args.n_shards, beam_args=beam_args,
+                                       progress=_progress)
+    except backtest.BacktestError as err:
+        return _fail("backtest", err)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _fail(command: str, err: Exception) -> int:
+    print(f"smescore {command}: {err}", file=sys.stderr)
+    return 1
+
+
+def _print_entry(entry: dict) -> None:
+    print(json.dumps(entry, indent=2, ensure_ascii=False))
+
+
+def cmd_promote(args, beam_args) -> int:
+    from models import lifecycle
+    try:
+        entry = lifecycle.promote(args.registry, args.version, why=args.why, who=args.by,
+                                  warehouse=args.warehouse)
+    except lifecycle.LifecycleError as err:
+        return _fail("promote", err)
+    _print_entry(entry)
+    return 0
+
+
+def cmd_rollback(args, beam_args) -> int:
+    from models import lifecycle
+    try:
+        entry = lifecycle.rollback(args.registry, why=args.why, who=args.by,
+                                   warehouse=args.warehouse)
+    except lifecycle.LifecycleError as err:
+        return _fail("rollback", err)
+    _print_entry(entry)
+    return 0
+
+
+def cmd_challenger(args, beam_args) -> int:
+    from models import lifecycle
+    from models.registry import Registry
+    if args.action == "list":
+        print(json.dumps({"champion": lifecycle.current_champion(args.registry),
+                          "challengers": Registry(args.registry).challengers()}, indent=2))
+        return 0
+    if not args.version:
+        return _fail(f"challenger {args.action}", ValueError("a VERSION is required"))
+    change = lifecycle.add_challenger if args.action == "add" else lifecycle.remove_challenger
+    try:
+        entry = change(args.registry, args.version, why=args.why, who=args.by)
+    except lifecycle.LifecycleError as err:
+        return _fail(f"challenger {args.action}", err)
+    _print_entry(entry)
     return 0
 
 
@@ -138,8 +200,46 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--min-history-months", type=int, default=6)
     s.add_argument("--max-rejected-share", type=float, default=0.05)
     s.add_argument("--n-shards", type=_positive, default=32)
+    s.add_argument("--max-auc-drop", type=float, default=0.05,
+                   help="automatic rollback when the champion's backtest AUC falls this far "
+                        "below its model card's and the previous champion did better")
     s.add_argument("--summary", action="store_true", help="print grade mix and top drivers")
     s.set_defaults(func=cmd_score)
+
+    b = sub.add_parser("backtest", help="outcome backtest of the scores of a date, once 12 "
+                       "months of loan outcomes are in (performance, backtest_roc)")
+    b.add_argument("--as-of", type=_date, required=True)
+    b.add_argument("--feeds", required=True)
+    b.add_argument("--warehouse", required=True, help="DuckDB file")
+    b.add_argument("--registry", default=os.environ.get("SMESCORE_REGISTRY"),
+                   help="also backtest the current and previous champion when they did not "
+                        "score the date")
+    b.add_argument("--n-shards", type=_positive, default=16)
+    b.set_defaults(func=cmd_backtest)
+
+    def lifecycle_flags(c, warehouse=True):
+        c.add_argument("--registry", default=os.environ.get("SMESCORE_REGISTRY"),
+                       required="SMESCORE_REGISTRY" not in os.environ)
+        c.add_argument("--why", default="", help="the reason, kept in the audit log")
+        c.add_argument("--by", default=None, help="who (default: $USER)")
+        if warehouse:
+            c.add_argument("--warehouse", default=None,
+                           help="DuckDB file: record the versions' latest backtests too")
+
+    pr = sub.add_parser("promote", help="make a model version the champion (audited)")
+    pr.add_argument("version")
+    lifecycle_flags(pr)
+    pr.set_defaults(func=cmd_promote)
+
+    rb = sub.add_parser("rollback", help="make the previous champion the champion again (audited)")
+    lifecycle_flags(rb)
+    rb.set_defaults(func=cmd_rollback)
+
+    ch = sub.add_parser("challenger", help="add, remove or list the challengers (audited)")
+    ch.add_argument("action", choices=("add", "remove", "list"))
+    ch.add_argument("version", nargs="?")
+    lifecycle_flags(ch, warehouse=False)
+    ch.set_defaults(func=cmd_challenger)
 
     q = sub.add_parser("query", help="run SQL on the warehouse (views: latest_scores, "
                        "grade_distribution, top_risk_drivers, grade_migration, run_history)")
