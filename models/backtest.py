@@ -56,7 +56,8 @@ def published_scores(wh: Warehouse, as_of: dt.date) -> pd.DataFrame:
     # Table names are constants of this module, not data.
     frame = wh.query(f"{sql.format(t='scores')} UNION ALL {sql.format(t='scores_shadow')}",
                      [as_of, as_of]).to_pandas()
-    spread = frame.groupby(["model_version", "enterprise_id"])["pd"].agg(lambda p: p.max() - p.min())
+    by_firm = frame.groupby(["model_version", "enterprise_id"])["pd"]
+    spread = by_firm.max() - by_firm.min()
     if (spread > 1e-9).any():
         bad = spread[spread > 1e-9].index[0]
         raise BacktestError(f"{bad[0]} has two different PDs for {bad[1]} on {as_of} in scores "

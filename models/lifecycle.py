@@ -125,8 +125,10 @@ def latest_backtest(warehouse, version: str, as_of: Optional[dt.date] = None) ->
     date; None when the warehouse holds none."""
     from smescore.warehouse import Warehouse
     wh = warehouse if isinstance(warehouse, Warehouse) else Warehouse(warehouse)
-    if not os.path.exists(wh.path):
-        return None
+    if not os.path.exists(wh.path) or not wh.query(
+            "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_name = 'performance'"
+    ).column("n")[0].as_py():
+        return None                                # no warehouse yet, or one from before backtests
     rows = wh.query(
         "SELECT as_of_date, auc, ks, gini, brier, n_firms, n_defaults, predicted_default_rate, "
         "observed_default_rate, calibration_status FROM performance WHERE model_version = ? "

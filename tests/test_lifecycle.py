@@ -222,3 +222,185 @@ def test_automatic_rollback_reads_the_champions_latest_backtest_only(reg, wh):
     assert reg.champion() == "v2"
     with pytest.raises(ValueError, match=r"max_auc_drop must be in \[0, 1\], got 2"):
         lifecycle.automatic_rollback(reg, wh.path, 2)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+def _score(feeds, registry, warehouse, *extra) -> dict:
+    from beam_jobs import score_portfolio
+    return score_portfolio.run([f"--feeds={feeds}", f"--as_of={D}", f"--registry={registry}",
+                                f"--warehouse={warehouse}", "--n_shards=4", *extra],
+                               save_main_session=False, progress=lambda m: None)
+
+
+def _run_view(wh: Warehouse, result: dict) -> dict:
+    """What the run left behind: the versions of D's model scores and its run record."""
+    versions = wh.query("SELECT DISTINCT model_version FROM scores WHERE as_of_date = ? AND "
+                        "score_source = 'model'", [D]).column(0).to_pylist()
+    run = wh.query("SELECT model_version, status, message FROM runs WHERE run_id = ?",
+                   [result["run_id"]]).to_pylist()[0]
+    return {"result": result, "score_versions": versions, "run": run}
+
+
+def _performance(wh: Warehouse) -> pd.DataFrame:
+    return wh.query("SELECT * FROM performance WHERE as_of_date = ? ORDER BY ALL", [D]).to_pandas()
+
+
+@pytest.fixture(scope="module")
+def scenario(trained, small_feeds, tmp_path_factory):
+    """The trained version v1 (champion since training) and v2, a degraded copy claiming v1's
+    test AUC. Promote v2 and score D; backtest D; score D again (the automatic rollback fires);
+    backtest D again (`smescore backtest`); roll back by hand and score D with the automatic
+    rollback switched off (--max_auc_drop=1)."""
+    import contextlib
+    import io
+    import shutil
+    from models import backtest
+    from tests.degraded import register_degraded_copy
+    source, v1, _ = trained
+    tmp = tmp_path_factory.mktemp("lifecycle")
+    registry, wh = str(tmp / "registry"), Warehouse(tmp / "risk.duckdb")
+    shutil.copytree(source, registry)
+    v2 = f"{v1}-degraded"
+    register_degraded_copy(registry, v1, v2, noise=1.0, seed=0)
+    out = {"v1": v1, "v2": v2, "registry": registry, "wh": wh}
+
+    lifecycle.promote(registry, v2, why="release candidate", who="ana")
+    out["promoted"] = _run_view(wh, _score(small_feeds, registry, wh.path))
+    out["backtest_1"] = backtest.run_backtest(D, small_feeds, wh.path, registry, n_shards=4,
+                                              progress=lambda m: None)
+    out["performance_1"] = _performance(wh)
+    out["auto"] = _run_view(wh, _score(small_feeds, registry, wh.path))
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert cli.main(["backtest", "--as-of", str(D), "--feeds", small_feeds, "--warehouse",
+                         wh.path, "--registry", registry, "--n-shards", "4"]) == 0
+    out["backtest_2"] = json.loads(stdout.getvalue())
+    out["performance_2"] = _performance(wh)
+    lifecycle.rollback(registry, why="drill", who="bo", warehouse=wh.path)
+    out["rolled_back"] = _run_view(wh, _score(small_feeds, registry, wh.path, "--max_auc_drop=1"))
+    return out
+
+
+def test_promote_and_rollback_change_what_the_next_run_uses(scenario):
+    v1, v2 = scenario["v1"], scenario["v2"]
+    assert scenario["promoted"]["score_versions"] == [v2]
+    assert scenario["promoted"]["run"] == {"model_version": v2, "status": "succeeded",
+                                           "message": ""}
+    assert scenario["auto"]["score_versions"] == [v1]
+    assert scenario["rolled_back"]["score_versions"] == [v2]
+    log = lifecycle.read_audit(scenario["registry"])
+    assert [(e["action"], e["from_version"], e["to_version"], e["who"]) for e in log] == [
+        ("promote", None, v1, log[0]["who"]),                   # `smescore train`, first model
+        ("promote", v1, v2, "ana"),
+        ("automatic_rollback", v2, v1, log[2]["who"]),
+        ("rollback", v1, v2, "bo")]
+    assert log[0]["why"] == "the first model in the registry"
+    assert log[1]["metrics"][v2]["card_test_auc"] == log[1]["metrics"][v1]["card_test_auc"]
+    # given the warehouse, the manual rollback records both versions' latest backtests
+    perf = scenario["performance_2"].set_index(["model_version", "segment_type", "segment"])
+    for v in (v1, v2):
+        assert log[3]["metrics"][v]["backtest"]["auc"] == pytest.approx(perf.loc[(v, "all", "all"),
+                                                                                 "auc"])
+
+
+def test_the_automatic_rollback_fires_when_the_champion_is_made_worse(scenario):
+    v1, v2 = scenario["v1"], scenario["v2"]
+    versions = scenario["backtest_1"]["versions"]
+    assert versions[v2]["scores"] == "published" and versions[v1]["scores"] == "rescored"
+    card_auc = Registry(scenario["registry"]).model_card(v2)["metrics"]["test"]["auc"]
+    assert card_auc - versions[v2]["auc"] > 0.05            # measured: 0.7201 - 0.5797 = 0.14
+    assert versions[v1]["auc"] > versions[v2]["auc"] + 0.1  # measured: 0.7788 vs 0.5797
+    auto = scenario["auto"]
+    assert auto["result"]["model_version"] == auto["run"]["model_version"] == v1
+    message = auto["run"]["message"]
+    assert message == auto["result"]["message"]
+    assert message.startswith(f"automatic rollback from {v2} to {v1}: the backtest of 2025-10-31 "
+                              f"({versions[v1]['n_firms']} firms, {versions[v1]['n_defaults']} "
+                              f"defaults) gives {v2} an AUC of {versions[v2]['auc']:.4f}")
+    entry = [e for e in lifecycle.read_audit(scenario["registry"])
+             if e["action"] == "automatic_rollback"]
+    assert len(entry) == 1 and entry[0]["why"] == message
+    evidence = entry[0]["metrics"]["evidence"]
+    assert evidence["champion_backtest"]["auc"] == pytest.approx(versions[v2]["auc"], abs=1e-12)
+    assert evidence["previous_backtest"]["auc"] == pytest.approx(versions[v1]["auc"], abs=1e-12)
+    assert evidence["champion_card_test_auc"] == card_auc and evidence["max_auc_drop"] == 0.05
+
+
+def _independent_outcomes(feeds_dir: str) -> pd.DataFrame:
+    """Per firm, straight from the loans feed: in default at D, defaulted in the 12 months after."""
+    import pyarrow.parquet as pq
+    from transforms.feeds import DEFAULT_DPD
+    loans = pq.read_table(os.path.join(feeds_dir, "loans"),
+                          columns=["enterprise_id", "report_month", "days_past_due"]).to_pandas()
+    month = pd.to_datetime(loans["report_month"])
+    k = (month.dt.year * 12 + month.dt.month) - (D.year * 12 + D.month)   # months after D
+    bad = loans["days_past_due"] >= DEFAULT_DPD
+    return pd.DataFrame({
+        "in_default": loans[bad & (k <= 0)].groupby("enterprise_id").size() > 0,
+        "default": loans[bad & (k >= 1) & (k <= 12)].groupby("enterprise_id").size() > 0,
+    }).fillna(False)
+
+
+def test_backtest_on_generated_data_matches_an_independent_computation(scenario, small_feeds):
+    from sklearn.metrics import roc_auc_score
+    v1, v2, wh = scenario["v1"], scenario["v2"], scenario["wh"]
+    # The last run left v2's official scores of D, the ones the first backtest read: redo it by hand.
+    assert scenario["rolled_back"]["score_versions"] == [v2]
+    scores = wh.query("SELECT enterprise_id, pd, grade FROM scores WHERE as_of_date = ? AND "
+                      "score_source = 'model'", [D]).to_pandas()
+    scores = scores.merge(_independent_outcomes(small_feeds), left_on="enterprise_id",
+                          right_index=True, how="left").fillna({"in_default": False,
+                                                                "default": False})
+    assert not scores["in_default"].any()                   # the job routed those to grade D
+    y = scores["default"].astype(int).to_numpy()
+    first, second = scenario["backtest_1"]["versions"], scenario["backtest_2"]["versions"]
+    assert scenario["backtest_1"]["cohort_firms"] == len(scores) > 900
+    assert scenario["backtest_1"]["cohort_defaults"] == y.sum() > 20
+    assert first[v2]["scores"] == "published"
+    assert first[v2]["auc"] == pytest.approx(roc_auc_score(y, scores["pd"]), abs=1e-12)
+    assert first[v2]["brier"] == pytest.approx(((scores["pd"] - y) ** 2).mean(), abs=1e-12)
+    assert first[v2]["predicted_default_rate"] == pytest.approx(scores["pd"].mean(), abs=1e-12)
+    perf = scenario["performance_1"]
+    grades = perf[(perf.model_version == v2) & (perf.segment_type == "grade")]
+    by_grade = scores.groupby("grade")["default"].agg(["size", "sum"])
+    assert dict(zip(grades["segment"], zip(grades["n_firms"], grades["n_defaults"]))) == {
+        g: (int(r["size"]), int(r["sum"])) for g, r in by_grade.iterrows()}
+    for v in (v1, v2):
+        for seg in ("industry", "region", "grade"):
+            part = perf[(perf.model_version == v) & (perf.segment_type == seg)]
+            assert part["n_firms"].sum() == len(scores) and part["n_defaults"].sum() == y.sum()
+    # Scored by the pipeline or rescored from the SavedModel: the same figures, both ways round.
+    for v in (v1, v2):
+        assert first[v]["scores"] != second[v]["scores"]
+        for key in ("auc", "ks", "brier", "predicted_default_rate"):
+            assert first[v][key] == pytest.approx(second[v][key], abs=1e-9), (v, key)
+    # The rerun replaced D's rows: as many rows, no duplicates.
+    keys = ["model_version", "segment_type", "segment"]
+    p2 = scenario["performance_2"]
+    assert len(p2) == len(perf) == len(p2.drop_duplicates(keys))
+    roc = wh.query("SELECT model_version, COUNT(*) AS n, MIN(false_positive_rate) AS lo, "
+                   "MAX(true_positive_rate) AS hi FROM backtest_roc WHERE as_of_date = ? "
+                   "GROUP BY 1 ORDER BY 1", [D]).to_pylist()
+    assert [(r["model_version"], r["lo"], r["hi"]) for r in roc] == [(v1, 0.0, 1.0), (v2, 0.0, 1.0)]
+
+
+def test_max_auc_drop_flag():
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from beam_jobs.options import ScoreConfig
+    base = ["--feeds=f", "--as_of=2025-10-31", "--registry=r", "--warehouse=w"]
+    assert ScoreConfig.from_options(PipelineOptions(base)).max_auc_drop == 0.05
+    assert ScoreConfig.from_options(PipelineOptions(base + ["--max_auc_drop=0.1"])).max_auc_drop \
+        == 0.1
+    with pytest.raises(ValueError, match=r"--max_auc_drop must be in \[0, 1\], got -0.1"):
+        ScoreConfig.from_options(PipelineOptions(base + ["--max_auc_drop=-0.1"]))
+
+
+def test_a_warehouse_without_backtests_rolls_nothing_back(reg, tmp_path):
+    import duckdb
+    lifecycle.promote(reg, "v1")
+    lifecycle.promote(reg, "v2")
+    old = tmp_path / "old.duckdb"                   # a warehouse from before the backtest tables
+    duckdb.connect(str(old)).close()
+    assert lifecycle.automatic_rollback(reg, str(old), 0.05) is None
+    assert lifecycle.latest_backtest(str(old), "v2") is None
