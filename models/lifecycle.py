@@ -7,9 +7,9 @@
 
 Every change goes through `_change` under a lock on the registry: the audit entry is appended
 (and on disk) before champion.json / challengers.json change, so the log never misses a change
-that took effect. The previous champion is read from the log — the version the current champion
-replaced — never guessed from folder names or dates; a champion.json the log does not explain is
-an error.
+that took effect. The previous champion is read from the log, never guessed from folder names or
+dates: promotes stack up, a rollback steps one promote back (v1 -> v2 -> v3, rollback: v2,
+rollback: v1, rollback: refused). A champion.json the log does not explain is an error.
 """
 from __future__ import annotations
 
@@ -103,21 +103,42 @@ def current_champion(registry) -> Optional[str]:
     return reg.champion()
 
 
+def champion_history(registry) -> list[str]:
+    """The champions in force, oldest first, replaying the audit log: a promote stacks its version
+    on top, a rollback takes the top one off. Rolling back twice thus goes two promotions back,
+    never 'back' to the version the last rollback left."""
+    stack: list[str] = []
+    for n, e in enumerate(read_audit(registry), start=1):
+        if e["action"] not in CHAMPION_CHANGES:
+            continue
+        top = stack[-1] if stack else None
+        if e["action"] == "promote":
+            ok = e["from_version"] == top
+            stack.append(e["to_version"])
+        else:
+            ok = len(stack) >= 2 and (e["from_version"], e["to_version"]) == (top, stack[-2])
+            stack.pop()
+        if not ok:
+            raise LifecycleError(f"{audit_path(registry)}, entry {n} ({e['action']} "
+                                 f"{e['from_version']} -> {e['to_version']}) does not follow from "
+                                 f"the entries before it")
+    return stack
+
+
 def previous_champion(registry) -> Optional[str]:
-    """The champion the current one replaced, from the audit log; None for the first champion."""
+    """The champion the current one was promoted over (what a rollback returns to), from the audit
+    log; None when the current one is the first."""
     reg = _registry(registry)
     champion = reg.champion()
-    changes = [e for e in read_audit(reg) if e["action"] in CHAMPION_CHANGES]
-    if not changes:
+    history = champion_history(reg)
+    if not history:
         raise LifecycleError(f"the audit log {audit_path(reg)} records no champion change, so it "
                              f"cannot tell which version {champion} replaced; not guessing")
-    last = changes[-1]
-    if last["to_version"] != champion:
-        raise LifecycleError(f"champion.json names {champion} but the audit log's latest champion "
-                             f"change ({last['at']}, {last['action']}) is to {last['to_version']}: "
-                             f"the champion was changed outside `smescore promote/rollback`; "
-                             f"not guessing the previous one")
-    return last["from_version"]
+    if history[-1] != champion:
+        raise LifecycleError(f"champion.json names {champion} but the audit log leaves "
+                             f"{history[-1]} champion: the champion was changed outside "
+                             f"`smescore promote/rollback`; not guessing the previous one")
+    return history[-2] if len(history) > 1 else None
 
 
 def latest_backtest(warehouse, version: str, as_of: Optional[dt.date] = None) -> Optional[dict]:
@@ -207,8 +228,8 @@ def rollback(registry, why: str = "", who: Optional[str] = None, warehouse=None,
         champion = reg.champion()
         previous = previous_champion(reg)
         if previous is None:
-            raise LifecycleError(f"no previous champion to roll back to: {champion} is the first "
-                                 f"champion of {reg.root!r} (see {audit_path(reg)})")
+            raise LifecycleError(f"no previous champion to roll back to: {champion} is the earliest "
+                                 f"champion left in the audit log {audit_path(reg)}")
         _known(reg, previous)
         return _champion_change(reg, action, previous, why, who, warehouse, expect_from, evidence)
 

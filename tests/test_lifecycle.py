@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import os
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -71,7 +72,7 @@ def test_promote_and_rollback_move_the_champion_and_the_log_shows_each_step(reg)
     assert reg.champion() == "v1"
     assert (back["action"], back["from_version"], back["to_version"]) == ("rollback", "v2", "v1")
     assert back["metrics"]["v2"] == {"card_test_auc": 0.82, "card_test_ks": 0.47}
-    assert lifecycle.previous_champion(reg) == "v2"     # the one v1 replaced this time
+    assert lifecycle.previous_champion(reg) is None     # a rollback is not undone by another
     log = audit(reg)
     assert [(e["action"], e["from_version"], e["to_version"], e["who"], e["why"]) for e in log] == [
         ("promote", None, "v1", "ana", "first model"),
@@ -80,6 +81,35 @@ def test_promote_and_rollback_move_the_champion_and_the_log_shows_each_step(reg)
     for e in log:
         at = dt.datetime.strptime(e["at"], "%Y-%m-%dT%H:%M:%SZ")          # UTC, to the second
         assert abs((dt.datetime.utcnow() - at).total_seconds()) < 3600
+
+
+def test_rollbacks_step_back_through_the_promotions(reg):
+    for v in ("v1", "v2", "v3"):
+        lifecycle.promote(reg, v)
+    assert lifecycle.champion_history(reg) == ["v1", "v2", "v3"]
+    assert lifecycle.rollback(reg)["to_version"] == "v2"
+    lifecycle.promote(reg, "v3")                         # promoted again: rollback returns to v2
+    assert lifecycle.champion_history(reg) == ["v1", "v2", "v3"]
+    assert [lifecycle.rollback(reg)["to_version"] for _ in range(2)] == ["v2", "v1"]
+    with pytest.raises(LifecycleError, match="v1 is the earliest champion left"):
+        lifecycle.rollback(reg)
+    assert [(e["from_version"], e["to_version"]) for e in audit(reg)] == [
+        (None, "v1"), ("v1", "v2"), ("v2", "v3"), ("v3", "v2"), ("v2", "v3"), ("v3", "v2"),
+        ("v2", "v1")]
+
+
+def test_a_log_that_does_not_add_up_is_refused(reg):
+    lifecycle.promote(reg, "v1")
+    lifecycle.promote(reg, "v2")
+    forged = {**audit(reg)[-1], "action": "rollback", "from_version": "v3", "to_version": "v1"}
+    with open(lifecycle.audit_path(reg), "a") as fh:
+        fh.write(json.dumps(forged) + "\n")
+    with pytest.raises(LifecycleError, match=r"entry 3 \(rollback v3 -> v1\) does not follow"):
+        lifecycle.rollback(reg)
+    with open(lifecycle.audit_path(reg), "a") as fh:
+        fh.write("not json\n")
+    with pytest.raises(LifecycleError, match="line 4: not a JSON object"):
+        lifecycle.read_audit(reg)
 
 
 def test_the_log_is_only_ever_appended_to(reg):
@@ -100,7 +130,7 @@ def test_rollback_without_a_previous_champion_is_refused(reg):
         lifecycle.rollback(reg)
     lifecycle.promote(reg, "v1")
     with pytest.raises(LifecycleError, match="no previous champion to roll back to: v1 is the "
-                                             "first champion"):
+                                             "earliest champion left in the audit log"):
         lifecycle.rollback(reg)
     assert reg.champion() == "v1" and len(audit(reg)) == 1
 
@@ -118,8 +148,8 @@ def test_a_champion_the_log_does_not_explain_is_not_guessed(reg):
     lifecycle.promote(reg, "v1")
     lifecycle.promote(reg, "v2")
     reg.set_champion("v3")                                  # behind the log's back
-    with pytest.raises(LifecycleError, match="champion.json names v3 but the audit log's latest "
-                                             "champion change .* is to v2"):
+    with pytest.raises(LifecycleError, match="champion.json names v3 but the audit log leaves "
+                                             "v2 champion"):
         lifecycle.rollback(reg)
     assert reg.champion() == "v3"
 
@@ -246,12 +276,17 @@ def _performance(wh: Warehouse) -> pd.DataFrame:
     return wh.query("SELECT * FROM performance WHERE as_of_date = ? ORDER BY ALL", [D]).to_pandas()
 
 
+def _model_scores(wh: Warehouse) -> pd.DataFrame:
+    return wh.query("SELECT enterprise_id, model_version, pd, grade FROM scores WHERE "
+                    "as_of_date = ? AND score_source = 'model'", [D]).to_pandas()
+
+
 @pytest.fixture(scope="module")
 def scenario(trained, small_feeds, tmp_path_factory):
     """The trained version v1 (champion since training) and v2, a degraded copy claiming v1's
-    test AUC. Promote v2 and score D; backtest D; score D again (the automatic rollback fires);
-    backtest D again (`smescore backtest`); roll back by hand and score D with the automatic
-    rollback switched off (--max_auc_drop=1)."""
+    test AUC; every night scores D again. Promote v2, score; backtest D (v2 as published, v1
+    rescored as the previous champion); roll back by hand, score; promote v2 again, score: the
+    automatic rollback fires; backtest D again with `smescore backtest`."""
     import contextlib
     import io
     import shutil
@@ -265,43 +300,53 @@ def scenario(trained, small_feeds, tmp_path_factory):
     register_degraded_copy(registry, v1, v2, noise=1.0, seed=0)
     out = {"v1": v1, "v2": v2, "registry": registry, "wh": wh}
 
+    def night(name, *extra):
+        out[name] = _run_view(wh, _score(small_feeds, registry, wh.path, *extra))
+
     lifecycle.promote(registry, v2, why="release candidate", who="ana")
-    out["promoted"] = _run_view(wh, _score(small_feeds, registry, wh.path))
+    night("promoted")
+    out["scores_v2"] = _model_scores(wh)
     out["backtest_1"] = backtest.run_backtest(D, small_feeds, wh.path, registry, n_shards=4,
                                               progress=lambda m: None)
     out["performance_1"] = _performance(wh)
-    out["auto"] = _run_view(wh, _score(small_feeds, registry, wh.path))
+    lifecycle.rollback(registry, why="the backtest", who="bo", warehouse=wh.path)
+    night("rolled_back")
+    lifecycle.promote(registry, v2, why="second try", who="ana")
+    night("auto")
+    out["scores_v1"] = _model_scores(wh)
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         assert cli.main(["backtest", "--as-of", str(D), "--feeds", small_feeds, "--warehouse",
                          wh.path, "--registry", registry, "--n-shards", "4"]) == 0
     out["backtest_2"] = json.loads(stdout.getvalue())
     out["performance_2"] = _performance(wh)
-    lifecycle.rollback(registry, why="drill", who="bo", warehouse=wh.path)
-    out["rolled_back"] = _run_view(wh, _score(small_feeds, registry, wh.path, "--max_auc_drop=1"))
     return out
 
 
 def test_promote_and_rollback_change_what_the_next_run_uses(scenario):
     v1, v2 = scenario["v1"], scenario["v2"]
-    assert scenario["promoted"]["score_versions"] == [v2]
-    assert scenario["promoted"]["run"] == {"model_version": v2, "status": "succeeded",
-                                           "message": ""}
-    assert scenario["auto"]["score_versions"] == [v1]
-    assert scenario["rolled_back"]["score_versions"] == [v2]
+    for night, version in (("promoted", v2), ("rolled_back", v1), ("auto", v1)):
+        assert scenario[night]["score_versions"] == [version], night
+        assert scenario[night]["run"]["model_version"] == version, night
+        assert scenario[night]["run"]["status"] == "succeeded"
+    assert scenario["promoted"]["run"]["message"] == scenario["rolled_back"]["run"]["message"] == ""
+    assert scenario["auto"]["run"]["message"].startswith(f"automatic rollback from {v2} to {v1}")
     log = lifecycle.read_audit(scenario["registry"])
-    assert [(e["action"], e["from_version"], e["to_version"], e["who"]) for e in log] == [
-        ("promote", None, v1, log[0]["who"]),                   # `smescore train`, first model
-        ("promote", v1, v2, "ana"),
-        ("automatic_rollback", v2, v1, log[2]["who"]),
-        ("rollback", v1, v2, "bo")]
-    assert log[0]["why"] == "the first model in the registry"
+    assert [(e["action"], e["from_version"], e["to_version"], e["why"]) for e in log] == [
+        ("promote", None, v1, "the first model in the registry"),      # by `smescore train`
+        ("promote", v1, v2, "release candidate"),
+        ("rollback", v2, v1, "the backtest"),
+        ("promote", v1, v2, "second try"),
+        ("automatic_rollback", v2, v1, scenario["auto"]["run"]["message"])]
+    assert [e["who"] for e in log[1:4]] == ["ana", "bo", "ana"]
     assert log[1]["metrics"][v2]["card_test_auc"] == log[1]["metrics"][v1]["card_test_auc"]
-    # given the warehouse, the manual rollback records both versions' latest backtests
-    perf = scenario["performance_2"].set_index(["model_version", "segment_type", "segment"])
-    for v in (v1, v2):
-        assert log[3]["metrics"][v]["backtest"]["auc"] == pytest.approx(perf.loc[(v, "all", "all"),
-                                                                                 "auc"])
+    # given the warehouse, the rollback recorded both versions' backtests
+    first = scenario["backtest_1"]["versions"]
+    assert {v: log[2]["metrics"][v]["backtest"]["auc"] for v in (v1, v2)} == {
+        v: pytest.approx(first[v]["auc"]) for v in (v1, v2)}
+    assert lifecycle.previous_champion(scenario["registry"]) is None   # v1 is the first again
+    with pytest.raises(LifecycleError, match="no previous champion"):
+        lifecycle.rollback(scenario["registry"])
 
 
 def test_the_automatic_rollback_fires_when_the_champion_is_made_worse(scenario):
@@ -315,16 +360,19 @@ def test_the_automatic_rollback_fires_when_the_champion_is_made_worse(scenario):
     assert auto["result"]["model_version"] == auto["run"]["model_version"] == v1
     message = auto["run"]["message"]
     assert message == auto["result"]["message"]
-    assert message.startswith(f"automatic rollback from {v2} to {v1}: the backtest of 2025-10-31 "
-                              f"({versions[v1]['n_firms']} firms, {versions[v1]['n_defaults']} "
-                              f"defaults) gives {v2} an AUC of {versions[v2]['auc']:.4f}")
-    entry = [e for e in lifecycle.read_audit(scenario["registry"])
-             if e["action"] == "automatic_rollback"]
-    assert len(entry) == 1 and entry[0]["why"] == message
-    evidence = entry[0]["metrics"]["evidence"]
+    assert message == (
+        f"automatic rollback from {v2} to {v1}: the backtest of 2025-10-31 "
+        f"({versions[v1]['n_firms']} firms, {versions[v1]['n_defaults']} defaults) gives {v2} an "
+        f"AUC of {versions[v2]['auc']:.4f}, {card_auc - versions[v2]['auc']:.4f} below its model "
+        f"card's {card_auc:.4f} (more than max_auc_drop 0.05), and {v1} an AUC of "
+        f"{versions[v1]['auc']:.4f} on the same cohort")
+    entry = lifecycle.read_audit(scenario["registry"])[-1]
+    assert entry["action"] == "automatic_rollback" and entry["why"] == message
+    evidence = entry["metrics"]["evidence"]
     assert evidence["champion_backtest"]["auc"] == pytest.approx(versions[v2]["auc"], abs=1e-12)
     assert evidence["previous_backtest"]["auc"] == pytest.approx(versions[v1]["auc"], abs=1e-12)
     assert evidence["champion_card_test_auc"] == card_auc and evidence["max_auc_drop"] == 0.05
+    assert entry["metrics"][v2]["backtest"]["auc"] == pytest.approx(versions[v2]["auc"])
 
 
 def _independent_outcomes(feeds_dir: str) -> pd.DataFrame:
@@ -342,47 +390,56 @@ def _independent_outcomes(feeds_dir: str) -> pd.DataFrame:
     }).fillna(False)
 
 
+def _by_hand(scores: pd.DataFrame, feeds_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    joined = scores.merge(_independent_outcomes(feeds_dir), left_on="enterprise_id",
+                          right_index=True, how="left").fillna({"in_default": False,
+                                                                "default": False})
+    assert not joined["in_default"].any()                   # the job routed those to grade D
+    return joined["default"].astype(int).to_numpy(), joined["pd"].to_numpy()
+
+
 def test_backtest_on_generated_data_matches_an_independent_computation(scenario, small_feeds):
     from sklearn.metrics import roc_auc_score
     v1, v2, wh = scenario["v1"], scenario["v2"], scenario["wh"]
-    # The last run left v2's official scores of D, the ones the first backtest read: redo it by hand.
-    assert scenario["rolled_back"]["score_versions"] == [v2]
-    scores = wh.query("SELECT enterprise_id, pd, grade FROM scores WHERE as_of_date = ? AND "
-                      "score_source = 'model'", [D]).to_pandas()
-    scores = scores.merge(_independent_outcomes(small_feeds), left_on="enterprise_id",
-                          right_index=True, how="left").fillna({"in_default": False,
-                                                                "default": False})
-    assert not scores["in_default"].any()                   # the job routed those to grade D
-    y = scores["default"].astype(int).to_numpy()
     first, second = scenario["backtest_1"]["versions"], scenario["backtest_2"]["versions"]
-    assert scenario["backtest_1"]["cohort_firms"] == len(scores) > 900
-    assert scenario["backtest_1"]["cohort_defaults"] == y.sum() > 20
-    assert first[v2]["scores"] == "published"
-    assert first[v2]["auc"] == pytest.approx(roc_auc_score(y, scores["pd"]), abs=1e-12)
-    assert first[v2]["brier"] == pytest.approx(((scores["pd"] - y) ** 2).mean(), abs=1e-12)
-    assert first[v2]["predicted_default_rate"] == pytest.approx(scores["pd"].mean(), abs=1e-12)
+    for version, scores, figures in ((v2, scenario["scores_v2"], first[v2]),
+                                     (v1, scenario["scores_v1"], second[v1])):
+        assert set(scores["model_version"]) == {version}
+        assert figures["scores"] == "published"
+        y, pd_ = _by_hand(scores, small_feeds)
+        assert (figures["n_firms"], figures["n_defaults"]) == (len(y), y.sum())
+        assert figures["auc"] == pytest.approx(roc_auc_score(y, pd_), abs=1e-12)
+        assert figures["brier"] == pytest.approx(((pd_ - y) ** 2).mean(), abs=1e-12)
+        assert figures["predicted_default_rate"] == pytest.approx(pd_.mean(), abs=1e-12)
+    assert scenario["backtest_1"]["cohort_firms"] == len(scenario["scores_v1"]) > 900
+    assert scenario["backtest_1"]["cohort_defaults"] > 20
+    # Grades of the published scores, counted by hand.
     perf = scenario["performance_1"]
     grades = perf[(perf.model_version == v2) & (perf.segment_type == "grade")]
-    by_grade = scores.groupby("grade")["default"].agg(["size", "sum"])
+    y, _ = _by_hand(scenario["scores_v2"], small_feeds)
+    by_grade = pd.DataFrame({"grade": scenario["scores_v2"]["grade"], "y": y}).groupby("grade")["y"]
     assert dict(zip(grades["segment"], zip(grades["n_firms"], grades["n_defaults"]))) == {
-        g: (int(r["size"]), int(r["sum"])) for g, r in by_grade.iterrows()}
+        g: (int(n), int(k)) for (g, n), k in zip(by_grade.size().items(), by_grade.sum())}
     for v in (v1, v2):
         for seg in ("industry", "region", "grade"):
             part = perf[(perf.model_version == v) & (perf.segment_type == seg)]
-            assert part["n_firms"].sum() == len(scores) and part["n_defaults"].sum() == y.sum()
-    # Scored by the pipeline or rescored from the SavedModel: the same figures, both ways round.
-    for v in (v1, v2):
-        assert first[v]["scores"] != second[v]["scores"]
-        for key in ("auc", "ks", "brier", "predicted_default_rate"):
-            assert first[v][key] == pytest.approx(second[v][key], abs=1e-9), (v, key)
-    # The rerun replaced D's rows: as many rows, no duplicates.
+            assert part["n_firms"].sum() == len(y) and part["n_defaults"].sum() == y.sum()
+    # v1 rescored from its SavedModel in the first backtest, published by the pipeline in the
+    # second: the same figures.
+    assert first[v1]["scores"] == "rescored"
+    for key in ("n_firms", "n_defaults", "auc", "ks", "brier", "predicted_default_rate"):
+        assert first[v1][key] == pytest.approx(second[v1][key], abs=1e-9), key
+    # The rerun replaced D's rows: v2 is neither champion nor previous champion any more, so D
+    # now holds v1's rows only, once each.
+    assert list(second) == [v1] and scenario["backtest_2"]["not_scored"] == {}
+    p1, p2 = scenario["performance_1"], scenario["performance_2"]
     keys = ["model_version", "segment_type", "segment"]
-    p2 = scenario["performance_2"]
-    assert len(p2) == len(perf) == len(p2.drop_duplicates(keys))
-    roc = wh.query("SELECT model_version, COUNT(*) AS n, MIN(false_positive_rate) AS lo, "
+    assert len(p2) == len(p2.drop_duplicates(keys)) == (p1.model_version == v1).sum()
+    assert set(p2["model_version"]) == {v1}
+    roc = wh.query("SELECT model_version, MIN(false_positive_rate) AS lo, "
                    "MAX(true_positive_rate) AS hi FROM backtest_roc WHERE as_of_date = ? "
-                   "GROUP BY 1 ORDER BY 1", [D]).to_pylist()
-    assert [(r["model_version"], r["lo"], r["hi"]) for r in roc] == [(v1, 0.0, 1.0), (v2, 0.0, 1.0)]
+                   "GROUP BY 1", [D]).to_pylist()
+    assert roc == [{"model_version": v1, "lo": 0.0, "hi": 1.0}]
 
 
 def test_max_auc_drop_flag():
