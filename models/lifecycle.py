@@ -111,6 +111,8 @@ def champion_history(registry) -> list[str]:
     for n, e in enumerate(read_audit(registry), start=1):
         if e["action"] not in CHAMPION_CHANGES:
             continue
+        if not stack and e["from_version"] is not None:
+            stack.append(e["from_version"])      # a champion from before the log was kept
         top = stack[-1] if stack else None
         if e["action"] == "promote":
             ok = e["from_version"] == top
@@ -228,8 +230,8 @@ def rollback(registry, why: str = "", who: Optional[str] = None, warehouse=None,
         champion = reg.champion()
         previous = previous_champion(reg)
         if previous is None:
-            raise LifecycleError(f"no previous champion to roll back to: {champion} is the earliest "
-                                 f"champion left in the audit log {audit_path(reg)}")
+            raise LifecycleError(f"no previous champion to roll back to: {champion} is the "
+                                 f"earliest champion left in the audit log {audit_path(reg)}")
         _known(reg, previous)
         return _champion_change(reg, action, previous, why, who, warehouse, expect_from, evidence)
 
@@ -280,7 +282,7 @@ def automatic_rollback(registry, warehouse, max_auc_drop: float = DEFAULT_MAX_AU
     claimed = reg.model_card(champion)["metrics"]["test"]["auc"]
     if claimed - seen["auc"] <= max_auc_drop:
         return None
-    previous = previous_champion(reg)
+    previous = previous_champion(reg) if champion_history(reg) else None   # None: no log yet
     if previous is None:
         return None
     other = latest_backtest(warehouse, previous, dt.date.fromisoformat(seen["as_of_date"]))

@@ -2,7 +2,8 @@
 
 A publish replaces a date's rows in every table it is given and records the run in ONE transaction,
 so a reader (another connection) sees the old date or the new one, never half of it, and a
-failure anywhere leaves the previous rows in place. Incoming Arrow tables are checked against the
+failure anywhere leaves the previous rows in place. Outcome backtests, which belong to no scoring
+run, replace their date's `performance` and `backtest_roc` rows the same way (`replace_partitions`). Incoming Arrow tables are checked against the
 contract in smescore/tables.py before anything is touched, so a bad table fails with the table and
 column named instead of a DuckDB cast error halfway through.
 

@@ -127,7 +127,8 @@ def test_replace_partitions_replaces_one_date_of_many_versions(wh):
     assert _count(wh, "performance", D) == [{"model_version": "v1", "n": 11},
                                             {"model_version": "v2", "n": 11}]
     wh.replace_partitions(D, _tables({"v3": COHORT.iloc[:4]}))        # a rerun of D
-    assert _count(wh, "performance", D) == [{"model_version": "v3", "n": 6}]   # all, A, R1, 3 grades
+    # all, industry A, region R1, grades 8, 7, 6
+    assert _count(wh, "performance", D) == [{"model_version": "v3", "n": 6}]
     assert _count(wh, "backtest_roc", D)[0]["model_version"] == "v3"
     assert _count(wh, "performance", other) == [{"model_version": "v1", "n": 11}]
     auc = wh.query("SELECT auc FROM performance WHERE as_of_date = ? AND segment_type = 'all'",

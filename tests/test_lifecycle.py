@@ -112,6 +112,17 @@ def test_a_log_that_does_not_add_up_is_refused(reg):
         lifecycle.read_audit(reg)
 
 
+def test_a_registry_from_before_the_log_keeps_its_champion_as_the_base(reg, wh):
+    reg.set_champion("v1")                               # set before audits existed
+    backtest_rows(wh, D, {"v1": (0.60, 1000, 50)})       # far below its card's 0.80
+    with pytest.raises(LifecycleError, match="records no champion change"):
+        lifecycle.previous_champion(reg)
+    assert lifecycle.automatic_rollback(reg, wh.path, 0.05) is None     # nothing to go back to
+    lifecycle.promote(reg, "v2")
+    assert lifecycle.champion_history(reg) == ["v1", "v2"]
+    assert lifecycle.rollback(reg)["to_version"] == "v1" and reg.champion() == "v1"
+
+
 def test_the_log_is_only_ever_appended_to(reg):
     lifecycle.promote(reg, "v1")
     lifecycle.promote(reg, "v2")
