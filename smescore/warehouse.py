@@ -3,9 +3,10 @@
 A publish replaces a date's rows in every table it is given and records the run in ONE transaction,
 so a reader (another connection) sees the old date or the new one, never half of it, and a
 failure anywhere leaves the previous rows in place. Outcome backtests, which belong to no scoring
-run, replace their date's `performance` and `backtest_roc` rows the same way (`replace_partitions`). Incoming Arrow tables are checked against the
-contract in smescore/tables.py before anything is touched, so a bad table fails with the table and
-column named instead of a DuckDB cast error halfway through.
+run, replace their date's `performance` and `backtest_roc` rows the same way, without a run record
+(`replace_partitions`). Incoming Arrow tables are checked against the contract in
+smescore/tables.py before anything is touched, so a bad table fails with the table and column
+named instead of a DuckDB cast error halfway through.
 
 Connections are opened per call and closed again: DuckDB lets one process write a file, and a
 long-lived connection would lock other processes (`smescore query`) out of it.
