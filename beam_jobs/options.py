@@ -50,6 +50,10 @@ class SmescoreOptions(PipelineOptions):
                             help="Score scale and master scale JSON (default: packaged)")
         parser.add_argument("--rules_config", default=None,
                             help="Cold-start rules JSON (default: packaged)")
+        parser.add_argument("--max_auc_drop", type=float, default=0.05,
+                            help="Roll back to the previous champion when the champion's latest "
+                                 "backtest AUC is this far below its model card's and the "
+                                 "previous one did better on the same cohort")
         parser.add_argument("--require_gpu", action="store_true",
                             help="Fail fast when a worker has no GPU (GPU Dataflow jobs)")
         parser.add_argument("--canary_share", type=float, default=0.10,
@@ -159,6 +163,7 @@ class ScoreConfig:
     drift_config: str | None = None
     pushgateway: str = ""        # host:port, or "" for no metrics push
     report_dir: str = ""         # folder of the HTML run report, or "" for none
+    max_auc_drop: float = 0.05
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> "ScoreConfig":
@@ -170,8 +175,11 @@ class ScoreConfig:
             raise ValueError(f"--max_rejected_share must be in [0, 1], got {o.max_rejected_share}")
         if not 0 <= o.canary_share <= 1:
             raise ValueError(f"--canary_share must be in [0, 1], got {o.canary_share}")
+        if not 0 <= o.max_auc_drop <= 1:
+            raise ValueError(f"--max_auc_drop must be in [0, 1], got {o.max_auc_drop}")
         return cls(o.feeds, parse_date(o.as_of, "--as_of"), o.registry, o.warehouse,
                    o.model_version, _shards(o), o.min_history_months, o.max_rejected_share,
                    o.scorecard_config, o.rules_config, bool(o.require_gpu),
                    canary_share=o.canary_share, drift_config=o.drift_config,
-                   pushgateway=_pushgateway(o.pushgateway), report_dir=o.report_dir or "")
+                   pushgateway=_pushgateway(o.pushgateway), report_dir=o.report_dir or "",
+                   max_auc_drop=o.max_auc_drop)

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from beam_jobs import drift, score_rows, shadow
+from models import lifecycle
 from models import registry as model_registry
 from models.rules import load_rules_config
 from models.scorecard import load_scorecard_config
@@ -114,10 +115,16 @@ class RunContext:
     config_fingerprint: str
     started_at: dt.datetime
     progress: object
+    note: str = ""             # the run record's message when it succeeds (e.g. why it rolled back)
 
     @classmethod
     def start(cls, cfg, progress=print) -> "RunContext":
         reg = model_registry.Registry(cfg.registry)
+        rolled_back = None
+        if not cfg.model_version:          # a forced version is the operator's call
+            rolled_back = lifecycle.automatic_rollback(reg, cfg.warehouse, cfg.max_auc_drop)
+            if rolled_back:
+                progress(f"[score] {rolled_back}")
         version = cfg.model_version or reg.champion()
         challengers = tuple(v for v in reg.challengers() if v != version)
         card = reg.model_card(version)
@@ -143,7 +150,8 @@ class RunContext:
                     f"{cfg.canary_share:.0%} of firms" if challengers else ""))
         paths = {v: reg.saved_model_path(v) for v in (version, *challengers)}
         return cls(cfg, scoring, roles, paths, card, drift_config, config_fp,
-                   dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), progress)
+                   dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), progress,
+                   rolled_back or "")
 
     def run_record(self, status: str, message: str, rows_in=(), rejected=0, n_model=0,
                    n_rules=0) -> dict:
@@ -195,7 +203,7 @@ class RunContext:
             "portfolio_summary": pa.Table.from_pandas(
                 summary, schema=tables.arrow_schema("portfolio_summary"), preserve_index=False),
             "rejected_records": rejected_rows.cast(tables.arrow_schema("rejected_records")),
-        }, self.run_record("succeeded", "", rows_in, rejected.num_rows, n_model, n_rules),
+        }, self.run_record("succeeded", self.note, rows_in, rejected.num_rows, n_model, n_rules),
             challengers=self.roles.challengers)
         result = {"run_id": self.scoring.run_id, "as_of_date": str(self.cfg.as_of),
                   "model_version": self.scoring.model_version, "firms": scores.num_rows,
@@ -206,7 +214,7 @@ class RunContext:
                   "challengers": list(self.roles.challengers),
                   "firms_canary": pc.sum(pc.equal(scores.column("model_role"), "canary")).as_py()
                   or 0,
-                  "drift": drift_summary(drift_rows)}
+                  "drift": drift_summary(drift_rows), "message": self.note}
         self.progress(f"[score] published {scores.num_rows:,} scores "
                       f"({n_model:,} model, {n_rules:,} rules) into {self.cfg.warehouse}")
         return result
@@ -216,6 +224,7 @@ class RunContext:
         try:
             wh = Warehouse(self.cfg.warehouse)
             wh.ensure_schema()
-            wh.record_failed_run(self.run_record("failed", f"{type(err).__name__}: {err}"[:2000]))
+            message = f"{type(err).__name__}: {err}" + (f" ({self.note})" if self.note else "")
+            wh.record_failed_run(self.run_record("failed", message[:2000]))
         except Exception as record_err:  # the original error matters more; say why we could not
             self.progress(f"[score] could not record the failed run: {record_err}")

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from models import baseline, calibration, metrics, network, registry
+from models import baseline, calibration, lifecycle, metrics, network, registry
 from transforms import catalog, feeds
 
 MODEL_ELIGIBLE_MIN_HISTORY = 6     # months of feed history below which the cold-start rules score
@@ -257,8 +257,8 @@ class Trainer:
             version = card["version"]
             registry.write_json_atomically(os.path.join(staging, registry.MODEL_CARD), card)
             reg.publish(staging, version)
-            if not os.path.exists(os.path.join(reg.root, registry.CHAMPION)):
-                reg.set_champion(version)
+            if lifecycle.current_champion(reg) is None:        # audited like any promote
+                lifecycle.promote(reg, version, why="the first model in the registry")
                 self.log(f"{version} is the first model in the registry: champion")
             self.log(f"published {reg.version_dir(version)}")
             return version, card

@@ -1,4 +1,5 @@
-"""`smescore <command>`: generate, features, train, score, report, query.
+"""`smescore <command>`: the nightly SME rescoring job and everything around it.
+
 
 Heavy imports (TensorFlow, Beam) happen inside the commands, so `smescore --help` is instant and
 TensorFlow's environment settings below are in place before it loads.
@@ -81,6 +82,7 @@ def cmd_score(args, beam_args) -> int:
             f"--warehouse={args.warehouse}", f"--min_history_months={args.min_history_months}",
             f"--max_rejected_share={args.max_rejected_share}", f"--n_shards={args.n_shards}",
             f"--canary_share={args.canary_share}",
+            f"--max_auc_drop={args.max_auc_drop}",
             *([f"--model_version={args.model_version}"] if args.model_version else []),
             *([f"--drift_config={args.drift_config}"] if args.drift_config else []),
             *([f"--pushgateway={args.pushgateway}"] if args.pushgateway else []),
@@ -100,6 +102,67 @@ def cmd_report(args, beam_args) -> int:
         os.path.join(os.path.dirname(os.path.abspath(args.warehouse)), "reports"), args.as_of)
     path = run_report.write_report(args.warehouse, args.as_of, out, args.registry)
     print(json.dumps({"report": path, "bytes": os.path.getsize(path)}, indent=2))
+    return 0
+
+
+def cmd_backtest(args, beam_args) -> int:
+    from models import backtest
+    try:
+        result = backtest.run_backtest(args.as_of, args.feeds, args.warehouse, args.registry,
+                                       n_shards=args.n_shards, beam_args=beam_args,
+                                       progress=_progress)
+    except backtest.BacktestError as err:
+        return _fail("backtest", err)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _fail(command: str, err: Exception) -> int:
+    print(f"smescore {command}: {err}", file=sys.stderr)
+    return 1
+
+
+def _print_entry(entry: dict) -> None:
+    print(json.dumps(entry, indent=2, ensure_ascii=False))
+
+
+def cmd_promote(args, beam_args) -> int:
+    from models import lifecycle
+    try:
+        entry = lifecycle.promote(args.registry, args.version, why=args.why, who=args.by,
+                                  warehouse=args.warehouse)
+    except lifecycle.LifecycleError as err:
+        return _fail("promote", err)
+    _print_entry(entry)
+    return 0
+
+
+def cmd_rollback(args, beam_args) -> int:
+    from models import lifecycle
+    try:
+        entry = lifecycle.rollback(args.registry, why=args.why, who=args.by,
+                                   warehouse=args.warehouse)
+    except lifecycle.LifecycleError as err:
+        return _fail("rollback", err)
+    _print_entry(entry)
+    return 0
+
+
+def cmd_challenger(args, beam_args) -> int:
+    from models import lifecycle
+    from models.registry import Registry
+    if args.action == "list":
+        print(json.dumps({"champion": lifecycle.current_champion(args.registry),
+                          "challengers": Registry(args.registry).challengers()}, indent=2))
+        return 0
+    if not args.version:
+        return _fail(f"challenger {args.action}", ValueError("a VERSION is required"))
+    change = lifecycle.add_challenger if args.action == "add" else lifecycle.remove_challenger
+    try:
+        entry = change(args.registry, args.version, why=args.why, who=args.by)
+    except lifecycle.LifecycleError as err:
+        return _fail(f"challenger {args.action}", err)
+    _print_entry(entry)
     return 0
 
 
@@ -161,6 +224,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--canary-share", type=float, default=0.10,
                    help="share of model-scored firms officially scored by the first challenger")
     s.add_argument("--drift-config", default=None, help="drift thresholds JSON (default: packaged)")
+    s.add_argument("--max-auc-drop", type=float, default=0.05,
+                   help="automatic rollback when the champion's backtest AUC falls this far "
+                        "below its model card's and the previous champion did better")
     s.add_argument("--summary", action="store_true", help="print grade mix and top drivers")
     s.add_argument("--pushgateway", default="", metavar="HOST:PORT",
                    help="push the run's metrics to this Prometheus Pushgateway (default: off)")
@@ -177,6 +243,40 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None,
                    help="HTML file (default: <warehouse folder>/reports/run-report-<as-of>.html)")
     r.set_defaults(func=cmd_report)
+    b = sub.add_parser("backtest", help="outcome backtest of the scores of a date, once 12 "
+                       "months of loan outcomes are in (performance, backtest_roc)")
+    b.add_argument("--as-of", type=_date, required=True)
+    b.add_argument("--feeds", required=True)
+    b.add_argument("--warehouse", required=True, help="DuckDB file")
+    b.add_argument("--registry", default=os.environ.get("SMESCORE_REGISTRY"),
+                   help="also backtest the current and previous champion when they did not "
+                        "score the date")
+    b.add_argument("--n-shards", type=_positive, default=16)
+    b.set_defaults(func=cmd_backtest)
+
+    def lifecycle_flags(c, warehouse=True):
+        c.add_argument("--registry", default=os.environ.get("SMESCORE_REGISTRY"),
+                       required="SMESCORE_REGISTRY" not in os.environ)
+        c.add_argument("--why", default="", help="the reason, kept in the audit log")
+        c.add_argument("--by", default=None, help="who (default: $USER)")
+        if warehouse:
+            c.add_argument("--warehouse", default=None,
+                           help="DuckDB file: record the versions' latest backtests too")
+
+    pr = sub.add_parser("promote", help="make a model version the champion (audited)")
+    pr.add_argument("version")
+    lifecycle_flags(pr)
+    pr.set_defaults(func=cmd_promote)
+
+    rb = sub.add_parser("rollback", help="make the previous champion the champion again (audited)")
+    lifecycle_flags(rb)
+    rb.set_defaults(func=cmd_rollback)
+
+    ch = sub.add_parser("challenger", help="add, remove or list the challengers (audited)")
+    ch.add_argument("action", choices=("add", "remove", "list"))
+    ch.add_argument("version", nargs="?")
+    lifecycle_flags(ch, warehouse=False)
+    ch.set_defaults(func=cmd_challenger)
 
     q = sub.add_parser("query", help="run SQL on the warehouse (views: latest_scores, "
                        "grade_distribution, top_risk_drivers, grade_migration, run_history)")

@@ -2,9 +2,11 @@
 
 A publish replaces a date's rows in every table it is given and records the run in ONE transaction,
 so a reader (another connection) sees the old date or the new one, never half of it, and a
-failure anywhere leaves the previous rows in place. Incoming Arrow tables are checked against the
-contract in smescore/tables.py before anything is touched, so a bad table fails with the table and
-column named instead of a DuckDB cast error halfway through.
+failure anywhere leaves the previous rows in place. Outcome backtests, which belong to no scoring
+run, replace their date's `performance` and `backtest_roc` rows the same way, without a run record
+(`replace_partitions`). Incoming Arrow tables are checked against the contract in
+smescore/tables.py before anything is touched, so a bad table fails with the table and column
+named instead of a DuckDB cast error halfway through.
 
 Connections are opened per call and closed again: DuckDB lets one process write a file, and a
 long-lived connection would lock other processes (`smescore query`) out of it.
@@ -186,6 +188,28 @@ def prepare_publish(as_of_date: dt.date, tables: Mapping[str, pa.Table],
     return conformed, run
 
 
+def prepare_replace(as_of_date: dt.date, tables: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
+    """Everything `replace_partitions` checks before it opens a transaction.
+
+    Only date-partitioned tables that no scoring run writes (no `run_id` column: the backtests'
+    `performance` and `backtest_roc`) may be replaced without a run record; every row must be of
+    this date. Rows of several model versions may go in together.
+    """
+    _check_date(as_of_date)
+    if not tables:
+        raise ValueError("replace_partitions needs at least one table")
+    conformed = {}
+    for name in sorted(tables, key=_table_order):
+        t = contract.table(name)
+        if t.replaced_by != "as_of_date" or "run_id" in t.names:
+            raise ValueError(f"table {name!r} is written by a scoring run: publish it with its "
+                             f"run record (Warehouse.publish)")
+        table = conform(name, tables[name])
+        _check_constant(name, "as_of_date", table.column("as_of_date"), as_of_date)
+        conformed[name] = table
+    return conformed
+
+
 def _table_order(name: str) -> int:
     """Contract order, so that a publish writes its tables in the same order every time."""
     if name not in contract.TABLES:
@@ -291,6 +315,29 @@ class Warehouse:
                 f"{type(err).__name__}: {err}; the warehouse still holds the previous rows of "
                 f"{as_of_date}") from err
         return {**{name: rows.num_rows for name, rows in conformed.items()}, "runs": 1}
+
+    def replace_partitions(self, as_of_date: dt.date, tables: Mapping[str, pa.Table]
+                           ) -> dict[str, int]:
+        """Replace `as_of_date`'s rows of tables that no scoring run writes (an outcome backtest's
+        `performance` and `backtest_roc`), atomically, without recording a run.
+
+        Validated first (ValueError, nothing touched); one transaction; any error rolls it back and
+        is raised as PublishError. Returns {table: rows written}.
+        """
+        conformed = prepare_replace(as_of_date, tables)
+        step = "connect"
+        try:
+            with self._transaction() as con:
+                for name, rows in conformed.items():
+                    step = name
+                    _replace_rows(con, name, rows, "as_of_date", as_of_date)
+                step = "commit"
+        except Exception as err:
+            raise PublishError(
+                f"replace of {as_of_date} in {list(conformed)} rolled back at {step!r}: "
+                f"{type(err).__name__}: {err}; the warehouse still holds the previous rows of "
+                f"{as_of_date}") from err
+        return {name: rows.num_rows for name, rows in conformed.items()}
 
     def record_failed_run(self, run_record: Mapping[str, Any]) -> None:
         """Record a failed run (replacing an earlier record of the same run_id); no data touched."""
