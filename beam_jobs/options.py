@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 
 def parse_date(text: str, what: str = "date") -> dt.date:
@@ -70,6 +71,12 @@ class SmescoreOptions(PipelineOptions):
 SOURCES = ("files", "bigquery")
 SINKS = ("duckdb", "bigquery")
 
+# BigQuery names go into SQL as identifiers (values never do), so they are checked up front.
+# The flex template's metadata.json mirrors these patterns.
+PROJECT_RE = r"^(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$"
+DATASET_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$"
+LOCATION_RE = r"^[A-Za-z]+(?:-[a-z]+[0-9]+)?$"
+
 
 def _shards(o) -> int:
     if o.n_shards < 1:
@@ -117,13 +124,51 @@ class SnapshotConfig:
         return cls(o.feeds, dates, _parquet(o.out, "--out"), _shards(o))
 
 
+def _matching(value: str, pattern: str, flag: str) -> str:
+    if not re.fullmatch(pattern, value):
+        raise ValueError(f"{flag} {value!r} is not a valid name (expected {pattern})")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class BigQueryConfig:
+    """Where the job reads feeds from and writes risk tables to in BigQuery.
+
+    The feed query results are staged in `risk_dataset` (the only dataset the job's service
+    account may write), so `--source=bigquery` needs it too. `temp_location` (Beam's
+    --temp_location, gs:// in production) is where WriteToBigQuery writes its load files.
+    """
+    project: str
+    feeds_dataset: str | None
+    risk_dataset: str
+    location: str
+    temp_location: str | None
+
+    @classmethod
+    def from_options(cls, o, source: str, sink: str) -> "BigQueryConfig | None":
+        if source != "bigquery" and sink != "bigquery":
+            return None
+        needed = ["bq_project", "risk_dataset"] + (["feeds_dataset"] if source == "bigquery" else [])
+        try:
+            require(o, *needed)
+        except ValueError as err:
+            raise ValueError(f"{err} (--source={source} --sink={sink})") from None
+        return cls(_matching(o.bq_project, PROJECT_RE, "--bq_project"),
+                   o.feeds_dataset and _matching(o.feeds_dataset, DATASET_RE, "--feeds_dataset"),
+                   _matching(o.risk_dataset, DATASET_RE, "--risk_dataset"),
+                   _matching(o.bq_location, LOCATION_RE, "--bq_location"),
+                   o.view_as(GoogleCloudOptions).temp_location)
+
+
 @dataclasses.dataclass(frozen=True)
 class ScoreConfig:
-    """`python -m beam_jobs.score_portfolio --feeds DIR --as_of D --registry DIR --warehouse F`."""
-    feeds: str
+    """`python -m beam_jobs.score_portfolio --feeds DIR --as_of D --registry DIR --warehouse F`,
+    or with `--source=bigquery` / `--sink=bigquery` and the BigQuery flags instead of --feeds /
+    --warehouse."""
+    feeds: str | None
     as_of: dt.date
     registry: str
-    warehouse: str
+    warehouse: str | None
     model_version: str | None
     n_shards: int
     min_history_months: int
@@ -131,15 +176,21 @@ class ScoreConfig:
     scorecard_config: str | None
     rules_config: str | None
     require_gpu: bool
+    source: str
+    sink: str
+    bigquery: BigQueryConfig | None
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> "ScoreConfig":
         o = options.view_as(SmescoreOptions)
-        require(o, "feeds", "as_of", "registry", "warehouse")
+        require(o, "as_of", "registry", *(["feeds"] if o.source == "files" else []),
+                *(["warehouse"] if o.sink == "duckdb" else []))
+        bigquery = BigQueryConfig.from_options(o, o.source, o.sink)
         if o.min_history_months < 0:
             raise ValueError(f"--min_history_months must be >= 0, got {o.min_history_months}")
         if not 0 <= o.max_rejected_share <= 1:
             raise ValueError(f"--max_rejected_share must be in [0, 1], got {o.max_rejected_share}")
         return cls(o.feeds, parse_date(o.as_of, "--as_of"), o.registry, o.warehouse,
                    o.model_version, _shards(o), o.min_history_months, o.max_rejected_share,
-                   o.scorecard_config, o.rules_config, bool(o.require_gpu))
+                   o.scorecard_config, o.rules_config, bool(o.require_gpu),
+                   o.source, o.sink, bigquery)
