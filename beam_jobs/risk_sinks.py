@@ -11,6 +11,7 @@ inside the transaction leaves the published rows as they were.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import shutil
 import tempfile
@@ -51,26 +52,53 @@ class EmulatorApiClient:
         return getattr(self._client, name)
 
 
-def bigquery_rows(table: pa.Table) -> list[dict]:
+class StagedRow(dict):
+    """A risk-table row and the table it is loaded into: WriteToBigQuery picks each element's
+    destination, so the rows of every table go through ONE write (and one set of load jobs).
+    It is written out as the plain row."""
+    __slots__ = ("table_spec",)
+
+
+def staged_rows(table: pa.Table, table_spec: str):
     """Arrow rows as WriteToBigQuery takes them: dicts of Python values (dates and timestamps are
     written as ISO text; conform() already turned NaN into NULL)."""
-    return table.to_pylist()
+    for row in table.to_pylist():
+        out = StagedRow(row)
+        out.table_spec = table_spec
+        yield out
+
+
+def read_staged(path_and_spec: tuple[str, str]):
+    path, table_spec = path_and_spec
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
+        yield from staged_rows(pa.Table.from_batches([batch]), table_spec)
+
+
+def _destination(row: StagedRow) -> str:
+    return row.table_spec
+
+
+def _schema_of(destination, schemas: dict) -> dict:
+    """The contract schema of a destination (Beam hands over a TableReference or its text)."""
+    if not isinstance(destination, str):
+        destination = f"{destination.projectId}:{destination.datasetId}.{destination.tableId}"
+    return schemas[destination]
 
 
 @beam.ptransform_fn
-def WriteRiskTable(pcoll, name: str, table_spec: str, test_client=None, temp_location=None,
-                   validate: bool = True):
-    """PCollection[pa.Table] of risk table `name` -> rows loaded into `table_spec`
-    (PROJECT:DATASET.TABLE), replacing what it held, with the contract's BigQuery schema."""
-    return (pcoll
-            | "Rows" >> beam.FlatMap(bigquery_rows)
-            | "WriteToBigQuery" >> beam.io.WriteToBigQuery(
-                table_spec, schema={"fields": contract.bigquery_schema(name)},
-                method=beam.io.WriteToBigQuery.Method.FILE_LOADS,
-                create_disposition=beam.io.BigQueryDisposition.CREATE_IF_NEEDED,
-                write_disposition=beam.io.BigQueryDisposition.WRITE_TRUNCATE,
-                custom_gcs_temp_location=temp_location, test_client=test_client,
-                validate=validate))
+def WriteRiskTables(pcoll, tables_by_spec: Mapping[str, str], test_client=None,
+                    temp_location=None, validate: bool = True):
+    """PCollection[StagedRow] -> every row loaded into its table (PROJECT:DATASET.TABLE), replacing
+    what the table held; `tables_by_spec` names the risk table each destination holds, whose
+    contract schema WriteToBigQuery declares."""
+    schemas = {spec: {"fields": contract.bigquery_schema(name)}
+               for spec, name in tables_by_spec.items()}
+    return pcoll | "WriteToBigQuery" >> beam.io.WriteToBigQuery(
+        _destination, schema=functools.partial(_schema_of, schemas=schemas),
+        method=beam.io.WriteToBigQuery.Method.FILE_LOADS,
+        create_disposition=beam.io.BigQueryDisposition.CREATE_IF_NEEDED,
+        write_disposition=beam.io.BigQueryDisposition.WRITE_TRUNCATE,
+        custom_gcs_temp_location=temp_location, test_client=test_client, validate=validate)
 
 
 class BigQueryRiskSink:
@@ -94,20 +122,23 @@ class BigQueryRiskSink:
         bqlib.ensure_schema(self.conn, self.dataset)
 
     def _load(self, staged: Mapping[str, str], tables: Mapping[str, pa.Table], work: str) -> None:
-        """One DirectRunner pipeline: each Arrow table, via Parquet, into its staging table."""
+        """One DirectRunner pipeline: every Arrow table, via Parquet, into its staging table."""
         emulator = self.conn.emulator
         temp = os.path.join(work, "loads") if emulator else self.temp_location
         options = PipelineOptions(["--runner=DirectRunner", f"--project={self.bq.project}",
                                    *([f"--temp_location={temp}"] if temp else [])])
+        specs, files = {}, []
+        for name, table in tables.items():
+            spec = f"{self.bq.project}:{self.dataset}.{staged[name]}"
+            specs[spec] = name
+            files.append((os.path.join(work, f"{name}.parquet"), spec))
+            pq.write_table(table, files[-1][0])
         with beam.Pipeline(options=options) as p:
-            for name, table in tables.items():
-                path = os.path.join(work, f"{name}.parquet")
-                pq.write_table(table, path)
-                spec = f"{self.bq.project}:{self.dataset}.{staged[name]}"
-                (p | f"Read[{name}]" >> beam.io.ReadFromParquetBatched(path)
-                 | f"Stage[{name}]" >> WriteRiskTable(
-                     name, spec, test_client=EmulatorApiClient(emulator) if emulator else None,
-                     temp_location=temp, validate=not emulator))
+            (p | "StagedFiles" >> beam.Create(files)
+             | "Rows" >> beam.FlatMap(read_staged)
+             | "LoadStaging" >> WriteRiskTables(
+                 specs, test_client=EmulatorApiClient(emulator) if emulator else None,
+                 temp_location=temp, validate=not emulator))
 
     def publish(self, as_of_date: dt.date, tables: Mapping[str, pa.Table],
                 run_record: Mapping[str, Any]) -> dict[str, int]:

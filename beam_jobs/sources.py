@@ -184,27 +184,29 @@ class BigQueryFeedSource:
                 json.dumps(payload, sort_keys=True).encode()).hexdigest()
         return self._fingerprint
 
-    def _client_batches(self, feed: str) -> list[list[dict]]:
+    def client_tables(self, feed: str) -> list[pa.Table]:
+        """The staged rows read on the driver with the client (REST pages), as Arrow tables."""
         rows = self.conn.client.list_rows(
             self.conn.table_id(self.bq.risk_dataset, self.staging_table(feed)),
             page_size=ROWS_PER_BATCH, timeout=self.conn.timeout, retry=self.conn.retry)
-        return [[dict(r.items()) for r in page] for page in rows.pages]
+        return [rows_to_table([dict(r.items()) for r in page], feed) for page in rows.pages]
 
     def read(self, pipeline: beam.Pipeline) -> dict[str, beam.PCollection]:
         out = {}
         for feed in feeds.FEEDS:
             if self.conn.emulator:
-                rows = pipeline | f"ReadStaged[{feed}]" >> beam.Create(self._client_batches(feed))
-            else:
-                rows = (pipeline
-                        | f"ReadFromBigQuery[{feed}]" >> beam.io.ReadFromBigQuery(
-                            table=f"{self.bq.project}:{self.bq.risk_dataset}."
-                                  f"{self.staging_table(feed)}",
-                            method=beam.io.ReadFromBigQuery.Method.DIRECT_READ,
-                            use_native_datetime=True, project=self.bq.project)
-                        | f"Batch[{feed}]" >> beam.BatchElements(
-                            min_batch_size=1_000, max_batch_size=ROWS_PER_BATCH))
-            out[feed] = rows | f"ToArrow[{feed}]" >> beam.Map(rows_to_table, feed)
+                out[feed] = pipeline | f"ReadStaged[{feed}]" >> beam.Create(
+                    self.client_tables(feed))
+                continue
+            out[feed] = (pipeline
+                         | f"ReadFromBigQuery[{feed}]" >> beam.io.ReadFromBigQuery(
+                             table=f"{self.bq.project}:{self.bq.risk_dataset}."
+                                   f"{self.staging_table(feed)}",
+                             method=beam.io.ReadFromBigQuery.Method.DIRECT_READ,
+                             use_native_datetime=True, project=self.bq.project)
+                         | f"Batch[{feed}]" >> beam.BatchElements(
+                             min_batch_size=1_000, max_batch_size=ROWS_PER_BATCH)
+                         | f"ToArrow[{feed}]" >> beam.Map(rows_to_table, feed))
         return out
 
     def cleanup(self) -> None:

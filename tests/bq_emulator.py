@@ -80,6 +80,16 @@ def bq_emulator(tmp_path_factory) -> str:
             proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def quick_load_job_polls():
+    """Beam polls a load job it started every 10 s until it is done; the emulator finishes one in
+    milliseconds, so poll often instead of sleeping out the interval."""
+    from apache_beam.io.gcp import bigquery_file_loads
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bigquery_file_loads, "_SLEEP_DURATION_BETWEEN_POLLS", 0.1)
+        yield
+
+
 @pytest.fixture(scope="session")
 def bq_conn(bq_emulator):
     from smescore.bigquery import Connection
