@@ -12,6 +12,8 @@ import re
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
+from smescore.bigquery import DATASET_RE, LOCATION_RE, PROJECT_RE
+
 
 def parse_date(text: str, what: str = "date") -> dt.date:
     try:
@@ -71,11 +73,8 @@ class SmescoreOptions(PipelineOptions):
 SOURCES = ("files", "bigquery")
 SINKS = ("duckdb", "bigquery")
 
-# BigQuery names go into SQL as identifiers (values never do), so they are checked up front.
-# The flex template's metadata.json mirrors these patterns.
-PROJECT_RE = r"^(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$"
-DATASET_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$"
-LOCATION_RE = r"^[A-Za-z]+(?:-[a-z]+[0-9]+)?$"
+# BigQuery names go into SQL as identifiers (values never do), so they are checked up front
+# against these patterns (smescore/bigquery.py); the flex template's metadata.json mirrors them.
 
 
 def _shards(o) -> int:

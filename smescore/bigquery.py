@@ -12,10 +12,13 @@ credentials and short timeouts; the tests use it.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime as dt
 import functools
 import os
+import re
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
@@ -26,6 +29,10 @@ from smescore import sqlfiles, sqlgen
 from smescore import tables as contract
 
 EMULATOR_ENV = "BIGQUERY_EMULATOR_HOST"
+# What the job's flags must look like before they name anything in SQL.
+PROJECT_RE = r"^(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$"
+DATASET_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$"
+LOCATION_RE = r"^[A-Za-z]+(?:-[a-z]+[0-9]+)?$"
 STAGING_TTL = dt.timedelta(days=1)     # staging tables a crashed run leaves behind expire
 # Checked in order: a bool is an int and a datetime is a date to isinstance.
 _PARAM_TYPES = ((bool, "BOOL"), (int, "INT64"), (float, "FLOAT64"), (str, "STRING"),
@@ -196,20 +203,28 @@ def replace_script(conn: Connection, dataset: str, staged: Mapping[str, str]) ->
     """ONE multi-statement transaction: for every staged table, delete the rows of the run's
     as_of_date and insert the staged rows; replace the run's row in `runs` by run_id.
 
-    The script holds no values at all: which date and run it replaces comes from the staged `runs`
-    row itself (`staged` maps each table to its staging table and must include 'runs'). If any
-    statement fails, BigQuery rolls the whole transaction back.
+    The script holds no values: which date and run it replaces comes from the staged `runs` row
+    itself (`staged` maps each table to its staging table and must include 'runs'), read into
+    script variables first, so that the deletes compare a partition column with a constant and
+    BigQuery prunes them to the one partition. If any statement fails, BigQuery rolls the whole
+    transaction back.
     """
     if "runs" not in staged:
         raise ValueError("the staged tables must include the run's row ('runs')")
-    statements = ["BEGIN TRANSACTION;"]
-    for name in sorted(staged, key=list(contract.TABLES).index):
+    runs = {f["name"]: f for f in contract.bigquery_schema("runs")}
+    order = sorted(staged, key=list(contract.TABLES).index)
+    keys = sorted({contract.table(name).replaced_by for name in order})
+    statements = [
+        f"DECLARE {sqlgen.script_variable('replaced_' + key)} {sqlgen.sql_type(runs[key])} "
+        f"DEFAULT (SELECT {sqlgen.ident(key)} FROM {conn.ref(dataset, staged['runs'])});"
+        for key in keys]
+    statements.append("BEGIN TRANSACTION;")
+    for name in order:
         t = contract.table(name)
-        key_sql = sqlgen.ident(t.replaced_by)
         columns_sql = ", ".join(sqlgen.ident(c) for c in t.names)
         statements += [
-            f"DELETE FROM {conn.ref(dataset, name)} WHERE {key_sql} IN "
-            f"(SELECT {key_sql} FROM {conn.ref(dataset, staged['runs'])});",
+            f"DELETE FROM {conn.ref(dataset, name)} WHERE {sqlgen.ident(t.replaced_by)} = "
+            f"{sqlgen.script_variable('replaced_' + t.replaced_by)};",
             f"INSERT INTO {conn.ref(dataset, name)} ({columns_sql}) "
             f"SELECT {columns_sql} FROM {conn.ref(dataset, staged[name])};"]
     statements.append("COMMIT TRANSACTION;")
@@ -271,3 +286,27 @@ def drop_tables(conn: Connection, dataset: str, names: Sequence[str]) -> None:
     for name in names:
         conn.client.delete_table(conn.table_id(dataset, name), not_found_ok=True,
                                  timeout=conn.timeout, retry=conn.retry)
+
+
+def main(argv=None) -> int:
+    """`python -m smescore.bigquery --project P --dataset D [--location L]`: create the risk
+    dataset, its tables and views (idempotent; refuses tables that drifted from the contract)."""
+    parser = argparse.ArgumentParser(prog="python -m smescore.bigquery", description=main.__doc__)
+    parser.add_argument("--project", required=True)
+    parser.add_argument("--dataset", required=True, help="the risk dataset")
+    parser.add_argument("--location", default="US")
+    args = parser.parse_args(argv)
+    for value, pattern, flag in ((args.project, PROJECT_RE, "--project"),
+                                 (args.dataset, DATASET_RE, "--dataset"),
+                                 (args.location, LOCATION_RE, "--location")):
+        if not re.fullmatch(pattern, value):
+            parser.error(f"{flag} {value!r} is not a valid name")
+    conn = Connection(args.project, args.location)
+    ensure_schema(conn, args.dataset)
+    print(f"{args.project}.{args.dataset}: {len(contract.TABLES)} tables, "
+          f"{len(view_statements(args.project, args.dataset))} views")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import re
 import sys
 
 import sqlglot
@@ -28,6 +29,13 @@ DDL_TYPES = {"STRING": "STRING", "FLOAT": "FLOAT64", "INTEGER": "INT64", "DATE":
 def ident(name: str) -> str:
     """A quoted BigQuery identifier (some contract names are keywords, e.g. `rows`)."""
     return exp.to_identifier(name, quoted=True).sql("bigquery")
+
+
+def script_variable(name: str) -> str:
+    """A BigQuery script variable's name, unquoted (a quoted one could be taken for a column)."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"{name!r} cannot name a script variable")
+    return name
 
 
 def string_literal(text: str) -> str:

@@ -177,10 +177,13 @@ def test_committed_ddl_applies_on_the_emulator(bq_conn, risk_dataset):
     assert bq_rows(bq_conn, risk_dataset, "backtest_roc")[0]["pd_cut"] == 0.04
 
 
-def test_ensure_schema_creates_the_contract_tables_and_views(bq_conn, risk_dataset):
-    sink = BigQueryRiskSink(bq_config(risk_dataset), bq_conn)
-    sink.ensure_schema()
-    sink.ensure_schema()                                    # idempotent
+def test_ensure_schema_creates_the_contract_tables_and_views(bq_conn, risk_dataset, monkeypatch,
+                                                           capsys):
+    monkeypatch.setenv(bqlib.EMULATOR_ENV, bq_conn.emulator)
+    assert bqlib.main(["--project", PROJECT, "--dataset", risk_dataset]) == 0   # the setup command
+    assert capsys.readouterr().out == (f"{PROJECT}.{risk_dataset}: {len(tables.TABLES)} tables, "
+                                       f"{len(sqlfiles.read_folder('views'))} views\n")
+    BigQueryRiskSink(bq_config(risk_dataset), bq_conn).ensure_schema()    # idempotent
     for name in tables.TABLES:
         got = bq_conn.client.get_table(bq_conn.table_id(risk_dataset, name))
         assert [f.to_api_repr() for f in got.schema] == [

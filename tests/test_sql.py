@@ -127,7 +127,7 @@ SQL_WORDS = re.compile(r"\b(SELECT|INSERT INTO|UPDATE|DELETE FROM|MERGE|CREATE|D
                        r"VALUES|FROM|USING)\b")
 # The helpers that quote identifiers (and contract text) for SQL.
 QUOTERS = {"quote", "q", "ident", "ref", "table_ref", "string_literal", "sql_type",
-           "duckdb_type", "_ddl_column"}
+           "duckdb_type", "_ddl_column", "script_variable"}
 
 
 def _identifier_only(node: ast.AST) -> bool:
