@@ -52,8 +52,17 @@ class SmescoreOptions(PipelineOptions):
                             help="Score scale and master scale JSON (default: packaged)")
         parser.add_argument("--rules_config", default=None,
                             help="Cold-start rules JSON (default: packaged)")
+        parser.add_argument("--max_auc_drop", type=float, default=0.05,
+                            help="Roll back to the previous champion when the champion's latest "
+                                 "backtest AUC is this far below its model card's and the "
+                                 "previous one did better on the same cohort")
         parser.add_argument("--require_gpu", action="store_true",
                             help="Fail fast when a worker has no GPU (GPU Dataflow jobs)")
+        parser.add_argument("--canary_share", type=float, default=0.10,
+                            help="Share of model-scored firms whose official score comes from the "
+                                 "first challenger (chosen by a hash of enterprise_id)")
+        parser.add_argument("--drift_config", default=None,
+                            help="Drift thresholds JSON (default: packaged smescore/config/drift.json)")
         # Where feeds come from and where risk tables go: local files + DuckDB (the embedded
         # default) or BigQuery (production).
         parser.add_argument("--source", choices=SOURCES, default="files",
@@ -68,6 +77,13 @@ class SmescoreOptions(PipelineOptions):
         parser.add_argument("--risk_dataset", default=None,
                             help="BigQuery dataset of the risk tables (--sink=bigquery)")
         parser.add_argument("--bq_location", default="US", help="BigQuery location of the datasets")
+        # Monitoring, after the run: both off unless given.
+        parser.add_argument("--pushgateway", default="",
+                            help="Prometheus Pushgateway host:port to push the run's metrics to "
+                                 "after success and after failure (default: off)")
+        parser.add_argument("--report_dir", default="",
+                            help="Folder to write the HTML run report run-report-<as_of>.html "
+                                 "into after a successful run (default: off)")
 
 
 SOURCES = ("files", "bigquery")
@@ -81,6 +97,17 @@ def _shards(o) -> int:
     if o.n_shards < 1:
         raise ValueError(f"--n_shards must be >= 1, got {o.n_shards}")
     return o.n_shards
+
+
+_GATEWAY = re.compile(r"^(https?://)?[A-Za-z0-9_.\[\]:-]+:[0-9]{1,5}(/[^\s]*)?$")
+
+
+def _pushgateway(address: str | None) -> str:
+    """'' (off) or host:port, optionally http(s)://host:port[/path] (a gateway behind a proxy)."""
+    address = (address or "").strip()
+    if address and not _GATEWAY.match(address):
+        raise ValueError(f"--pushgateway must be host:port (e.g. 127.0.0.1:9091), got {address!r}")
+    return address
 
 
 def _parquet(path: str, flag: str) -> str:
@@ -175,9 +202,14 @@ class ScoreConfig:
     scorecard_config: str | None
     rules_config: str | None
     require_gpu: bool
-    source: str
-    sink: str
-    bigquery: BigQueryConfig | None
+    canary_share: float = 0.10
+    drift_config: str | None = None
+    pushgateway: str = ""        # host:port, or "" for no metrics push
+    report_dir: str = ""         # folder of the HTML run report, or "" for none
+    max_auc_drop: float = 0.05
+    source: str = "files"        # SOURCES
+    sink: str = "duckdb"         # SINKS
+    bigquery: BigQueryConfig | None = None     # with --source=bigquery or --sink=bigquery
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> "ScoreConfig":
@@ -189,7 +221,13 @@ class ScoreConfig:
             raise ValueError(f"--min_history_months must be >= 0, got {o.min_history_months}")
         if not 0 <= o.max_rejected_share <= 1:
             raise ValueError(f"--max_rejected_share must be in [0, 1], got {o.max_rejected_share}")
+        if not 0 <= o.canary_share <= 1:
+            raise ValueError(f"--canary_share must be in [0, 1], got {o.canary_share}")
+        if not 0 <= o.max_auc_drop <= 1:
+            raise ValueError(f"--max_auc_drop must be in [0, 1], got {o.max_auc_drop}")
         return cls(o.feeds, parse_date(o.as_of, "--as_of"), o.registry, o.warehouse,
                    o.model_version, _shards(o), o.min_history_months, o.max_rejected_share,
                    o.scorecard_config, o.rules_config, bool(o.require_gpu),
-                   o.source, o.sink, bigquery)
+                   canary_share=o.canary_share, drift_config=o.drift_config,
+                   pushgateway=_pushgateway(o.pushgateway), report_dir=o.report_dir or "",
+                   max_auc_drop=o.max_auc_drop, source=o.source, sink=o.sink, bigquery=bigquery)

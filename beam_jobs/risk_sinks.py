@@ -15,7 +15,7 @@ import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 import apache_beam as beam
@@ -141,11 +141,12 @@ class BigQueryRiskSink:
                  temp_location=temp, validate=not emulator))
 
     def publish(self, as_of_date: dt.date, tables: Mapping[str, pa.Table],
-                run_record: Mapping[str, Any]) -> dict[str, int]:
-        """Replace `as_of_date`'s rows in every given table and the run's row, atomically.
+                run_record: Mapping[str, Any], challengers: Sequence[str] = ()) -> dict[str, int]:
+        """Replace `as_of_date`'s rows in every given table and the run's row, atomically; rows
+        may carry the run's model version or one of its `challengers` (shadow scores).
         Returns {table: rows written}; raises ValueError (bad input, nothing touched) or
         PublishError (nothing replaced)."""
-        conformed, run = prepare_publish(as_of_date, tables, run_record)
+        conformed, run = prepare_publish(as_of_date, tables, run_record, challengers)
         everything = {**conformed, "runs": run}
         run_id = run_record["run_id"]
         staged = {name: bqlib.staging_name(run_id, name) for name in everything}

@@ -273,6 +273,8 @@ DRIFT = Table(
         _as_of_date("the drift measurement"),
         _model_version(),
         _col("feature", pa.string(), f"Model feature, or '{SCORE_FEATURE}' for the score."),
+        _col("segment", pa.string(), "'all' (the model-scored book), or 'industry=<section>' "
+             "for the score's PSI within one industry big enough to measure."),
         _col("metric", pa.string(), "'psi' (population stability index on the baseline's bins), "
              "'missing_rate_change' (missing share now minus at training, absolute) or "
              "'attribution_drift' (relative change of mean |points| vs the training sample).",
@@ -284,7 +286,7 @@ DRIFT = Table(
         _run_id(),
     ),
     partition_by="as_of_date",
-    cluster_by=("model_version", "metric", "feature"),
+    cluster_by=("model_version", "metric", "feature", "segment"),
     replaced_by="as_of_date",
 )
 

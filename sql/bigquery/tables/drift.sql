@@ -3,6 +3,7 @@ CREATE TABLE IF NOT EXISTS `drift` (
   `as_of_date` DATE NOT NULL OPTIONS(description="The date the drift measurement is as of: features use only records known on or before it."),
   `model_version` STRING NOT NULL OPTIONS(description="Registry version of the model that scored the run (also recorded for rules-scored and in-default firms)."),
   `feature` STRING NOT NULL OPTIONS(description="Model feature, or '__score__' for the score."),
+  `segment` STRING NOT NULL OPTIONS(description="'all' (the model-scored book), or 'industry=<section>' for the score's PSI within one industry big enough to measure."),
   `metric` STRING NOT NULL OPTIONS(description="'psi' (population stability index on the baseline's bins), 'missing_rate_change' (missing share now minus at training, absolute) or 'attribution_drift' (relative change of mean |points| vs the training sample)."),
   `value` FLOAT64 NOT NULL OPTIONS(description="The metric's value."),
   `warn_threshold` FLOAT64 NOT NULL OPTIONS(description="Value above which the status is 'warn'."),
@@ -11,5 +12,5 @@ CREATE TABLE IF NOT EXISTS `drift` (
   `run_id` STRING NOT NULL OPTIONS(description="Id of the run that wrote the row, derived from the as-of date, model version, input and config fingerprints (never random).")
 )
 PARTITION BY `as_of_date`
-CLUSTER BY `model_version`, `metric`, `feature`
+CLUSTER BY `model_version`, `metric`, `feature`, `segment`
 OPTIONS(description="Per run: drift of the score and of every model feature against the training baseline stored with the model version (bins fixed at training).");
