@@ -48,13 +48,14 @@ def segments(as_of, rows, run_id) -> pa.Table:
 
 
 def drift(as_of, run_id, psi: dict) -> pa.Table:
-    rows = [{"as_of_date": as_of, "model_version": tw.V, "feature": f, "metric": "psi",
-             "value": v, "warn_threshold": 0.10, "threshold": 0.25, "run_id": run_id,
-             "status": "ok" if v < 0.10 else "warn" if v <= 0.25 else "alert"}
+    rows = [{"as_of_date": as_of, "model_version": tw.V, "feature": f, "segment": "all",
+             "metric": "psi", "value": v, "warn_threshold": 0.10, "threshold": 0.25,
+             "run_id": run_id, "status": "ok" if v < 0.10 else "warn" if v <= 0.25 else "alert"}
             for f, v in psi.items()]
+    rows.append({**rows[0], "segment": "industry=C", "value": psi["__score__"] + 0.01})
     rows.append({"as_of_date": as_of, "model_version": tw.V, "feature": "late_vat",
-                 "metric": "missing_rate_change", "value": 0.01, "warn_threshold": 0.05,
-                 "threshold": 0.10, "status": "ok", "run_id": run_id})
+                 "segment": "all", "metric": "missing_rate_change", "value": 0.01,
+                 "warn_threshold": 0.05, "threshold": 0.10, "status": "ok", "run_id": run_id})
     return pa.Table.from_pylist(rows, schema=tables.arrow_schema("drift"))
 
 
@@ -251,7 +252,7 @@ def test_publish_replaces_a_date_atomically_and_rerunning_leaves_no_duplicates(
     d1 = date_tables(D1, tw.D1_SCORES, "run-d1", {"__score__": 0.02}, attributions=tw.D1_ATTR)
     d2 = date_tables(D2, tw.D2_SCORES, "run-d2", {"__score__": 0.12})
     written = sink.publish(D1, d1, tw.run_record(D1, "run-d1"))
-    assert written == {"scores": 4, "attributions": 4, "portfolio_summary": 1, "drift": 2,
+    assert written == {"scores": 4, "attributions": 4, "portfolio_summary": 1, "drift": 3,
                        "rejected_records": 1, "firm_segments": 4, "runs": 1}
     sink.publish(D2, d2, tw.run_record(D2, "run-d2"))
     before = counts(bq_conn, risk_dataset)
@@ -262,7 +263,7 @@ def test_publish_replaces_a_date_atomically_and_rerunning_leaves_no_duplicates(
     smaller = date_tables(D1, tw.D1_SCORES[:2], "run-d1b", {"__score__": 0.05})
     sink.publish(D1, smaller, tw.run_record(D1, "run-d1b"))
     assert counts(bq_conn, risk_dataset, {"as_of_date": D1}) == {
-        **{n: 0 for n in tables.TABLES}, "scores": 2, "portfolio_summary": 1, "drift": 2,
+        **{n: 0 for n in tables.TABLES}, "scores": 2, "portfolio_summary": 1, "drift": 3,
         "rejected_records": 1, "firm_segments": 2, "runs": 2}        # runs are kept per run_id
     assert counts(bq_conn, risk_dataset, {"as_of_date": D2})["scores"] == 4
     got = bq_conn.rows(f"SELECT enterprise_id, run_id, reasons FROM "
@@ -375,7 +376,7 @@ def test_the_views_hold_what_the_data_says(both_engines):
         ("F", "late_vat", 1, 0.5, 1), ("F", "power_drop", 1, 0.5, 2)]
     got = conn.rows(f"SELECT as_of_date, value, previous_value, status, previous_status FROM "
                     f"{conn.ref(dataset, 'drift_history')} WHERE feature = '__score__' "
-                    f"ORDER BY as_of_date")
+                    f"AND segment = 'all' ORDER BY as_of_date")
     assert [tuple(r.values()) for r in got] == [
         (D1, 0.02, None, "ok", None), (D2, 0.12, 0.02, "warn", "ok"),
         (D3, 0.30, 0.12, "alert", "warn")]
@@ -538,6 +539,7 @@ def test_the_nightly_job_reads_feeds_from_and_publishes_to_bigquery(
     n = counts(bq_conn, risk_dataset, {"as_of_date": AS_OF})
     assert n["scores"] == result["firms"] == established > 100
     assert n["firm_segments"] == established and n["runs"] == 1
+    assert n["drift"] > len(catalog.NAMES)             # the score's and every feature's PSI
     assert n["attributions"] == result["firms_scored_model"] * len(catalog.NAMES) > 0
     assert result["rows_in"] == {f: known_on(portfolio, f, AS_OF).num_rows for f in feeds.FEEDS}
     run = bq_rows(bq_conn, risk_dataset, "runs")[0]
