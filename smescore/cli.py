@@ -1,6 +1,5 @@
 """`smescore <command>`: the nightly SME rescoring job and everything around it.
 
-
 Heavy imports (TensorFlow, Beam) happen inside the commands, so `smescore --help` is instant and
 TensorFlow's environment settings below are in place before it loads.
 """

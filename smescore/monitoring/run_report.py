@@ -158,7 +158,8 @@ def drift_section(d: ReportData) -> Section:
     counts = (d.drift.groupby(["metric", "status"]).size().unstack(fill_value=0)
               .rename_axis(columns=None).reset_index())
     body = ["<p>Features per drift metric and status:</p>", _table(counts),
-            (_table(flagged[["feature", "metric", "value", "warn_threshold", "threshold", "status"]])
+            (_table(flagged[["feature", "segment", "metric", "value", "warn_threshold", "threshold",
+                             "status"]])
              if len(flagged) else _note("Every drift measure is ok."))]
     return Section("Feature drift (PSI)", body, [("fig-psi", fig)])
 
