@@ -10,7 +10,9 @@ import dataclasses
 import datetime as dt
 import re
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+from smescore.bigquery import DATASET_RE, LOCATION_RE, PROJECT_RE
 
 
 def parse_date(text: str, what: str = "date") -> dt.date:
@@ -87,6 +89,9 @@ class SmescoreOptions(PipelineOptions):
 SOURCES = ("files", "bigquery")
 SINKS = ("duckdb", "bigquery")
 
+# BigQuery names go into SQL as identifiers (values never do), so they are checked up front
+# against these patterns (smescore/bigquery.py); the flex template's metadata.json mirrors them.
+
 
 def _shards(o) -> int:
     if o.n_shards < 1:
@@ -145,13 +150,51 @@ class SnapshotConfig:
         return cls(o.feeds, dates, _parquet(o.out, "--out"), _shards(o))
 
 
+def _matching(value: str, pattern: str, flag: str) -> str:
+    if not re.fullmatch(pattern, value):
+        raise ValueError(f"{flag} {value!r} is not a valid name (expected {pattern})")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class BigQueryConfig:
+    """Where the job reads feeds from and writes risk tables to in BigQuery.
+
+    The feed query results are staged in `risk_dataset` (the only dataset the job's service
+    account may write), so `--source=bigquery` needs it too. `temp_location` (Beam's
+    --temp_location, gs:// in production) is where WriteToBigQuery writes its load files.
+    """
+    project: str
+    feeds_dataset: str | None
+    risk_dataset: str
+    location: str
+    temp_location: str | None
+
+    @classmethod
+    def from_options(cls, o, source: str, sink: str) -> "BigQueryConfig | None":
+        if source != "bigquery" and sink != "bigquery":
+            return None
+        needed = ["bq_project", "risk_dataset"] + (["feeds_dataset"] if source == "bigquery" else [])
+        try:
+            require(o, *needed)
+        except ValueError as err:
+            raise ValueError(f"{err} (--source={source} --sink={sink})") from None
+        return cls(_matching(o.bq_project, PROJECT_RE, "--bq_project"),
+                   o.feeds_dataset and _matching(o.feeds_dataset, DATASET_RE, "--feeds_dataset"),
+                   _matching(o.risk_dataset, DATASET_RE, "--risk_dataset"),
+                   _matching(o.bq_location, LOCATION_RE, "--bq_location"),
+                   o.view_as(GoogleCloudOptions).temp_location)
+
+
 @dataclasses.dataclass(frozen=True)
 class ScoreConfig:
-    """`python -m beam_jobs.score_portfolio --feeds DIR --as_of D --registry DIR --warehouse F`."""
-    feeds: str
+    """`python -m beam_jobs.score_portfolio --feeds DIR --as_of D --registry DIR --warehouse F`,
+    or with `--source=bigquery` / `--sink=bigquery` and the BigQuery flags instead of --feeds /
+    --warehouse."""
+    feeds: str | None
     as_of: dt.date
     registry: str
-    warehouse: str
+    warehouse: str | None
     model_version: str | None
     n_shards: int
     min_history_months: int
@@ -164,11 +207,16 @@ class ScoreConfig:
     pushgateway: str = ""        # host:port, or "" for no metrics push
     report_dir: str = ""         # folder of the HTML run report, or "" for none
     max_auc_drop: float = 0.05
+    source: str = "files"        # SOURCES
+    sink: str = "duckdb"         # SINKS
+    bigquery: BigQueryConfig | None = None     # with --source=bigquery or --sink=bigquery
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> "ScoreConfig":
         o = options.view_as(SmescoreOptions)
-        require(o, "feeds", "as_of", "registry", "warehouse")
+        require(o, "as_of", "registry", *(["feeds"] if o.source == "files" else []),
+                *(["warehouse"] if o.sink == "duckdb" else []))
+        bigquery = BigQueryConfig.from_options(o, o.source, o.sink)
         if o.min_history_months < 0:
             raise ValueError(f"--min_history_months must be >= 0, got {o.min_history_months}")
         if not 0 <= o.max_rejected_share <= 1:
@@ -182,4 +230,4 @@ class ScoreConfig:
                    o.scorecard_config, o.rules_config, bool(o.require_gpu),
                    canary_share=o.canary_share, drift_config=o.drift_config,
                    pushgateway=_pushgateway(o.pushgateway), report_dir=o.report_dir or "",
-                   max_auc_drop=o.max_auc_drop)
+                   max_auc_drop=o.max_auc_drop, source=o.source, sink=o.sink, bigquery=bigquery)

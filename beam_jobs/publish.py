@@ -24,7 +24,7 @@ from models import registry as model_registry
 from models.rules import load_rules_config
 from models.scorecard import load_scorecard_config
 from smescore import tables
-from smescore.warehouse import Warehouse
+from beam_jobs.risk_sinks import risk_sink
 from transforms import catalog
 from transforms import feeds as feed_contract
 
@@ -40,6 +40,16 @@ def segments_of(features: pa.Table) -> pa.Table:
     return pa.table({"enterprise_id": features.column("enterprise_id"),
                      "industry": features.column("ent_industry"),
                      "region": features.column("ent_province")}, schema=SEGMENT_SCHEMA)
+
+
+def firm_segments(segments: pa.Table, as_of, run_id: str) -> pa.Table:
+    """The staged firmographics as the `firm_segments` risk table."""
+    n = segments.num_rows
+    return pa.table({"as_of_date": pa.array([as_of] * n, pa.date32()),
+                     "enterprise_id": segments.column("enterprise_id"),
+                     "industry": segments.column("industry"), "region": segments.column("region"),
+                     "run_id": pa.array([run_id] * n, pa.string())},
+                    schema=tables.arrow_schema("firm_segments"))
 
 
 def write_counts(counts: list[dict], path: str) -> None:
@@ -118,7 +128,7 @@ class RunContext:
     note: str = ""             # the run record's message when it succeeds (e.g. why it rolled back)
 
     @classmethod
-    def start(cls, cfg, progress=print) -> "RunContext":
+    def start(cls, cfg, progress=print, input_fp: str | None = None) -> "RunContext":
         reg = model_registry.Registry(cfg.registry)
         rolled_back = None
         if not cfg.model_version:          # a forced version is the operator's call
@@ -140,7 +150,7 @@ class RunContext:
             "canary_share": cfg.canary_share, "drift": dataclasses.asdict(drift_config)},
             sort_keys=True).encode()).hexdigest()
         run_id = hashlib.sha256(json.dumps(
-            [str(cfg.as_of), version, input_fingerprint(cfg.feeds), config_fp]).encode()
+            [str(cfg.as_of), version, input_fp or input_fingerprint(cfg.feeds), config_fp]).encode()
         ).hexdigest()[:20]
         scoring = score_rows.Scoring(scorecard.scale, scorecard.master_scale, rules.rules,
                                      version, run_id)
@@ -193,7 +203,7 @@ class RunContext:
             "as_of_date": pa.array([self.cfg.as_of] * rejected.num_rows, pa.date32()),
             "feed": rejected.column("feed"), "record_json": rejected.column("record_json"),
             "reason": rejected.column("reason")})
-        wh = Warehouse(self.cfg.warehouse)
+        wh = risk_sink(self.cfg)
         wh.ensure_schema()
         drift_rows = read("drift")
         wh.publish(self.cfg.as_of, {
@@ -203,6 +213,7 @@ class RunContext:
             "portfolio_summary": pa.Table.from_pandas(
                 summary, schema=tables.arrow_schema("portfolio_summary"), preserve_index=False),
             "rejected_records": rejected_rows.cast(tables.arrow_schema("rejected_records")),
+            "firm_segments": firm_segments(read("segments"), self.cfg.as_of, self.scoring.run_id),
         }, self.run_record("succeeded", self.note, rows_in, rejected.num_rows, n_model, n_rules),
             challengers=self.roles.challengers)
         result = {"run_id": self.scoring.run_id, "as_of_date": str(self.cfg.as_of),
@@ -222,7 +233,7 @@ class RunContext:
     def fail(self, err: BaseException) -> None:
         """Record the failed run; its data partitions are not touched."""
         try:
-            wh = Warehouse(self.cfg.warehouse)
+            wh = risk_sink(self.cfg)
             wh.ensure_schema()
             message = f"{type(err).__name__}: {err}" + (f" ({self.note})" if self.note else "")
             wh.record_failed_run(self.run_record("failed", message[:2000]))

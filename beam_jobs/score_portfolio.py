@@ -23,7 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from beam_jobs import drift, monitor, publish, score_rows, shadow, sinks
 from beam_jobs.inference import ChampionChallengersHandler
 from beam_jobs.options import ScoreConfig
-from beam_jobs.sources import LocalFilesSource
+from beam_jobs.sources import feed_source
 from smescore import tables
 from transforms import feeds as feed_contract
 from transforms.beam_features import ComputeFeatures
@@ -121,9 +121,9 @@ def run(argv=None, save_main_session=True, progress=print):
     options = PipelineOptions(argv)
     options.view_as(SetupOptions).save_main_session = save_main_session
     cfg = ScoreConfig.from_options(options)
-    source = LocalFilesSource(cfg.feeds)
+    source = feed_source(cfg)
     source.check()
-    run_ctx = publish.RunContext.start(cfg, progress)
+    run_ctx = publish.RunContext.start(cfg, progress, source.fingerprint())
     staging = tempfile.mkdtemp(prefix="smescore-score-")
     try:
         with beam.Pipeline(options=options) as p:
@@ -135,6 +135,7 @@ def run(argv=None, save_main_session=True, progress=print):
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        source.cleanup()
     # Outside the try: the tables are published, so nothing monitoring does can mark the run failed.
     return monitor.run_succeeded(cfg, run_ctx, result)
 

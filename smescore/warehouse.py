@@ -27,9 +27,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from smescore import sqlfiles
 from smescore import tables as contract
 
-VIEWS_DIR = pathlib.Path(__file__).resolve().parent.parent / "sql" / "views"
+VIEWS_DIR = sqlfiles.sql_path("views")
 _INCOMING = "_smescore_incoming"   # name the Arrow table is registered under while it is copied in
 
 
@@ -230,10 +231,11 @@ def _replace_rows(con: duckdb.DuckDBPyConnection, name: str, rows: pa.Table, key
     t, q = contract.table(name), contract.quote
     # Identifiers from the contract (not data); the value is bound.
     con.execute(f"DELETE FROM {q(t.name)} WHERE {q(key)} = ?", [value])
-    columns = ", ".join(q(c) for c in t.names)
+    columns_sql = ", ".join(q(c) for c in t.names)
     con.register(_INCOMING, rows)
     try:
-        con.execute(f"INSERT INTO {q(t.name)} ({columns}) SELECT {columns} FROM {_INCOMING}")
+        con.execute(f"INSERT INTO {q(t.name)} ({columns_sql}) SELECT {columns_sql} "
+                    f"FROM {q(_INCOMING)}")
     finally:
         con.unregister(_INCOMING)
 
@@ -254,10 +256,9 @@ class Warehouse:
         return duckdb.connect(self.path, read_only=read_only)
 
     def view_sql(self) -> dict[str, str]:
-        """{view name: CREATE OR REPLACE VIEW ...} from sql/views/*.sql, one view per file.
-
-        sql/ sits beside the package, not in it: an install that is not editable lacks it, and a
-        warehouse without its views must not pass for a complete one.
+        """{view name: CREATE OR REPLACE VIEW ...} from sql/views/*.sql, one view per file (the
+        DuckDB form; BigQuery gets the sqlglot translation, sql/bigquery/views). A warehouse
+        without its views must not pass for a complete one.
         """
         paths = sorted(self.views_dir.glob("*.sql"))
         if not paths:
