@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms import catalog, feeds, pit, progress, validate
+from transforms import catalog, feeds, pit, progress, shard_files, validate
 
 REJECTED = "rejected"
 NAMESPACE = "smescore"
@@ -62,10 +62,12 @@ def build_firm_index(tables: list[pa.Table], n_shards: int) -> dict:
 
 
 class KeyByShard(beam.DoFn):
-    """(shard, (feed, rows of that shard)); records of firms not in the portfolio are rejected."""
+    """(shard, (feed, file holding the rows of that shard)); records of firms not in the portfolio
+    are rejected. The rows go to a file and only its name into the shuffle (see shard_files)."""
 
-    def __init__(self, feed: str):
+    def __init__(self, feed: str, folder: str):
         self.feed = feed
+        self.folder = folder
         self.unknown = _counter(f"rows_rejected[{feed}]")
 
     def process(self, table: pa.Table, index: dict):
@@ -79,7 +81,8 @@ class KeyByShard(beam.DoFn):
             for r in validate.rejected(self.feed, rows, "unknown enterprise_id"):
                 yield beam.pvalue.TaggedOutput(REJECTED, r)
         for s in np.unique(shard[~unknown]):
-            yield int(s), (self.feed, table.filter(pa.array(shard == s)))
+            rows = table.filter(pa.array(shard == s))
+            yield int(s), (self.feed, shard_files.write(self.folder, self.feed, int(s), rows))
 
 
 def enterprises_by_shard(index: dict):
@@ -100,8 +103,9 @@ class FeaturizeShard(beam.DoFn):
     def process(self, element, outcome_end=None):
         _, parts = element
         tables = {}
-        for feed, table in parts:
-            tables.setdefault(feed, []).append(table)
+        for feed, part in parts:   # a file name, or a table (the firms, from the side input)
+            tables.setdefault(feed, []).append(shard_files.read(part) if isinstance(part, str)
+                                               else part)
         merged = {}
         for feed, ts in sorted(tables.items()):
             table = pa.concat_tables(ts)
@@ -143,13 +147,17 @@ class ComputeFeatures(beam.PTransform):
     run (one date).
     """
 
-    def __init__(self, as_of_dates, n_shards: int = 32, with_labels: bool = False):
+    def __init__(self, as_of_dates, n_shards: int = 32, with_labels: bool = False,
+                 shuffle_folder: str | None = None):
         super().__init__()
         self.as_of_dates = tuple(as_of_dates)
         self.n_shards = n_shards
         self.with_labels = with_labels
+        self.shuffle_folder = shuffle_folder   # default: a fresh one (shard_files.folder_for)
 
     def expand(self, feed_tables):
+        folder = self.shuffle_folder or shard_files.folder_for(
+            next(iter(feed_tables.values())).pipeline)
         valid, rejects = {}, []
         for feed in feeds.FEEDS:
             res = feed_tables[feed] | f"Validate[{feed}]" >> beam.ParDo(
@@ -164,7 +172,8 @@ class ComputeFeatures(beam.PTransform):
             if feed == "enterprises":
                 continue
             res = valid[feed] | f"KeyByShard[{feed}]" >> beam.ParDo(
-                KeyByShard(feed), beam.pvalue.AsSingleton(index)).with_outputs(REJECTED, main="keyed")
+                KeyByShard(feed, folder), beam.pvalue.AsSingleton(index)).with_outputs(
+                REJECTED, main="keyed")
             keyed.append(res.keyed)
             rejects.append(res[REJECTED])
         outcome_end = None
@@ -177,4 +186,7 @@ class ComputeFeatures(beam.PTransform):
                  | "Featurize" >> beam.ParDo(FeaturizeShard(self.as_of_dates), outcome_end)
                  .with_outputs(REJECTED, main="features"))
         rejects.append(feats[REJECTED])
+        # Every shard featurized: its files are no longer needed.
+        _ = (feats.features | "ShardsDone" >> beam.combiners.Count.Globally()
+             | "RemoveShuffleFiles" >> beam.Map(lambda _, f: shard_files.remove(f), folder))
         return feats.features, rejects | "AllRejected" >> beam.Flatten()
