@@ -32,6 +32,7 @@ from smescore import tables as contract
 
 VIEWS_DIR = sqlfiles.sql_path("views")
 _INCOMING = "_smescore_incoming"   # name the Arrow table is registered under while it is copied in
+PUBLISH_MEMORY = "512MB"           # DuckDB's buffer budget while a publish copies tables in
 
 
 class PublishError(RuntimeError):
@@ -304,6 +305,8 @@ class Warehouse:
         step = "connect"
         try:
             with self._transaction() as con:
+                # The insert streams from Arrow; without a limit DuckDB buffers up to 80% of RAM.
+                con.execute(f"SET memory_limit = '{PUBLISH_MEMORY}'")
                 for name, rows in conformed.items():
                     step = name
                     _replace_rows(con, name, rows, "as_of_date", as_of_date)
