@@ -2,9 +2,11 @@
 
 Each function takes one batch (a shard's firms) and returns `scores` rows, plus `attributions`
 rows for model-scored firms, in the contract of smescore/tables.py.
-"""
-from __future__ import annotations
 
+No `from __future__ import annotations` here: Beam reads the return annotations (`pa.Table`) as
+the types of the PCollections these functions make, which gives them the Arrow table coder
+(transforms/arrow_coder.py) instead of pickling; string annotations would read as Any.
+"""
 import dataclasses
 
 import numpy as np
@@ -15,7 +17,7 @@ from models.reasons import reasons_for
 from models.rules import ColdStartRules
 from models.scorecard import MasterScale, ScoreScale
 from smescore import tables
-from transforms import catalog, progress
+from transforms import arrow_coder, catalog, progress  # noqa: F401  (arrow_coder: see above)
 from transforms.validate import record_json
 
 

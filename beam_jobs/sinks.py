@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from transforms import arrow_coder  # noqa: F401  (the pa.Table coder)
+
 MERGE_MEMORY = "512MB"      # DuckDB's budget for sorting the parts; past it, it spills to disk
 MERGE_BATCH_ROWS = 1 << 20  # rows per Parquet row group of the merged file (pyarrow's default)
 

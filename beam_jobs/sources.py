@@ -15,7 +15,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from transforms import feeds
+from transforms import arrow_coder, feeds  # noqa: F401  (arrow_coder: the pa.Table coder)
 
 ROWS_PER_BATCH = 50_000      # rows per Arrow table read from BigQuery
 
@@ -51,7 +51,7 @@ class LocalFilesSource:
             parts = []
             if self._files(feed, "parquet"):
                 parts.append(pipeline | f"ReadParquet[{feed}]" >> beam.io.ReadFromParquetBatched(
-                    os.path.join(self.feeds_dir, feed, "*.parquet")))
+                    os.path.join(self.feeds_dir, feed, "*.parquet")).with_output_types(pa.Table))
             if self._files(feed, "csv"):
                 parts.append(pipeline | f"ListCsv[{feed}]" >> beam.Create(self._files(feed, "csv"))
                              | f"ReadCsv[{feed}]" >> beam.Map(_read_csv_as_strings))

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms import catalog, feeds, pit, progress, shard_files, validate
+from transforms import arrow_coder, catalog, feeds, pit, progress, shard_files, validate  # noqa: F401
 
 REJECTED = "rejected"
 NAMESPACE = "smescore"
@@ -161,7 +161,7 @@ class ComputeFeatures(beam.PTransform):
         valid, rejects = {}, []
         for feed in feeds.FEEDS:
             res = feed_tables[feed] | f"Validate[{feed}]" >> beam.ParDo(
-                ValidateBatch(feed)).with_outputs(REJECTED, main="valid")
+                ValidateBatch(feed)).with_output_types(pa.Table).with_outputs(REJECTED, main="valid")
             valid[feed] = res.valid
             rejects.append(res[REJECTED])
         index = (valid["enterprises"] | "CollectFirms" >> beam.combiners.ToList()
@@ -184,7 +184,7 @@ class ComputeFeatures(beam.PTransform):
                     lambda ms: max((m for m in ms if m is not None), default=None)))
         feats = (keyed | "AllFeeds" >> beam.Flatten() | "GroupByShard" >> beam.GroupByKey()
                  | "Featurize" >> beam.ParDo(FeaturizeShard(self.as_of_dates), outcome_end)
-                 .with_outputs(REJECTED, main="features"))
+                 .with_output_types(pa.Table).with_outputs(REJECTED, main="features"))
         rejects.append(feats[REJECTED])
         # Every shard featurized: its files are no longer needed.
         _ = (feats.features | "ShardsDone" >> beam.combiners.Count.Globally()
