@@ -49,6 +49,7 @@ class Roles:
         return self.challengers[0] if self.challengers and self.canary_share > 0 else None
 
 
+@beam.typehints.with_output_types(tuple[pa.Table, pa.Table])   # the Arrow coder, not pickling
 class SplitOfficialAndShadow(beam.DoFn):
     """{version: inference output} of one feature table -> official (scores, attributions) as the
     main output; shadow scores, dead letters of a failed challenger and (champion, challenger)
