@@ -58,7 +58,7 @@ def build_firm_index(tables: list[pa.Table], n_shards: int) -> dict:
     shard = shard_of(table.column("controller_id").to_pylist(), n_shards)
     return {"enterprises": table.append_column("shard", pa.array(shard)),
             "rejects": rejects,
-            "shard_by_id": dict(zip(table.column("enterprise_id").to_pylist(), shard.tolist()))}
+            "ids": table.column("enterprise_id").combine_chunks(), "shards": shard}
 
 
 class KeyByShard(beam.DoFn):
@@ -71,18 +71,26 @@ class KeyByShard(beam.DoFn):
         self.unknown = _counter(f"rows_rejected[{feed}]")
 
     def process(self, table: pa.Table, index: dict):
-        ids = table.column("enterprise_id").to_pylist()
-        lookup = index["shard_by_id"]
-        shard = np.array([lookup.get(i, -1) for i in ids], dtype=np.int64)
-        unknown = shard < 0
+        firm = pc.index_in(table.column("enterprise_id"), value_set=index["ids"])
+        unknown = firm.is_null().to_numpy(zero_copy_only=False)
+        shard = np.full(table.num_rows, -1, np.int64)
+        shard[~unknown] = index["shards"][pc.drop_null(firm).to_numpy()]
         if unknown.any():
             self.unknown.inc(int(unknown.sum()))
             rows = table.filter(pa.array(unknown)).to_pandas(date_as_object=True)
             for r in validate.rejected(self.feed, rows, "unknown enterprise_id"):
                 yield beam.pvalue.TaggedOutput(REJECTED, r)
-        for s in np.unique(shard[~unknown]):
-            rows = table.filter(pa.array(shard == s))
-            yield int(s), (self.feed, shard_files.write(self.folder, self.feed, int(s), rows))
+        if unknown.all():
+            return
+        # One take in shard order (stable), then a zero-copy slice per shard.
+        order = np.argsort(shard, kind="stable")
+        shard, grouped = shard[order], table.take(pa.array(order))
+        starts = np.flatnonzero(np.r_[True, shard[1:] != shard[:-1]])
+        for start, end in zip(starts, np.r_[starts[1:], len(shard)]):
+            if shard[start] >= 0:
+                rows = grouped.slice(start, end - start)
+                yield int(shard[start]), (self.feed, shard_files.write(
+                    self.folder, self.feed, int(shard[start]), rows))
 
 
 def enterprises_by_shard(index: dict):
