@@ -3,7 +3,8 @@
 A table sink writes each incoming table to a part file where it is produced and only the part's
 name travels on: DirectRunner holds whatever crosses a stage boundary in memory, three times over
 at its peak, and the attribution rows of 100k firms are 0.7 GB. One last step sorts the parts into
-the file with DuckDB, whose sort spills to disk past a memory limit.
+the file: in memory with Arrow while they are small, else with DuckDB, whose sort spills to disk
+past a memory limit. Either way the same rows in the same order (sort keys are unique per row).
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import pyarrow.parquet as pq
 
 from transforms import arrow_coder  # noqa: F401  (the pa.Table coder)
 
-MERGE_MEMORY = "512MB"      # DuckDB's budget for sorting the parts; past it, it spills to disk
+MERGE_IN_MEMORY = 128 << 20  # parts up to this many bytes are sorted in memory (Arrow)
+MERGE_MEMORY = "512MB"      # beyond: DuckDB's budget for sorting the parts; past it, it spills
 MERGE_BATCH_ROWS = 1 << 20  # rows per Parquet row group of the merged file (pyarrow's default)
 
 REJECTED_SCHEMA = pa.schema([("feed", pa.string()), ("record_json", pa.string()),
@@ -85,18 +87,22 @@ def _quote(name: str) -> str:
 
 
 def merge_parts(parts: list[str], path: str, schema: pa.Schema, sort_keys: list[str],
-                folder: str) -> int:
+                folder: str, in_memory_bytes: int = MERGE_IN_MEMORY) -> int:
     """The parts (a name twice is read twice), sorted on sort_keys, into one Parquet file at
-    `path`; removes the parts. Bounded memory: DuckDB sorts (and spills to `folder`), batches
-    stream out to the Parquet writer."""
+    `path`; removes the parts. Up to `in_memory_bytes` of parts Arrow sorts them in memory;
+    beyond, memory stays bounded: DuckDB sorts (spilling to `folder`) and record batches stream
+    out to the Parquet writer."""
+    if sum(os.path.getsize(p) for p in parts) <= in_memory_bytes:
+        tables = [ds.dataset(parts, schema=schema, format="ipc").to_table()] if parts else []
+        n = write_sorted_parquet(tables, path, schema, sort_keys)
+        shutil.rmtree(folder, ignore_errors=True)
+        return n
+
     import duckdb
 
     def write(tmp):
         n = 0
         with pq.ParquetWriter(tmp, schema) as writer:
-            if not parts:
-                writer.write_table(schema.empty_table())
-                return 0
             with duckdb.connect() as con:
                 con.execute(f"SET memory_limit = '{MERGE_MEMORY}'")
                 con.execute(f"SET temp_directory = '{folder}'")
@@ -116,12 +122,13 @@ def merge_parts(parts: list[str], path: str, schema: pa.Schema, sort_keys: list[
 
 
 @beam.ptransform_fn
-def WriteSortedParquet(pcoll, path: str, schema: pa.Schema, sort_keys: list[str]):
+def WriteSortedParquet(pcoll, path: str, schema: pa.Schema, sort_keys: list[str],
+                       in_memory_bytes: int = MERGE_IN_MEMORY):
     """PCollection[pa.Table] -> one Parquet file, sorted on sort_keys."""
     folder = parts_folder(path)
     return (pcoll | "WritePart" >> beam.Map(write_part, folder, schema)
             | "CollectParts" >> beam.combiners.ToList()
-            | "Write" >> beam.Map(merge_parts, path, schema, sort_keys, folder))
+            | "Write" >> beam.Map(merge_parts, path, schema, sort_keys, folder, in_memory_bytes))
 
 
 @beam.ptransform_fn

@@ -8,10 +8,11 @@ months of history), cut them into feature tables of --batch-rows rows (default: 
 job's 32 shards give) and write the same two sorted Parquet files (scores, attributions):
 
   Beam (DirectRunner, the nightly job's options): Create([path]) -> FlatMap(read + cut into tables)
-       -> RunInference(FeatureTableModelHandler).with_exception_handling() -> Map(model_rows)
+       -> RunInference(ChampionChallengersHandler).with_exception_handling()
+       -> ParDo(shadow.SplitOfficialAndShadow) (champion only: no challengers)
        -> sinks.WriteSortedParquet (scores; attributions)            -- as beam_jobs/score_portfolio.py
   in-process: tf.saved_model.load -> per table: inference.raw_inputs -> `score_and_explain`
-       signature -> the handler's output columns -> score_rows.model_rows
+       signature -> the output columns inference.with_model_outputs appends -> score_rows.model_rows
        -> sinks.write_sorted_parquet (scores; attributions)
 
 Each timed run covers everything either path must do on a fresh night: model load (and the XLA
@@ -44,23 +45,27 @@ def build_beam_stage(p, features_path: str, batch_rows: int, saved_model: str, s
                      max_tables: int | None = None):
     """The nightly job's scoring stage from a features Parquet to sorted Parquet sinks."""
     import apache_beam as beam
+    import pyarrow as pa
     from apache_beam.ml.inference.base import RunInference
 
-    from beam_jobs import score_rows
-    from beam_jobs.inference import FeatureTableModelHandler
+    from beam_jobs import shadow
+    from beam_jobs.inference import ChampionChallengersHandler
 
     def read(path):
         batches = read_model_batches(path, batch_rows)
         return batches[:max_tables] if max_tables else batches
 
-    handler = FeatureTableModelHandler(saved_model, scoring.model_version)
+    handler = ChampionChallengersHandler({scoring.model_version: saved_model})
+    roles = shadow.Roles(scoring.model_version, (), 0.0)
     feature_tables = (p | "FeaturesFile" >> beam.Create([features_path])
-                      | "ReadFeatureTables" >> beam.FlatMap(read))
+                      | "ReadFeatureTables" >> beam.FlatMap(read).with_output_types(pa.Table))
     inferred, dead = (feature_tables | f"RunInference[{scoring.model_version}]"
                       >> RunInference(handler).with_exception_handling())
-    model_out = inferred | "ScoreAndExplain" >> beam.Map(score_rows.model_rows, scoring)
+    model_out = inferred | "ScoreAndExplain" >> beam.ParDo(
+        shadow.SplitOfficialAndShadow(roles, scoring)).with_outputs(
+        shadow.SHADOW, shadow.SHADOW_FAILED, shadow.PAIRS, main=shadow.OFFICIAL)
     _ = dead.failed_inferences | "FailLoudly" >> beam.Map(_raise_failed)
-    stage_model_outputs(model_out, out_dir)
+    stage_model_outputs(model_out[shadow.OFFICIAL], out_dir)
 
 
 def stage_model_outputs(model_out, out_dir: str) -> None:
@@ -91,7 +96,8 @@ def run_beam(features_path, batch_rows, saved_model, scoring, out_dir, beam_args
 
 # ---------------------------------------------------------------- in-process path
 def with_model_outputs(table, out):
-    """The columns FeatureTableModelHandler.run_inference appends (same dtypes, same order)."""
+    """The columns inference.with_model_outputs appends (same dtypes, same order), from the
+    signature's outputs, so that the in-process split can time the signature call alone."""
     import numpy as np
     import pyarrow as pa
     phi = out["phi"].numpy().astype(np.float32)

@@ -106,3 +106,25 @@ def test_malformed_records_are_rejected_with_reasons_and_the_rest_unchanged(tmp_
     clean = pit.compute_features(pit.FirmFrames.from_tables(handmade.tables()), handmade.D)
     pd.testing.assert_frame_equal(job[list(catalog.NAMES)], clean[list(catalog.NAMES)],
                                   check_dtype=False)
+
+
+def test_rows_spread_over_files_meet_in_their_shard_and_the_shuffle_files_are_removed(tmp_path):
+    """Every feed split into three files (three read batches, so a shard's rows come from several
+    shuffle files): the same features as in one piece, and no shuffle file left behind."""
+    feeds_dir = str(tmp_path / "feeds")
+    for name, table in handmade.tables().items():
+        os.makedirs(os.path.join(feeds_dir, name))
+        step = max(1, -(-table.num_rows // 3))
+        for i, start in enumerate(range(0, table.num_rows, step)):
+            pq.write_table(table.slice(start, step), os.path.join(feeds_dir, name, f"p{i}.parquet"))
+    shuffle = tmp_path / "shuffle"
+    with beam.Pipeline() as p:
+        feats, _ = LocalFilesSource(feeds_dir).read(p) | beam_features.ComputeFeatures(
+            [handmade.D], n_shards=2, shuffle_folder=str(shuffle))
+        feats | sinks.WriteSortedParquet(str(tmp_path / "f.parquet"), beam_features.FEATURE_SCHEMA,
+                                         ["as_of_date", "enterprise_id"])
+    job = pq.read_table(tmp_path / "f.parquet").to_pandas()
+    direct = pit.compute_features(pit.FirmFrames.from_tables(handmade.tables()), handmade.D)
+    pd.testing.assert_frame_equal(job[list(catalog.NAMES)], direct[list(catalog.NAMES)],
+                                  check_dtype=False)
+    assert not shuffle.exists()
