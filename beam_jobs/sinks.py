@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from smescore.tables import quote
 from transforms import arrow_coder  # noqa: F401  (the pa.Table coder)
 
 MERGE_IN_MEMORY = 128 << 20  # parts up to this many bytes are sorted in memory (Arrow)
@@ -82,10 +83,6 @@ def write_part(table: pa.Table, folder: str, schema: pa.Schema) -> str:
     return path
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def merge_parts(parts: list[str], path: str, schema: pa.Schema, sort_keys: list[str],
                 folder: str, in_memory_bytes: int = MERGE_IN_MEMORY) -> int:
     """The parts (a name twice is read twice), sorted on sort_keys, into one Parquet file at
@@ -103,12 +100,11 @@ def merge_parts(parts: list[str], path: str, schema: pa.Schema, sort_keys: list[
     def write(tmp):
         n = 0
         with pq.ParquetWriter(tmp, schema) as writer:
-            with duckdb.connect() as con:
-                con.execute(f"SET memory_limit = '{MERGE_MEMORY}'")
-                con.execute(f"SET temp_directory = '{folder}'")
+            config = {"memory_limit": MERGE_MEMORY, "temp_directory": folder}
+            with duckdb.connect(config=config) as con:
                 con.register("parts", ds.dataset(parts, schema=schema, format="ipc"))
-                order = ", ".join(_quote(k) for k in sort_keys)
-                reader = con.execute(f"SELECT * FROM parts ORDER BY {order}").to_arrow_reader(
+                order_sql = ", ".join(quote(k) for k in sort_keys)
+                reader = con.execute(f"SELECT * FROM parts ORDER BY {order_sql}").to_arrow_reader(
                     MERGE_BATCH_ROWS)
                 for batch in reader:
                     writer.write_table(pa.Table.from_batches([batch]).cast(schema))
