@@ -108,7 +108,7 @@ def test_malformed_records_are_rejected_with_reasons_and_the_rest_unchanged(tmp_
                                   check_dtype=False)
 
 
-def test_rows_spread_over_files_meet_in_their_shard_and_the_shuffle_files_are_removed(tmp_path):
+def test_rows_spread_over_files_meet_in_their_shard_and_shuffle_files_are_removed(tmp_path):
     """Every feed split into three files (three read batches, so a shard's rows come from several
     shuffle files): the same features as in one piece, and no shuffle file left behind."""
     feeds_dir = str(tmp_path / "feeds")

@@ -11,8 +11,8 @@ import pytest
 from beam_jobs import sinks
 from transforms.arrow_coder import ArrowTableCoder
 
-SCHEMA = pa.schema([("enterprise_id", pa.string()), ("feature", pa.string()),
-                    ("phi", pa.float64()), ("reasons", pa.list_(pa.struct([("code", pa.string())])))])
+SCHEMA = pa.schema([("enterprise_id", pa.string()), ("feature", pa.string()), ("phi", pa.float64()),
+                    ("reasons", pa.list_(pa.struct([("code", pa.string())])))])
 
 
 def _tables():

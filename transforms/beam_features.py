@@ -15,7 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms import arrow_coder, catalog, feeds, pit, progress, shard_files, validate  # noqa: F401
+from transforms import arrow_coder  # noqa: F401  (the pa.Table coder)
+from transforms import catalog, feeds, pit, progress, shard_files, validate
 
 REJECTED = "rejected"
 NAMESPACE = "smescore"
@@ -168,8 +169,8 @@ class ComputeFeatures(beam.PTransform):
             next(iter(feed_tables.values())).pipeline)
         valid, rejects = {}, []
         for feed in feeds.FEEDS:
-            res = feed_tables[feed] | f"Validate[{feed}]" >> beam.ParDo(
-                ValidateBatch(feed)).with_output_types(pa.Table).with_outputs(REJECTED, main="valid")
+            res = feed_tables[feed] | f"Validate[{feed}]" >> beam.ParDo(ValidateBatch(feed)) \
+                .with_output_types(pa.Table).with_outputs(REJECTED, main="valid")
             valid[feed] = res.valid
             rejects.append(res[REJECTED])
         index = (valid["enterprises"] | "CollectFirms" >> beam.combiners.ToList()
