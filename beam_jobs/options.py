@@ -19,6 +19,13 @@ def parse_date(text: str, what: str = "date") -> dt.date:
         raise ValueError(f"{what} must be YYYY-MM-DD, got {text!r}") from None
 
 
+def boolean(text: str) -> bool:
+    value = {"true": True, "false": False}.get(str(text).strip().lower())
+    if value is None:
+        raise ValueError(f"expected true or false, got {text!r}")
+    return value
+
+
 def require(opts, *names) -> None:
     """Flags cannot be argparse-required (every job parses every flag), so each job checks."""
     missing = [f"--{n}" for n in names if getattr(opts, n) in (None, "")]
@@ -49,7 +56,9 @@ class SmescoreOptions(PipelineOptions):
                             help="Score scale and master scale JSON (default: packaged)")
         parser.add_argument("--rules_config", default=None,
                             help="Cold-start rules JSON (default: packaged)")
-        parser.add_argument("--require_gpu", action="store_true",
+        # `--require_gpu` or `--require_gpu=true|false`: flex templates pass every parameter
+        # as --name=value, which a plain store_true flag refuses.
+        parser.add_argument("--require_gpu", nargs="?", const=True, default=False, type=boolean,
                             help="Fail fast when a worker has no GPU (GPU Dataflow jobs)")
         # Where feeds come from and where risk tables go: local files + DuckDB (the embedded
         # default) or BigQuery (production).

@@ -18,7 +18,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from beam_jobs import publish, score_rows, sinks
+from beam_jobs import dataflow, publish, score_rows, sinks
 from beam_jobs.inference import FeatureTableModelHandler
 from beam_jobs.options import ScoreConfig
 from beam_jobs.sources import LocalFilesSource
@@ -97,17 +97,32 @@ def build_pipeline(p, cfg: ScoreConfig, source, scoring: score_rows.Scoring, mod
                                                    ["enterprise_id"]))
 
 
-def run(argv=None, save_main_session=True, progress=print):
+def prepare(argv=None, save_main_session=True, progress=print):
+    """Everything decided before the pipeline exists: options, config, source, run context."""
     options = PipelineOptions(argv)
     options.view_as(SetupOptions).save_main_session = save_main_session
+    dataflow.check_runner(options)
     cfg = ScoreConfig.from_options(options)
     source = LocalFilesSource(cfg.feeds)
     source.check()
-    run_ctx = publish.RunContext.start(cfg, progress)
+    return options, cfg, source, publish.RunContext.start(cfg, progress)
+
+
+def build(options, cfg, source, run_ctx, staging) -> beam.Pipeline:
+    """The nightly pipeline, built but not run (a Dataflow dry run turns it into a job offline)."""
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, cfg, source, run_ctx.scoring, run_ctx.model_path, staging)
+    return p
+
+
+def run(argv=None, save_main_session=True, progress=print):
+    options, cfg, source, run_ctx = prepare(argv, save_main_session, progress)
+    if dataflow.is_dry_run(options):      # the Dataflow job is built offline; nothing runs
+        staging = os.path.join(tempfile.gettempdir(), "smescore-dry-run")
+        return dataflow.dry_run_summary(build(options, cfg, source, run_ctx, staging).run().job)
     staging = tempfile.mkdtemp(prefix="smescore-score-")
     try:
-        with beam.Pipeline(options=options) as p:
-            build_pipeline(p, cfg, source, run_ctx.scoring, run_ctx.model_path, staging)
+        build(options, cfg, source, run_ctx, staging).run().wait_until_finish()
         return run_ctx.publish(staging)
     except BaseException as err:
         run_ctx.fail(err)
