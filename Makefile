@@ -37,9 +37,10 @@ lock:
 demo: setup
 	$(BIN)/smescore generate --out $(DEMO_DIR)/feeds --firms $(DEMO_FIRMS) --months $(DEMO_MONTHS) --end-date $(DEMO_END) --seed 7
 	$(BIN)/smescore train --feeds $(DEMO_DIR)/feeds --registry $(DEMO_DIR)/registry --as-of $(DEMO_END)
-	$(BIN)/smescore score --feeds $(DEMO_DIR)/feeds --registry $(DEMO_DIR)/registry --as-of $(DEMO_END) --warehouse $(DEMO_DIR)/warehouse.duckdb --summary
+	$(BIN)/smescore score --feeds $(DEMO_DIR)/feeds --registry $(DEMO_DIR)/registry --as-of $(DEMO_END) --warehouse $(DEMO_DIR)/warehouse.duckdb --summary --report-dir $(DEMO_DIR)/reports
 
-test: setup
+# The suite runs a real Pushgateway, promtool and headless Chromium: install them first (CI is root).
+test: setup system-deps
 	$(BIN)/python -m pytest -q tests
 
 bench: setup

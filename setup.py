@@ -10,7 +10,11 @@ setuptools.setup(
     version="0.1.0",
     description="Nightly SME credit rescoring from alternative data, with reasons",
     python_requires=">=3.11,<3.12",
-    packages=setuptools.find_packages(include=["smescore*", "beam_jobs*", "transforms*", "models*"]),
-    package_data={"smescore.config": ["*.json"]},
+    packages=setuptools.find_packages(include=["smescore*", "beam_jobs*", "transforms*", "models*"])
+    + ["smescore.sql"],
+    # sql/ (DDL, views, feed queries) ships inside the package as smescore/sql; see
+    # smescore/sqlfiles.py.
+    package_dir={"smescore.sql": "sql"},
+    package_data={"smescore.config": ["*.json"], "smescore.sql": ["*/*.sql", "*/*/*.sql"]},
     entry_points={"console_scripts": ["smescore=smescore.cli:main"]},
 )

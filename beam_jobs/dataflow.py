@@ -14,6 +14,8 @@ The documented GPU flags (README, "Run on Google Cloud"):
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 
 from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptions,
                                                   PipelineOptions, StandardOptions, TestOptions,
@@ -84,6 +86,29 @@ def check_runner(options: PipelineOptions) -> None:
     if accelerator and "use_nvidia_mps" not in accelerator and ONE_SDK_PROCESS not in experiments:
         _LOG.warning("GPU workers without --experiments=%s start one SDK process per vCPU, each "
                      "loading its own copy of the model onto the one GPU", ONE_SDK_PROCESS)
+
+
+def staging_folder(options: PipelineOptions, run_id: str) -> str:
+    """Where the pipeline stages its outputs for the driver to publish: a fresh local folder, or on
+    Dataflow a run-scoped folder under --temp_location (workers cannot write the driver's disk;
+    the driver reads the Parquet files back from Cloud Storage)."""
+    if is_dataflow(options):
+        temp = options.view_as(GoogleCloudOptions).temp_location or ""
+        if not temp.startswith("gs://"):
+            raise DataflowConfigError(f"--temp_location must be a gs:// folder on Dataflow, got {temp!r}")
+        return f"{temp.rstrip('/')}/smescore-staging/{run_id}"
+    return tempfile.mkdtemp(prefix="smescore-score-")
+
+
+def remove_staging(folder: str) -> None:
+    if "://" not in folder:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    from apache_beam.io.filesystems import FileSystems
+    try:
+        FileSystems.delete([folder.rstrip("/") + "/"])
+    except Exception as err:      # leftovers expire with the temp bucket's lifecycle rule
+        _LOG.warning("could not remove staging folder %s: %s", folder, err)
 
 
 def job_description(job):

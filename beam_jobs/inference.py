@@ -47,6 +47,21 @@ def raw_inputs(table: pa.Table) -> dict[str, np.ndarray]:
     return out
 
 
+def with_model_outputs(table: pa.Table, model) -> pa.Table:
+    """The feature table with the model's `pd`, `logit`, `expected_logit` and `phi` appended."""
+    import tensorflow as tf
+    inputs = {k: tf.constant(v) for k, v in raw_inputs(table).items()}
+    out = model.signatures[EXPLAIN_SIGNATURE](**inputs)
+    phi = out["phi"].numpy().astype(np.float32)
+    return (table
+            .append_column("pd", pa.array(out["pd"].numpy().astype(np.float64)))
+            .append_column("logit", pa.array(out["logit"].numpy().astype(np.float64)))
+            .append_column("expected_logit",
+                           pa.array(out["expected_logit"].numpy().astype(np.float64)))
+            .append_column("phi", pa.FixedSizeListArray.from_arrays(
+                pa.array(phi.reshape(-1)), phi.shape[1])))
+
+
 class FeatureTableModelHandler(ModelHandler[pa.Table, pa.Table, Any]):
     """ModelHandler whose examples are whole Arrow feature tables (pre-batched upstream)."""
 
@@ -64,21 +79,10 @@ class FeatureTableModelHandler(ModelHandler[pa.Table, pa.Table, Any]):
         return tf.saved_model.load(self.saved_model_path)
 
     def run_inference(self, batch, model, inference_args=None) -> Iterable[pa.Table]:
-        import tensorflow as tf
         tables = [batch] if isinstance(batch, pa.Table) else list(batch)
-        signature = model.signatures[EXPLAIN_SIGNATURE]
         for table in tables:
-            inputs = {k: tf.constant(v) for k, v in raw_inputs(table).items()}
-            out = signature(**inputs)
-            phi = out["phi"].numpy().astype(np.float32)
+            yield with_model_outputs(table, model)
             progress.advance("firms scored[model]", table.num_rows)
-            yield (table
-                   .append_column("pd", pa.array(out["pd"].numpy().astype(np.float64)))
-                   .append_column("logit", pa.array(out["logit"].numpy().astype(np.float64)))
-                   .append_column("expected_logit",
-                                  pa.array(out["expected_logit"].numpy().astype(np.float64)))
-                   .append_column("phi", pa.FixedSizeListArray.from_arrays(
-                       pa.array(phi.reshape(-1)), phi.shape[1])))
 
     def should_skip_batching(self) -> bool:
         return True            # elements already are batches of thousands of firms
@@ -89,3 +93,42 @@ class FeatureTableModelHandler(ModelHandler[pa.Table, pa.Table, Any]):
 
     def get_metrics_namespace(self) -> str:
         return "smescore"
+
+
+class LoadedModels(dict):
+    """version -> loaded SavedModel. A dict subclass because Beam's shared model cache keeps a weak
+    reference to what load_model returns, and a plain dict cannot be weakly referenced."""
+
+
+class ChampionChallengersHandler(FeatureTableModelHandler):
+    """Scores each feature table with the champion and, in shadow, every challenger, in one pass
+    over the data. Yields {version: output table}; a challenger that fails on a table yields its
+    error message instead, so the champion's scores never depend on a challenger working. A
+    champion failure fails the element (RunInference's dead-letter path)."""
+
+    def __init__(self, saved_model_paths: dict[str, str], require_gpu: bool = False):
+        champion = next(iter(saved_model_paths))
+        super().__init__(saved_model_paths[champion], champion, require_gpu)
+        self.saved_model_paths = dict(saved_model_paths)
+
+    def load_model(self):
+        models = LoadedModels()
+        for version, path in self.saved_model_paths.items():
+            self.saved_model_path = path
+            models[version] = super().load_model()
+        return models
+
+    def run_inference(self, batch, model, inference_args=None) -> Iterable[dict]:
+        tables = [batch] if isinstance(batch, pa.Table) else list(batch)
+        champion = self.model_version
+        for table in tables:
+            out = {champion: with_model_outputs(table, model[champion])}
+            for version, loaded in model.items():
+                if version == champion:
+                    continue
+                try:
+                    out[version] = with_model_outputs(table, loaded)
+                except Exception as err:  # noqa: BLE001 - a shadow model must not stop the run
+                    out[version] = f"{type(err).__name__}: {err}"[:500]
+            progress.advance("firms scored[model]", table.num_rows)
+            yield out

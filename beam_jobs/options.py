@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+from smescore.bigquery import DATASET_RE, LOCATION_RE, PROJECT_RE
 
 
 def parse_date(text: str, what: str = "date") -> dt.date:
@@ -56,10 +59,19 @@ class SmescoreOptions(PipelineOptions):
                             help="Score scale and master scale JSON (default: packaged)")
         parser.add_argument("--rules_config", default=None,
                             help="Cold-start rules JSON (default: packaged)")
+        parser.add_argument("--max_auc_drop", type=float, default=0.05,
+                            help="Roll back to the previous champion when the champion's latest "
+                                 "backtest AUC is this far below its model card's and the "
+                                 "previous one did better on the same cohort")
         # `--require_gpu` or `--require_gpu=true|false`: flex templates pass every parameter
         # as --name=value, which a plain store_true flag refuses.
         parser.add_argument("--require_gpu", nargs="?", const=True, default=False, type=boolean,
                             help="Fail fast when a worker has no GPU (GPU Dataflow jobs)")
+        parser.add_argument("--canary_share", type=float, default=0.10,
+                            help="Share of model-scored firms whose official score comes from the "
+                                 "first challenger (chosen by a hash of enterprise_id)")
+        parser.add_argument("--drift_config", default=None,
+                            help="Drift thresholds JSON (default: packaged smescore/config/drift.json)")
         # Where feeds come from and where risk tables go: local files + DuckDB (the embedded
         # default) or BigQuery (production).
         parser.add_argument("--source", choices=SOURCES, default="files",
@@ -74,16 +86,37 @@ class SmescoreOptions(PipelineOptions):
         parser.add_argument("--risk_dataset", default=None,
                             help="BigQuery dataset of the risk tables (--sink=bigquery)")
         parser.add_argument("--bq_location", default="US", help="BigQuery location of the datasets")
+        # Monitoring, after the run: both off unless given.
+        parser.add_argument("--pushgateway", default="",
+                            help="Prometheus Pushgateway host:port to push the run's metrics to "
+                                 "after success and after failure (default: off)")
+        parser.add_argument("--report_dir", default="",
+                            help="Folder to write the HTML run report run-report-<as_of>.html "
+                                 "into after a successful run (default: off)")
 
 
 SOURCES = ("files", "bigquery")
 SINKS = ("duckdb", "bigquery")
+
+# BigQuery names go into SQL as identifiers (values never do), so they are checked up front
+# against these patterns (smescore/bigquery.py); the flex template's metadata.json mirrors them.
 
 
 def _shards(o) -> int:
     if o.n_shards < 1:
         raise ValueError(f"--n_shards must be >= 1, got {o.n_shards}")
     return o.n_shards
+
+
+_GATEWAY = re.compile(r"^(https?://)?[A-Za-z0-9_.\[\]:-]+:[0-9]{1,5}(/[^\s]*)?$")
+
+
+def _pushgateway(address: str | None) -> str:
+    """'' (off) or host:port, optionally http(s)://host:port[/path] (a gateway behind a proxy)."""
+    address = (address or "").strip()
+    if address and not _GATEWAY.match(address):
+        raise ValueError(f"--pushgateway must be host:port (e.g. 127.0.0.1:9091), got {address!r}")
+    return address
 
 
 def _parquet(path: str, flag: str) -> str:
@@ -126,13 +159,51 @@ class SnapshotConfig:
         return cls(o.feeds, dates, _parquet(o.out, "--out"), _shards(o))
 
 
+def _matching(value: str, pattern: str, flag: str) -> str:
+    if not re.fullmatch(pattern, value):
+        raise ValueError(f"{flag} {value!r} is not a valid name (expected {pattern})")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class BigQueryConfig:
+    """Where the job reads feeds from and writes risk tables to in BigQuery.
+
+    The feed query results are staged in `risk_dataset` (the only dataset the job's service
+    account may write), so `--source=bigquery` needs it too. `temp_location` (Beam's
+    --temp_location, gs:// in production) is where WriteToBigQuery writes its load files.
+    """
+    project: str
+    feeds_dataset: str | None
+    risk_dataset: str
+    location: str
+    temp_location: str | None
+
+    @classmethod
+    def from_options(cls, o, source: str, sink: str) -> "BigQueryConfig | None":
+        if source != "bigquery" and sink != "bigquery":
+            return None
+        needed = ["bq_project", "risk_dataset"] + (["feeds_dataset"] if source == "bigquery" else [])
+        try:
+            require(o, *needed)
+        except ValueError as err:
+            raise ValueError(f"{err} (--source={source} --sink={sink})") from None
+        return cls(_matching(o.bq_project, PROJECT_RE, "--bq_project"),
+                   o.feeds_dataset and _matching(o.feeds_dataset, DATASET_RE, "--feeds_dataset"),
+                   _matching(o.risk_dataset, DATASET_RE, "--risk_dataset"),
+                   _matching(o.bq_location, LOCATION_RE, "--bq_location"),
+                   o.view_as(GoogleCloudOptions).temp_location)
+
+
 @dataclasses.dataclass(frozen=True)
 class ScoreConfig:
-    """`python -m beam_jobs.score_portfolio --feeds DIR --as_of D --registry DIR --warehouse F`."""
-    feeds: str
+    """`python -m beam_jobs.score_portfolio --feeds DIR --as_of D --registry DIR --warehouse F`,
+    or with `--source=bigquery` / `--sink=bigquery` and the BigQuery flags instead of --feeds /
+    --warehouse."""
+    feeds: str | None
     as_of: dt.date
     registry: str
-    warehouse: str
+    warehouse: str | None
     model_version: str | None
     n_shards: int
     min_history_months: int
@@ -140,15 +211,32 @@ class ScoreConfig:
     scorecard_config: str | None
     rules_config: str | None
     require_gpu: bool
+    canary_share: float = 0.10
+    drift_config: str | None = None
+    pushgateway: str = ""        # host:port, or "" for no metrics push
+    report_dir: str = ""         # folder of the HTML run report, or "" for none
+    max_auc_drop: float = 0.05
+    source: str = "files"        # SOURCES
+    sink: str = "duckdb"         # SINKS
+    bigquery: BigQueryConfig | None = None     # with --source=bigquery or --sink=bigquery
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> "ScoreConfig":
         o = options.view_as(SmescoreOptions)
-        require(o, "feeds", "as_of", "registry", "warehouse")
+        require(o, "as_of", "registry", *(["feeds"] if o.source == "files" else []),
+                *(["warehouse"] if o.sink == "duckdb" else []))
+        bigquery = BigQueryConfig.from_options(o, o.source, o.sink)
         if o.min_history_months < 0:
             raise ValueError(f"--min_history_months must be >= 0, got {o.min_history_months}")
         if not 0 <= o.max_rejected_share <= 1:
             raise ValueError(f"--max_rejected_share must be in [0, 1], got {o.max_rejected_share}")
+        if not 0 <= o.canary_share <= 1:
+            raise ValueError(f"--canary_share must be in [0, 1], got {o.canary_share}")
+        if not 0 <= o.max_auc_drop <= 1:
+            raise ValueError(f"--max_auc_drop must be in [0, 1], got {o.max_auc_drop}")
         return cls(o.feeds, parse_date(o.as_of, "--as_of"), o.registry, o.warehouse,
                    o.model_version, _shards(o), o.min_history_months, o.max_rejected_share,
-                   o.scorecard_config, o.rules_config, bool(o.require_gpu))
+                   o.scorecard_config, o.rules_config, bool(o.require_gpu),
+                   canary_share=o.canary_share, drift_config=o.drift_config,
+                   pushgateway=_pushgateway(o.pushgateway), report_dir=o.report_dir or "",
+                   max_auc_drop=o.max_auc_drop, source=o.source, sink=o.sink, bigquery=bigquery)

@@ -18,12 +18,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from beam_jobs import score_rows
+from beam_jobs import drift, score_rows, shadow
+from models import lifecycle
 from models import registry as model_registry
 from models.rules import load_rules_config
 from models.scorecard import load_scorecard_config
 from smescore import tables
-from smescore.warehouse import Warehouse
+from beam_jobs.risk_sinks import risk_sink
 from transforms import catalog
 from transforms import feeds as feed_contract
 
@@ -39,6 +40,16 @@ def segments_of(features: pa.Table) -> pa.Table:
     return pa.table({"enterprise_id": features.column("enterprise_id"),
                      "industry": features.column("ent_industry"),
                      "region": features.column("ent_province")}, schema=SEGMENT_SCHEMA)
+
+
+def firm_segments(segments: pa.Table, as_of, run_id: str) -> pa.Table:
+    """The staged firmographics as the `firm_segments` risk table."""
+    n = segments.num_rows
+    return pa.table({"as_of_date": pa.array([as_of] * n, pa.date32()),
+                     "enterprise_id": segments.column("enterprise_id"),
+                     "industry": segments.column("industry"), "region": segments.column("region"),
+                     "run_id": pa.array([run_id] * n, pa.string())},
+                    schema=tables.arrow_schema("firm_segments"))
 
 
 def write_counts(counts: list[dict], path: str) -> None:
@@ -77,6 +88,20 @@ def portfolio_summary(scores: pd.DataFrame, segments: pd.DataFrame, as_of, versi
     return pd.DataFrame(rows)
 
 
+def drift_summary(drift_rows: pa.Table) -> dict:
+    """Statuses per metric, the score's PSI and the features not 'ok' (for logs and the result)."""
+    rows = drift_rows.to_pylist()
+    out = {"score_psi": next((r["value"] for r in rows if r["feature"] == tables.SCORE_FEATURE
+                              and r["segment"] == "all"), None)}
+    for metric in tables.DRIFT_METRICS:
+        mine = [r for r in rows if r["metric"] == metric]
+        out[metric] = {s: sum(r["status"] == s for r in mine) for s in tables.DRIFT_STATUSES}
+    out["not_ok"] = sorted(
+        f"{r['feature']}{'' if r['segment'] == 'all' else '[' + r['segment'] + ']'}:"
+        f"{r['metric']}={r['value']:.3f}:{r['status']}" for r in rows if r["status"] != "ok")
+    return out
+
+
 def check_model_features(version: str, card: dict) -> None:
     """The SavedModel's signature takes the catalogue of the code that trained it: refuse to run a
     version whose features differ from this code's, instead of dead-lettering every firm."""
@@ -93,32 +118,50 @@ def check_model_features(version: str, card: dict) -> None:
 class RunContext:
     cfg: object
     scoring: score_rows.Scoring
-    model_path: str
-    model_card: dict
+    roles: shadow.Roles
+    model_paths: dict            # version -> SavedModel path, the champion first
+    card: dict                   # the champion's model card (its baseline is what drift uses)
+    drift_config: drift.DriftConfig
     config_fingerprint: str
     started_at: dt.datetime
     progress: object
+    note: str = ""             # the run record's message when it succeeds (e.g. why it rolled back)
 
     @classmethod
-    def start(cls, cfg, progress=print) -> "RunContext":
+    def start(cls, cfg, progress=print, input_fp: str | None = None) -> "RunContext":
         reg = model_registry.Registry(cfg.registry)
+        rolled_back = None
+        if not cfg.model_version:          # a forced version is the operator's call
+            rolled_back = lifecycle.automatic_rollback(reg, cfg.warehouse, cfg.max_auc_drop)
+            if rolled_back:
+                progress(f"[score] {rolled_back}")
         version = cfg.model_version or reg.champion()
+        challengers = tuple(v for v in reg.challengers() if v != version)
         card = reg.model_card(version)
-        check_model_features(version, card)
+        for v in (version, *challengers):
+            check_model_features(v, card if v == version else reg.model_card(v))
+        roles = shadow.Roles(version, challengers, cfg.canary_share)
+        drift_config = drift.DriftConfig.load(cfg.drift_config)
         scorecard = load_scorecard_config(cfg.scorecard_config)
         rules = load_rules_config(cfg.rules_config, scorecard.scale)
         config_fp = hashlib.sha256(json.dumps({
             "scorecard": scorecard.fingerprint, "rules": rules.fingerprint,
-            "min_history_months": cfg.min_history_months}, sort_keys=True).encode()).hexdigest()
+            "min_history_months": cfg.min_history_months, "challengers": challengers,
+            "canary_share": cfg.canary_share, "drift": dataclasses.asdict(drift_config)},
+            sort_keys=True).encode()).hexdigest()
         run_id = hashlib.sha256(json.dumps(
-            [str(cfg.as_of), version, input_fingerprint(cfg.feeds), config_fp]).encode()
+            [str(cfg.as_of), version, input_fp or input_fingerprint(cfg.feeds), config_fp]).encode()
         ).hexdigest()[:20]
         scoring = score_rows.Scoring(scorecard.scale, scorecard.master_scale, rules.rules,
                                      version, run_id)
         progress(f"[score] run {run_id}: as of {cfg.as_of}, model {version}, "
-                 f"scorecard {scorecard.version}, cold-start rules {rules.version}")
-        return cls(cfg, scoring, reg.saved_model_path(version), card, config_fp,
-                   dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), progress)
+                 f"scorecard {scorecard.version}, cold-start rules {rules.version}"
+                 + (f"; challengers {', '.join(challengers)} in shadow, canary {roles.canary} on "
+                    f"{cfg.canary_share:.0%} of firms" if challengers else ""))
+        paths = {v: reg.saved_model_path(v) for v in (version, *challengers)}
+        return cls(cfg, scoring, roles, paths, card, drift_config, config_fp,
+                   dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), progress,
+                   rolled_back or "")
 
     def run_record(self, status: str, message: str, rows_in=(), rejected=0, n_model=0,
                    n_rules=0) -> dict:
@@ -136,18 +179,21 @@ class RunContext:
         scores, rejected = read("scores"), read("rejected")
         rows_in = read("rows_in").to_pylist()
         n_in = sum(r["rows"] for r in rows_in)
-        share = rejected.num_rows / max(n_in, 1)
         counts = scores.column("score_source").value_counts().to_pylist()
         by_source = {c["values"]: c["counts"] for c in counts}
         n_model, n_rules = by_source.get("model", 0), by_source.get("rules", 0)
-        failed = rejected.filter(pc.equal(rejected.column("feed"), "scoring")).num_rows
+        feed_col = rejected.column("feed")
+        failed = rejected.filter(pc.equal(feed_col, "scoring")).num_rows
         failed_share = failed / max(scores.num_rows + failed, 1)
+        feed_rejected = rejected.filter(pc.invert(pc.is_in(
+            feed_col, pa.array(["scoring", "shadow"])))).num_rows
+        share = feed_rejected / max(n_in, 1)
         if failed_share > self.cfg.max_rejected_share:
             raise RunFailed(f"{failed:,} firms could not be scored by the model ({failed_share:.2%} > "
                             f"--max_rejected_share); nothing published, the previous data for "
                             f"{self.cfg.as_of} is untouched")
         if share > self.cfg.max_rejected_share:
-            raise RunFailed(f"{rejected.num_rows:,} of {n_in:,} feed records rejected "
+            raise RunFailed(f"{feed_rejected:,} of {n_in:,} feed records rejected "
                             f"({share:.2%} > --max_rejected_share {self.cfg.max_rejected_share:.2%}); "
                             f"nothing published, the previous data for {self.cfg.as_of} is untouched")
         summary = portfolio_summary(scores.to_pandas(), read("segments").to_pandas(),
@@ -157,20 +203,29 @@ class RunContext:
             "as_of_date": pa.array([self.cfg.as_of] * rejected.num_rows, pa.date32()),
             "feed": rejected.column("feed"), "record_json": rejected.column("record_json"),
             "reason": rejected.column("reason")})
-        wh = Warehouse(self.cfg.warehouse)
+        wh = risk_sink(self.cfg)
         wh.ensure_schema()
+        drift_rows = read("drift")
         wh.publish(self.cfg.as_of, {
-            "scores": scores, "attributions": read("attributions"),
+            "scores": scores, "scores_shadow": read("scores_shadow"),
+            "attributions": read("attributions"), "drift": drift_rows,
+            "challenger_comparison": read("challenger_comparison"),
             "portfolio_summary": pa.Table.from_pandas(
                 summary, schema=tables.arrow_schema("portfolio_summary"), preserve_index=False),
             "rejected_records": rejected_rows.cast(tables.arrow_schema("rejected_records")),
-        }, self.run_record("succeeded", "", rows_in, rejected.num_rows, n_model, n_rules))
+            "firm_segments": firm_segments(read("segments"), self.cfg.as_of, self.scoring.run_id),
+        }, self.run_record("succeeded", self.note, rows_in, rejected.num_rows, n_model, n_rules),
+            challengers=self.roles.challengers)
         result = {"run_id": self.scoring.run_id, "as_of_date": str(self.cfg.as_of),
                   "model_version": self.scoring.model_version, "firms": scores.num_rows,
                   "firms_scored_model": n_model, "firms_scored_rules": n_rules,
                   "firms_in_default": by_source.get("in_default", 0),
                   "rows_in": {r["feed"]: r["rows"] for r in rows_in},
-                  "rows_rejected": rejected.num_rows, "warehouse": self.cfg.warehouse}
+                  "rows_rejected": rejected.num_rows, "warehouse": self.cfg.warehouse,
+                  "challengers": list(self.roles.challengers),
+                  "firms_canary": pc.sum(pc.equal(scores.column("model_role"), "canary")).as_py()
+                  or 0,
+                  "drift": drift_summary(drift_rows), "message": self.note}
         self.progress(f"[score] published {scores.num_rows:,} scores "
                       f"({n_model:,} model, {n_rules:,} rules) into {self.cfg.warehouse}")
         return result
@@ -178,8 +233,9 @@ class RunContext:
     def fail(self, err: BaseException) -> None:
         """Record the failed run; its data partitions are not touched."""
         try:
-            wh = Warehouse(self.cfg.warehouse)
+            wh = risk_sink(self.cfg)
             wh.ensure_schema()
-            wh.record_failed_run(self.run_record("failed", f"{type(err).__name__}: {err}"[:2000]))
+            message = f"{type(err).__name__}: {err}" + (f" ({self.note})" if self.note else "")
+            wh.record_failed_run(self.run_record("failed", message[:2000]))
         except Exception as record_err:  # the original error matters more; say why we could not
             self.progress(f"[score] could not record the failed run: {record_err}")

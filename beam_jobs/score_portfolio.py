@@ -1,31 +1,30 @@
 """The nightly job: feeds as of D -> features -> champion model (or cold-start rules) -> scores,
-grades, SHAP points and reasons -> risk tables.
+grades, SHAP points and reasons -> risk tables; challengers in shadow (and the canary), drift
+against the champion's training baseline.
 
 `python -m beam_jobs.score_portfolio --feeds DIR --as_of D --registry DIR --warehouse FILE.duckdb
-[Beam flags]` (also `smescore score`). The pipeline stages its outputs as Parquet; the driver then
-publishes them into the warehouse in one transaction, after checking the rejected share, so a bad
-night never replaces a good partition.
+[--pushgateway HOST:PORT] [--report_dir DIR] [Beam flags]` (also `smescore score`). The pipeline
+stages its outputs as Parquet; the driver then publishes them into the warehouse in one transaction,
+after checking the rejected share, so a bad night never replaces a good partition. Then (or after a
+failure) beam_jobs/monitor.py pushes the run's metrics and writes the HTML run report.
 """
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
-import tempfile
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from beam_jobs import dataflow, publish, score_rows, sinks
-from beam_jobs.inference import FeatureTableModelHandler
+from beam_jobs import dataflow, drift, monitor, publish, score_rows, shadow, sinks
+from beam_jobs.inference import ChampionChallengersHandler
 from beam_jobs.options import ScoreConfig
-from beam_jobs.sources import LocalFilesSource
+from beam_jobs.sources import feed_source
 from smescore import tables
 from transforms import feeds as feed_contract
 from transforms.beam_features import ComputeFeatures
-from transforms.validate import record_json
 
 MODEL, RULES, IN_DEFAULT = "model", "rules", "in_default"
 
@@ -54,7 +53,7 @@ def failed_batch_records(failure):
     table, error = failure
     ids = table.column("enterprise_id").to_pylist()
     for firm in ids:
-        yield {"feed": "scoring", "record_json": record_json({"enterprise_id": firm}),
+        yield {"feed": "scoring", "record_json": score_rows.firm_json(firm),
                "reason": f"inference failed: {type(error).__name__}: {error}"[:500]}
 
 
@@ -64,31 +63,50 @@ def CountRows(pcoll, feed: str):
             | "Key" >> beam.Map(lambda n: {"feed": feed, "rows": n}))
 
 
-def build_pipeline(p, cfg: ScoreConfig, source, scoring: score_rows.Scoring, model_path: str,
-                   staging: str) -> None:
+def build_pipeline(p, cfg: ScoreConfig, source, run_ctx: publish.RunContext, staging: str) -> None:
+    scoring, roles = run_ctx.scoring, run_ctx.roles
     feeds = source.read(p)
     counts = [feeds[f] | f"Count[{f}]" >> CountRows(f) for f in feed_contract.FEEDS]
     features, rejected = feeds | "Features" >> ComputeFeatures([cfg.as_of], cfg.n_shards)
     routed = features | "Route" >> beam.ParDo(RouteFirms(cfg.min_history_months)).with_outputs(
         RULES, IN_DEFAULT, main=MODEL)
-    handler = FeatureTableModelHandler(model_path, scoring.model_version, cfg.require_gpu)
-    inferred, dead = (routed[MODEL] | f"RunInference[{scoring.model_version}]"
+    handler = ChampionChallengersHandler(run_ctx.model_paths, cfg.require_gpu)
+    inferred, dead = (routed[MODEL] | f"RunInference[{'+'.join(run_ctx.model_paths)}]"
                       >> RunInference(handler).with_exception_handling())
-    model_out = inferred | "ScoreAndExplain" >> beam.Map(score_rows.model_rows, scoring)
-    scores = [model_out | "ModelScores" >> beam.Map(lambda st: st[0]),
+    model_out = inferred | "ScoreAndExplain" >> beam.ParDo(
+        shadow.SplitOfficialAndShadow(roles, scoring)).with_outputs(
+        shadow.SHADOW, shadow.SHADOW_FAILED, shadow.PAIRS, main=shadow.OFFICIAL)
+    official = model_out[shadow.OFFICIAL]
+    scores = [official | "ModelScores" >> beam.Map(lambda st: st[0]),
               routed[RULES] | "ColdStartRules" >> beam.Map(score_rows.rules_rows, scoring),
               routed[IN_DEFAULT] | "GradeD" >> beam.Map(score_rows.in_default_rows, scoring)]
-    attributions = model_out | "Attributions" >> beam.Map(lambda st: st[1])
+    attributions = official | "Attributions" >> beam.Map(lambda st: st[1])
     dead_rows = dead.failed_inferences | "DeadLetter" >> beam.FlatMap(failed_batch_records)
+    drift_rows = (inferred | "ChampionOutputs" >> beam.Map(lambda out: out[roles.champion])
+                  | "Drift" >> drift.MeasureDrift(run_ctx.card["baseline"], scoring.scale,
+                                                  run_ctx.drift_config, cfg.as_of,
+                                                  roles.champion, scoring.run_id))
+    comparison = model_out[shadow.PAIRS] | "CompareWithChampion" >> shadow.CompareWithChampion(
+        roles, scoring, cfg.as_of, scoring.run_id)
 
     def stage(name):
         return os.path.join(staging, f"{name}.parquet")
 
     (scores | "AllScores" >> beam.Flatten() | "StageScores" >> sinks.WriteSortedParquet(
         stage("scores"), tables.arrow_schema("scores"), ["enterprise_id"]))
+    model_out[shadow.SHADOW] | "StageShadowScores" >> sinks.WriteSortedParquet(
+        stage("scores_shadow"), tables.arrow_schema("scores_shadow"),
+        ["model_version", "enterprise_id"])
     attributions | "StageAttributions" >> sinks.WriteSortedParquet(
         stage("attributions"), tables.arrow_schema("attributions"), ["enterprise_id", "feature"])
-    ((rejected, dead_rows) | "AllRejected" >> beam.Flatten()
+    (drift_rows | "DriftTable" >> beam.Map(shadow.rows_table, "drift")
+     | "StageDrift" >> sinks.WriteSortedParquet(stage("drift"), tables.arrow_schema("drift"),
+                                                ["metric", "feature", "segment"]))
+    (comparison | "ComparisonTable" >> beam.Map(shadow.rows_table, "challenger_comparison")
+     | "StageComparison" >> sinks.WriteSortedParquet(
+         stage("challenger_comparison"), tables.arrow_schema("challenger_comparison"),
+         ["challenger_version", "metric", "from_grade", "to_grade"]))
+    ((rejected, dead_rows, model_out[shadow.SHADOW_FAILED]) | "AllRejected" >> beam.Flatten()
      | "StageRejected" >> sinks.WriteRejected(stage("rejected")))
     (counts | "AllCounts" >> beam.Flatten() | "CollectCounts" >> beam.combiners.ToList()
      | "StageCounts" >> beam.Map(publish.write_counts, stage("rows_in")))
@@ -98,37 +116,43 @@ def build_pipeline(p, cfg: ScoreConfig, source, scoring: score_rows.Scoring, mod
 
 
 def prepare(argv=None, save_main_session=True, progress=print):
-    """Everything decided before the pipeline exists: options, config, source, run context."""
+    """Everything decided before the pipeline exists: options, config, source, run context.
+    A Dataflow dry run touches no service: it neither checks nor stages the feeds."""
     options = PipelineOptions(argv)
     options.view_as(SetupOptions).save_main_session = save_main_session
     dataflow.check_runner(options)
     cfg = ScoreConfig.from_options(options)
-    source = LocalFilesSource(cfg.feeds)
+    source = feed_source(cfg)
+    if dataflow.is_dry_run(options):
+        return options, cfg, source, publish.RunContext.start(cfg, progress, "dry-run")
     source.check()
-    return options, cfg, source, publish.RunContext.start(cfg, progress)
+    return options, cfg, source, publish.RunContext.start(cfg, progress, source.fingerprint())
 
 
-def build(options, cfg, source, run_ctx, staging) -> beam.Pipeline:
+def build(options, cfg, source, run_ctx, staging: str) -> beam.Pipeline:
     """The nightly pipeline, built but not run (a Dataflow dry run turns it into a job offline)."""
     p = beam.Pipeline(options=options)
-    build_pipeline(p, cfg, source, run_ctx.scoring, run_ctx.model_path, staging)
+    build_pipeline(p, cfg, source, run_ctx, staging)
     return p
 
 
 def run(argv=None, save_main_session=True, progress=print):
     options, cfg, source, run_ctx = prepare(argv, save_main_session, progress)
+    staging = dataflow.staging_folder(options, run_ctx.scoring.run_id)
     if dataflow.is_dry_run(options):      # the Dataflow job is built offline; nothing runs
-        staging = os.path.join(tempfile.gettempdir(), "smescore-dry-run")
         return dataflow.dry_run_summary(build(options, cfg, source, run_ctx, staging).run().job)
-    staging = tempfile.mkdtemp(prefix="smescore-score-")
     try:
         build(options, cfg, source, run_ctx, staging).run().wait_until_finish()
-        return run_ctx.publish(staging)
+        result = run_ctx.publish(staging)
     except BaseException as err:
         run_ctx.fail(err)
+        monitor.run_failed(cfg, run_ctx, err)
         raise
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        dataflow.remove_staging(staging)
+        source.cleanup()
+    # Outside the try: the tables are published, so nothing monitoring does can mark the run failed.
+    return monitor.run_succeeded(cfg, run_ctx, result)
 
 
 if __name__ == "__main__":

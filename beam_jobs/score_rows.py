@@ -16,6 +16,7 @@ from models.rules import ColdStartRules
 from models.scorecard import MasterScale, ScoreScale
 from smescore import tables
 from transforms import catalog, progress
+from transforms.validate import record_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +30,11 @@ class Scoring:
     max_reasons: int = 4
 
 
+def firm_json(enterprise_id: str) -> str:
+    """A firm as a rejected record (when scoring, not its feed records, failed)."""
+    return record_json({"enterprise_id": enterprise_id})
+
+
 def _values(table: pa.Table, names) -> dict[str, np.ndarray]:
     out = {}
     for name in names:
@@ -40,14 +46,15 @@ def _values(table: pa.Table, names) -> dict[str, np.ndarray]:
     return out
 
 
-def _scores_table(table, s: Scoring, source, pd_, score, grade, base_points, reasons) -> pa.Table:
+def _scores_table(table, s: Scoring, source, pd_, score, grade, base_points, reasons,
+                  role: str = "champion") -> pa.Table:
     n = table.num_rows
     return pa.Table.from_pydict({
         "as_of_date": table.column("as_of_date"),
         "enterprise_id": table.column("enterprise_id"),
         "model_version": pa.array([s.model_version] * n, pa.string()),
         "score_source": pa.array([source] * n, pa.string()),
-        "model_role": pa.array(["champion"] * n, pa.string()),
+        "model_role": pa.array([role] * n, pa.string()),
         "pd": pa.array(np.asarray(pd_, np.float64)),
         "score": pa.array(np.asarray(score, np.int32)),
         "grade": pa.array(list(grade), pa.string()),
@@ -57,8 +64,10 @@ def _scores_table(table, s: Scoring, source, pd_, score, grade, base_points, rea
     }, schema=tables.arrow_schema("scores"))
 
 
-def model_rows(table: pa.Table, s: Scoring) -> tuple[pa.Table, pa.Table]:
-    """RunInference output (features + pd, logit, expected_logit, phi) -> (scores, attributions)."""
+def model_rows(table: pa.Table, s: Scoring, role: str = "champion",
+               with_attributions: bool = True) -> tuple[pa.Table, pa.Table | None]:
+    """RunInference output (features + pd, logit, expected_logit, phi) -> (scores, attributions);
+    shadow scores are published without attributions (None)."""
     logit = table.column("logit").to_numpy()
     pd_ = table.column("pd").to_numpy()
     phi = np.asarray(table.column("phi").combine_chunks().flatten().to_numpy(zero_copy_only=False),
@@ -69,7 +78,9 @@ def model_rows(table: pa.Table, s: Scoring) -> tuple[pa.Table, pa.Table]:
     reasons = reasons_for(points, values, catalog.NAMES, max_reasons=s.max_reasons)
     grade = s.master.grade(pd_, np.zeros(len(pd_), bool))
     scores = _scores_table(table, s, "model", pd_, s.scale.score_from_logit(logit), grade, base,
-                           reasons)
+                           reasons, role)
+    if not with_attributions:
+        return scores, None
     return scores, attributions_table(table, s, values, phi, points)
 
 

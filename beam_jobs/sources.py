@@ -1,11 +1,14 @@
 """Where the feeds come from. Each source turns into one PCollection of Arrow tables per feed.
 
-Jobs only see `FeedSource.read(pipeline)`, so the local files source and the production BigQuery
-source are swappable behind one flag.
+Jobs only see `check()`, `fingerprint()`, `read(pipeline)` and `cleanup()`, so the local files
+source and the production BigQuery source are swappable behind one flag (`feed_source(cfg)`).
 """
 from __future__ import annotations
 
+import datetime as dt
 import glob
+import hashlib
+import json
 import os
 
 import apache_beam as beam
@@ -13,6 +16,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from transforms import feeds
+
+ROWS_PER_BATCH = 50_000      # rows per Arrow table read from BigQuery
 
 
 def _read_csv_as_strings(path: str) -> pa.Table:
@@ -53,3 +58,167 @@ class LocalFilesSource:
             out[feed] = parts[0] if len(parts) == 1 else (
                 parts | f"Merge[{feed}]" >> beam.Flatten())
         return out
+
+    def fingerprint(self) -> str:
+        from beam_jobs.publish import input_fingerprint
+        return input_fingerprint(self.feeds_dir)
+
+    def cleanup(self) -> None:
+        """Nothing to clean up: the files belong to whoever wrote them."""
+
+
+_BQ_TYPES = {pa.string(): "STRING", pa.date32(): "DATE", pa.float64(): "FLOAT",
+             pa.int32(): "INTEGER", pa.int64(): "INTEGER", pa.bool_(): "BOOLEAN"}
+
+
+def feed_schema_fields(feed: str) -> list[dict]:
+    """The feed's Arrow schema in BigQuery's JSON form (every column NULLABLE: validation, not
+    the table, rejects a missing value with a reason)."""
+    return [{"name": f.name, "type": _BQ_TYPES[f.type], "mode": "NULLABLE",
+             "description": (f.metadata or {}).get(b"description", b"").decode()}
+            for f in feeds.FEEDS[feed].schema]
+
+
+def rows_to_table(rows: list[dict], feed: str) -> pa.Table:
+    """Rows as BigQuery hands them to Python (DATE as datetime.date, INT64 as int, ...) -> an
+    Arrow table in the feed's schema, the same typed tables the Parquet files give."""
+    return pa.Table.from_pylist(list(rows), schema=feeds.FEEDS[feed].schema)
+
+
+class BigQueryFeedSource:
+    """The feeds in a BigQuery dataset, read through the queries in sql/bigquery/feeds.
+
+    ReadFromBigQuery takes no query parameters, and values are never formatted into SQL: so the
+    driver runs each feed's parameterised query (@as_of_date) into a staging table in the risk
+    dataset (the only dataset the job writes), and the pipeline reads that table with
+    ReadFromBigQuery (Storage Read API, Arrow). Against an emulator, which ReadFromBigQuery cannot
+    reach, the driver reads the staged rows with the client instead; either way the rows become
+    Arrow tables by `rows_to_table`. Staging tables expire after a day if `cleanup` never runs.
+    """
+
+    def __init__(self, bq, as_of: dt.date, conn=None):
+        from smescore import bigquery as bqlib
+        self.bq, self.as_of = bq, as_of
+        self.conn = conn or bqlib.Connection(bq.project, bq.location)
+        self._fingerprint = None
+
+    def __repr__(self) -> str:
+        return f"BigQueryFeedSource({self.bq.project}.{self.bq.feeds_dataset}, as of {self.as_of})"
+
+    def staging_table(self, feed: str) -> str:
+        return f"staging__feed_{feed}__{self.as_of:%Y%m%d}"
+
+    def queries(self) -> dict[str, str]:
+        from smescore import sqlfiles
+        queries = sqlfiles.read_folder("bigquery", "feeds")
+        missing = [f for f in feeds.FEEDS if f not in queries]
+        if missing:
+            raise FileNotFoundError(f"no feed query sql/bigquery/feeds/<feed>.sql for {missing}")
+        return {f: queries[f] for f in feeds.FEEDS}
+
+    def check(self) -> None:
+        """Fail before anything runs when a feed table or query is missing."""
+        from google.api_core.exceptions import NotFound
+        self.queries()
+        missing = []
+        for feed in feeds.FEEDS:
+            try:
+                self.conn.client.get_table(self.conn.table_id(self.bq.feeds_dataset, feed),
+                                           timeout=self.conn.timeout, retry=self.conn.retry)
+            except NotFound:
+                missing.append(feed)
+        if missing:
+            raise FileNotFoundError(f"no feed table(s) {missing} in BigQuery dataset "
+                                    f"{self.bq.project}.{self.bq.feeds_dataset}")
+
+    def insert_sql(self, feed: str, query: str) -> str:
+        """INSERT INTO <staging> (<feed columns>) <the feed query, tables qualified>."""
+        import sqlglot
+        from sqlglot import exp
+        from smescore import sqlgen
+        select = sqlgen.qualified(query, self.bq.project, self.bq.feeds_dataset)
+        target = exp.table_(self.staging_table(feed), db=self.bq.risk_dataset,
+                            catalog=self.bq.project, quoted=True)
+        columns = feeds.FEEDS[feed].schema.names
+        return exp.insert(select, target, columns=[exp.to_identifier(c, quoted=True)
+                                                   for c in columns]).sql(
+            "bigquery", unsupported_level=sqlglot.ErrorLevel.RAISE)
+
+    def stage(self) -> dict[str, int]:
+        """Run every feed query into a fresh staging table; {feed: rows staged}."""
+        from google.cloud import bigquery
+        from smescore import bigquery as bqlib
+        params = {"as_of_date": self.as_of}
+        expires = dt.datetime.now(dt.timezone.utc) + bqlib.STAGING_TTL
+        staged = {}
+        for feed, query in self.queries().items():
+            unknown = bqlib.parameter_names(query) - set(params)
+            if unknown:
+                raise ValueError(f"sql/bigquery/feeds/{feed}.sql uses unknown parameter(s) "
+                                 f"{sorted(unknown)}; the job binds {sorted(params)}")
+            table_id = self.conn.table_id(self.bq.risk_dataset, self.staging_table(feed))
+            bqlib.drop_tables(self.conn, self.bq.risk_dataset, [self.staging_table(feed)])
+            table = bigquery.Table(table_id, schema=bqlib.schema_fields(feed_schema_fields(feed)))
+            table.expires = expires
+            self.conn.client.create_table(table, timeout=self.conn.timeout, retry=self.conn.retry)
+            used = {k: v for k, v in params.items() if k in bqlib.parameter_names(query)}
+            self.conn.query(self.insert_sql(feed, query), used)
+        staged = bqlib.count_rows(self.conn, self.bq.risk_dataset,
+                                  {f: self.staging_table(f) for f in feeds.FEEDS})
+        return staged
+
+    def fingerprint(self) -> str:
+        """Content hash of what the queries returned (row count and an order-free checksum of
+        every staged table), plus the query texts; stages the feeds on first call."""
+        if self._fingerprint is None:
+            self.stage()
+            sums = {}
+            for feed in feeds.FEEDS:
+                row = self.conn.rows(
+                    f"SELECT COUNT(*) AS n, BIT_XOR(FARM_FINGERPRINT(TO_JSON_STRING(t))) "
+                    f"AS checksum FROM {self.conn.ref(self.bq.risk_dataset, self.staging_table(feed))} "
+                    f"AS t")[0]
+                sums[feed] = [row["n"], row["checksum"]]
+            payload = {"queries": self.queries(), "as_of": str(self.as_of), "tables": sums}
+            self._fingerprint = hashlib.sha256(
+                json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return self._fingerprint
+
+    def client_tables(self, feed: str) -> list[pa.Table]:
+        """The staged rows read on the driver with the client (REST pages), as Arrow tables."""
+        rows = self.conn.client.list_rows(
+            self.conn.table_id(self.bq.risk_dataset, self.staging_table(feed)),
+            page_size=ROWS_PER_BATCH, timeout=self.conn.timeout, retry=self.conn.retry)
+        return [rows_to_table([dict(r.items()) for r in page], feed) for page in rows.pages]
+
+    def read(self, pipeline: beam.Pipeline) -> dict[str, beam.PCollection]:
+        out = {}
+        for feed in feeds.FEEDS:
+            if self.conn.emulator:
+                out[feed] = pipeline | f"ReadStaged[{feed}]" >> beam.Create(
+                    self.client_tables(feed))
+                continue
+            out[feed] = (pipeline
+                         | f"ReadFromBigQuery[{feed}]" >> beam.io.ReadFromBigQuery(
+                             table=f"{self.bq.project}:{self.bq.risk_dataset}."
+                                   f"{self.staging_table(feed)}",
+                             method=beam.io.ReadFromBigQuery.Method.DIRECT_READ,
+                             use_native_datetime=True, project=self.bq.project)
+                         | f"Batch[{feed}]" >> beam.BatchElements(
+                             min_batch_size=1_000, max_batch_size=ROWS_PER_BATCH)
+                         | f"ToArrow[{feed}]" >> beam.Map(rows_to_table, feed))
+        return out
+
+    def cleanup(self) -> None:
+        from smescore import bigquery as bqlib
+        bqlib.drop_tables(self.conn, self.bq.risk_dataset,
+                          [self.staging_table(f) for f in feeds.FEEDS])
+
+
+def feed_source(cfg, conn=None):
+    """The source `cfg.source` names: 'files' (--feeds) or 'bigquery' (--feeds_dataset)."""
+    if cfg.source == "files":
+        return LocalFilesSource(cfg.feeds)
+    if cfg.source == "bigquery":
+        return BigQueryFeedSource(cfg.bigquery, cfg.as_of, conn)
+    raise ValueError(f"unknown --source {cfg.source!r}")

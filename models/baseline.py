@@ -1,6 +1,6 @@
 """The training baseline stored with a model version: what drift is measured against.
 
-Bins are fixed here, at training time, from the training population (DESIGN.md: PSI with bins
+Bins are fixed here, at training time, from the reference population (DESIGN.md: PSI with bins
 fixed from the training baseline). Numeric features: decile edges of the present values plus a
 missing bin; categorical features: each category's share plus an 'other' bin; the score: fixed
 50-point bands.
@@ -21,7 +21,7 @@ def numeric_bins(values: np.ndarray, n_bins: int = 10) -> dict:
     present = v[np.isfinite(v)]
     edges = np.unique(np.quantile(present, np.linspace(0, 1, n_bins + 1)[1:-1])) if len(present) \
         else np.array([])
-    idx = np.searchsorted(edges, present, side="right")      # bin i: (edge[i-1], edge[i]]
+    idx = np.searchsorted(edges, present, side="right")      # bin i: [edge[i-1], edge[i])
     counts = np.bincount(idx, minlength=len(edges) + 1)
     n = len(v)
     return {"type": "numeric", "edges": [float(e) for e in edges],
@@ -41,7 +41,7 @@ def score_bins(scores: np.ndarray) -> dict:
     s = np.asarray(scores, np.float64)
     counts = np.bincount(np.searchsorted(SCORE_EDGES, s, side="right"),
                          minlength=len(SCORE_EDGES) + 1)
-    return {"type": "numeric", "edges": [float(e) for e in SCORE_EDGES],
+    return {"type": "numeric", "edges": [float(e) for e in SCORE_EDGES], "n": int(len(s)),
             "shares": [float(c) / len(s) for c in counts], "missing_share": 0.0,
             "mean": float(s.mean()), "p10": float(np.percentile(s, 10)),
             "p50": float(np.percentile(s, 50)), "p90": float(np.percentile(s, 90))}

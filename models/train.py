@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from models import baseline, calibration, metrics, network, registry
+from models import baseline, calibration, lifecycle, metrics, network, registry
 from transforms import catalog, feeds
 
 MODEL_ELIGIBLE_MIN_HISTORY = 6     # months of feed history below which the cold-start rules score
@@ -166,14 +166,15 @@ class Trainer:
         out = os.path.join(work, "snapshots.parquet")
         source = LocalFilesSource(self.cfg.feeds)
         source.check()
+        # plus the training date itself (no labels yet): the reference population for drift
         with beam.Pipeline(options=PipelineOptions(list(self.cfg.beam_args))) as p:
-            training_snapshots.build_pipeline(p, source, dates, out, self.cfg.n_shards)
+            training_snapshots.build_pipeline(p, source, [*dates, as_of], out, self.cfg.n_shards)
         frame = pq.read_table(out).to_pandas()
         frame["as_of_date"] = pd.to_datetime(frame["as_of_date"]).dt.date
         n_rejected = pq.read_table(out[: -len(".parquet")] + ".rejected.parquet").num_rows
         self.log(f"snapshots: {len(frame):,} firm-dates, {n_rejected:,} feed records rejected")
         split = {"as_of": as_of, "train": train_d, "valid": valid_d, "test": test_d,
-                 "rejected_records": n_rejected}
+                 "reference": as_of, "rejected_records": n_rejected}
         return frame, split
 
     # --- the whole run ---
@@ -201,6 +202,8 @@ class Trainer:
         staging = reg.staging_dir()
         work = tempfile.mkdtemp(prefix="smescore-tft-")
         try:
+            reference = reference_population(frame, split.get("reference"),
+                                             self.cfg.min_history_months)
             frame = eligible(frame, self.cfg.min_history_months)
             held_out = holdout_firms(frame["enterprise_id"], self.cfg.holdout_share)
             parts = {name: frame[frame["as_of_date"].isin(split[name]).to_numpy()
@@ -243,15 +246,19 @@ class Trainer:
                            os.path.join(staging, registry.BACKGROUND))
             model.save(os.path.join(staging, registry.NETWORK))    # for audits: the bare network
 
-            train_logit = platt.logit(network.raw_logit(model, x["train"]))
-            points = mean_abs_points(saved_model, parts["train"], hp.seed)
+            if not len(reference):
+                self.log("no firms at the training date: the drift baseline is the training sample")
+                reference = parts["train"]
+            drift_baseline = reference_baseline(saved_model, reference, hp.seed)
+            self.log(f"drift baseline: {len(reference):,} model-eligible firms as of "
+                     f"{split.get('reference') or 'the training dates'}")
             card = self.model_card(split, parts, hp, platt, test_metrics, challenger, oracle,
-                                   history, tft_dir, frame, background, train_logit, points, check)
+                                   history, tft_dir, frame, background, drift_baseline, check)
             version = card["version"]
             registry.write_json_atomically(os.path.join(staging, registry.MODEL_CARD), card)
             reg.publish(staging, version)
-            if not os.path.exists(os.path.join(reg.root, registry.CHAMPION)):
-                reg.set_champion(version)
+            if lifecycle.current_champion(reg) is None:        # audited like any promote
+                lifecycle.promote(reg, version, why="the first model in the registry")
                 self.log(f"{version} is the first model in the registry: champion")
             self.log(f"published {reg.version_dir(version)}")
             return version, card
@@ -262,7 +269,7 @@ class Trainer:
             shutil.rmtree(work, ignore_errors=True)
 
     def model_card(self, split, parts, hp, platt, test_metrics, challenger, oracle, history,
-                   tft_dir, frame, background, train_logit, points, check) -> dict:
+                   tft_dir, frame, background, drift_baseline, check) -> dict:
         from models.scorecard import ScoreScale
         data_fp = frame_fingerprint(frame)
         transform_fp = folder_fingerprint(tft_dir)
@@ -291,8 +298,7 @@ class Trainer:
                         "oracle_auc": oracle},
             "oracle_auc": oracle,
             "saved_model_max_abs_pd_diff": check,
-            "baseline": baseline.training_baseline(parts["train"],
-                                                   scale.score_from_logit(train_logit), points),
+            "baseline": drift_baseline,
             "shap_background": {"n_firms": int(len(background)), "file": registry.BACKGROUND,
                                 "firms": background["enterprise_id"].tolist(),
                                 "as_of_dates": sorted({str(d) for d in background["as_of_date"]})},
@@ -345,14 +351,38 @@ def saved_model_check(path: str, test: pd.DataFrame, expected_pd: np.ndarray) ->
     return float(np.max(np.abs(got.astype(np.float64) - expected_pd)))
 
 
-def mean_abs_points(path: str, train: pd.DataFrame, seed: int, n: int = 2000) -> dict[str, float]:
-    """Mean |score points| per feature on a training sample: the attribution-drift baseline."""
+def reference_population(frame: pd.DataFrame, as_of, min_history: int) -> pd.DataFrame:
+    """The firms the model would score on the training date (not in default, enough history)."""
+    if as_of is None:
+        return frame.iloc[:0]
+    keep = (frame["as_of_date"] == as_of) & ~frame["in_default"] & \
+        (frame["months_history"] >= min_history)
+    return frame[keep.to_numpy()].reset_index(drop=True)
+
+
+def reference_baseline(path: str, reference: pd.DataFrame, seed: int, n: int = 50_000) -> dict:
+    """The drift baseline stored with the version, from the exported model itself: feature bins,
+    score bins and mean |points| per feature of the reference population (a sample of at most n).
+
+    The reference is the portfolio as of the training date rather than the pooled training
+    snapshots: those span years in which feed histories were still short (the data window
+    starts somewhere), so a book scored today would drift from them on history-length and
+    year-on-year features alone."""
     import tensorflow as tf
     from models import export
     from models.scorecard import ScoreScale
     rng = np.random.default_rng(seed + 1)
-    idx = np.sort(rng.choice(len(train), min(n, len(train)), replace=False))
+    idx = np.sort(rng.choice(len(reference), min(n, len(reference)), replace=False))
+    sample = reference.iloc[idx].reset_index(drop=True)
     loaded = tf.saved_model.load(path)
-    out = loaded.signatures[export.EXPLAIN_SIGNATURE](**export.raw_tensors(train.iloc[idx]))
-    points = ScoreScale().points_from_phi(out["phi"].numpy().astype(np.float64))
-    return dict(zip(catalog.NAMES, np.abs(points).mean(axis=0)))
+    out = loaded.signatures[export.EXPLAIN_SIGNATURE](**export.raw_tensors(sample))
+    scale = ScoreScale()
+    points = scale.points_from_phi(out["phi"].numpy().astype(np.float64))
+    scores = scale.score_from_logit(out["logit"].numpy().astype(np.float64))
+    b = baseline.training_baseline(sample, scores, dict(zip(catalog.NAMES, np.abs(points).mean(axis=0))))
+    industry = sample["ent_industry"].fillna("").astype(str).to_numpy()
+    b["score_by_industry"] = {ind: baseline.score_bins(scores[industry == ind])
+                              for ind in sorted(set(industry))}
+    b["population"] = {"as_of_dates": sorted({str(d) for d in sample["as_of_date"]}),
+                       "n_firms": int(len(sample))}
+    return b

@@ -1,4 +1,4 @@
-"""`smescore <command>`: generate, features, train, score, query.
+"""`smescore <command>`: the nightly SME rescoring job and everything around it.
 
 Heavy imports (TensorFlow, Beam) happen inside the commands, so `smescore --help` is instant and
 TensorFlow's environment settings below are in place before it loads.
@@ -38,9 +38,11 @@ def _progress(message: str) -> None:
 
 
 def cmd_generate(args, beam_args) -> int:
-    from smescore.generate import generate
+    from smescore.generate import InvoiceShift, generate
+    shift = (InvoiceShift(args.shift_industry, args.shift_drop, args.shift_months)
+             if args.shift_industry else None)
     summary = generate(args.out, firms=args.firms, months=args.months, end_date=args.end_date,
-                       seed=args.seed, progress=_progress)
+                       seed=args.seed, progress=_progress, shift=shift)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -78,13 +80,88 @@ def cmd_score(args, beam_args) -> int:
     argv = [f"--feeds={args.feeds}", f"--as_of={args.as_of}", f"--registry={args.registry}",
             f"--warehouse={args.warehouse}", f"--min_history_months={args.min_history_months}",
             f"--max_rejected_share={args.max_rejected_share}", f"--n_shards={args.n_shards}",
+            f"--canary_share={args.canary_share}",
+            f"--max_auc_drop={args.max_auc_drop}",
             *([f"--model_version={args.model_version}"] if args.model_version else []),
+            *([f"--drift_config={args.drift_config}"] if args.drift_config else []),
+            *([f"--pushgateway={args.pushgateway}"] if args.pushgateway else []),
+            *([f"--report_dir={args.report_dir}"] if args.report_dir else []),
             *beam_args]
     result = score_portfolio.run(argv, save_main_session=False, progress=_progress)
     print(json.dumps(result, indent=2, default=str))
     if args.summary:
         from smescore import report
         print(report.run_summary(args.warehouse, args.as_of))
+    return 0
+
+
+def cmd_report(args, beam_args) -> int:
+    from smescore.monitoring import run_report
+    out = args.out or run_report.report_path(
+        os.path.join(os.path.dirname(os.path.abspath(args.warehouse)), "reports"), args.as_of)
+    path = run_report.write_report(args.warehouse, args.as_of, out, args.registry)
+    print(json.dumps({"report": path, "bytes": os.path.getsize(path)}, indent=2))
+    return 0
+
+
+def cmd_backtest(args, beam_args) -> int:
+    from models import backtest
+    try:
+        result = backtest.run_backtest(args.as_of, args.feeds, args.warehouse, args.registry,
+                                       n_shards=args.n_shards, beam_args=beam_args,
+                                       progress=_progress)
+    except backtest.BacktestError as err:
+        return _fail("backtest", err)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _fail(command: str, err: Exception) -> int:
+    print(f"smescore {command}: {err}", file=sys.stderr)
+    return 1
+
+
+def _print_entry(entry: dict) -> None:
+    print(json.dumps(entry, indent=2, ensure_ascii=False))
+
+
+def cmd_promote(args, beam_args) -> int:
+    from models import lifecycle
+    try:
+        entry = lifecycle.promote(args.registry, args.version, why=args.why, who=args.by,
+                                  warehouse=args.warehouse)
+    except lifecycle.LifecycleError as err:
+        return _fail("promote", err)
+    _print_entry(entry)
+    return 0
+
+
+def cmd_rollback(args, beam_args) -> int:
+    from models import lifecycle
+    try:
+        entry = lifecycle.rollback(args.registry, why=args.why, who=args.by,
+                                   warehouse=args.warehouse)
+    except lifecycle.LifecycleError as err:
+        return _fail("rollback", err)
+    _print_entry(entry)
+    return 0
+
+
+def cmd_challenger(args, beam_args) -> int:
+    from models import lifecycle
+    from models.registry import Registry
+    if args.action == "list":
+        print(json.dumps({"champion": lifecycle.current_champion(args.registry),
+                          "challengers": Registry(args.registry).challengers()}, indent=2))
+        return 0
+    if not args.version:
+        return _fail(f"challenger {args.action}", ValueError("a VERSION is required"))
+    change = lifecycle.add_challenger if args.action == "add" else lifecycle.remove_challenger
+    try:
+        entry = change(args.registry, args.version, why=args.why, who=args.by)
+    except lifecycle.LifecycleError as err:
+        return _fail(f"challenger {args.action}", err)
+    _print_entry(entry)
     return 0
 
 
@@ -108,6 +185,11 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--months", type=_positive, default=36)
     g.add_argument("--end-date", type=_date, default=dt.date(2026, 10, 31))
     g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--shift-industry", default=None, metavar="SECTION",
+                   help="inject a data shift: invoices of this industry section (A..T; C is "
+                        "manufacturing) drop in the last months")
+    g.add_argument("--shift-drop", type=float, default=0.30, help="the drop (default 0.30)")
+    g.add_argument("--shift-months", type=_positive, default=1, help="months hit (default 1)")
     g.set_defaults(func=cmd_generate)
 
     f = sub.add_parser("features", help="per-firm feature table as of a date (Beam job)")
@@ -138,8 +220,62 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--min-history-months", type=int, default=6)
     s.add_argument("--max-rejected-share", type=float, default=0.05)
     s.add_argument("--n-shards", type=_positive, default=32)
+    s.add_argument("--canary-share", type=float, default=0.10,
+                   help="share of model-scored firms officially scored by the first challenger")
+    s.add_argument("--drift-config", default=None, help="drift thresholds JSON (default: packaged)")
+    s.add_argument("--max-auc-drop", type=float, default=0.05,
+                   help="automatic rollback when the champion's backtest AUC falls this far "
+                        "below its model card's and the previous champion did better")
     s.add_argument("--summary", action="store_true", help="print grade mix and top drivers")
+    s.add_argument("--pushgateway", default="", metavar="HOST:PORT",
+                   help="push the run's metrics to this Prometheus Pushgateway (default: off)")
+    s.add_argument("--report-dir", default="",
+                   help="write the HTML run report into this folder (default: off)")
     s.set_defaults(func=cmd_score)
+
+    r = sub.add_parser("report", help="HTML run report of a published as-of date (offline plots)")
+    r.add_argument("--as-of", type=_date, required=True)
+    r.add_argument("--warehouse",
+                   default=os.environ.get("SMESCORE_WAREHOUSE", "out/demo/warehouse.duckdb"))
+    r.add_argument("--registry", default=os.environ.get("SMESCORE_REGISTRY", "out/demo/registry"),
+                   help="model registry (the model card's training baseline)")
+    r.add_argument("--out", default=None,
+                   help="HTML file (default: <warehouse folder>/reports/run-report-<as-of>.html)")
+    r.set_defaults(func=cmd_report)
+    b = sub.add_parser("backtest", help="outcome backtest of the scores of a date, once 12 "
+                       "months of loan outcomes are in (performance, backtest_roc)")
+    b.add_argument("--as-of", type=_date, required=True)
+    b.add_argument("--feeds", required=True)
+    b.add_argument("--warehouse", required=True, help="DuckDB file")
+    b.add_argument("--registry", default=os.environ.get("SMESCORE_REGISTRY"),
+                   help="also backtest the current and previous champion when they did not "
+                        "score the date")
+    b.add_argument("--n-shards", type=_positive, default=16)
+    b.set_defaults(func=cmd_backtest)
+
+    def lifecycle_flags(c, warehouse=True):
+        c.add_argument("--registry", default=os.environ.get("SMESCORE_REGISTRY"),
+                       required="SMESCORE_REGISTRY" not in os.environ)
+        c.add_argument("--why", default="", help="the reason, kept in the audit log")
+        c.add_argument("--by", default=None, help="who (default: $USER)")
+        if warehouse:
+            c.add_argument("--warehouse", default=None,
+                           help="DuckDB file: record the versions' latest backtests too")
+
+    pr = sub.add_parser("promote", help="make a model version the champion (audited)")
+    pr.add_argument("version")
+    lifecycle_flags(pr)
+    pr.set_defaults(func=cmd_promote)
+
+    rb = sub.add_parser("rollback", help="make the previous champion the champion again (audited)")
+    lifecycle_flags(rb)
+    rb.set_defaults(func=cmd_rollback)
+
+    ch = sub.add_parser("challenger", help="add, remove or list the challengers (audited)")
+    ch.add_argument("action", choices=("add", "remove", "list"))
+    ch.add_argument("version", nargs="?")
+    lifecycle_flags(ch, warehouse=False)
+    ch.set_defaults(func=cmd_challenger)
 
     q = sub.add_parser("query", help="run SQL on the warehouse (views: latest_scores, "
                        "grade_distribution, top_risk_drivers, grade_migration, run_history)")

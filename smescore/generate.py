@@ -10,14 +10,18 @@ Deterministic: the same arguments give byte-identical files.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import glob
 import os
 import time
 from typing import Callable
 
+import zlib
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from smescore.synth import calendar, firms as firms_mod, invoices, oracle, risk, series, tables
@@ -27,14 +31,47 @@ BURN_IN_MONTHS = 24          # the risk process runs this long before the data s
 ROWS_PER_INVOICE_PART = 4_000_000
 
 
+@dataclasses.dataclass(frozen=True)
+class InvoiceShift:
+    """A data shift to test monitoring with: firms of one industry section lose a share `drop` of
+    their e-invoices (sales and purchases) in the last `months` months, as if part of their
+    invoicing had moved off the platform (drop 1: the feed stops for them). Which invoices go is
+    fixed by their invoice number; every other row, every other feed and the firms' true risk are
+    exactly what they are without the shift."""
+    industry: str
+    drop: float = 0.30
+    months: int = 1
+
+    def __post_init__(self):
+        if self.industry not in feeds.INDUSTRY_SECTIONS:
+            raise ValueError(f"shift industry must be one of {''.join(feeds.INDUSTRY_SECTIONS)}, "
+                             f"got {self.industry!r}")
+        if not 0 < self.drop <= 1:
+            raise ValueError(f"shift drop must lie in (0, 1] (1: the feed stops), got {self.drop!r}")
+        if not isinstance(self.months, int) or self.months < 1:
+            raise ValueError(f"shift months must be a positive integer, got {self.months!r}")
+
+    def firms(self, book) -> pa.Array:
+        hit = book.industry == feeds.INDUSTRY_SECTIONS.index(self.industry)
+        return pa.array(np.asarray(book.enterprise_id)[hit].tolist(), pa.string())
+
+    def thin(self, month: pa.Table, firms: pa.Array) -> pa.Table:
+        """Drop the shifted firms' invoices whose number hashes below `drop`."""
+        ids = month.column("invoice_id").to_pylist()
+        u = np.fromiter((zlib.crc32(i.encode()) / 2**32 for i in ids), np.float64, len(ids))
+        hit = pc.is_in(month.column("enterprise_id"), value_set=firms).to_numpy(zero_copy_only=False)
+        return month.filter(pa.array(~(hit & (u < self.drop))))
+
+
 def generate(out_dir: str, firms: int, months: int, end_date: dt.date, seed: int,
-             progress: Callable[[str], None] | None = None) -> dict:
+             progress: Callable[[str], None] | None = None,
+             shift: InvoiceShift | None = None) -> dict:
     """Generate `firms` firms over the `months` calendar months ending with end_date's month.
 
     Returns a summary: rows per feed, the 12-month default rate and the oracle AUC of the ground
     truth over the as-of dates end_date-24 .. end_date-12 months (firms established and not in
     default at the date), the share of (default, as-of date 1..12 months before it) pairs with a
-    named driver active, and elapsed seconds.
+    named driver active, and elapsed seconds. `shift` injects a data shift into the invoices.
     """
     _check(firms, months, end_date)
     say = progress or (lambda message: None)
@@ -65,12 +102,13 @@ def generate(out_dir: str, firms: int, months: int, end_date: dt.date, seed: int
     write("utility_bills", tables.utility_bills(book, grid, monthly, ops.tariff, end_day))
     write("registry_events", tables.registry_events(seed, book, grid, path, end_day))
     write("loans", tables.loans(seed, book, grid, orig, path))
-    _write_invoices(seed, book, ops, grid, monthly, end_day, write)
+    _write_invoices(seed, book, ops, grid, monthly, end_day, write, shift)
     write(feeds.GROUND_TRUTH_DIR, tables.ground_truth(book, grid, path), name="ground_truth.parquet")
 
     quality = oracle.summary(book, grid, path)
     summary = {"out_dir": out_dir, "firms": firms, "months": months,
                "end_date": end_date.isoformat(), "seed": seed, "rows": rows,
+               "shift": dataclasses.asdict(shift) if shift else None,
                "default_rate_12m": quality["default_rate_12m"], "oracle_auc": quality["oracle_auc"],
                "oracle_rows": quality["oracle_rows"],
                "defaults_with_driver": quality["explained_defaults"],
@@ -80,7 +118,7 @@ def generate(out_dir: str, firms: int, months: int, end_date: dt.date, seed: int
     return summary
 
 
-def _write_invoices(seed, book, ops, grid, monthly, end_day, write) -> None:
+def _write_invoices(seed, book, ops, grid, monthly, end_day, write, shift=None) -> None:
     """Consecutive months grouped into parts of at most ~ROWS_PER_INVOICE_PART rows."""
     maker = invoices.InvoiceMaker(seed, book, ops, grid, monthly,
                                   firms_mod.draw_trade_network(seed, book, "sales"),
@@ -91,7 +129,10 @@ def _write_invoices(seed, book, ops, grid, monthly, end_day, write) -> None:
         if batch and size + expected[w] > ROWS_PER_INVOICE_PART:
             write("invoices", pa.concat_tables(batch), part)
             part, batch, size = part + 1, [], 0.0
-        batch.append(maker.month(w))
+        month = maker.month(w)
+        if shift and w >= grid.months - shift.months:
+            month = shift.thin(month, shift.firms(book))
+        batch.append(month)
         size += expected[w]
     write("invoices", pa.concat_tables(batch), part)
 

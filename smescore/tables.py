@@ -194,6 +194,22 @@ PORTFOLIO_SUMMARY = Table(
     replaced_by="as_of_date",
 )
 
+FIRM_SEGMENTS = Table(
+    name="firm_segments",
+    description="Per as-of date: the industry and region of every firm in the book that date, as "
+                "the feeds gave them, so that scores and reasons can be cut by segment.",
+    columns=(
+        _as_of_date("the segments"),
+        _col("enterprise_id", pa.string(), "The firm."),
+        _col("industry", pa.string(), "GB/T 4754 industry section letter, A..T."),
+        _col("region", pa.string(), "Province of registration (pinyin)."),
+        _run_id(),
+    ),
+    partition_by="as_of_date",
+    cluster_by=("industry", "region", "enterprise_id"),
+    replaced_by="as_of_date",
+)
+
 RUNS = Table(
     name="runs",
     description="One row per scoring run (the latest attempt of each run_id): what went in, what "
@@ -257,6 +273,8 @@ DRIFT = Table(
         _as_of_date("the drift measurement"),
         _model_version(),
         _col("feature", pa.string(), f"Model feature, or '{SCORE_FEATURE}' for the score."),
+        _col("segment", pa.string(), "'all' (the model-scored book), or 'industry=<section>' "
+             "for the score's PSI within one industry big enough to measure."),
         _col("metric", pa.string(), "'psi' (population stability index on the baseline's bins), "
              "'missing_rate_change' (missing share now minus at training, absolute) or "
              "'attribution_drift' (relative change of mean |points| vs the training sample).",
@@ -268,7 +286,7 @@ DRIFT = Table(
         _run_id(),
     ),
     partition_by="as_of_date",
-    cluster_by=("model_version", "metric", "feature"),
+    cluster_by=("model_version", "metric", "feature", "segment"),
     replaced_by="as_of_date",
 )
 
@@ -345,7 +363,7 @@ BACKTEST_ROC = Table(
 TABLES: dict[str, Table] = {t.name: t for t in
                             (SCORES, SCORES_SHADOW, ATTRIBUTIONS, PORTFOLIO_SUMMARY, DRIFT,
                              CHALLENGER_COMPARISON, PERFORMANCE, BACKTEST_ROC, RUNS,
-                             REJECTED_RECORDS)}
+                             REJECTED_RECORDS, FIRM_SEGMENTS)}
 
 
 def table(name: str) -> Table:

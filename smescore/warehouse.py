@@ -2,9 +2,11 @@
 
 A publish replaces a date's rows in every table it is given and records the run in ONE transaction,
 so a reader (another connection) sees the old date or the new one, never half of it, and a
-failure anywhere leaves the previous rows in place. Incoming Arrow tables are checked against the
-contract in smescore/tables.py before anything is touched, so a bad table fails with the table and
-column named instead of a DuckDB cast error halfway through.
+failure anywhere leaves the previous rows in place. Outcome backtests, which belong to no scoring
+run, replace their date's `performance` and `backtest_roc` rows the same way, without a run record
+(`replace_partitions`). Incoming Arrow tables are checked against the contract in
+smescore/tables.py before anything is touched, so a bad table fails with the table and column
+named instead of a DuckDB cast error halfway through.
 
 Connections are opened per call and closed again: DuckDB lets one process write a file, and a
 long-lived connection would lock other processes (`smescore query`) out of it.
@@ -25,9 +27,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from smescore import sqlfiles
 from smescore import tables as contract
 
-VIEWS_DIR = pathlib.Path(__file__).resolve().parent.parent / "sql" / "views"
+VIEWS_DIR = sqlfiles.sql_path("views")
 _INCOMING = "_smescore_incoming"   # name the Arrow table is registered under while it is copied in
 
 
@@ -101,6 +104,14 @@ def _check_constant(name: str, column: str, values: pa.ChunkedArray, expected: A
                          f"{expected!r}, e.g. {pc.unique(bad).to_pylist()[:3]}")
 
 
+def _check_versions(name: str, values: pa.ChunkedArray, versions: pa.Array) -> None:
+    bad = pc.filter(values, pc.invert(pc.is_in(values, value_set=versions)))
+    if len(bad):
+        raise ValueError(f"table {name!r}, column 'model_version': {len(bad)} row(s) are not "
+                         f"the run's model {versions.to_pylist()[0]!r} or one of its challengers "
+                         f"{versions.to_pylist()[1:]}, e.g. {pc.unique(bad).to_pylist()[:3]}")
+
+
 def conform(name: str, table: pa.Table) -> pa.Table:
     """Check an Arrow table against the contract and return it in the contract's schema.
 
@@ -146,19 +157,21 @@ def _check_date(as_of_date: Any) -> dt.date:
 
 
 def prepare_publish(as_of_date: dt.date, tables: Mapping[str, pa.Table],
-                    run_record: Mapping[str, Any]) -> tuple[dict[str, pa.Table], pa.Table]:
+                    run_record: Mapping[str, Any], challengers: Sequence[str] = ()
+                    ) -> tuple[dict[str, pa.Table], pa.Table]:
     """Everything `publish` checks before it opens a transaction.
 
     Each table must be a date-partitioned risk table, conform to the contract, and hold only rows
-    of this date, run and model version; the run record must be a succeeded run of this date.
+    of this date and run, scored by the run's model version or one of its challengers (shadow and
+    canary rows); the run record must be a succeeded run of this date.
     """
     _check_date(as_of_date)
     run = run_record_table(run_record)
     if run_record["status"] != "succeeded":
         raise ValueError(f"run record: publish records a 'succeeded' run, got status "
                          f"{run_record['status']!r} (use record_failed_run)")
-    expected = {"as_of_date": as_of_date, "run_id": run_record["run_id"],
-                "model_version": run_record["model_version"]}
+    expected = {"as_of_date": as_of_date, "run_id": run_record["run_id"]}
+    versions = pa.array([run_record["model_version"], *challengers], pa.string())
     _check_constant("runs", "as_of_date", run.column("as_of_date"), as_of_date)
     if not tables:
         raise ValueError("publish needs at least one table")
@@ -170,8 +183,32 @@ def prepare_publish(as_of_date: dt.date, tables: Mapping[str, pa.Table],
         for column, value in expected.items():
             if column in table.column_names:
                 _check_constant(name, column, table.column(column), value)
+        if "model_version" in table.column_names:
+            _check_versions(name, table.column("model_version"), versions)
         conformed[name] = table
     return conformed, run
+
+
+def prepare_replace(as_of_date: dt.date, tables: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
+    """Everything `replace_partitions` checks before it opens a transaction.
+
+    Only date-partitioned tables that no scoring run writes (no `run_id` column: the backtests'
+    `performance` and `backtest_roc`) may be replaced without a run record; every row must be of
+    this date. Rows of several model versions may go in together.
+    """
+    _check_date(as_of_date)
+    if not tables:
+        raise ValueError("replace_partitions needs at least one table")
+    conformed = {}
+    for name in sorted(tables, key=_table_order):
+        t = contract.table(name)
+        if t.replaced_by != "as_of_date" or "run_id" in t.names:
+            raise ValueError(f"table {name!r} is written by a scoring run: publish it with its "
+                             f"run record (Warehouse.publish)")
+        table = conform(name, tables[name])
+        _check_constant(name, "as_of_date", table.column("as_of_date"), as_of_date)
+        conformed[name] = table
+    return conformed
 
 
 def _table_order(name: str) -> int:
@@ -194,10 +231,11 @@ def _replace_rows(con: duckdb.DuckDBPyConnection, name: str, rows: pa.Table, key
     t, q = contract.table(name), contract.quote
     # Identifiers from the contract (not data); the value is bound.
     con.execute(f"DELETE FROM {q(t.name)} WHERE {q(key)} = ?", [value])
-    columns = ", ".join(q(c) for c in t.names)
+    columns_sql = ", ".join(q(c) for c in t.names)
     con.register(_INCOMING, rows)
     try:
-        con.execute(f"INSERT INTO {q(t.name)} ({columns}) SELECT {columns} FROM {_INCOMING}")
+        con.execute(f"INSERT INTO {q(t.name)} ({columns_sql}) SELECT {columns_sql} "
+                    f"FROM {q(_INCOMING)}")
     finally:
         con.unregister(_INCOMING)
 
@@ -218,10 +256,9 @@ class Warehouse:
         return duckdb.connect(self.path, read_only=read_only)
 
     def view_sql(self) -> dict[str, str]:
-        """{view name: CREATE OR REPLACE VIEW ...} from sql/views/*.sql, one view per file.
-
-        sql/ sits beside the package, not in it: an install that is not editable lacks it, and a
-        warehouse without its views must not pass for a complete one.
+        """{view name: CREATE OR REPLACE VIEW ...} from sql/views/*.sql, one view per file (the
+        DuckDB form; BigQuery gets the sqlglot translation, sql/bigquery/views). A warehouse
+        without its views must not pass for a complete one.
         """
         paths = sorted(self.views_dir.glob("*.sql"))
         if not paths:
@@ -255,7 +292,7 @@ class Warehouse:
                 con.execute(sql)
 
     def publish(self, as_of_date: dt.date, tables: Mapping[str, pa.Table],
-                run_record: Mapping[str, Any]) -> dict[str, int]:
+                run_record: Mapping[str, Any], challengers: Sequence[str] = ()) -> dict[str, int]:
         """Replace `as_of_date`'s rows in every given table and record the run, atomically.
 
         Everything is validated first (ValueError, nothing touched); then one transaction deletes
@@ -263,7 +300,7 @@ class Warehouse:
         run_id). Any error rolls the whole transaction back and is raised as PublishError.
         Returns {table: rows written}.
         """
-        conformed, run = prepare_publish(as_of_date, tables, run_record)
+        conformed, run = prepare_publish(as_of_date, tables, run_record, challengers)
         step = "connect"
         try:
             with self._transaction() as con:
@@ -279,6 +316,29 @@ class Warehouse:
                 f"{type(err).__name__}: {err}; the warehouse still holds the previous rows of "
                 f"{as_of_date}") from err
         return {**{name: rows.num_rows for name, rows in conformed.items()}, "runs": 1}
+
+    def replace_partitions(self, as_of_date: dt.date, tables: Mapping[str, pa.Table]
+                           ) -> dict[str, int]:
+        """Replace `as_of_date`'s rows of tables that no scoring run writes (an outcome backtest's
+        `performance` and `backtest_roc`), atomically, without recording a run.
+
+        Validated first (ValueError, nothing touched); one transaction; any error rolls it back and
+        is raised as PublishError. Returns {table: rows written}.
+        """
+        conformed = prepare_replace(as_of_date, tables)
+        step = "connect"
+        try:
+            with self._transaction() as con:
+                for name, rows in conformed.items():
+                    step = name
+                    _replace_rows(con, name, rows, "as_of_date", as_of_date)
+                step = "commit"
+        except Exception as err:
+            raise PublishError(
+                f"replace of {as_of_date} in {list(conformed)} rolled back at {step!r}: "
+                f"{type(err).__name__}: {err}; the warehouse still holds the previous rows of "
+                f"{as_of_date}") from err
+        return {name: rows.num_rows for name, rows in conformed.items()}
 
     def record_failed_run(self, run_record: Mapping[str, Any]) -> None:
         """Record a failed run (replacing an earlier record of the same run_id); no data touched."""

@@ -36,3 +36,23 @@ def trained(small_feeds, tmp_path_factory):
                       hparams=network.HParams(max_epochs=12, patience=4), n_shards=4)
     version, card = Trainer(cfg, progress=lambda m: None).run()
     return registry, version, card
+
+
+@pytest.fixture(scope="session")
+def registry_with_challenger(trained, small_feeds, tmp_path_factory):
+    """(registry dir, champion, challenger): the session's trained model as champion and a second
+    real model (another seed, fewer epochs) as challenger, in a copy of the registry. Read only."""
+    import shutil
+    from models import network
+    from models import registry as model_registry
+    from models.train import Trainer, TrainConfig
+    src, champion, _ = trained
+    reg_dir = str(tmp_path_factory.mktemp("reg") / "registry")
+    shutil.copytree(src, reg_dir)
+    cfg = TrainConfig(feeds=small_feeds, registry=reg_dir, background_size=100, n_shards=4,
+                      hparams=network.HParams(max_epochs=6, patience=3, seed=8))
+    challenger, _ = Trainer(cfg, progress=lambda m: None).run()
+    reg = model_registry.Registry(reg_dir)
+    assert reg.champion() == champion != challenger
+    reg.set_challengers([challenger])
+    return reg_dir, champion, challenger

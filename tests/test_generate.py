@@ -272,3 +272,32 @@ def test_rejects_bad_arguments(tmp_path):
         generate(str(tmp_path), firms=10, months=12, end_date=dt.date(2026, 10, 30), seed=1)
     with pytest.raises(ValueError, match="firms"):
         generate(str(tmp_path), firms=0, months=12, end_date=END, seed=1)
+
+
+def test_invoice_shift_thins_one_industry_in_the_last_months_only(book, tmp_path):
+    from smescore.generate import InvoiceShift
+    out = str(tmp_path / "shifted")
+    summary = generate(out, firms=FIRMS, months=MONTHS, end_date=END, seed=SEED,
+                       shift=InvoiceShift("F", drop=0.30, months=2))
+    assert summary["shift"] == {"industry": "F", "drop": 0.30, "months": 2}
+    for feed in feeds.FEEDS:                       # every other feed is byte for byte the same
+        if feed != "invoices":
+            assert filecmp.cmp(os.path.join(book["out"], feed, "part-00000.parquet"),
+                               os.path.join(out, feed, "part-00000.parquet"), shallow=False), feed
+    before, after = book["invoices"], pq.read_table(os.path.join(out, "invoices")).to_pandas()
+    assert set(after.invoice_id) <= set(before.invoice_id)      # rows are removed, none changed
+    retail = set(book["enterprises"].loc[book["enterprises"].industry == "F", "enterprise_id"])
+    last2 = _as_month(before.invoice_date) >= pd.Period(END, "M") - 1
+    gone = before[~before.invoice_id.isin(after.invoice_id)]
+    assert gone.enterprise_id.isin(retail).all()
+    assert (_as_month(gone.invoice_date) >= pd.Period(END, "M") - 1).all()
+    hit = before[last2 & before.enterprise_id.isin(retail)]
+    assert len(gone) / len(hit) == pytest.approx(0.30, abs=0.01)
+
+
+def test_invoice_shift_arguments_are_checked():
+    from smescore.generate import InvoiceShift
+    with pytest.raises(ValueError, match="industry must be one of"):
+        InvoiceShift("Z")
+    with pytest.raises(ValueError, match=r"drop must lie in \(0, 1\]"):
+        InvoiceShift("C", drop=1.5)

@@ -14,7 +14,7 @@ import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 from packaging.requirements import Requirement
 
-from beam_jobs import dataflow
+from beam_jobs import dataflow, options
 from beam_jobs.options import SmescoreOptions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,10 +68,10 @@ def test_worker_image_installs_the_lock_then_checks_it():
     assert any("pip install" in r and "-r requirements.lock" in r and "-r requirements-gpu.txt" in r
                and r.endswith("pip check") for r in runs), runs
     assert any("--no-deps" in r and r.endswith("pip check") for r in runs), runs
-    # Every package setup.py ships is copied into the image, and the flex template's entry file
-    # is one of them.
+    # Every package setup.py ships (sql/ too: it installs as smescore.sql) is copied into the
+    # image, and the flex template's entry file is one of them.
     copied = {args.split()[0] for op, args in steps if op == "COPY" and not args.startswith("--")}
-    assert {"smescore", "beam_jobs", "transforms", "models", "setup.py"} <= copied
+    assert {"smescore", "beam_jobs", "transforms", "models", "sql", "setup.py"} <= copied
     for src in copied:
         assert os.path.exists(os.path.join(ROOT, src)), src
     env = " ".join(args for op, args in steps if op == "ENV")
@@ -127,6 +127,10 @@ NOT_IN_TEMPLATE = {
     "as_of_dates": "training snapshots job",
     "scorecard_config": "the packaged scale ships with the image; a change is a release",
     "rules_config": "the packaged cold-start rules ship with the image; a change is a release",
+    "drift_config": "the packaged drift thresholds ship with the image; a change is a release",
+    "max_auc_drop": "the automatic rollback reads backtests from the DuckDB warehouse only",
+    "pushgateway": "run metrics are read back from the DuckDB warehouse only",
+    "report_dir": "a local folder: the template launcher's disk goes with its VM",
 }
 
 # Values each parameter must accept (and parse to), and values it must refuse.
@@ -145,6 +149,7 @@ EXAMPLES = {
     "n_shards": (["1", "32", "256"], ["0", "-4", "8.5", "many"]),
     "min_history_months": (["0", "6", "12"], ["-1", "six"]),
     "max_rejected_share": (["0", "0.05", "1", "1.0"], ["5%", "1.5", "-0.1", ".05"]),
+    "canary_share": (["0", "0.1", "1"], ["10%", "2", ""]),
     "require_gpu": (["true", "false"], ["yes", "1", "True "]),
 }
 
@@ -199,6 +204,14 @@ def test_regexes_accept_what_the_job_parses_and_refuse_the_rest(name):
     if action.choices:
         accepted = {c for c in action.choices if _accepts(param, c)}
         assert accepted and accepted <= set(action.choices)
+
+
+def test_bigquery_name_regexes_are_the_ones_the_job_enforces():
+    """The job checks BigQuery names itself (they go into SQL as identifiers): same patterns."""
+    rx = {p["name"]: p["regexes"] for p in _metadata()["parameters"]}
+    assert rx["bq_project"] == [options.PROJECT_RE]
+    assert rx["feeds_dataset"] == rx["risk_dataset"] == [options.DATASET_RE]
+    assert rx["bq_location"] == [options.LOCATION_RE]
 
 
 def test_gcloud_builds_the_template_spec_from_the_metadata(tmp_path):

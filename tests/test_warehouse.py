@@ -139,7 +139,8 @@ def test_contract_has_the_issue_tables_and_columns_in_order():
         "portfolio_summary": ["as_of_date", "model_version", "segment_type", "segment", "n_firms",
                               "mean_pd", "expected_defaults", "score_p10", "score_p50",
                               "score_p90", "share_of_firms"],
-        "drift": ["as_of_date", "model_version", "feature", "metric", "value", "warn_threshold",
+        "drift": ["as_of_date", "model_version", "feature", "segment", "metric", "value",
+                  "warn_threshold",
                   "threshold", "status", "run_id"],
         "challenger_comparison": ["as_of_date", "champion_version", "challenger_version", "metric",
                                   "from_grade", "to_grade", "value", "run_id"],
@@ -153,6 +154,7 @@ def test_contract_has_the_issue_tables_and_columns_in_order():
                  "rows_in", "rows_rejected", "firms_scored_model", "firms_scored_rules", "message",
                  "config_fingerprint"],
         "rejected_records": ["run_id", "as_of_date", "feed", "record_json", "reason"],
+        "firm_segments": ["as_of_date", "enterprise_id", "industry", "region", "run_id"],
     }
     for t in tables.TABLES.values():
         assert "as_of_date" in t.names and t.replaced_by in t.names
@@ -591,9 +593,10 @@ def test_run_history_newest_first(three_dates):
 VIEW_FILES = sorted((pathlib.Path(wh_module.VIEWS_DIR)).glob("*.sql"))
 
 
-def test_the_five_views_are_there():
-    assert [p.stem for p in VIEW_FILES] == ["grade_distribution", "grade_migration",
-                                            "latest_scores", "run_history", "top_risk_drivers"]
+def test_the_views_are_there():
+    assert [p.stem for p in VIEW_FILES] == [
+        "backtest_history", "drift_history", "grade_distribution", "grade_migration",
+        "latest_scores", "run_history", "top_risk_drivers", "top_risk_drivers_by_industry"]
 
 
 @pytest.mark.parametrize("path", VIEW_FILES, ids=[p.stem for p in VIEW_FILES])

@@ -1,0 +1,205 @@
+"""Where a run's risk tables go: the DuckDB warehouse file (the embedded default) or a BigQuery
+dataset. Both take the same call, `publish(as_of_date, {table: Arrow table}, run_record)`, check
+the tables against the contract first (smescore.warehouse.prepare_publish), and replace the date's
+rows in every table and the run's row in `runs` atomically.
+
+BigQuery: WriteToBigQuery (file loads) lands every table in a run-scoped staging table, declared
+with the contract's schema; then ONE multi-statement transaction deletes the date's rows and
+inserts the staged ones, table by table; then the staging tables are dropped. A failure before or
+inside the transaction leaves the published rows as they were.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from smescore import bigquery as bqlib
+from smescore import tables as contract
+from smescore.warehouse import PublishError, Warehouse, prepare_publish, run_record_table
+
+
+class EmulatorApiClient:
+    """WriteToBigQuery's `test_client` for an emulator: Beam's own BigQuery API client pointed at
+    the emulator's endpoint, anonymous. Made lazily, and pickled as the endpoint alone, because
+    Beam pickles the transforms that carry it."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint.rstrip("/")
+        self._client = None
+
+    def __getstate__(self):
+        return {"endpoint": self.endpoint, "_client": None}
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name in ("endpoint", "_client"):
+            raise AttributeError(name)
+        if self._client is None:
+            import httplib2
+            from apache_beam.io.gcp.internal.clients import bigquery as bq_api
+            self._client = bq_api.BigqueryV2(
+                url=f"{self.endpoint}/bigquery/v2/", get_credentials=False, credentials=None,
+                http=httplib2.Http(timeout=30), response_encoding="utf8")
+        return getattr(self._client, name)
+
+
+class StagedRow(dict):
+    """A risk-table row and the table it is loaded into: WriteToBigQuery picks each element's
+    destination, so the rows of every table go through ONE write (and one set of load jobs).
+    It is written out as the plain row."""
+    __slots__ = ("table_spec",)
+
+
+def staged_rows(table: pa.Table, table_spec: str):
+    """Arrow rows as WriteToBigQuery takes them: dicts of Python values (dates and timestamps are
+    written as ISO text; conform() already turned NaN into NULL)."""
+    for row in table.to_pylist():
+        out = StagedRow(row)
+        out.table_spec = table_spec
+        yield out
+
+
+def read_staged(path_and_spec: tuple[str, str]):
+    path, table_spec = path_and_spec
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
+        yield from staged_rows(pa.Table.from_batches([batch]), table_spec)
+
+
+def _destination(row: StagedRow) -> str:
+    return row.table_spec
+
+
+def _schema_of(destination, schemas: dict) -> dict:
+    """The contract schema of a destination (Beam hands over a TableReference or its text)."""
+    if not isinstance(destination, str):
+        destination = f"{destination.projectId}:{destination.datasetId}.{destination.tableId}"
+    return schemas[destination]
+
+
+@beam.ptransform_fn
+def WriteRiskTables(pcoll, tables_by_spec: Mapping[str, str], test_client=None,
+                    temp_location=None, validate: bool = True):
+    """PCollection[StagedRow] -> every row loaded into its table (PROJECT:DATASET.TABLE), replacing
+    what the table held; `tables_by_spec` names the risk table each destination holds, whose
+    contract schema WriteToBigQuery declares."""
+    schemas = {spec: {"fields": contract.bigquery_schema(name)}
+               for spec, name in tables_by_spec.items()}
+    return pcoll | "WriteToBigQuery" >> beam.io.WriteToBigQuery(
+        _destination, schema=functools.partial(_schema_of, schemas=schemas),
+        method=beam.io.WriteToBigQuery.Method.FILE_LOADS,
+        create_disposition=beam.io.BigQueryDisposition.CREATE_IF_NEEDED,
+        write_disposition=beam.io.BigQueryDisposition.WRITE_TRUNCATE,
+        custom_gcs_temp_location=temp_location, test_client=test_client, validate=validate)
+
+
+class BigQueryRiskSink:
+    """The risk tables in `project.risk_dataset`.
+
+    `temp_location` is where WriteToBigQuery writes its load files (a gs:// path in production,
+    from --temp_location); against an emulator a local folder is used.
+    """
+
+    def __init__(self, bq, conn: Optional[bqlib.Connection] = None,
+                 temp_location: Optional[str] = None):
+        self.bq = bq
+        self.dataset = bq.risk_dataset
+        self.conn = conn or bqlib.Connection(bq.project, bq.location)
+        self.temp_location = temp_location
+
+    def __repr__(self) -> str:
+        return f"BigQuery({self.bq.project}.{self.dataset})"
+
+    def ensure_schema(self) -> None:
+        bqlib.ensure_schema(self.conn, self.dataset)
+
+    def _load(self, staged: Mapping[str, str], tables: Mapping[str, pa.Table], work: str) -> None:
+        """One DirectRunner pipeline: every Arrow table, via Parquet, into its staging table."""
+        emulator = self.conn.emulator
+        temp = os.path.join(work, "loads") if emulator else self.temp_location
+        options = PipelineOptions(["--runner=DirectRunner", f"--project={self.bq.project}",
+                                   *([f"--temp_location={temp}"] if temp else [])])
+        specs, files = {}, []
+        for name, table in tables.items():
+            spec = f"{self.bq.project}:{self.dataset}.{staged[name]}"
+            specs[spec] = name
+            files.append((os.path.join(work, f"{name}.parquet"), spec))
+            pq.write_table(table, files[-1][0])
+        with beam.Pipeline(options=options) as p:
+            (p | "StagedFiles" >> beam.Create(files)
+             | "Rows" >> beam.FlatMap(read_staged)
+             | "LoadStaging" >> WriteRiskTables(
+                 specs, test_client=EmulatorApiClient(emulator) if emulator else None,
+                 temp_location=temp, validate=not emulator))
+
+    def publish(self, as_of_date: dt.date, tables: Mapping[str, pa.Table],
+                run_record: Mapping[str, Any], challengers: Sequence[str] = ()) -> dict[str, int]:
+        """Replace `as_of_date`'s rows in every given table and the run's row, atomically; rows
+        may carry the run's model version or one of its `challengers` (shadow scores).
+        Returns {table: rows written}; raises ValueError (bad input, nothing touched) or
+        PublishError (nothing replaced)."""
+        conformed, run = prepare_publish(as_of_date, tables, run_record, challengers)
+        everything = {**conformed, "runs": run}
+        run_id = run_record["run_id"]
+        staged = {name: bqlib.staging_name(run_id, name) for name in everything}
+        expected = {name: t.num_rows for name, t in everything.items()}
+        work = tempfile.mkdtemp(prefix="smescore-publish-")
+        step = "staging"
+        try:
+            expires = dt.datetime.now(dt.timezone.utc) + bqlib.STAGING_TTL
+            bqlib.drop_tables(self.conn, self.dataset, list(staged.values()))
+            for name, staging in staged.items():
+                self.conn.client.create_table(
+                    bqlib.table_resource(self.conn, self.dataset, name, staging, expires),
+                    timeout=self.conn.timeout, retry=self.conn.retry)
+            self._load(staged, everything, work)
+            got = bqlib.count_rows(self.conn, self.dataset, staged)
+            if got != expected:
+                raise RuntimeError(f"staging tables hold {got} rows, expected {expected}")
+            step = "transaction"
+            self.conn.query(bqlib.replace_script(self.conn, self.dataset, staged))
+        except Exception as err:
+            raise PublishError(
+                f"publish of {as_of_date} (run {run_id}) to {self!r} failed at {step!r}: "
+                f"{type(err).__name__}: {err}; the dataset still holds the previous rows of "
+                f"{as_of_date}") from err
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            bqlib.drop_tables(self.conn, self.dataset, list(staged.values()))
+        self._verify(as_of_date, run_id, expected)
+        return expected
+
+    def _verify(self, as_of_date: dt.date, run_id: str, expected: Mapping[str, int]) -> None:
+        """After the commit: the date holds exactly the rows published (no duplicates)."""
+        dated = {n: n for n in expected if n != "runs"}
+        got = bqlib.count_rows(self.conn, self.dataset, dated, {"as_of_date": as_of_date})
+        got.update(bqlib.count_rows(self.conn, self.dataset, {"runs": "runs"}, {"run_id": run_id}))
+        if got != dict(expected):
+            raise RuntimeError(f"after publishing {as_of_date} (run {run_id}) {self!r} holds "
+                               f"{got} rows for it, expected {dict(expected)}")
+
+    def record_failed_run(self, run_record: Mapping[str, Any]) -> None:
+        """Upsert a failed run's row by run_id (one MERGE, values as parameters); no data touched."""
+        run = run_record_table(run_record)
+        if run_record["status"] != "failed":
+            raise ValueError(f"run record: record_failed_run takes status 'failed', got "
+                             f"{run_record['status']!r}")
+        sql, params = bqlib.merge_run_sql(self.conn, self.dataset, run.to_pylist()[0])
+        self.conn.query(sql, params)
+
+
+def risk_sink(cfg, conn: Optional[bqlib.Connection] = None):
+    """The sink `cfg.sink` names: 'duckdb' (--warehouse file) or 'bigquery' (--risk_dataset)."""
+    if cfg.sink == "duckdb":
+        return Warehouse(cfg.warehouse)
+    if cfg.sink == "bigquery":
+        return BigQueryRiskSink(cfg.bigquery, conn, cfg.bigquery.temp_location)
+    raise ValueError(f"unknown --sink {cfg.sink!r}")

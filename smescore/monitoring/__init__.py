@@ -1,0 +1,1 @@
+"""Watching the nightly runs: metrics pushed to Prometheus and the HTML run report."""
