@@ -95,7 +95,8 @@ def staging_folder(options: PipelineOptions, run_id: str) -> str:
     if is_dataflow(options):
         temp = options.view_as(GoogleCloudOptions).temp_location or ""
         if not temp.startswith("gs://"):
-            raise DataflowConfigError(f"--temp_location must be a gs:// folder on Dataflow, got {temp!r}")
+            raise DataflowConfigError(
+                f"--temp_location must be a gs:// folder on Dataflow, got {temp!r}")
         return f"{temp.rstrip('/')}/smescore-staging/{run_id}"
     return tempfile.mkdtemp(prefix="smescore-score-")
 
@@ -123,18 +124,22 @@ def job_description(job):
 
 
 def transform_names(job) -> list[str]:
-    """Unique names of the job's pipeline transforms, outermost first."""
+    """Unique names of every transform in the job's pipeline (composites and their parts)."""
     return sorted(t.unique_name for t in job.proto_pipeline.components.transforms.values())
 
 
+def stage_names(job) -> list[str]:
+    """The pipeline's own top-level stages (Beam's synthetic root left out)."""
+    return [n for n in transform_names(job) if n and "/" not in n and not n.startswith("ref_")]
+
+
 def dry_run_summary(job) -> dict:
+    """What `--dry_run=True` prints: the job Dataflow would receive, in brief."""
     env = job_description(job)
     pool = env.worker_pools[0]
-    top = [t.unique_name for t in job.proto_pipeline.components.transforms.values()
-           if "/" not in t.unique_name and t.unique_name]
     return {"dry_run": True, "job_name": job.proto.name,
             "sdk_container_image": pool.worker_harness_container_image,
             "machine_type": pool.machine_type,
             "service_options": list(env.service_options),
             "experiments": sorted(env.experiments),
-            "stages": sorted(top)}
+            "stages": stage_names(job)}

@@ -71,8 +71,7 @@ def test_dry_run_job_runs_every_transform_in_the_worker_image_with_the_project_p
 
 def test_dry_run_graph_holds_read_inference_attribution_and_write_stages(job, trained):
     _, version, _ = trained
-    names = dataflow.transform_names(job)
-    top = {n for n in names if "/" not in n}
+    top = set(dataflow.stage_names(job))
     assert f"RunInference[{version}]" in top
     assert {"Features", "Route", "ScoreAndExplain", "Attributions", "ColdStartRules"} <= top
     inference = [t for t in job.proto_pipeline.components.transforms.values()
@@ -93,6 +92,7 @@ def test_dry_run_through_the_job_entry_point_describes_the_job(trained):
     assert summary["dry_run"] is True and summary["sdk_container_image"] == IMAGE
     assert summary["service_options"] == [dataflow.GPU_SERVICE_OPTION]
     assert f"RunInference[{version}]" in summary["stages"]
+    assert not [s for s in summary["stages"] if s.startswith("ref_") or "/" in s]
 
 
 # --- refused before submission ----------------------------------------------------------------
