@@ -25,6 +25,16 @@ class NoGpuError(RuntimeError):
     pass
 
 
+def check_gpu(where: str = "this worker") -> None:
+    """--require_gpu: fail fast rather than score a night's portfolio on a CPU."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tensorflow as tf
+    if not tf.config.list_physical_devices("GPU"):
+        raise NoGpuError(f"--require_gpu is set but TensorFlow sees no GPU on {where}; check "
+                         f"--dataflow_service_options=worker_accelerator=... and the worker image "
+                         f"(infra/Dockerfile)")
+
+
 def raw_inputs(table: pa.Table) -> dict[str, np.ndarray]:
     """Signature inputs from a feature table: float32 with NaN for missing, strings with ''."""
     out = {}
@@ -62,11 +72,10 @@ class FeatureTableModelHandler(ModelHandler[pa.Table, pa.Table, Any]):
         self.require_gpu = require_gpu
 
     def load_model(self):
+        if self.require_gpu:
+            check_gpu("this worker")
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
         import tensorflow as tf
-        if self.require_gpu and not tf.config.list_physical_devices("GPU"):
-            raise NoGpuError("--require_gpu is set but TensorFlow sees no GPU on this worker; "
-                             "check --dataflow_service_options=worker_accelerator=... and the image")
         return tf.saved_model.load(self.saved_model_path)
 
     def run_inference(self, batch, model, inference_args=None) -> Iterable[pa.Table]:

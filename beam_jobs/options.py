@@ -22,6 +22,13 @@ def parse_date(text: str, what: str = "date") -> dt.date:
         raise ValueError(f"{what} must be YYYY-MM-DD, got {text!r}") from None
 
 
+def boolean(text: str) -> bool:
+    value = {"true": True, "false": False}.get(str(text).strip().lower())
+    if value is None:
+        raise ValueError(f"expected true or false, got {text!r}")
+    return value
+
+
 def require(opts, *names) -> None:
     """Flags cannot be argparse-required (every job parses every flag), so each job checks."""
     missing = [f"--{n}" for n in names if getattr(opts, n) in (None, "")]
@@ -56,7 +63,9 @@ class SmescoreOptions(PipelineOptions):
                             help="Roll back to the previous champion when the champion's latest "
                                  "backtest AUC is this far below its model card's and the "
                                  "previous one did better on the same cohort")
-        parser.add_argument("--require_gpu", action="store_true",
+        # `--require_gpu` or `--require_gpu=true|false`: flex templates pass every parameter
+        # as --name=value, which a plain store_true flag refuses.
+        parser.add_argument("--require_gpu", nargs="?", const=True, default=False, type=boolean,
                             help="Fail fast when a worker has no GPU (GPU Dataflow jobs)")
         parser.add_argument("--canary_share", type=float, default=0.10,
                             help="Share of model-scored firms whose official score comes from the "

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
-import tempfile
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from beam_jobs import drift, monitor, publish, score_rows, shadow, sinks
+from beam_jobs import dataflow, drift, monitor, publish, score_rows, shadow, sinks
 from beam_jobs.inference import ChampionChallengersHandler
 from beam_jobs.options import ScoreConfig
 from beam_jobs.sources import feed_source
@@ -117,24 +115,41 @@ def build_pipeline(p, cfg: ScoreConfig, source, run_ctx: publish.RunContext, sta
                                                    ["enterprise_id"]))
 
 
-def run(argv=None, save_main_session=True, progress=print):
+def prepare(argv=None, save_main_session=True, progress=print):
+    """Everything decided before the pipeline exists: options, config, source, run context.
+    A Dataflow dry run touches no service: it neither checks nor stages the feeds."""
     options = PipelineOptions(argv)
     options.view_as(SetupOptions).save_main_session = save_main_session
+    dataflow.check_runner(options)
     cfg = ScoreConfig.from_options(options)
     source = feed_source(cfg)
+    if dataflow.is_dry_run(options):
+        return options, cfg, source, publish.RunContext.start(cfg, progress, "dry-run")
     source.check()
-    run_ctx = publish.RunContext.start(cfg, progress, source.fingerprint())
-    staging = tempfile.mkdtemp(prefix="smescore-score-")
+    return options, cfg, source, publish.RunContext.start(cfg, progress, source.fingerprint())
+
+
+def build(options, cfg, source, run_ctx, staging: str) -> beam.Pipeline:
+    """The nightly pipeline, built but not run (a Dataflow dry run turns it into a job offline)."""
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, cfg, source, run_ctx, staging)
+    return p
+
+
+def run(argv=None, save_main_session=True, progress=print):
+    options, cfg, source, run_ctx = prepare(argv, save_main_session, progress)
+    staging = dataflow.staging_folder(options, run_ctx.scoring.run_id)
+    if dataflow.is_dry_run(options):      # the Dataflow job is built offline; nothing runs
+        return dataflow.dry_run_summary(build(options, cfg, source, run_ctx, staging).run().job)
     try:
-        with beam.Pipeline(options=options) as p:
-            build_pipeline(p, cfg, source, run_ctx, staging)
+        build(options, cfg, source, run_ctx, staging).run().wait_until_finish()
         result = run_ctx.publish(staging)
     except BaseException as err:
         run_ctx.fail(err)
         monitor.run_failed(cfg, run_ctx, err)
         raise
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        dataflow.remove_staging(staging)
         source.cleanup()
     # Outside the try: the tables are published, so nothing monitoring does can mark the run failed.
     return monitor.run_succeeded(cfg, run_ctx, result)

@@ -11,7 +11,9 @@
                                                     first is the canary
 
 A version folder is written under a temporary name and renamed into place, so a reader never sees
-half a model. Local paths now; the same layout works on gs:// through a filesystem that can rename.
+half a model. Training writes a local registry (copy it to Cloud Storage with `gcloud storage rsync`);
+reading — versions, champion, challengers, model cards — goes through Beam's filesystems, so the
+nightly job on Dataflow reads the same layout from gs:// (and TensorFlow loads the SavedModel there).
 """
 from __future__ import annotations
 
@@ -38,10 +40,11 @@ class Registry:
         return os.path.join(self.root, VERSIONS, version)
 
     def versions(self) -> list[str]:
-        folder = os.path.join(self.root, VERSIONS)
-        if not os.path.isdir(folder):
-            return []
-        return sorted(v for v in os.listdir(folder) if not v.startswith("."))
+        """Published versions: the folders holding a model card (local or gs://)."""
+        from apache_beam.io.filesystems import FileSystems
+        found = FileSystems.match([os.path.join(self.root, VERSIONS, "*", MODEL_CARD)])[0]
+        names = (m.path.replace("\\", "/").split("/")[-2] for m in found.metadata_list)
+        return sorted(v for v in names if not v.startswith("."))
 
     def staging_dir(self) -> str:
         """A fresh folder inside the registry to build a version in (same filesystem: rename works)."""
@@ -62,19 +65,18 @@ class Registry:
         return target
 
     def model_card(self, version: str) -> dict:
-        with open(os.path.join(self.version_dir(version), MODEL_CARD), encoding="utf-8") as fh:
-            return json.load(fh)
+        return read_json(os.path.join(self.version_dir(version), MODEL_CARD))
 
     def saved_model_path(self, version: str) -> str:
         return os.path.join(self.version_dir(version), SAVED_MODEL)
 
     def champion(self) -> str:
+        from apache_beam.io.filesystems import FileSystems
         path = os.path.join(self.root, CHAMPION)
-        if not os.path.exists(path):
+        if not FileSystems.exists(path):
             raise FileNotFoundError(f"no champion in registry {self.root!r}: run `smescore train` "
                                     f"first (it promotes its model when there is none)")
-        with open(path, encoding="utf-8") as fh:
-            version = json.load(fh)["version"]
+        version = read_json(path)["version"]
         if version not in self.versions():
             raise FileNotFoundError(f"champion {version!r} is not a version in {self.root!r}")
         return version
@@ -87,11 +89,11 @@ class Registry:
 
     def challengers(self) -> list[str]:
         """Versions scored in shadow next to the champion, in order; the first is the canary."""
+        from apache_beam.io.filesystems import FileSystems
         path = os.path.join(self.root, CHALLENGERS)
-        if not os.path.exists(path):
+        if not FileSystems.exists(path):
             return []
-        with open(path, encoding="utf-8") as fh:
-            versions = list(json.load(fh)["versions"])
+        versions = list(read_json(path)["versions"])
         unknown = [v for v in versions if v not in self.versions()]
         if unknown:
             raise FileNotFoundError(f"challengers {unknown} are not versions in {self.root!r}")
@@ -104,6 +106,14 @@ class Registry:
         if len(set(versions)) != len(versions):
             raise ValueError(f"a challenger is listed twice: {versions}")
         write_json_atomically(os.path.join(self.root, CHALLENGERS), {"versions": list(versions)})
+
+
+def read_json(path: str) -> dict:
+    """A registry JSON file, on a local path or gs://."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        return json.loads(fh.read().decode("utf-8"))
 
 
 def write_json_atomically(path: str, payload: dict) -> None:
