@@ -14,7 +14,6 @@ The documented GPU flags (README, "Run on Google Cloud"):
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 
 from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptions,
@@ -22,6 +21,7 @@ from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptio
                                                   WorkerOptions)
 
 from beam_jobs.options import SmescoreOptions
+from smescore import files
 
 GPU_SERVICE_OPTION = "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"
 ONE_SDK_PROCESS = "no_use_multiple_sdk_containers"
@@ -102,12 +102,8 @@ def staging_folder(options: PipelineOptions, run_id: str) -> str:
 
 
 def remove_staging(folder: str) -> None:
-    if "://" not in folder:
-        shutil.rmtree(folder, ignore_errors=True)
-        return
-    from apache_beam.io.filesystems import FileSystems
     try:
-        FileSystems.delete([folder.rstrip("/") + "/"])
+        files.remove_tree(folder)
     except Exception as err:      # leftovers expire with the temp bucket's lifecycle rule
         _LOG.warning("could not remove staging folder %s: %s", folder, err)
 

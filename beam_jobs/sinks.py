@@ -1,4 +1,5 @@
-"""Local file sinks: one sorted Parquet file written atomically (temp file, then rename).
+"""File sinks: one sorted Parquet file written atomically, locally or on the workers' shared file
+system (gs:// on Dataflow, through Beam's FileSystems).
 
 A table sink writes each incoming table to a part file where it is produced and only the part's
 name travels on: DirectRunner holds whatever crosses a stage boundary in memory, three times over
@@ -11,14 +12,18 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
+import posixpath
 import shutil
 import tempfile
+import uuid
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 
+from smescore.files import download, is_remote, remove_tree, upload
 from smescore.tables import quote
 from transforms import arrow_coder  # noqa: F401  (the pa.Table coder)
 
@@ -31,9 +36,14 @@ REJECTED_SCHEMA = pa.schema([("feed", pa.string()), ("record_json", pa.string())
 
 
 def publish_file(write, path: str) -> None:
-    """Readers see the old file or the new one, never half of one."""
-    if "://" in path:       # gs:// (Dataflow staging): an object appears whole when its upload ends
-        write(path)
+    """Readers see the old file or the new one, never half of one: a local file is written beside
+    its name and renamed; a remote one is written locally and uploaded (an object appears whole
+    when its upload ends)."""
+    if is_remote(path):
+        with tempfile.TemporaryDirectory(prefix="smescore-upload-") as local:
+            tmp = os.path.join(local, posixpath.basename(path))
+            write(tmp)
+            upload(tmp, path)
         return
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -65,7 +75,12 @@ def records_to_table(records: list[dict], schema: pa.Schema) -> pa.Table:
 
 
 def parts_folder(path: str) -> str:
-    """A fresh hidden folder beside `path` for its parts; removed at process exit at the latest."""
+    """A fresh hidden folder beside `path` for its parts. Remote when `path` is (the workers that
+    write the parts and the one that merges them are other machines); a local one is removed at
+    process exit at the latest. The folder's name is never data."""
+    if is_remote(path):
+        parent, name = posixpath.split(path)
+        return FileSystems.join(parent, f".{name}.parts-{uuid.uuid4().hex}")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     parts = tempfile.mkdtemp(dir=folder, prefix=f".{os.path.basename(path)}.parts-")
@@ -80,8 +95,8 @@ def write_part(table: pa.Table, folder: str, schema: pa.Schema) -> str:
     with pa.ipc.new_file(sink, schema) as writer:
         writer.write_table(table.cast(schema))
     data = sink.getvalue()
-    path = os.path.join(folder, f"part-{hashlib.sha256(data).hexdigest()[:32]}.arrow")
-    with open(path, "wb") as fh:
+    path = FileSystems.join(folder, f"part-{hashlib.sha256(data).hexdigest()[:32]}.arrow")
+    with FileSystems.create(path) as fh:
         fh.write(data)
     return path
 
@@ -89,35 +104,49 @@ def write_part(table: pa.Table, folder: str, schema: pa.Schema) -> str:
 def merge_parts(parts: list[str], path: str, schema: pa.Schema, sort_keys: list[str],
                 folder: str, in_memory_bytes: int = MERGE_IN_MEMORY) -> int:
     """The parts (a name twice is read twice), sorted on sort_keys, into one Parquet file at
-    `path`; removes the parts. Up to `in_memory_bytes` of parts Arrow sorts them in memory;
-    beyond, memory stays bounded: DuckDB sorts (spilling to `folder`) and record batches stream
-    out to the Parquet writer."""
+    `path`; removes the parts. Remote parts are first copied to a local folder."""
+    try:
+        if not is_remote(folder):
+            written = []
+            publish_file(lambda tmp: written.append(
+                sort_parts(parts, tmp, schema, sort_keys, folder, in_memory_bytes)), path)
+            return written[0]
+        with tempfile.TemporaryDirectory(prefix="smescore-merge-") as local:
+            local_parts = [download(p, os.path.join(local, f"{i:06d}.arrow"))
+                           for i, p in enumerate(parts)]
+            written = []
+            publish_file(lambda tmp: written.append(
+                sort_parts(local_parts, tmp, schema, sort_keys, local, in_memory_bytes)), path)
+            return written[0]
+    finally:
+        remove_tree(folder)
+
+
+def sort_parts(parts: list[str], out: str, schema: pa.Schema, sort_keys: list[str],
+               spill: str, in_memory_bytes: int) -> int:
+    """Local parts -> one sorted Parquet file at `out`; the number of rows. Up to
+    `in_memory_bytes` of parts Arrow sorts them in memory; beyond, memory stays bounded: DuckDB
+    sorts (spilling to `spill`) and record batches stream out to the Parquet writer."""
     if sum(os.path.getsize(p) for p in parts) <= in_memory_bytes:
-        tables = [ds.dataset(parts, schema=schema, format="ipc").to_table()] if parts else []
-        n = write_sorted_parquet(tables, path, schema, sort_keys)
-        shutil.rmtree(folder, ignore_errors=True)
-        return n
+        table = sorted_table([ds.dataset(parts, schema=schema, format="ipc").to_table()]
+                             if parts else [], schema, sort_keys)
+        pq.write_table(table, out)
+        return table.num_rows
 
     import duckdb
 
-    def write(tmp):
-        n = 0
-        with pq.ParquetWriter(tmp, schema) as writer:
-            config = {"memory_limit": MERGE_MEMORY, "temp_directory": folder}
-            with duckdb.connect(config=config) as con:
-                con.register("parts", ds.dataset(parts, schema=schema, format="ipc"))
-                order_sql = ", ".join(quote(k) for k in sort_keys)
-                reader = con.execute(f"SELECT * FROM parts ORDER BY {order_sql}").to_arrow_reader(
-                    MERGE_BATCH_ROWS)
-                for batch in reader:
-                    writer.write_table(pa.Table.from_batches([batch]).cast(schema))
-                    n += batch.num_rows
-        return n
-
-    written = []
-    publish_file(lambda tmp: written.append(write(tmp)), path)
-    shutil.rmtree(folder, ignore_errors=True)
-    return written[0]
+    n = 0
+    with pq.ParquetWriter(out, schema) as writer:
+        config = {"memory_limit": MERGE_MEMORY, "temp_directory": spill}
+        with duckdb.connect(config=config) as con:
+            con.register("parts", ds.dataset(parts, schema=schema, format="ipc"))
+            order_sql = ", ".join(quote(k) for k in sort_keys)
+            reader = con.execute(f"SELECT * FROM parts ORDER BY {order_sql}").to_arrow_reader(
+                MERGE_BATCH_ROWS)
+            for batch in reader:
+                writer.write_table(pa.Table.from_batches([batch]).cast(schema))
+                n += batch.num_rows
+    return n
 
 
 @beam.ptransform_fn

@@ -196,7 +196,7 @@ class BigQueryFeedSource:
         for feed in feeds.FEEDS:
             if self.conn.emulator:
                 out[feed] = pipeline | f"ReadStaged[{feed}]" >> beam.Create(
-                    self.client_tables(feed))
+                    self.client_tables(feed)).with_output_types(pa.Table)
                 continue
             out[feed] = (pipeline
                          | f"ReadFromBigQuery[{feed}]" >> beam.io.ReadFromBigQuery(
@@ -206,7 +206,8 @@ class BigQueryFeedSource:
                              use_native_datetime=True, project=self.bq.project)
                          | f"Batch[{feed}]" >> beam.BatchElements(
                              min_batch_size=1_000, max_batch_size=ROWS_PER_BATCH)
-                         | f"ToArrow[{feed}]" >> beam.Map(rows_to_table, feed))
+                         | f"ToArrow[{feed}]" >> beam.Map(rows_to_table, feed)
+                         .with_output_types(pa.Table))
         return out
 
     def cleanup(self) -> None:

@@ -77,8 +77,10 @@ def cmd_train(args, beam_args) -> int:
 
 def cmd_score(args, beam_args) -> int:
     from beam_jobs import score_portfolio
-    argv = [f"--feeds={args.feeds}", f"--as_of={args.as_of}", f"--registry={args.registry}",
-            f"--warehouse={args.warehouse}", f"--min_history_months={args.min_history_months}",
+    argv = [f"--as_of={args.as_of}", f"--registry={args.registry}",
+            *([f"--feeds={args.feeds}"] if args.feeds else []),
+            *([f"--warehouse={args.warehouse}"] if args.warehouse else []),
+            f"--min_history_months={args.min_history_months}",
             f"--max_rejected_share={args.max_rejected_share}", f"--n_shards={args.n_shards}",
             f"--canary_share={args.canary_share}",
             f"--max_auc_drop={args.max_auc_drop}",
@@ -89,7 +91,7 @@ def cmd_score(args, beam_args) -> int:
             *beam_args]
     result = score_portfolio.run(argv, save_main_session=False, progress=_progress)
     print(json.dumps(result, indent=2, default=str))
-    if args.summary:
+    if args.summary and args.warehouse:
         from smescore import report
         print(report.run_summary(args.warehouse, args.as_of))
     return 0
@@ -212,10 +214,12 @@ def parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("score", help="the nightly job: score the portfolio as of a date (Beam)")
-    s.add_argument("--feeds", required=True)
+    s.add_argument("--feeds", default=None,
+                   help="feeds folder (or --source=bigquery with the BigQuery flags)")
     s.add_argument("--as-of", type=_date, required=True)
     s.add_argument("--registry", required=True)
-    s.add_argument("--warehouse", required=True, help="DuckDB file")
+    s.add_argument("--warehouse", default=None,
+                   help="DuckDB file (or --sink=bigquery with the BigQuery flags)")
     s.add_argument("--model-version", default=None, help="default: the registry's champion")
     s.add_argument("--min-history-months", type=int, default=6)
     s.add_argument("--max-rejected-share", type=float, default=0.05)

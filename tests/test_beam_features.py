@@ -14,6 +14,7 @@ import pytest
 from beam_jobs import build_features, sinks
 from beam_jobs.sources import LocalFilesSource
 from tests import handmade
+from tests.shared_fs import SharedFileSystem
 from transforms import beam_features, catalog, pit
 
 
@@ -108,9 +109,12 @@ def test_malformed_records_are_rejected_with_reasons_and_the_rest_unchanged(tmp_
                                   check_dtype=False)
 
 
-def test_rows_spread_over_files_meet_in_their_shard_and_shuffle_files_are_removed(tmp_path):
+@pytest.mark.parametrize("shared", [False, True], ids=["local", "shared-file-system"])
+def test_rows_spread_over_files_meet_in_their_shard_and_shuffle_files_are_removed(
+        tmp_path, monkeypatch, shared):
     """Every feed split into three files (three read batches, so a shard's rows come from several
-    shuffle files): the same features as in one piece, and no shuffle file left behind."""
+    shuffle files): the same features as in one piece, and no shuffle file left behind, on the
+    local disk or on a file system the workers share (as under a gs:// --temp_location)."""
     feeds_dir = str(tmp_path / "feeds")
     for name, table in handmade.tables().items():
         os.makedirs(os.path.join(feeds_dir, name))
@@ -118,9 +122,13 @@ def test_rows_spread_over_files_meet_in_their_shard_and_shuffle_files_are_remove
         for i, start in enumerate(range(0, table.num_rows, step)):
             pq.write_table(table.slice(start, step), os.path.join(feeds_dir, name, f"p{i}.parquet"))
     shuffle = tmp_path / "shuffle"
+    folder = str(shuffle)
+    if shared:
+        monkeypatch.setattr(SharedFileSystem, "ROOT", str(tmp_path))
+        folder = "sharedfs://shuffle"
     with beam.Pipeline() as p:
         feats, _ = LocalFilesSource(feeds_dir).read(p) | beam_features.ComputeFeatures(
-            [handmade.D], n_shards=2, shuffle_folder=str(shuffle))
+            [handmade.D], n_shards=2, shuffle_folder=folder)
         feats | sinks.WriteSortedParquet(str(tmp_path / "f.parquet"), beam_features.FEATURE_SCHEMA,
                                          ["as_of_date", "enterprise_id"])
     job = pq.read_table(tmp_path / "f.parquet").to_pandas()

@@ -1,5 +1,6 @@
 """The nightly job on Dataflow with GPU workers, built offline (`--dry_run=True --no_auth`), the
 configurations it refuses before submitting, and GPU runs failing fast on this CPU machine."""
+import json
 import os
 
 import apache_beam as beam
@@ -10,6 +11,7 @@ from apache_beam.portability.api import beam_runner_api_pb2
 
 from beam_jobs import dataflow, score_portfolio
 from beam_jobs.inference import FeatureTableModelHandler, NoGpuError
+from smescore import cli
 from transforms import feeds as feed_contract
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,6 +95,15 @@ def test_dry_run_through_the_job_entry_point_describes_the_job(trained):
     assert summary["service_options"] == [dataflow.GPU_SERVICE_OPTION]
     assert f"RunInference[{version}]" in summary["stages"]
     assert not [s for s in summary["stages"] if s.startswith("ref_") or "/" in s]
+
+
+def test_the_score_command_submits_with_bigquery_flags_instead_of_feeds_and_warehouse(trained,
+                                                                                   capsys):
+    registry, version, _ = trained
+    argv = ["score", "--as-of=2026-10-31", f"--registry={registry}", *DATAFLOW, *BIGQUERY]
+    assert cli.main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["dry_run"] is True and f"RunInference[{version}]" in summary["stages"]
 
 
 # --- refused before submission ----------------------------------------------------------------

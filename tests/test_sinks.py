@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_jobs import sinks
+from tests.shared_fs import SharedFileSystem
 from transforms.arrow_coder import ArrowTableCoder
 
 SCHEMA = pa.schema([("enterprise_id", pa.string()), ("feature", pa.string()), ("phi", pa.float64()),
@@ -79,3 +80,21 @@ def test_arrow_coder_round_trips_and_sizes_a_table_without_encoding_it():
     assert _bits(coder.decode(coder.encode(table))) == _bits(table)
     assert coder.estimate_size(table) == table.nbytes
     assert isinstance(beam.coders.registry.get_coder(pa.Table), ArrowTableCoder)
+
+
+@pytest.mark.parametrize("in_memory_bytes", [sinks.MERGE_IN_MEMORY, 0], ids=["arrow", "duckdb"])
+def test_a_remote_path_keeps_parts_and_file_on_the_shared_file_system(tmp_path, monkeypatch,
+                                                                      in_memory_bytes):
+    shared, cwd = tmp_path / "shared", tmp_path / "cwd"
+    shared.mkdir(), cwd.mkdir()
+    monkeypatch.setattr(SharedFileSystem, "ROOT", str(shared))
+    monkeypatch.chdir(cwd)
+    assert sinks.is_remote("sharedfs://bucket/run/scores.parquet")
+    with beam.Pipeline() as p:
+        (p | beam.Create(_tables(), reshuffle=False).with_output_types(pa.Table)
+         | sinks.WriteSortedParquet("sharedfs://bucket/run/scores.parquet", SCHEMA,
+                                    ["enterprise_id", "feature"], in_memory_bytes=in_memory_bytes))
+    local = _write(_tables(), tmp_path / "local.parquet", in_memory_bytes)
+    assert _bits(pq.read_table(shared / "bucket" / "run" / "scores.parquet")) == _bits(local)
+    assert os.listdir(shared / "bucket" / "run") == ["scores.parquet"]   # parts removed
+    assert os.listdir(cwd) == []            # nothing landed on the driver's disk

@@ -22,12 +22,14 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 
+from smescore import files
+
 
 def folder_for(pipeline, prefix: str = "smescore-shuffle-") -> str:
     """A fresh folder under the pipeline's --temp_location, or a local temporary one that is
     removed when this process exits (whatever happens to the pipeline)."""
     temp_location = pipeline.options.view_as(GoogleCloudOptions).temp_location
-    if temp_location and FileSystems.get_scheme(temp_location) not in (None, "file"):
+    if temp_location and files.is_remote(temp_location):
         # A shared file system (the workers are other machines); the folder name is never data.
         return FileSystems.join(temp_location, prefix + uuid.uuid4().hex)
     folder = tempfile.mkdtemp(prefix=prefix, dir=temp_location or None)
@@ -55,5 +57,4 @@ def read(path: str) -> pa.Table:
 
 
 def remove(folder: str) -> None:
-    if FileSystems.exists(folder):
-        FileSystems.delete([folder])
+    files.remove_tree(folder)
