@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+from beam_jobs.risk_sinks import risk_reader
 from smescore.monitoring import metrics, run_report
 
 log = logging.getLogger(__name__)
@@ -26,19 +27,20 @@ def run_succeeded(cfg, run_ctx, result: dict) -> dict:
         version = run_ctx.scoring.model_version
         try:
             samples = (metrics.run_samples(version, True, run_ctx.started_at, finished)
-                       + metrics.published_samples(cfg.warehouse, result, run_ctx.card,
+                       + metrics.published_samples(risk_reader(cfg), result, run_ctx.card,
                                                    finished))
         except Exception as err:  # noqa: BLE001 - still say the run succeeded
             log.error("could not read the run's metrics back: %s: %s", type(err).__name__, err)
             run_ctx.progress(f"[monitor] METRICS INCOMPLETE: {type(err).__name__}: {err}")
             samples = metrics.run_samples(version, True, run_ctx.started_at, finished)
         result["metrics_pushed"] = metrics.push(
-            cfg.pushgateway, metrics.instance_of(cfg.warehouse), samples, replace=True,
+            cfg.pushgateway, metrics.instance_of(risk_reader(cfg)), samples, replace=True,
             progress=run_ctx.progress)
     if cfg.report_dir:
         path = run_report.report_path(cfg.report_dir, cfg.as_of)
         try:
-            result["report"] = run_report.write_report(cfg.warehouse, cfg.as_of, path, cfg.registry)
+            result["report"] = run_report.write_report(risk_reader(cfg), cfg.as_of, path,
+                                                       cfg.registry)
             run_ctx.progress(f"[monitor] run report: {path}")
         except Exception as err:  # noqa: BLE001 - the data is published; say loudly what is missing
             log.error("RUN REPORT NOT WRITTEN (%s): %s: %s", path, type(err).__name__, err)
@@ -54,5 +56,5 @@ def run_failed(cfg, run_ctx, err: BaseException) -> None:
     if cfg.pushgateway:
         samples = metrics.run_samples(run_ctx.scoring.model_version, False, run_ctx.started_at,
                                       _now())
-        metrics.push(cfg.pushgateway, metrics.instance_of(cfg.warehouse), samples, replace=False,
+        metrics.push(cfg.pushgateway, metrics.instance_of(risk_reader(cfg)), samples, replace=False,
                      progress=run_ctx.progress)

@@ -24,7 +24,7 @@ from models import registry as model_registry
 from models.rules import load_rules_config
 from models.scorecard import load_scorecard_config
 from smescore import tables
-from beam_jobs.risk_sinks import risk_sink
+from beam_jobs.risk_sinks import risk_reader, risk_sink
 from transforms import catalog
 from transforms import feeds as feed_contract
 
@@ -128,11 +128,13 @@ class RunContext:
     note: str = ""             # the run record's message when it succeeds (e.g. why it rolled back)
 
     @classmethod
-    def start(cls, cfg, progress=print, input_fp: str | None = None) -> "RunContext":
+    def start(cls, cfg, progress=print, input_fp: str | None = None,
+              dry_run: bool = False) -> "RunContext":
+        """A dry run reads only the registry: it neither rolls back nor reads the risk tables."""
         reg = model_registry.Registry(cfg.registry)
         rolled_back = None
-        if not cfg.model_version:          # a forced version is the operator's call
-            rolled_back = lifecycle.automatic_rollback(reg, cfg.warehouse, cfg.max_auc_drop)
+        if not cfg.model_version and not dry_run:   # a forced version is the operator's call
+            rolled_back = lifecycle.automatic_rollback(reg, risk_reader(cfg), cfg.max_auc_drop)
             if rolled_back:
                 progress(f"[score] {rolled_back}")
         version = cfg.model_version or reg.champion()

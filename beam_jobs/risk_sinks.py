@@ -203,3 +203,15 @@ def risk_sink(cfg, conn: Optional[bqlib.Connection] = None):
     if cfg.sink == "bigquery":
         return BigQueryRiskSink(cfg.bigquery, conn, cfg.bigquery.temp_location)
     raise ValueError(f"unknown --sink {cfg.sink!r}")
+
+
+def risk_reader(cfg, conn: Optional[bqlib.Connection] = None):
+    """What reads back the tables `cfg.sink` writes, in DuckDB's SQL (smescore.warehouse.reader):
+    for the metrics, the run report and the automatic rollback."""
+    if cfg.sink == "duckdb":
+        return Warehouse(cfg.warehouse)
+    if cfg.sink == "bigquery":
+        return bqlib.RiskTables(conn or bqlib.Connection(cfg.bigquery.project,
+                                                         cfg.bigquery.location),
+                                cfg.bigquery.risk_dataset)
+    raise ValueError(f"unknown --sink {cfg.sink!r}")

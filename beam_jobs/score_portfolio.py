@@ -124,7 +124,7 @@ def prepare(argv=None, save_main_session=True, progress=print):
     cfg = ScoreConfig.from_options(options)
     source = feed_source(cfg)
     if dataflow.is_dry_run(options):
-        return options, cfg, source, publish.RunContext.start(cfg, progress, "dry-run")
+        return options, cfg, source, publish.RunContext.start(cfg, progress, "dry-run", dry_run=True)
     source.check()
     return options, cfg, source, publish.RunContext.start(cfg, progress, source.fingerprint())
 

@@ -143,20 +143,24 @@ def previous_champion(registry) -> Optional[str]:
     return history[-2] if len(history) > 1 else None
 
 
+_BACKTEST_SQL = (
+    "SELECT as_of_date, auc, ks, gini, brier, n_firms, n_defaults, predicted_default_rate, "
+    "observed_default_rate, calibration_status FROM performance WHERE model_version = ? "
+    "AND segment_type = 'all'")
+
+
 def latest_backtest(warehouse, version: str, as_of: Optional[dt.date] = None) -> Optional[dict]:
     """The version's backtest figures (segment 'all') of `as_of`, or of its latest backtested
-    date; None when the warehouse holds none."""
-    from smescore.warehouse import Warehouse
-    wh = warehouse if isinstance(warehouse, Warehouse) else Warehouse(warehouse)
-    if not os.path.exists(wh.path) or not wh.query(
-            "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_name = 'performance'"
-    ).column("n")[0].as_py():
+    date; None when the risk tables hold none. `warehouse`: a DuckDB file or a reader of the risk
+    tables (smescore.warehouse.reader)."""
+    from smescore.warehouse import reader
+    wh = reader(warehouse)
+    if not wh.has_table("performance"):
         return None                                # no warehouse yet, or one from before backtests
-    rows = wh.query(
-        "SELECT as_of_date, auc, ks, gini, brier, n_firms, n_defaults, predicted_default_rate, "
-        "observed_default_rate, calibration_status FROM performance WHERE model_version = ? "
-        "AND segment_type = 'all' AND (CAST(? AS DATE) IS NULL OR as_of_date = ?) "
-        "ORDER BY as_of_date DESC LIMIT 1", [version, as_of, as_of]).to_pylist()
+    sql, params = _BACKTEST_SQL, [version]
+    if as_of is not None:
+        sql, params = sql + " AND as_of_date = ?", params + [as_of]
+    rows = wh.query(sql + " ORDER BY as_of_date DESC LIMIT 1", params).to_pylist()
     if not rows:
         return None
     return {**rows[0], "as_of_date": str(rows[0]["as_of_date"])}

@@ -92,6 +92,53 @@ class Connection:
         return [dict(r.items()) for r in self.query(sql, params)]
 
 
+class RiskTables:
+    """The risk dataset read as the DuckDB warehouse is: `query(sql, params)` takes the DuckDB
+    dialect with `?` placeholders over bare table names — the queries the metrics, the run report
+    and the automatic rollback share between both engines — and returns an Arrow table. sqlglot
+    translates the statement, qualifies its tables with project.dataset and turns the i-th `?`
+    into @p<i>; the values go as parameters."""
+
+    def __init__(self, conn: Connection, dataset: str):
+        self.conn, self.dataset = conn, dataset
+
+    def __repr__(self) -> str:
+        return f"BigQuery({self.conn.project}.{self.dataset})"
+
+    @property
+    def instance(self) -> str:
+        """The Pushgateway grouping key's instance: the dataset the job publishes into."""
+        return f"bigquery:{self.conn.project}.{self.dataset}"
+
+    def has_table(self, name: str) -> bool:
+        from google.api_core.exceptions import NotFound
+        try:
+            self.conn.client.get_table(self.conn.table_id(self.dataset, name),
+                                       timeout=self.conn.timeout, retry=self.conn.retry)
+        except NotFound:
+            return False
+        return True
+
+    def translate(self, duckdb_sql: str) -> str:
+        statement = sqlglot.parse_one(duckdb_sql, read="duckdb")
+        # The tree's walk is not the text's order (a WITH clause comes last): tag each `?`, find
+        # the tags in the generated text, number them in that order.
+        tagged = []
+        for k, placeholder in enumerate(list(statement.find_all(exp.Placeholder))):
+            if placeholder.this:
+                raise ValueError(f"named placeholder {placeholder.sql()!r}: use ? placeholders")
+            tagged.append(placeholder.replace(exp.Placeholder(this=f"smescore_tag{k}")))
+        order = [int(k) for k in re.findall(r"smescore_tag(\d+)", statement.sql("duckdb"))]
+        for i, k in enumerate(order):
+            tagged[k].set("this", f"p{i}")
+        return sqlgen.qualify(statement.sql("bigquery", unsupported_level=sqlglot.ErrorLevel.RAISE),
+                              self.conn.project, self.dataset)
+
+    def query(self, sql: str, params: Sequence[Any] = ()):
+        rows = self.conn.query(self.translate(sql), {f"p{i}": v for i, v in enumerate(params)})
+        return rows.to_arrow(create_bqstorage_client=False)
+
+
 def _scalar_type(value: Any) -> str:
     for kind, name in _PARAM_TYPES:     # bool before int, datetime before date
         if isinstance(value, kind):

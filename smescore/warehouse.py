@@ -352,6 +352,17 @@ class Warehouse:
         with self._transaction() as con:
             _replace_rows(con, "runs", run, "run_id", run_record["run_id"])
 
+    @property
+    def instance(self) -> str:
+        """The Pushgateway grouping key's instance: the file the job publishes into."""
+        return os.path.abspath(self.path)
+
+    def has_table(self, name: str) -> bool:
+        """False too when there is no warehouse file yet."""
+        return os.path.exists(self.path) and bool(self.query(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = ?",
+            [name]).column(0)[0].as_py())
+
     def query(self, sql: str, params: Optional[Sequence[Any] | Mapping[str, Any]] = None
               ) -> pa.Table:
         """Run one SQL statement on a read-only connection; values go in `params`, bound to `?`
@@ -379,3 +390,12 @@ def _check_existing(con: duckdb.DuckDBPyConnection, name: str) -> None:
         raise RuntimeError(f"table {name!r} in the warehouse does not match the contract (it needs "
                            f"a migration): has {[(n, str(t)) for n, t in got]}, expected "
                            f"{[(n, str(t)) for n, t in expected]}")
+
+
+def reader(risk_tables) -> "Warehouse":
+    """What reads the risk tables: a DuckDB file's path becomes its Warehouse; a reader (a
+    Warehouse, smescore.bigquery.RiskTables: `query(sql, [values])` in DuckDB's dialect,
+    `has_table`, `instance`) is returned as it is."""
+    if isinstance(risk_tables, (str, os.PathLike)):
+        return Warehouse(risk_tables)
+    return risk_tables

@@ -24,10 +24,13 @@ from beam_jobs.options import BigQueryConfig, ScoreConfig
 from beam_jobs.risk_sinks import (BigQueryRiskSink, EmulatorApiClient, WriteRiskTables,
                                   risk_sink, staged_rows)
 from beam_jobs.sources import BigQueryFeedSource, LocalFilesSource, feed_source
+from models import lifecycle
 from smescore import bigquery as bqlib
 from smescore import sqlfiles, sqlgen
 from smescore import tables
+from smescore.monitoring import metrics, report_data
 from smescore.warehouse import PublishError, Warehouse
+from tests import monitoring_services as services
 from tests import test_warehouse as tw
 from tests.bq_emulator import (LOCATION, PROJECT, bq_conn, bq_emulator,  # noqa: F401
                                quick_load_job_polls, risk_dataset)
@@ -401,6 +404,53 @@ def test_grade_migration_between_two_dates_is_the_same_on_both_engines(both_engi
             ("3", "4", 1), ("3", "exited", 1), ("6", "exited", 1), ("D", "exited", 1)]
 
 
+def test_metrics_backtests_and_the_report_read_the_same_from_both_engines(both_engines):
+    """What the monitoring reads back after a run (DuckDB SQL with ? values), from the DuckDB
+    warehouse and, translated by sqlglot, from the emulator: the same numbers."""
+    wh, conn, dataset = both_engines
+    bq = bqlib.RiskTables(conn, dataset)
+    assert metrics.instance_of(bq) == f"bigquery:{PROJECT}.{dataset}"
+    card = {"metrics": {"test": {"auc": 0.81, "ks": 0.47}}}
+    for as_of, rows, run_id, psi, *_ in PUBLISHES:
+        result = {"model_version": tw.V, "as_of_date": as_of, "run_id": run_id,
+                  "rows_in": {"invoices": 40, "tax_filings": 12}}
+        at = dt.datetime(2026, 11, 1, 3, 15)
+        duck = metrics.published_samples(wh, result, card, at)
+        got = metrics.published_samples(bq, result, card, at)
+        assert sorted(map(_sample, got)) == sorted(map(_sample, duck))
+        by_name = {(s.metric, tuple(s.labels.items())): s.value for s in got}
+        assert by_name[("smescore_score_psi", (("model_version", tw.V),))] == psi["__score__"]
+    assert lifecycle.latest_backtest(bq, tw.V) == lifecycle.latest_backtest(wh, tw.V)
+    assert lifecycle.latest_backtest(bq, tw.V)["auc"] == pytest.approx(0.74)    # D2, the latest
+    assert lifecycle.latest_backtest(bq, tw.V, D1)["auc"] == pytest.approx(0.78)
+    assert lifecycle.latest_backtest(bq, "v-unknown") is None
+    assert not bqlib.RiskTables(conn, "no_such_dataset").has_table("performance")
+
+    duck, got = report_data.load(wh, D1), report_data.load(bq, D1)
+    assert got.run["run_id"] == duck.run["run_id"] == "run-d1"
+    assert (got.previous_as_of, got.backtest_as_of) == (duck.previous_as_of, duck.backtest_as_of)
+    for frame in ("score_counts", "grades", "sources", "drift", "drivers", "challenger",
+                  "performance", "roc"):
+        a, b = getattr(duck, frame), getattr(got, frame)
+        assert list(a.columns) == list(b.columns), frame
+        assert _frame_rows(a) == _frame_rows(b), frame
+    assert list(got.drivers.feature)[:2] == ["sales_trend", "late_vat"]
+
+
+def _frame_rows(frame) -> list[tuple]:
+    """A report frame's rows, sorted, floats rounded, timestamps naive UTC, NaN/NaT as None."""
+    rows = []
+    for row in frame.astype(object).where(frame.notna(), None).to_dict("records"):
+        row = normal({k: v.to_pydatetime() if hasattr(v, "to_pydatetime") else v
+                      for k, v in row.items()})
+        rows.append(tuple(round(v, 9) if isinstance(v, float) else v for v in row.values()))
+    return sorted(rows, key=_sort_key)
+
+
+def _sample(s) -> tuple:
+    return s.metric, tuple(sorted(s.labels.items())), round(float(s.value), 9)
+
+
 # ----------------------------------------------------------------------------- feeds
 
 @pytest.fixture(scope="module")
@@ -521,17 +571,21 @@ def test_rows_as_bigquery_returns_them_become_the_feed_schema():
 # ----------------------------------------------------------------------------- the nightly job
 
 def test_the_nightly_job_reads_feeds_from_and_publishes_to_bigquery(
-        bq_conn, bq_feeds, risk_dataset, portfolio, trained, monkeypatch):
+        bq_conn, bq_feeds, risk_dataset, portfolio, trained, monkeypatch, tmp_path):
     """`--source=bigquery --sink=bigquery` end to end: parameterised feed queries, the trained
-    SavedModel on DirectRunner, WriteToBigQuery, the replace transaction; the emulator stands in
-    for BigQuery through the environment variable the client honours."""
+    SavedModel on DirectRunner, WriteToBigQuery, the replace transaction, then the metrics on a
+    real Pushgateway and the run report, read back from BigQuery; the emulator stands in for
+    BigQuery through the environment variable the client honours."""
     from beam_jobs import score_portfolio
     registry, version, _ = trained
     monkeypatch.setenv(bqlib.EMULATOR_ENV, bq_conn.emulator)
     argv = [f"--as_of={AS_OF}", f"--registry={registry}", "--source=bigquery", "--sink=bigquery",
             f"--bq_project={PROJECT}", f"--feeds_dataset={bq_feeds}",
-            f"--risk_dataset={risk_dataset}", "--n_shards=4"]
-    result = score_portfolio.run(argv, save_main_session=False, progress=lambda m: None)
+            f"--risk_dataset={risk_dataset}", "--n_shards=4", f"--report_dir={tmp_path}"]
+    with services.pushgateway(str(tmp_path / "pushgateway.log")) as gateway:
+        result = score_portfolio.run(argv + [f"--pushgateway={gateway}"],
+                                     save_main_session=False, progress=lambda m: None)
+        scraped = services.scrape(gateway, metrics.JOB, f"bigquery:{PROJECT}.{risk_dataset}")
 
     firms = known_on(portfolio, "enterprises", AS_OF)
     established = pc.sum(pc.less_equal(firms.column("established_date"),
@@ -550,3 +604,13 @@ def test_the_nightly_job_reads_feeds_from_and_publishes_to_bigquery(
                           f"WHERE as_of_date = @d", {"d": AS_OF})
     assert grades[0]["n"] == established and grades[0]["share"] == pytest.approx(1.0)
     assert staging_tables(bq_conn, risk_dataset) == []
+    assert result["metrics_pushed"] and result["report"] == str(tmp_path / f"run-report-{AS_OF}.html")
+    v = (("model_version", version),)
+    assert scraped["smescore_run_success"][v] == 1.0
+    by_grade = {dict(k)["grade"]: n for k, n in scraped["smescore_firms_by_grade"].items()}
+    assert sum(by_grade.values()) == established
+    assert scraped["smescore_score_psi"][v] == pytest.approx(next(
+        r["value"] for r in bq_rows(bq_conn, risk_dataset, "drift") if r["metric"] == "psi"
+        and r["feature"] == "__score__" and r["segment"] == "all"))
+    with open(result["report"], encoding="utf-8") as fh:
+        assert result["run_id"] in fh.read()

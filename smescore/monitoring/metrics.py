@@ -20,14 +20,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import push_to_gateway, pushadd_to_gateway
 
 from smescore import tables
-from smescore.warehouse import Warehouse
+from smescore.warehouse import Warehouse, reader
 
 JOB = "smescore"
 PUSH_TIMEOUT_S = 10
@@ -91,9 +90,10 @@ class Sample:
     value: float
 
 
-def instance_of(warehouse: str) -> str:
-    """The grouping key's instance: which risk tables the job feeds (one deployment, one group)."""
-    return os.path.abspath(warehouse)
+def instance_of(warehouse) -> str:
+    """The grouping key's instance: which risk tables the job feeds (one deployment, one group):
+    the DuckDB file's absolute path, or bigquery:PROJECT.DATASET."""
+    return reader(warehouse).instance
 
 
 def unix_time(moment: dt.datetime | dt.date) -> float:
@@ -148,10 +148,11 @@ def _rows_written(wh: Warehouse, as_of: dt.date) -> dict[str, int]:
     return out
 
 
-def published_samples(warehouse: str, result: Mapping, model_card: Mapping,
+def published_samples(warehouse, result: Mapping, model_card: Mapping,
                       finished_at: dt.datetime) -> list[Sample]:
-    """What a successful run published, read back from the warehouse and its result."""
-    wh, version = Warehouse(warehouse), result["model_version"]
+    """What a successful run published, read back from the risk tables (a DuckDB file or a
+    reader, smescore.warehouse.reader) and its result."""
+    wh, version = reader(warehouse), result["model_version"]
     as_of, run_id = dt.date.fromisoformat(str(result["as_of_date"])), result["run_id"]
     v = {"model_version": version}
     out = [Sample("smescore_last_success_timestamp_seconds", v, unix_time(finished_at)),

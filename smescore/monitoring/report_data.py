@@ -1,19 +1,18 @@
-"""What the run report shows, read from the warehouse (aggregated in SQL) and the model card.
+"""What the run report shows, read from the risk tables (aggregated in SQL) and the model card.
 
-Every query is aggregated in DuckDB, so the report costs the same for 1,000 firms or 1,000,000:
-the score histogram comes back as counts per integer score (at most 551 rows).
+Every query is aggregated in the database (DuckDB, or BigQuery through the same SQL), so the
+report costs the same for 1,000 firms or 1,000,000: the score histogram comes back as counts per integer score (at most 551 rows).
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 from typing import Optional
 
 import pandas as pd
 
 from models.baseline import SCORE_EDGES
-from smescore.warehouse import Warehouse
+from smescore.warehouse import reader
 from transforms import catalog
 
 RUN_SQL = """SELECT * FROM runs WHERE as_of_date = ? AND status = 'succeeded'
@@ -28,12 +27,13 @@ GROUP BY score_source ORDER BY score_source"""
 DRIFT_SQL = """SELECT feature, segment, metric, value, warn_threshold, threshold, status FROM drift
 WHERE as_of_date = ? AND run_id = ? AND model_version = ? ORDER BY metric, feature, segment"""
 DRIVERS_SQL = """
-WITH r AS (SELECT enterprise_id, UNNEST(reasons) AS reason FROM scores WHERE as_of_date = ?)
-SELECT reason.feature AS feature, COUNT(DISTINCT enterprise_id) AS n_firms,
+WITH r AS (SELECT s.enterprise_id, u.reason.feature AS feature, u.reason.points AS points
+           FROM scores AS s CROSS JOIN UNNEST(s.reasons) AS u(reason) WHERE s.as_of_date = ?)
+SELECT feature, COUNT(DISTINCT enterprise_id) AS n_firms,
        COUNT(DISTINCT enterprise_id) / (SELECT COUNT(*) FROM scores WHERE as_of_date = ?)
            AS share_of_firms,
-       AVG(reason.points) AS mean_points
-FROM r GROUP BY reason.feature ORDER BY n_firms DESC, mean_points, feature LIMIT ?"""
+       AVG(points) AS mean_points
+FROM r GROUP BY feature ORDER BY n_firms DESC, mean_points, feature LIMIT ?"""
 CHALLENGER_SQL = """SELECT * FROM challenger_comparison WHERE as_of_date = ? AND run_id = ?
 ORDER BY challenger_version, metric, from_grade, to_grade"""
 BACKTEST_DATE_SQL = "SELECT MAX(as_of_date) AS d FROM performance WHERE as_of_date <= ?"
@@ -78,17 +78,18 @@ def model_card(registry: Optional[str], version: str) -> tuple[Optional[dict], s
         return None, f"Model card of {version} not found in {registry}: no training baseline."
 
 
-def load(warehouse: str, as_of: dt.date, registry: Optional[str] = None) -> ReportData:
-    if not os.path.exists(warehouse):
-        raise FileNotFoundError(f"no warehouse at {warehouse}")
-    wh = Warehouse(warehouse)
+def load(warehouse, as_of: dt.date, registry: Optional[str] = None) -> ReportData:
+    """`warehouse`: a DuckDB file's path, or any reader of the risk tables (reader())."""
+    wh = reader(warehouse)
+    if not wh.has_table("runs"):
+        raise FileNotFoundError(f"no risk tables in {wh!r}")
 
     def frame(sql, *params):
         return wh.query(sql, list(params)).to_pandas()
 
     runs = wh.query(RUN_SQL, [as_of]).to_pylist()
     if not runs:
-        raise NoPublishedRun(f"no successful run as of {as_of} in {warehouse}: nothing to report")
+        raise NoPublishedRun(f"no successful run as of {as_of} in {wh!r}: nothing to report")
     run = runs[0]
     previous = frame(PREVIOUS_SQL, as_of)["d"].iloc[0]
     previous = None if pd.isna(previous) else previous

@@ -15,12 +15,13 @@ import dataclasses
 import datetime as dt
 import html
 import os
+import posixpath
 import tempfile
 
 import numpy as np
 import pandas as pd
 
-from smescore import tables
+from smescore import files, tables
 from smescore.monitoring import report_data
 from smescore.monitoring.report_data import ReportData
 
@@ -282,9 +283,17 @@ def render(d: ReportData) -> str:
             + header(d) + "\n".join(parts) + "</body></html>\n")
 
 
-def write_report(warehouse: str, as_of: dt.date, out: str, registry: str | None = None) -> str:
-    """Write the report of `as_of`'s published run to `out` (atomically); returns the path."""
+def write_report(warehouse, as_of: dt.date, out: str, registry: str | None = None) -> str:
+    """Write the report of `as_of`'s published run to `out` (atomically; a gs:// one is uploaded
+    whole); returns the path. `warehouse`: a DuckDB file or a reader of the risk tables."""
     page = render(report_data.load(warehouse, as_of, registry))
+    if files.is_remote(out):
+        with tempfile.TemporaryDirectory(prefix="smescore-report-") as local:
+            tmp = os.path.join(local, "report.html")
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(page)
+            files.upload(tmp, out)
+        return out
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".report-", suffix=".html")
@@ -296,4 +305,5 @@ def write_report(warehouse: str, as_of: dt.date, out: str, registry: str | None 
 
 def report_path(report_dir: str, as_of: dt.date) -> str:
     """One file per as-of date: a rerun of the date replaces it, like the data."""
-    return os.path.join(report_dir, f"run-report-{as_of}.html")
+    return posixpath.join(report_dir, f"run-report-{as_of}.html") if files.is_remote(report_dir) \
+        else os.path.join(report_dir, f"run-report-{as_of}.html")
