@@ -18,13 +18,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from beam_jobs import drift, score_rows, shadow
+from beam_jobs import drift, score_rows, shadow, sinks
 from models import lifecycle
 from models import registry as model_registry
 from models.rules import load_rules_config
 from models.scorecard import load_scorecard_config
 from smescore import tables
-from beam_jobs.risk_sinks import risk_reader, risk_sink
+from beam_jobs.risk_sinks import prestaged_tables, risk_reader, risk_sink
 from transforms import catalog
 from transforms import feeds as feed_contract
 
@@ -50,6 +50,15 @@ def firm_segments(segments: pa.Table, as_of, run_id: str) -> pa.Table:
                      "industry": segments.column("industry"), "region": segments.column("region"),
                      "run_id": pa.array([run_id] * n, pa.string())},
                     schema=tables.arrow_schema("firm_segments"))
+
+
+PRESTAGED_SCHEMA = pa.schema([("table", pa.string()), ("rows", pa.int64())])
+
+
+def write_prestaged(rows: int, table: str, path: str) -> None:
+    """How many rows of `table` the pipeline loaded into its staging table (checked at publish)."""
+    sinks.write_sorted_parquet([pa.table({"table": [table], "rows": [rows]}, PRESTAGED_SCHEMA)],
+                               path, PRESTAGED_SCHEMA, ["table"])
 
 
 def write_counts(counts: list[dict], path: str) -> None:
@@ -208,16 +217,21 @@ class RunContext:
         wh = risk_sink(self.cfg)
         wh.ensure_schema()
         drift_rows = read("drift")
-        wh.publish(self.cfg.as_of, {
-            "scores": scores, "scores_shadow": read("scores_shadow"),
-            "attributions": read("attributions"), "drift": drift_rows,
+        published = {
+            "scores": scores, "scores_shadow": read("scores_shadow"), "drift": drift_rows,
             "challenger_comparison": read("challenger_comparison"),
             "portfolio_summary": pa.Table.from_pandas(
                 summary, schema=tables.arrow_schema("portfolio_summary"), preserve_index=False),
             "rejected_records": rejected_rows.cast(tables.arrow_schema("rejected_records")),
-            "firm_segments": firm_segments(read("segments"), self.cfg.as_of, self.scoring.run_id),
-        }, self.run_record("succeeded", self.note, rows_in, rejected.num_rows, n_model, n_rules),
-            challengers=self.roles.challengers)
+            "firm_segments": firm_segments(read("segments"), self.cfg.as_of, self.scoring.run_id)}
+        prestaged = {}
+        if prestaged_tables(self.cfg):     # already in the run's BigQuery staging tables
+            prestaged = {"prestaged": {r["table"]: r["rows"] for r in read("prestaged").to_pylist()}}
+        else:
+            published["attributions"] = read("attributions")
+        wh.publish(self.cfg.as_of, published, self.run_record(
+            "succeeded", self.note, rows_in, rejected.num_rows, n_model, n_rules),
+            challengers=self.roles.challengers, **prestaged)
         result = {"run_id": self.scoring.run_id, "as_of_date": str(self.cfg.as_of),
                   "model_version": self.scoring.model_version, "firms": scores.num_rows,
                   "firms_scored_model": n_model, "firms_scored_rules": n_rules,

@@ -4,12 +4,14 @@ the tables against the contract first (smescore.warehouse.prepare_publish), and 
 rows in every table and the run's row in `runs` atomically.
 
 BigQuery: WriteToBigQuery (file loads) lands every table in a run-scoped staging table, declared
-with the contract's schema; then ONE multi-statement transaction deletes the date's rows and
-inserts the staged ones, table by table; then the staging tables are dropped. A failure before or
-inside the transaction leaves the published rows as they were.
+with the contract's schema — the attributions from the nightly pipeline's workers
+(StageToBigQuery), the rest from the driver; then ONE multi-statement transaction deletes the
+date's rows and inserts the staged ones, table by table; then the staging tables are dropped. A
+failure before or inside the transaction leaves the published rows as they were.
 """
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import functools
 import os
@@ -25,7 +27,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from smescore import bigquery as bqlib
 from smescore import tables as contract
-from smescore.warehouse import PublishError, Warehouse, prepare_publish, run_record_table
+from smescore.warehouse import (PublishError, Warehouse, conform_run_rows, prepare_publish,
+                                run_record_table)
+
+
+def prestaged_tables(cfg) -> tuple[str, ...]:
+    """The risk tables the nightly pipeline loads into BigQuery itself (StageToBigQuery) instead
+    of staging them for the driver: the attributions, ~100 rows a firm."""
+    return ("attributions",) if cfg.sink == "bigquery" else ()
 
 
 class EmulatorApiClient:
@@ -101,6 +110,27 @@ def WriteRiskTables(pcoll, tables_by_spec: Mapping[str, str], test_client=None,
         custom_gcs_temp_location=temp_location, test_client=test_client, validate=validate)
 
 
+def conformed_rows(table: pa.Table, name: str, table_spec: str, as_of_date: dt.date, run_id: str,
+                   versions: Sequence[str]):
+    """One piece of a run's risk table, checked against the contract, as WriteToBigQuery rows."""
+    return staged_rows(conform_run_rows(name, table, as_of_date, run_id, versions), table_spec)
+
+
+@beam.ptransform_fn
+def StageToBigQuery(pcoll, sink: "BigQueryRiskSink", name: str, as_of_date: dt.date, run_id: str,
+                    versions: Sequence[str]):
+    """PCollection[pa.Table] of one risk table -> the run's staging table of it, loaded by the
+    workers, so that rows of this size never pass through the driver. A piece that breaks the
+    contract fails the job, and nothing is published. Returns the PCollection of its row count."""
+    spec = sink.table_spec(bqlib.staging_name(run_id, name))
+    test_client, temp_location, validate = sink.load_settings()
+    (pcoll | "Rows" >> beam.FlatMap(conformed_rows, name, spec, as_of_date, run_id, list(versions))
+     | "Load" >> WriteRiskTables({spec: name}, test_client=test_client,
+                                 temp_location=temp_location, validate=validate))
+    return (pcoll | "CountRows" >> beam.Map(lambda t: t.num_rows)
+            | "Total" >> beam.CombineGlobally(sum))
+
+
 class BigQueryRiskSink:
     """The risk tables in `project.risk_dataset`.
 
@@ -121,46 +151,73 @@ class BigQueryRiskSink:
     def ensure_schema(self) -> None:
         bqlib.ensure_schema(self.conn, self.dataset)
 
+    def table_spec(self, table: str) -> str:
+        return f"{self.bq.project}:{self.dataset}.{table}"
+
+    def load_settings(self, work: Optional[str] = None) -> tuple:
+        """(test_client, temp_location, validate) for WriteToBigQuery: against an emulator, Beam's
+        API client pointed at it and a local folder for the load files (under `work`, else a
+        fresh one); in production the default client and --temp_location (gs://)."""
+        emulator = self.conn.emulator
+        if not emulator:
+            return None, self.temp_location, True
+        temp = tempfile.mkdtemp(prefix="loads-", dir=work)
+        atexit.register(shutil.rmtree, temp, True)
+        return EmulatorApiClient(emulator), temp, False
+
+    def create_staging(self, run_id: str, names: Sequence[str]) -> None:
+        """Empty staging tables of the run (contract schema, expiring after STAGING_TTL), replacing
+        any a crashed attempt left."""
+        expires = dt.datetime.now(dt.timezone.utc) + bqlib.STAGING_TTL
+        staged = {name: bqlib.staging_name(run_id, name) for name in names}
+        bqlib.drop_tables(self.conn, self.dataset, list(staged.values()))
+        for name, staging in staged.items():
+            self.conn.client.create_table(
+                bqlib.table_resource(self.conn, self.dataset, name, staging, expires),
+                timeout=self.conn.timeout, retry=self.conn.retry)
+
+    def drop_staging(self, run_id: str, names: Sequence[str]) -> None:
+        bqlib.drop_tables(self.conn, self.dataset, [bqlib.staging_name(run_id, n) for n in names])
+
     def _load(self, staged: Mapping[str, str], tables: Mapping[str, pa.Table], work: str) -> None:
         """One DirectRunner pipeline: every Arrow table, via Parquet, into its staging table."""
-        emulator = self.conn.emulator
-        temp = os.path.join(work, "loads") if emulator else self.temp_location
+        test_client, temp, validate = self.load_settings(work)
         options = PipelineOptions(["--runner=DirectRunner", f"--project={self.bq.project}",
                                    *([f"--temp_location={temp}"] if temp else [])])
         specs, files = {}, []
         for name, table in tables.items():
-            spec = f"{self.bq.project}:{self.dataset}.{staged[name]}"
+            spec = self.table_spec(staged[name])
             specs[spec] = name
             files.append((os.path.join(work, f"{name}.parquet"), spec))
             pq.write_table(table, files[-1][0])
         with beam.Pipeline(options=options) as p:
             (p | "StagedFiles" >> beam.Create(files)
              | "Rows" >> beam.FlatMap(read_staged)
-             | "LoadStaging" >> WriteRiskTables(
-                 specs, test_client=EmulatorApiClient(emulator) if emulator else None,
-                 temp_location=temp, validate=not emulator))
+             | "LoadStaging" >> WriteRiskTables(specs, test_client=test_client,
+                                                temp_location=temp, validate=validate))
 
     def publish(self, as_of_date: dt.date, tables: Mapping[str, pa.Table],
-                run_record: Mapping[str, Any], challengers: Sequence[str] = ()) -> dict[str, int]:
+                run_record: Mapping[str, Any], challengers: Sequence[str] = (),
+                prestaged: Optional[Mapping[str, int]] = None) -> dict[str, int]:
         """Replace `as_of_date`'s rows in every given table and the run's row, atomically; rows
         may carry the run's model version or one of its `challengers` (shadow scores).
+        `prestaged` {table: rows}: tables the pipeline already loaded into the run's staging
+        tables (StageToBigQuery), published in the same transaction.
         Returns {table: rows written}; raises ValueError (bad input, nothing touched) or
         PublishError (nothing replaced)."""
         conformed, run = prepare_publish(as_of_date, tables, run_record, challengers)
         everything = {**conformed, "runs": run}
+        prestaged = dict(prestaged or {})
+        if set(prestaged) & set(everything):
+            raise ValueError(f"tables both given and prestaged: {set(prestaged) & set(everything)}")
         run_id = run_record["run_id"]
-        staged = {name: bqlib.staging_name(run_id, name) for name in everything}
-        expected = {name: t.num_rows for name, t in everything.items()}
+        staged = {name: bqlib.staging_name(run_id, name) for name in [*everything, *prestaged]}
+        expected = {**{name: t.num_rows for name, t in everything.items()}, **prestaged}
         work = tempfile.mkdtemp(prefix="smescore-publish-")
         step = "staging"
         try:
-            expires = dt.datetime.now(dt.timezone.utc) + bqlib.STAGING_TTL
-            bqlib.drop_tables(self.conn, self.dataset, list(staged.values()))
-            for name, staging in staged.items():
-                self.conn.client.create_table(
-                    bqlib.table_resource(self.conn, self.dataset, name, staging, expires),
-                    timeout=self.conn.timeout, retry=self.conn.retry)
-            self._load(staged, everything, work)
+            self.create_staging(run_id, list(everything))
+            self._load({n: staged[n] for n in everything}, everything, work)
             got = bqlib.count_rows(self.conn, self.dataset, staged)
             if got != expected:
                 raise RuntimeError(f"staging tables hold {got} rows, expected {expected}")

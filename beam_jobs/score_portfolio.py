@@ -18,7 +18,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from beam_jobs import dataflow, drift, monitor, publish, score_rows, shadow, sinks
+from beam_jobs import dataflow, drift, monitor, publish, risk_sinks, score_rows, shadow, sinks
 from beam_jobs.inference import ChampionChallengersHandler
 from beam_jobs.options import ScoreConfig
 from beam_jobs.sources import feed_source
@@ -97,8 +97,16 @@ def build_pipeline(p, cfg: ScoreConfig, source, run_ctx: publish.RunContext, sta
     model_out[shadow.SHADOW] | "StageShadowScores" >> sinks.WriteSortedParquet(
         stage("scores_shadow"), tables.arrow_schema("scores_shadow"),
         ["model_version", "enterprise_id"])
-    attributions | "StageAttributions" >> sinks.WriteSortedParquet(
-        stage("attributions"), tables.arrow_schema("attributions"), ["enterprise_id", "feature"])
+    if cfg.sink == "bigquery":   # ~100 rows a firm: the workers load them, never the driver
+        (attributions | "StageAttributions" >> risk_sinks.StageToBigQuery(
+            risk_sinks.risk_sink(cfg), "attributions", cfg.as_of, scoring.run_id,
+            [roles.champion, *roles.challengers])
+         | "StageAttributionRows" >> beam.Map(publish.write_prestaged, "attributions",
+                                              stage("prestaged")))
+    else:
+        attributions | "StageAttributions" >> sinks.WriteSortedParquet(
+            stage("attributions"), tables.arrow_schema("attributions"),
+            ["enterprise_id", "feature"])
     (drift_rows | "DriftTable" >> beam.Map(shadow.rows_table, "drift")
      | "StageDrift" >> sinks.WriteSortedParquet(stage("drift"), tables.arrow_schema("drift"),
                                                 ["metric", "feature", "segment"]))
@@ -141,7 +149,10 @@ def run(argv=None, save_main_session=True, progress=print):
     staging = dataflow.staging_folder(options, run_ctx.scoring.run_id)
     if dataflow.is_dry_run(options):      # the Dataflow job is built offline; nothing runs
         return dataflow.dry_run_summary(build(options, cfg, source, run_ctx, staging).run().job)
+    prestaged = risk_sinks.prestaged_tables(cfg)
     try:
+        if prestaged:
+            risk_sinks.risk_sink(cfg).create_staging(run_ctx.scoring.run_id, prestaged)
         build(options, cfg, source, run_ctx, staging).run().wait_until_finish()
         result = run_ctx.publish(staging)
     except BaseException as err:
@@ -151,6 +162,11 @@ def run(argv=None, save_main_session=True, progress=print):
     finally:
         dataflow.remove_staging(staging)
         source.cleanup()
+        if prestaged:
+            try:
+                risk_sinks.risk_sink(cfg).drop_staging(run_ctx.scoring.run_id, prestaged)
+            except Exception as err:  # noqa: BLE001 - they expire in a day; the run's error matters
+                progress(f"[score] could not drop the staging tables {prestaged}: {err}")
     # Outside the try: the tables are published, so nothing monitoring does can mark the run failed.
     return monitor.run_succeeded(cfg, run_ctx, result)
 

@@ -171,23 +171,28 @@ def prepare_publish(as_of_date: dt.date, tables: Mapping[str, pa.Table],
     if run_record["status"] != "succeeded":
         raise ValueError(f"run record: publish records a 'succeeded' run, got status "
                          f"{run_record['status']!r} (use record_failed_run)")
-    expected = {"as_of_date": as_of_date, "run_id": run_record["run_id"]}
-    versions = pa.array([run_record["model_version"], *challengers], pa.string())
     _check_constant("runs", "as_of_date", run.column("as_of_date"), as_of_date)
     if not tables:
         raise ValueError("publish needs at least one table")
-    conformed = {}
-    for name in sorted(tables, key=_table_order):
-        if contract.table(name).replaced_by != "as_of_date":
-            raise ValueError(f"table {name!r} is not replaced by date; pass its row as run_record")
-        table = conform(name, tables[name])
-        for column, value in expected.items():
-            if column in table.column_names:
-                _check_constant(name, column, table.column(column), value)
-        if "model_version" in table.column_names:
-            _check_versions(name, table.column("model_version"), versions)
-        conformed[name] = table
-    return conformed, run
+    versions = [run_record["model_version"], *challengers]
+    return {name: conform_run_rows(name, tables[name], as_of_date, run_record["run_id"], versions)
+            for name in sorted(tables, key=_table_order)}, run
+
+
+def conform_run_rows(name: str, table: pa.Table, as_of_date: dt.date, run_id: str,
+                     versions: Sequence[str]) -> pa.Table:
+    """Rows of a date-partitioned risk table that one run publishes, conformed to the contract:
+    all of `as_of_date` and `run_id`, scored by one of `versions`. Also checked piece by piece
+    where the rows never reach the driver (the BigQuery load of the attributions)."""
+    if contract.table(name).replaced_by != "as_of_date":
+        raise ValueError(f"table {name!r} is not replaced by date; pass its row as run_record")
+    table = conform(name, table)
+    for column, value in (("as_of_date", as_of_date), ("run_id", run_id)):
+        if column in table.column_names:
+            _check_constant(name, column, table.column(column), value)
+    if "model_version" in table.column_names:
+        _check_versions(name, table.column("model_version"), pa.array(versions, pa.string()))
+    return table
 
 
 def prepare_replace(as_of_date: dt.date, tables: Mapping[str, pa.Table]) -> dict[str, pa.Table]:

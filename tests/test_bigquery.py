@@ -18,11 +18,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.testing.util import assert_that
+from apache_beam.testing.util import assert_that, equal_to
 
 from beam_jobs.options import BigQueryConfig, ScoreConfig
-from beam_jobs.risk_sinks import (BigQueryRiskSink, EmulatorApiClient, WriteRiskTables,
-                                  risk_sink, staged_rows)
+from beam_jobs.risk_sinks import (BigQueryRiskSink, EmulatorApiClient, StageToBigQuery,
+                                  WriteRiskTables, risk_sink, staged_rows)
 from beam_jobs.sources import BigQueryFeedSource, LocalFilesSource, feed_source
 from models import lifecycle
 from smescore import bigquery as bqlib
@@ -276,6 +276,48 @@ def test_publish_replaces_a_date_atomically_and_rerunning_leaves_no_duplicates(
         ("E1", "run-d1b", 2), ("E2", "run-d1b", 1)]
     assert [t.table_id for t in bq_conn.client.list_tables(f"{PROJECT}.{risk_dataset}")
             if t.table_id.startswith("staging__")] == []
+
+
+def _stage_attributions(sink, pieces, as_of, run_id, rows: int = 0) -> None:
+    """The nightly job's attribution stage alone: Arrow pieces -> the run's staging table; it
+    counts `rows`."""
+    with beam.Pipeline() as p:
+        n = (p | beam.Create(pieces).with_output_types(pa.Table)
+             | StageToBigQuery(sink, "attributions", as_of, run_id, [tw.V]))
+        assert_that(n, equal_to([rows]))
+
+
+def test_attributions_loaded_by_the_pipeline_publish_in_the_same_transaction(
+        bq_conn, risk_dataset):
+    """The attributions never reach the driver on BigQuery: the pipeline's workers load them into
+    the run's staging table, checked against the contract; publish checks their count and moves
+    them in the same transaction as the rest."""
+    sink = BigQueryRiskSink(bq_config(risk_dataset), bq_conn)
+    sink.ensure_schema()
+    run_id = "run-pre1"
+    pieces = [tw.attributions(D1, tw.D1_ATTR[:1]), tw.attributions(D1, tw.D1_ATTR[1:])]
+    sink.create_staging(run_id, ["attributions"])
+    _stage_attributions(sink, pieces, D1, run_id, rows=4)
+    d1 = date_tables(D1, tw.D1_SCORES, run_id, {"__score__": 0.02})
+    del d1["attributions"]
+    with pytest.raises(PublishError, match="expected"):          # a count that does not match
+        sink.publish(D1, d1, tw.run_record(D1, run_id), prestaged={"attributions": 5})
+    assert counts(bq_conn, risk_dataset, {"as_of_date": D1})["scores"] == 0
+    sink.create_staging(run_id, ["attributions"])
+    _stage_attributions(sink, pieces, D1, run_id, rows=4)
+    written = sink.publish(D1, d1, tw.run_record(D1, run_id), prestaged={"attributions": 4})
+    assert written["attributions"] == 4 and written["scores"] == 4
+    got = bq_conn.rows(f"SELECT enterprise_id, feature, phi FROM "
+                       f"{bq_conn.ref(risk_dataset, 'attributions')} WHERE as_of_date = @d "
+                       f"ORDER BY enterprise_id, feature", {"d": D1})
+    assert [(r["enterprise_id"], r["feature"], r["phi"]) for r in got] == sorted(
+        (a[0], a[1], a[3]) for a in tw.D1_ATTR)
+    assert staging_tables(bq_conn, risk_dataset) == []
+    # A piece of another date breaks the contract: the job fails, nothing is published.
+    sink.create_staging("run-pre2", ["attributions"])
+    with pytest.raises(Exception, match="as_of_date"):
+        _stage_attributions(sink, [tw.attributions(D2, tw.D1_ATTR)], D1, "run-pre2")
+    assert counts(bq_conn, risk_dataset, {"as_of_date": D2})["attributions"] == 0
 
 
 def test_a_failing_transaction_leaves_the_previous_rows(bq_conn, risk_dataset):
@@ -579,6 +621,10 @@ def test_the_nightly_job_reads_feeds_from_and_publishes_to_bigquery(
     from beam_jobs import score_portfolio
     registry, version, _ = trained
     monkeypatch.setenv(bqlib.EMULATOR_ENV, bq_conn.emulator)
+    loaded_by_driver = []
+    load = BigQueryRiskSink._load
+    monkeypatch.setattr(BigQueryRiskSink, "_load", lambda self, staged, tables_, work: (
+        loaded_by_driver.extend(tables_), load(self, staged, tables_, work))[1])
     argv = [f"--as_of={AS_OF}", f"--registry={registry}", "--source=bigquery", "--sink=bigquery",
             f"--bq_project={PROJECT}", f"--feeds_dataset={bq_feeds}",
             f"--risk_dataset={risk_dataset}", "--n_shards=4", f"--report_dir={tmp_path}"]
@@ -595,6 +641,7 @@ def test_the_nightly_job_reads_feeds_from_and_publishes_to_bigquery(
     assert n["firm_segments"] == established and n["runs"] == 1
     assert n["drift"] > len(catalog.NAMES)             # the score's and every feature's PSI
     assert n["attributions"] == result["firms_scored_model"] * len(catalog.NAMES) > 0
+    assert "scores" in loaded_by_driver and "attributions" not in loaded_by_driver   # workers
     assert result["rows_in"] == {f: known_on(portfolio, f, AS_OF).num_rows for f in feeds.FEEDS}
     run = bq_rows(bq_conn, risk_dataset, "runs")[0]
     assert (run["run_id"], run["status"], run["model_version"]) == (

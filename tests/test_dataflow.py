@@ -81,10 +81,14 @@ def test_dry_run_graph_holds_read_inference_attribution_and_write_stages(job, tr
     assert inference.subtransforms                       # RunInference's own expansion
     # Feeds come from BigQuery (the staged feed queries, Storage Read API) ...
     assert {f"ReadFromBigQuery[{f}]" for f in feed_contract.FEEDS} <= top
-    # ... and the risk tables are staged as Parquet under --temp_location, which the driver
-    # publishes into BigQuery in one transaction after the job.
+    # ... the risk tables are staged as Parquet under --temp_location, which the driver
+    # publishes into BigQuery in one transaction after the job, except the attributions (~100
+    # rows a firm), which the workers load into the run's staging table with WriteToBigQuery.
     assert {"StageScores", "StageAttributions", "StageRejected", "StageCounts", "StageSegments",
             "StageDrift", "StageShadowScores", "StageComparison"} <= top
+    names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
+    assert "StageAttributions/Load/WriteToBigQuery" in names
+    assert not [n for n in names if n.startswith("StageAttributions/") and "Parquet" in n]
 
 
 def test_dry_run_through_the_job_entry_point_describes_the_job(trained):
