@@ -100,6 +100,8 @@ class RiskTables:
     into @p<i>; the values go as parameters."""
 
     def __init__(self, conn: Connection, dataset: str):
+        if not re.fullmatch(PROJECT_RE, conn.project) or not re.fullmatch(DATASET_RE, dataset):
+            raise ValueError(f"not a BigQuery project and dataset: {conn.project!r}, {dataset!r}")
         self.conn, self.dataset = conn, dataset
 
     def __repr__(self) -> str:

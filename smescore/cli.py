@@ -99,10 +99,17 @@ def cmd_score(args, beam_args) -> int:
 
 def cmd_report(args, beam_args) -> int:
     from smescore.monitoring import run_report
+    risk_tables = args.warehouse
+    if args.risk_dataset:                 # the risk tables in BigQuery instead of DuckDB
+        from smescore import bigquery as bqlib
+        if not args.bq_project or not args.out:
+            raise SystemExit("--risk-dataset needs --bq-project and --out")
+        risk_tables = bqlib.RiskTables(bqlib.Connection(args.bq_project, args.bq_location),
+                                       args.risk_dataset)
     out = args.out or run_report.report_path(
         os.path.join(os.path.dirname(os.path.abspath(args.warehouse)), "reports"), args.as_of)
-    path = run_report.write_report(args.warehouse, args.as_of, out, args.registry)
-    print(json.dumps({"report": path, "bytes": os.path.getsize(path)}, indent=2))
+    path = run_report.write_report(risk_tables, args.as_of, out, args.registry)
+    print(json.dumps({"report": path}, indent=2))
     return 0
 
 
@@ -244,7 +251,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--registry", default=os.environ.get("SMESCORE_REGISTRY", "out/demo/registry"),
                    help="model registry (the model card's training baseline)")
     r.add_argument("--out", default=None,
-                   help="HTML file (default: <warehouse folder>/reports/run-report-<as-of>.html)")
+                   help="HTML file, local or gs:// (default: <warehouse folder>/reports/"
+                        "run-report-<as-of>.html)")
+    r.add_argument("--bq-project", default=None, help="with --risk-dataset: read BigQuery")
+    r.add_argument("--risk-dataset", default=None,
+                   help="BigQuery dataset of the risk tables (instead of --warehouse)")
+    r.add_argument("--bq-location", default="US")
     r.set_defaults(func=cmd_report)
     b = sub.add_parser("backtest", help="outcome backtest of the scores of a date, once 12 "
                        "months of loan outcomes are in (performance, backtest_roc)")

@@ -26,6 +26,7 @@ from beam_jobs.risk_sinks import (BigQueryRiskSink, EmulatorApiClient, StageToBi
 from beam_jobs.sources import BigQueryFeedSource, LocalFilesSource, feed_source
 from models import lifecycle
 from smescore import bigquery as bqlib
+from smescore import cli
 from smescore import sqlfiles, sqlgen
 from smescore import tables
 from smescore.monitoring import metrics, report_data
@@ -477,6 +478,19 @@ def test_metrics_backtests_and_the_report_read_the_same_from_both_engines(both_e
         assert list(a.columns) == list(b.columns), frame
         assert _frame_rows(a) == _frame_rows(b), frame
     assert list(got.drivers.feature)[:2] == ["sales_trend", "late_vat"]
+    with pytest.raises(ValueError, match="not a BigQuery project and dataset"):
+        bqlib.RiskTables(conn, "risk`; DROP TABLE scores; --")
+
+
+def test_the_report_command_reads_bigquery(both_engines, monkeypatch, tmp_path, capsys):
+    wh, conn, dataset = both_engines
+    monkeypatch.setenv(bqlib.EMULATOR_ENV, conn.emulator)
+    out = tmp_path / "report.html"
+    assert cli.main(["report", f"--as-of={D2}", f"--bq-project={PROJECT}",
+                     f"--risk-dataset={dataset}", f"--bq-location={LOCATION}", f"--out={out}",
+                     "--registry="]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert "run-d2" in page and "run-d1" not in page
 
 
 def _frame_rows(frame) -> list[tuple]:
