@@ -28,7 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from smescore import bigquery as bqlib
 from smescore import tables as contract
 from smescore.warehouse import (PublishError, Warehouse, conform_run_rows, prepare_publish,
-                                run_record_table)
+                                prepare_replace, run_record_table)
 
 
 def prestaged_tables(cfg) -> tuple[str, ...]:
@@ -151,6 +151,13 @@ class BigQueryRiskSink:
     def ensure_schema(self) -> None:
         bqlib.ensure_schema(self.conn, self.dataset)
 
+    def query(self, sql: str, params=()) -> pa.Table:
+        """Read the risk tables in DuckDB's SQL, as a Warehouse is read (bigquery.RiskTables)."""
+        return bqlib.RiskTables(self.conn, self.dataset).query(sql, params)
+
+    def has_table(self, name: str) -> bool:
+        return bqlib.RiskTables(self.conn, self.dataset).has_table(name)
+
     def table_spec(self, table: str) -> str:
         return f"{self.bq.project}:{self.dataset}.{table}"
 
@@ -232,6 +239,44 @@ class BigQueryRiskSink:
             shutil.rmtree(work, ignore_errors=True)
             bqlib.drop_tables(self.conn, self.dataset, list(staged.values()))
         self._verify(as_of_date, run_id, expected)
+        return expected
+
+    def replace_partitions(self, as_of_date: dt.date, tables: Mapping[str, pa.Table]
+                           ) -> dict[str, int]:
+        """Replace `as_of_date`'s rows of tables no scoring run writes (a backtest's
+        `performance` and `backtest_roc`), atomically, without a run record: staged, counted,
+        then one transaction. Returns {table: rows written}; ValueError or PublishError as
+        `publish`."""
+        conformed = prepare_replace(as_of_date, tables)
+        if "performance" not in conformed:
+            raise ValueError("a backtest's replace needs its 'performance' rows")
+        tag = "backtest" + as_of_date.strftime("%Y%m%d")
+        staged = {name: bqlib.staging_name(tag, name) for name in conformed}
+        expected = {name: t.num_rows for name, t in conformed.items()}
+        work = tempfile.mkdtemp(prefix="smescore-replace-")
+        step = "staging"
+        try:
+            self.create_staging(tag, list(conformed))
+            self._load(staged, conformed, work)
+            got = bqlib.count_rows(self.conn, self.dataset, staged)
+            if got != expected:
+                raise RuntimeError(f"staging tables hold {got} rows, expected {expected}")
+            step = "transaction"
+            self.conn.query(bqlib.replace_script(self.conn, self.dataset, staged,
+                                                 keys_from="performance"))
+        except Exception as err:
+            raise PublishError(
+                f"replace of {as_of_date} in {list(conformed)} in {self!r} failed at {step!r}: "
+                f"{type(err).__name__}: {err}; the dataset still holds the previous rows of "
+                f"{as_of_date}") from err
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            bqlib.drop_tables(self.conn, self.dataset, list(staged.values()))
+        got = bqlib.count_rows(self.conn, self.dataset, {n: n for n in expected},
+                               {"as_of_date": as_of_date})
+        if got != expected:
+            raise RuntimeError(f"after replacing {as_of_date} {self!r} holds {got} rows for it, "
+                               f"expected {expected}")
         return expected
 
     def _verify(self, as_of_date: dt.date, run_id: str, expected: Mapping[str, int]) -> None:

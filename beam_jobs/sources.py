@@ -63,6 +63,15 @@ class LocalFilesSource:
         from beam_jobs.publish import input_fingerprint
         return input_fingerprint(self.feeds_dir)
 
+    def stage(self) -> dict[str, int]:
+        """Nothing to stage: the pipeline reads the files."""
+        return {}
+
+    def last_loan_month(self) -> dt.date:
+        """The loans feed's last report month (how far outcomes are known)."""
+        from models.train import data_extent
+        return data_extent(self.feeds_dir)[1]
+
     def cleanup(self) -> None:
         """Nothing to clean up: the files belong to whoever wrote them."""
 
@@ -96,9 +105,13 @@ class BigQueryFeedSource:
     Arrow tables by `rows_to_table`. Staging tables expire after a day if `cleanup` never runs.
     """
 
-    def __init__(self, bq, as_of: dt.date, conn=None):
+    def __init__(self, bq, as_of: dt.date, conn=None, purpose: str = "nightly"):
+        """`purpose` keeps the staging tables of a backtest (whose window ends on some night's
+        date) apart from that night's."""
         from smescore import bigquery as bqlib
-        self.bq, self.as_of = bq, as_of
+        if not purpose.isalnum():
+            raise ValueError(f"purpose {purpose!r} cannot name a staging table")
+        self.bq, self.as_of, self.purpose = bq, as_of, purpose
         self.conn = conn or bqlib.Connection(bq.project, bq.location)
         self._fingerprint = None
 
@@ -106,7 +119,8 @@ class BigQueryFeedSource:
         return f"BigQueryFeedSource({self.bq.project}.{self.bq.feeds_dataset}, as of {self.as_of})"
 
     def staging_table(self, feed: str) -> str:
-        return f"staging__feed_{feed}__{self.as_of:%Y%m%d}"
+        suffix = "" if self.purpose == "nightly" else f"__{self.purpose}"
+        return f"staging__feed_{feed}__{self.as_of:%Y%m%d}{suffix}"
 
     def queries(self) -> dict[str, str]:
         from smescore import sqlfiles
@@ -183,6 +197,12 @@ class BigQueryFeedSource:
             self._fingerprint = hashlib.sha256(
                 json.dumps(payload, sort_keys=True).encode()).hexdigest()
         return self._fingerprint
+
+    def last_loan_month(self) -> dt.date:
+        """The loans table's last report month (how far outcomes are known), whatever the date."""
+        rows = self.conn.rows(f"SELECT MAX(report_month) AS m FROM "
+                              f"{self.conn.ref(self.bq.feeds_dataset, 'loans')}")
+        return rows[0]["m"]
 
     def client_tables(self, feed: str) -> list[pa.Table]:
         """The staged rows read on the driver with the client (REST pages), as Arrow tables."""

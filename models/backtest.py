@@ -26,9 +26,9 @@ import pyarrow.parquet as pq
 from models import lifecycle, performance
 from models import registry as model_registry
 from models.scorecard import load_scorecard_config
-from models.train import add_months, data_extent
+from models.train import add_months
 from smescore import tables
-from smescore.warehouse import Warehouse
+from smescore.warehouse import reader
 from transforms import catalog
 
 RESCORE_BATCH = 100_000
@@ -38,18 +38,30 @@ class BacktestError(ValueError):
     """The backtest cannot be computed from what is there; nothing was written."""
 
 
-def check_outcomes_observed(feeds_dir: str, as_of: dt.date) -> None:
+def outcome_end(as_of: dt.date) -> dt.date:
+    """The last report month of D's outcome window: the feeds must reach it."""
+    return add_months(as_of, performance.OUTCOME_MONTHS)
+
+
+def source_of(feeds):
+    """A feeds folder becomes its LocalFilesSource; a feed source is returned as it is."""
+    from beam_jobs.sources import LocalFilesSource
+    return LocalFilesSource(feeds) if isinstance(feeds, (str, os.PathLike)) else feeds
+
+
+def check_outcomes_observed(feeds, as_of: dt.date) -> None:
     """Refuse until the loans feed holds every report month of the outcome window."""
-    _, last = data_extent(feeds_dir)
-    need = add_months(as_of, performance.OUTCOME_MONTHS)
-    if (last.year, last.month) < (need.year, need.month):
+    last = source_of(feeds).last_loan_month()
+    need = outcome_end(as_of)
+    if last is None or (last.year, last.month) < (need.year, need.month):
+        ends = f"{last:%Y-%m}" if last else "none"
         raise BacktestError(
-            f"the loans feed ends with report month {last:%Y-%m}; a {performance.OUTCOME_MONTHS}-"
-            f"month backtest of {as_of} needs report months through {need:%Y-%m}: run it once "
-            f"those are in")
+            f"the loans feed ends with report month {ends}; a {performance.OUTCOME_MONTHS}-month "
+            f"backtest of {as_of} needs report months through {need:%Y-%m}: run it once those "
+            f"are in")
 
 
-def published_scores(wh: Warehouse, as_of: dt.date) -> pd.DataFrame:
+def published_scores(wh, as_of: dt.date) -> pd.DataFrame:
     """Model-scored rows of D from `scores` and `scores_shadow`, one per version and firm."""
     sql = ("SELECT enterprise_id, model_version, pd, grade, '{t}' AS source FROM {t} "
            "WHERE as_of_date = ? AND score_source = 'model'")
@@ -66,18 +78,17 @@ def published_scores(wh: Warehouse, as_of: dt.date) -> pd.DataFrame:
             .drop_duplicates(["model_version", "enterprise_id"]).reset_index(drop=True))
 
 
-def labelled_features(feeds_dir: str, as_of: dt.date, n_shards: int, beam_args=()
+def labelled_features(source, as_of: dt.date, n_shards: int, beam_args=()
                       ) -> tuple[pd.DataFrame, int]:
-    """Features and 12-month label of every firm as of D (the training-snapshot job), and how
-    many feed records it rejected."""
+    """Features and 12-month label of every firm as of D (the training-snapshot job over the
+    feeds `source` reads, through the outcome window), and how many records it rejected."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
     from beam_jobs import training_snapshots
-    from beam_jobs.sources import LocalFilesSource
-    source = LocalFilesSource(feeds_dir)
     source.check()
     work = tempfile.mkdtemp(prefix="smescore-backtest-")
     try:
+        source.stage()
         out = os.path.join(work, "features.parquet")
         with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
             training_snapshots.build_pipeline(p, source, [as_of], out, n_shards)
@@ -85,6 +96,7 @@ def labelled_features(feeds_dir: str, as_of: dt.date, n_shards: int, beam_args=(
         return pq.read_table(out).to_pandas(), rejected
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        source.cleanup()
 
 
 def rescore(saved_model_path: str, frame: pd.DataFrame) -> np.ndarray:
@@ -135,15 +147,18 @@ def versions_to_rescore(reg: model_registry.Registry, published: set[str]
     return [v for v in todo if v not in skipped], skipped
 
 
-def run_backtest(as_of: dt.date, feeds_dir: str, warehouse: str, registry: str | None = None,
+def run_backtest(as_of: dt.date, feeds, warehouse, registry: str | None = None,
                  n_shards: int = 16, beam_args=(), progress=print) -> dict:
-    wh = Warehouse(warehouse)
-    check_outcomes_observed(feeds_dir, as_of)
+    """`feeds`: a feeds folder or a feed source (beam_jobs.sources; a BigQuery one reads through
+    the outcome window, outcome_end(as_of)); `warehouse`: a DuckDB file or a risk-table sink that
+    reads too (a Warehouse, beam_jobs.risk_sinks.BigQueryRiskSink)."""
+    wh, source = reader(warehouse), source_of(feeds)
+    check_outcomes_observed(source, as_of)
     scores = published_scores(wh, as_of)
     if scores.empty:
-        raise BacktestError(f"no model scores of {as_of} in {warehouse}: run `smescore score "
+        raise BacktestError(f"no model scores of {as_of} in {wh!r}: run `smescore score "
                             f"--as-of {as_of}` first")
-    features, n_rejected = labelled_features(feeds_dir, as_of, n_shards, beam_args)
+    features, n_rejected = labelled_features(source, as_of, n_shards, beam_args)
     cohort, n_in_default = cohort_of(scores, features, as_of)
     progress(f"[backtest] {as_of}: {len(cohort):,} model-scored firms, "
              f"{int(cohort['default'].sum()):,} defaults within {performance.OUTCOME_MONTHS} "
@@ -184,4 +199,5 @@ def run_backtest(as_of: dt.date, feeds_dir: str, warehouse: str, registry: str |
     return {"as_of_date": str(as_of), "outcome_months": performance.OUTCOME_MONTHS,
             "cohort_firms": len(cohort), "cohort_defaults": int(cohort["default"].sum()),
             "left_out_in_default_at_as_of": n_in_default, "feed_records_rejected": n_rejected,
-            "versions": summary, "not_scored": skipped, "rows": written, "warehouse": warehouse}
+            "versions": summary, "not_scored": skipped, "rows": written,
+            "warehouse": getattr(wh, "path", repr(wh))}

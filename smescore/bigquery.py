@@ -248,24 +248,25 @@ def staging_name(run_id: str, name: str) -> str:
     return f"staging__{name}__{run_id}"
 
 
-def replace_script(conn: Connection, dataset: str, staged: Mapping[str, str]) -> str:
+def replace_script(conn: Connection, dataset: str, staged: Mapping[str, str],
+                   keys_from: str = "runs") -> str:
     """ONE multi-statement transaction: for every staged table, delete the rows of the run's
     as_of_date and insert the staged rows; replace the run's row in `runs` by run_id.
 
-    The script holds no values: which date and run it replaces comes from the staged `runs` row
-    itself (`staged` maps each table to its staging table and must include 'runs'), read into
-    script variables first, so that the deletes compare a partition column with a constant and
-    BigQuery prunes them to the one partition. If any statement fails, BigQuery rolls the whole
-    transaction back.
+    The script holds no values: which date and run it replaces comes from the staged rows of
+    `keys_from` themselves (the run's `runs` row; `performance` for a backtest, which publishes
+    no run), read into script variables first, so that the deletes compare a partition column
+    with a constant and BigQuery prunes them to the one partition. (Scripts take no query
+    parameters on the emulator.) If any statement fails, BigQuery rolls the whole transaction back.
     """
-    if "runs" not in staged:
-        raise ValueError("the staged tables must include the run's row ('runs')")
+    if keys_from not in staged:
+        raise ValueError(f"the staged tables must include {keys_from!r}, where the keys come from")
     runs = {f["name"]: f for f in contract.bigquery_schema("runs")}
     order = sorted(staged, key=list(contract.TABLES).index)
     keys = sorted({contract.table(name).replaced_by for name in order})
     statements = [
         f"DECLARE {sqlgen.script_variable('replaced_' + key)} {sqlgen.sql_type(runs[key])} "
-        f"DEFAULT (SELECT {sqlgen.ident(key)} FROM {conn.ref(dataset, staged['runs'])});"
+        f"DEFAULT (SELECT MAX({sqlgen.ident(key)}) FROM {conn.ref(dataset, staged[keys_from])});"
         for key in keys]
     statements.append("BEGIN TRANSACTION;")
     for name in order:

@@ -9,6 +9,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import sys
 
 
@@ -115,8 +116,28 @@ def cmd_report(args, beam_args) -> int:
 
 def cmd_backtest(args, beam_args) -> int:
     from models import backtest
+    feeds, warehouse = args.feeds, args.warehouse
+    if args.risk_dataset or args.feeds_dataset:          # BigQuery instead of files / DuckDB
+        from beam_jobs.options import BigQueryConfig
+        from beam_jobs.risk_sinks import BigQueryRiskSink
+        from beam_jobs.sources import BigQueryFeedSource
+        from smescore import bigquery as bqlib
+        names = [(args.bq_project, bqlib.PROJECT_RE), (args.risk_dataset, bqlib.DATASET_RE),
+                 *([(args.feeds_dataset, bqlib.DATASET_RE)] if args.feeds_dataset else [])]
+        if any(not name or not re.fullmatch(rx, name) for name, rx in names):
+            raise SystemExit("BigQuery backtest: --bq-project and --risk-dataset (and a valid "
+                             "--feeds-dataset, or --feeds) are needed")
+        bq = BigQueryConfig(args.bq_project, args.feeds_dataset, args.risk_dataset,
+                            args.bq_location, None)
+        warehouse = BigQueryRiskSink(bq)
+        if args.feeds_dataset:     # the feed queries run through the end of the outcome window
+            feeds = BigQueryFeedSource(bq, backtest.outcome_end(args.as_of), warehouse.conn,
+                                       purpose="backtest")
+    if feeds is None or warehouse is None:
+        raise SystemExit("backtest: --feeds (or --feeds-dataset) and --warehouse (or "
+                         "--risk-dataset) are needed")
     try:
-        result = backtest.run_backtest(args.as_of, args.feeds, args.warehouse, args.registry,
+        result = backtest.run_backtest(args.as_of, feeds, warehouse, args.registry,
                                        n_shards=args.n_shards, beam_args=beam_args,
                                        progress=_progress)
     except backtest.BacktestError as err:
@@ -261,8 +282,12 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("backtest", help="outcome backtest of the scores of a date, once 12 "
                        "months of loan outcomes are in (performance, backtest_roc)")
     b.add_argument("--as-of", type=_date, required=True)
-    b.add_argument("--feeds", required=True)
-    b.add_argument("--warehouse", required=True, help="DuckDB file")
+    b.add_argument("--feeds", default=None, help="feeds folder (or --feeds-dataset)")
+    b.add_argument("--warehouse", default=None, help="DuckDB file (or --risk-dataset)")
+    b.add_argument("--bq-project", default=None)
+    b.add_argument("--feeds-dataset", default=None, help="BigQuery dataset of the feed tables")
+    b.add_argument("--risk-dataset", default=None, help="BigQuery dataset of the risk tables")
+    b.add_argument("--bq-location", default="US")
     b.add_argument("--registry", default=os.environ.get("SMESCORE_REGISTRY"),
                    help="also backtest the current and previous champion when they did not "
                         "score the date")

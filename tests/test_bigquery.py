@@ -9,6 +9,7 @@ created through the API, which keeps all of it).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import os
 
@@ -675,3 +676,44 @@ def test_the_nightly_job_reads_feeds_from_and_publishes_to_bigquery(
         and r["feature"] == "__score__" and r["segment"] == "all"))
     with open(result["report"], encoding="utf-8") as fh:
         assert result["run_id"] in fh.read()
+
+
+BACKTEST_AS_OF = dt.date(2025, 10, 31)     # the portfolio's loans report through 2026-10
+
+
+def test_a_backtest_on_bigquery_writes_what_it_writes_from_files_to_duckdb(
+        bq_conn, bq_feeds, risk_dataset, portfolio, trained, monkeypatch, tmp_path, capsys):
+    """The nightly job of a date and the backtest of that date, once with the feeds and risk
+    tables in BigQuery (`smescore backtest --feeds-dataset --risk-dataset`), once with the same
+    feeds as files and a DuckDB warehouse: the same performance rows; the automatic rollback reads
+    them from BigQuery."""
+    from beam_jobs import score_portfolio
+    from models import backtest
+    registry, version, _ = trained
+    monkeypatch.setenv(bqlib.EMULATOR_ENV, bq_conn.emulator)
+    common = [f"--as_of={BACKTEST_AS_OF}", f"--registry={registry}", "--n_shards=4"]
+    score_portfolio.run(common + ["--source=bigquery", "--sink=bigquery", f"--bq_project={PROJECT}",
+                                  f"--feeds_dataset={bq_feeds}", f"--risk_dataset={risk_dataset}"],
+                        save_main_session=False, progress=lambda m: None)
+    wh = str(tmp_path / "risk.duckdb")
+    score_portfolio.run(common + [f"--feeds={portfolio}", f"--warehouse={wh}"],
+                        save_main_session=False, progress=lambda m: None)
+    capsys.readouterr()
+    assert cli.main(["backtest", f"--as-of={BACKTEST_AS_OF}", f"--bq-project={PROJECT}",
+                     f"--feeds-dataset={bq_feeds}", f"--risk-dataset={risk_dataset}",
+                     f"--bq-location={LOCATION}", "--n-shards=4", "--registry="]) == 0
+    result = json.loads(capsys.readouterr().out)
+    local = backtest.run_backtest(BACKTEST_AS_OF, portfolio, wh, None, n_shards=4,
+                                  progress=lambda m: None)
+    assert result["versions"] == local["versions"] and result["rows"] == local["rows"]
+    assert result["cohort_defaults"] == local["cohort_defaults"] > 0
+    sql = ("SELECT * EXCLUDE (backtested_at) FROM performance WHERE as_of_date = ? "
+           "ORDER BY model_version, segment_type, segment")
+    duck = Warehouse(wh).query(sql, [BACKTEST_AS_OF]).to_pylist()
+    big = bqlib.RiskTables(bq_conn, risk_dataset).query(sql, [BACKTEST_AS_OF]).to_pylist()
+    assert len(big) == len(duck) > 1
+    for a, b in zip(duck, big):
+        assert a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a), (a, b)
+    seen = lifecycle.latest_backtest(bqlib.RiskTables(bq_conn, risk_dataset), version)
+    assert seen["auc"] == pytest.approx(local["versions"][version]["auc"])
+    assert staging_tables(bq_conn, risk_dataset) == []
