@@ -220,26 +220,34 @@ class BigQueryRiskSink:
         run_id = run_record["run_id"]
         staged = {name: bqlib.staging_name(run_id, name) for name in [*everything, *prestaged]}
         expected = {**{name: t.num_rows for name, t in everything.items()}, **prestaged}
+        self._stage_and_replace(f"publish of {as_of_date} (run {run_id})", as_of_date, run_id,
+                                everything, staged, expected, keys_from="runs")
+        self._verify(as_of_date, run_id, expected)
+        return expected
+
+    def _stage_and_replace(self, what: str, as_of_date: dt.date, staging_key: str,
+                           tables: Mapping[str, pa.Table], staged: Mapping[str, str],
+                           expected: Mapping[str, int], keys_from: str) -> None:
+        """Load `tables` into their staging tables (the rest of `staged` is loaded already),
+        check every staged count against `expected`, then ONE transaction replaces the date; the
+        staging tables are dropped whatever happens. Raises PublishError, nothing replaced."""
         work = tempfile.mkdtemp(prefix="smescore-publish-")
         step = "staging"
         try:
-            self.create_staging(run_id, list(everything))
-            self._load({n: staged[n] for n in everything}, everything, work)
+            self.create_staging(staging_key, list(tables))
+            self._load({n: staged[n] for n in tables}, tables, work)
             got = bqlib.count_rows(self.conn, self.dataset, staged)
             if got != expected:
                 raise RuntimeError(f"staging tables hold {got} rows, expected {expected}")
             step = "transaction"
-            self.conn.query(bqlib.replace_script(self.conn, self.dataset, staged))
+            self.conn.query(bqlib.replace_script(self.conn, self.dataset, staged, keys_from))
         except Exception as err:
             raise PublishError(
-                f"publish of {as_of_date} (run {run_id}) to {self!r} failed at {step!r}: "
-                f"{type(err).__name__}: {err}; the dataset still holds the previous rows of "
-                f"{as_of_date}") from err
+                f"{what} to {self!r} failed at {step!r}: {type(err).__name__}: {err}; the "
+                f"dataset still holds the previous rows of {as_of_date}") from err
         finally:
             shutil.rmtree(work, ignore_errors=True)
             bqlib.drop_tables(self.conn, self.dataset, list(staged.values()))
-        self._verify(as_of_date, run_id, expected)
-        return expected
 
     def replace_partitions(self, as_of_date: dt.date, tables: Mapping[str, pa.Table]
                            ) -> dict[str, int]:
@@ -253,25 +261,8 @@ class BigQueryRiskSink:
         tag = "backtest" + as_of_date.strftime("%Y%m%d")
         staged = {name: bqlib.staging_name(tag, name) for name in conformed}
         expected = {name: t.num_rows for name, t in conformed.items()}
-        work = tempfile.mkdtemp(prefix="smescore-replace-")
-        step = "staging"
-        try:
-            self.create_staging(tag, list(conformed))
-            self._load(staged, conformed, work)
-            got = bqlib.count_rows(self.conn, self.dataset, staged)
-            if got != expected:
-                raise RuntimeError(f"staging tables hold {got} rows, expected {expected}")
-            step = "transaction"
-            self.conn.query(bqlib.replace_script(self.conn, self.dataset, staged,
-                                                 keys_from="performance"))
-        except Exception as err:
-            raise PublishError(
-                f"replace of {as_of_date} in {list(conformed)} in {self!r} failed at {step!r}: "
-                f"{type(err).__name__}: {err}; the dataset still holds the previous rows of "
-                f"{as_of_date}") from err
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-            bqlib.drop_tables(self.conn, self.dataset, list(staged.values()))
+        self._stage_and_replace(f"replace of {as_of_date} in {list(conformed)}", as_of_date, tag,
+                                conformed, staged, expected, keys_from="performance")
         got = bqlib.count_rows(self.conn, self.dataset, {n: n for n in expected},
                                {"as_of_date": as_of_date})
         if got != expected:
