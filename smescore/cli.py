@@ -98,15 +98,32 @@ def cmd_score(args, beam_args) -> int:
     return 0
 
 
+def _bigquery_flags(c, feeds: bool = False) -> None:
+    """Risk tables (and feeds) in BigQuery instead of the DuckDB file (and feed folder)."""
+    c.add_argument("--bq-project", default=None, help="with --risk-dataset: BigQuery's project")
+    if feeds:
+        c.add_argument("--feeds-dataset", default=None, help="BigQuery dataset of the feed tables")
+    c.add_argument("--risk-dataset", default=None,
+                   help="BigQuery dataset of the risk tables (instead of --warehouse)")
+    c.add_argument("--bq-location", default="US")
+
+
+def _risk_tables(args):
+    """The --warehouse file, or with --risk-dataset the risk tables in BigQuery (a reader)."""
+    if not args.risk_dataset:
+        return args.warehouse
+    from smescore import bigquery as bqlib
+    if not args.bq_project:
+        raise SystemExit("--risk-dataset needs --bq-project")
+    return bqlib.RiskTables(bqlib.Connection(args.bq_project, args.bq_location),
+                            args.risk_dataset)
+
+
 def cmd_report(args, beam_args) -> int:
     from smescore.monitoring import run_report
-    risk_tables = args.warehouse
-    if args.risk_dataset:                 # the risk tables in BigQuery instead of DuckDB
-        from smescore import bigquery as bqlib
-        if not args.bq_project or not args.out:
-            raise SystemExit("--risk-dataset needs --bq-project and --out")
-        risk_tables = bqlib.RiskTables(bqlib.Connection(args.bq_project, args.bq_location),
-                                       args.risk_dataset)
+    risk_tables = _risk_tables(args)
+    if args.risk_dataset and not args.out:
+        raise SystemExit("report: with --risk-dataset, say where it goes (--out)")
     out = args.out or run_report.report_path(
         os.path.join(os.path.dirname(os.path.abspath(args.warehouse)), "reports"), args.as_of)
     path = run_report.write_report(risk_tables, args.as_of, out, args.registry)
@@ -159,7 +176,7 @@ def cmd_promote(args, beam_args) -> int:
     from models import lifecycle
     try:
         entry = lifecycle.promote(args.registry, args.version, why=args.why, who=args.by,
-                                  warehouse=args.warehouse)
+                                  warehouse=_risk_tables(args))
     except lifecycle.LifecycleError as err:
         return _fail("promote", err)
     _print_entry(entry)
@@ -170,7 +187,7 @@ def cmd_rollback(args, beam_args) -> int:
     from models import lifecycle
     try:
         entry = lifecycle.rollback(args.registry, why=args.why, who=args.by,
-                                   warehouse=args.warehouse)
+                                   warehouse=_risk_tables(args))
     except lifecycle.LifecycleError as err:
         return _fail("rollback", err)
     _print_entry(entry)
@@ -274,20 +291,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None,
                    help="HTML file, local or gs:// (default: <warehouse folder>/reports/"
                         "run-report-<as-of>.html)")
-    r.add_argument("--bq-project", default=None, help="with --risk-dataset: read BigQuery")
-    r.add_argument("--risk-dataset", default=None,
-                   help="BigQuery dataset of the risk tables (instead of --warehouse)")
-    r.add_argument("--bq-location", default="US")
+    _bigquery_flags(r)
     r.set_defaults(func=cmd_report)
     b = sub.add_parser("backtest", help="outcome backtest of the scores of a date, once 12 "
                        "months of loan outcomes are in (performance, backtest_roc)")
     b.add_argument("--as-of", type=_date, required=True)
     b.add_argument("--feeds", default=None, help="feeds folder (or --feeds-dataset)")
     b.add_argument("--warehouse", default=None, help="DuckDB file (or --risk-dataset)")
-    b.add_argument("--bq-project", default=None)
-    b.add_argument("--feeds-dataset", default=None, help="BigQuery dataset of the feed tables")
-    b.add_argument("--risk-dataset", default=None, help="BigQuery dataset of the risk tables")
-    b.add_argument("--bq-location", default="US")
+    _bigquery_flags(b, feeds=True)
     b.add_argument("--registry", default=os.environ.get("SMESCORE_REGISTRY"),
                    help="also backtest the current and previous champion when they did not "
                         "score the date")
@@ -302,6 +313,7 @@ def parser() -> argparse.ArgumentParser:
         if warehouse:
             c.add_argument("--warehouse", default=None,
                            help="DuckDB file: record the versions' latest backtests too")
+            _bigquery_flags(c)
 
     pr = sub.add_parser("promote", help="make a model version the champion (audited)")
     pr.add_argument("version")

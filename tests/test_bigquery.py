@@ -716,4 +716,10 @@ def test_a_backtest_on_bigquery_writes_what_it_writes_from_files_to_duckdb(
         assert a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a), (a, b)
     seen = lifecycle.latest_backtest(bqlib.RiskTables(bq_conn, risk_dataset), version)
     assert seen["auc"] == pytest.approx(local["versions"][version]["auc"])
+    # What `smescore promote/rollback --risk-dataset` records in the audit log.
+    args = cli.parser().parse_args(["promote", version, f"--registry={registry}",
+                                    f"--bq-project={PROJECT}", f"--risk-dataset={risk_dataset}",
+                                    f"--bq-location={LOCATION}"])
+    evidence = lifecycle.version_metrics(registry, version, cli._risk_tables(args))
+    assert evidence["backtest"] == lifecycle.latest_backtest(wh, version)
     assert staging_tables(bq_conn, risk_dataset) == []
