@@ -154,7 +154,7 @@ def cmd_backtest(args, beam_args) -> int:
         raise SystemExit("backtest: --feeds (or --feeds-dataset) and --warehouse (or "
                          "--risk-dataset) are needed")
     try:
-        result = backtest.run_backtest(args.as_of, feeds, warehouse, args.registry,
+        result = backtest.run_backtest(args.as_of, feeds, warehouse, args.registry or None,
                                        n_shards=args.n_shards, beam_args=beam_args,
                                        progress=_progress)
     except backtest.BacktestError as err:
