@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import time
@@ -18,15 +17,12 @@ import urllib.request
 
 import pytest
 
+from tests.processes import free_port, stop
+
 PROJECT = "test-project"
 LOCATION = "US"
 START_TIMEOUT_S = 60
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _install_spatial(home: pathlib.Path) -> None:
@@ -58,7 +54,7 @@ def bq_emulator(tmp_path_factory) -> str:
     """The emulator's endpoint, e.g. http://127.0.0.1:41234 (project `test-project`)."""
     home = tmp_path_factory.mktemp("bqemulator-home")
     _install_spatial(home)
-    port, grpc_port = _free_port(), _free_port()
+    port, grpc_port = free_port(), free_port()
     log = home / "bqemulator.log"
     env = {**os.environ, "HOME": str(home), "BQEMU_ENABLE_FORMAT_EXTENSIONS": "false",
            "BQEMU_LOG_LEVEL": "warning"}
@@ -72,12 +68,7 @@ def bq_emulator(tmp_path_factory) -> str:
         _wait_until_up(proc, endpoint, log)
         yield endpoint
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -9,12 +9,13 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.processes import free_port, stop
 
 
 def executable(name: str) -> str:
@@ -24,11 +25,6 @@ def executable(name: str) -> str:
                            f"(infra/install_system_deps.sh)")
     return path
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ready(url: str) -> bool:
@@ -45,7 +41,7 @@ def pushgateway(log_path: str):
     stops it after."""
     exe = executable("prometheus-pushgateway")
     for _ in range(3):                      # the port may be taken between probe and bind
-        address = f"127.0.0.1:{_free_port()}"
+        address = f"127.0.0.1:{free_port()}"
         log = open(log_path, "ab")
         # No persistence: Debian's default file (/var/lib/prometheus/pushgateway.data) is shared
         # machine state, and a test's gateway must start empty.
@@ -66,12 +62,7 @@ def pushgateway(log_path: str):
     try:
         yield address
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
 
 
