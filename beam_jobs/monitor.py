@@ -23,24 +23,23 @@ def _now() -> dt.datetime:
 def run_succeeded(cfg, run_ctx, result: dict) -> dict:
     """After publish: push the published run's metrics (replacing the group), write the report."""
     finished = _now()
+    tables = risk_reader(cfg)      # no I/O until read
     if cfg.pushgateway:
         version = run_ctx.scoring.model_version
         try:
             samples = (metrics.run_samples(version, True, run_ctx.started_at, finished)
-                       + metrics.published_samples(risk_reader(cfg), result, run_ctx.card,
-                                                   finished))
+                       + metrics.published_samples(tables, result, run_ctx.card, finished))
         except Exception as err:  # noqa: BLE001 - still say the run succeeded
             log.error("could not read the run's metrics back: %s: %s", type(err).__name__, err)
             run_ctx.progress(f"[monitor] METRICS INCOMPLETE: {type(err).__name__}: {err}")
             samples = metrics.run_samples(version, True, run_ctx.started_at, finished)
         result["metrics_pushed"] = metrics.push(
-            cfg.pushgateway, metrics.instance_of(risk_reader(cfg)), samples, replace=True,
+            cfg.pushgateway, metrics.instance_of(tables), samples, replace=True,
             progress=run_ctx.progress)
     if cfg.report_dir:
         path = run_report.report_path(cfg.report_dir, cfg.as_of)
         try:
-            result["report"] = run_report.write_report(risk_reader(cfg), cfg.as_of, path,
-                                                       cfg.registry)
+            result["report"] = run_report.write_report(tables, cfg.as_of, path, cfg.registry)
             run_ctx.progress(f"[monitor] run report: {path}")
         except Exception as err:  # noqa: BLE001 - the data is published; say loudly what is missing
             log.error("RUN REPORT NOT WRITTEN (%s): %s: %s", path, type(err).__name__, err)

@@ -61,8 +61,13 @@ def write_prestaged(rows: int, table: str, path: str) -> None:
                                path, PRESTAGED_SCHEMA, ["table"])
 
 
+COUNTS_SCHEMA = pa.schema([("feed", pa.string()), ("rows", pa.int64())])
+
+
 def write_counts(counts: list[dict], path: str) -> None:
-    pq.write_table(pa.Table.from_pylist(sorted(counts, key=lambda c: c["feed"])), path)
+    """Rows read per feed, staged like the risk tables (a gs:// path on Dataflow)."""
+    sinks.write_sorted_parquet([pa.Table.from_pylist(counts, COUNTS_SCHEMA)], path, COUNTS_SCHEMA,
+                               ["feed"])
 
 
 def input_fingerprint(feeds_dir: str) -> str:
@@ -229,6 +234,7 @@ class RunContext:
             prestaged = {"prestaged": {r["table"]: r["rows"] for r in read("prestaged").to_pylist()}}
         else:
             published["attributions"] = read("attributions")
+        target = self.cfg.warehouse or repr(wh)
         wh.publish(self.cfg.as_of, published, self.run_record(
             "succeeded", self.note, rows_in, rejected.num_rows, n_model, n_rules),
             challengers=self.roles.challengers, **prestaged)
@@ -237,13 +243,13 @@ class RunContext:
                   "firms_scored_model": n_model, "firms_scored_rules": n_rules,
                   "firms_in_default": by_source.get("in_default", 0),
                   "rows_in": {r["feed"]: r["rows"] for r in rows_in},
-                  "rows_rejected": rejected.num_rows, "warehouse": self.cfg.warehouse,
+                  "rows_rejected": rejected.num_rows, "warehouse": target,
                   "challengers": list(self.roles.challengers),
                   "firms_canary": pc.sum(pc.equal(scores.column("model_role"), "canary")).as_py()
                   or 0,
                   "drift": drift_summary(drift_rows), "message": self.note}
         self.progress(f"[score] published {scores.num_rows:,} scores "
-                      f"({n_model:,} model, {n_rules:,} rules) into {self.cfg.warehouse}")
+                      f"({n_model:,} model, {n_rules:,} rules) into {target}")
         return result
 
     def fail(self, err: BaseException) -> None:

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_jobs import sinks
 from smescore import bigquery as bqlib
 from smescore import tables as contract
 from smescore.warehouse import (PublishError, Warehouse, conform_run_rows, prepare_publish,
@@ -127,8 +128,7 @@ def StageToBigQuery(pcoll, sink: "BigQueryRiskSink", name: str, as_of_date: dt.d
     (pcoll | "Rows" >> beam.FlatMap(conformed_rows, name, spec, as_of_date, run_id, list(versions))
      | "Load" >> WriteRiskTables({spec: name}, test_client=test_client,
                                  temp_location=temp_location, validate=validate))
-    return (pcoll | "CountRows" >> beam.Map(lambda t: t.num_rows)
-            | "Total" >> beam.CombineGlobally(sum))
+    return pcoll | "CountRows" >> sinks.TotalRows()
 
 
 class BigQueryRiskSink:
@@ -144,6 +144,7 @@ class BigQueryRiskSink:
         self.dataset = bq.risk_dataset
         self.conn = conn or bqlib.Connection(bq.project, bq.location)
         self.temp_location = temp_location
+        self.tables = bqlib.RiskTables(self.conn, self.dataset)   # reads them back
 
     def __repr__(self) -> str:
         return f"BigQuery({self.bq.project}.{self.dataset})"
@@ -153,10 +154,10 @@ class BigQueryRiskSink:
 
     def query(self, sql: str, params=()) -> pa.Table:
         """Read the risk tables in DuckDB's SQL, as a Warehouse is read (bigquery.RiskTables)."""
-        return bqlib.RiskTables(self.conn, self.dataset).query(sql, params)
+        return self.tables.query(sql, params)
 
     def has_table(self, name: str) -> bool:
-        return bqlib.RiskTables(self.conn, self.dataset).has_table(name)
+        return self.tables.has_table(name)
 
     def table_spec(self, table: str) -> str:
         return f"{self.bq.project}:{self.dataset}.{table}"
@@ -175,13 +176,9 @@ class BigQueryRiskSink:
     def create_staging(self, run_id: str, names: Sequence[str]) -> None:
         """Empty staging tables of the run (contract schema, expiring after STAGING_TTL), replacing
         any a crashed attempt left."""
-        expires = dt.datetime.now(dt.timezone.utc) + bqlib.STAGING_TTL
-        staged = {name: bqlib.staging_name(run_id, name) for name in names}
-        bqlib.drop_tables(self.conn, self.dataset, list(staged.values()))
-        for name, staging in staged.items():
-            self.conn.client.create_table(
-                bqlib.table_resource(self.conn, self.dataset, name, staging, expires),
-                timeout=self.conn.timeout, retry=self.conn.retry)
+        for name in names:
+            bqlib.create_staging_table(self.conn, bqlib.table_resource(
+                self.conn, self.dataset, name, bqlib.staging_name(run_id, name)))
 
     def drop_staging(self, run_id: str, names: Sequence[str]) -> None:
         bqlib.drop_tables(self.conn, self.dataset, [bqlib.staging_name(run_id, n) for n in names])
@@ -222,7 +219,7 @@ class BigQueryRiskSink:
         expected = {**{name: t.num_rows for name, t in everything.items()}, **prestaged}
         self._stage_and_replace(f"publish of {as_of_date} (run {run_id})", as_of_date, run_id,
                                 everything, staged, expected, keys_from="runs")
-        self._verify(as_of_date, run_id, expected)
+        self._verify(as_of_date, expected, run_id)
         return expected
 
     def _stage_and_replace(self, what: str, as_of_date: dt.date, staging_key: str,
@@ -263,21 +260,22 @@ class BigQueryRiskSink:
         expected = {name: t.num_rows for name, t in conformed.items()}
         self._stage_and_replace(f"replace of {as_of_date} in {list(conformed)}", as_of_date, tag,
                                 conformed, staged, expected, keys_from="performance")
-        got = bqlib.count_rows(self.conn, self.dataset, {n: n for n in expected},
-                               {"as_of_date": as_of_date})
-        if got != expected:
-            raise RuntimeError(f"after replacing {as_of_date} {self!r} holds {got} rows for it, "
-                               f"expected {expected}")
+        self._verify(as_of_date, expected)
         return expected
 
-    def _verify(self, as_of_date: dt.date, run_id: str, expected: Mapping[str, int]) -> None:
-        """After the commit: the date holds exactly the rows published (no duplicates)."""
+    def _verify(self, as_of_date: dt.date, expected: Mapping[str, int],
+                run_id: Optional[str] = None) -> None:
+        """After the commit: the date (and the run's row in `runs`) holds exactly the rows
+        written (no duplicates)."""
         dated = {n: n for n in expected if n != "runs"}
         got = bqlib.count_rows(self.conn, self.dataset, dated, {"as_of_date": as_of_date})
-        got.update(bqlib.count_rows(self.conn, self.dataset, {"runs": "runs"}, {"run_id": run_id}))
+        if "runs" in expected:
+            got.update(bqlib.count_rows(self.conn, self.dataset, {"runs": "runs"},
+                                        {"run_id": run_id}))
         if got != dict(expected):
-            raise RuntimeError(f"after publishing {as_of_date} (run {run_id}) {self!r} holds "
-                               f"{got} rows for it, expected {dict(expected)}")
+            what = f"publishing {as_of_date} (run {run_id})" if run_id else f"replacing {as_of_date}"
+            raise RuntimeError(f"after {what} {self!r} holds {got} rows for it, expected "
+                               f"{dict(expected)}")
 
     def record_failed_run(self, run_record: Mapping[str, Any]) -> None:
         """Upsert a failed run's row by run_id (one MERGE, values as parameters); no data touched."""
@@ -301,10 +299,5 @@ def risk_sink(cfg, conn: Optional[bqlib.Connection] = None):
 def risk_reader(cfg, conn: Optional[bqlib.Connection] = None):
     """What reads back the tables `cfg.sink` writes, in DuckDB's SQL (smescore.warehouse.reader):
     for the metrics, the run report and the automatic rollback."""
-    if cfg.sink == "duckdb":
-        return Warehouse(cfg.warehouse)
-    if cfg.sink == "bigquery":
-        return bqlib.RiskTables(conn or bqlib.Connection(cfg.bigquery.project,
-                                                         cfg.bigquery.location),
-                                cfg.bigquery.risk_dataset)
-    raise ValueError(f"unknown --sink {cfg.sink!r}")
+    sink = risk_sink(cfg, conn)
+    return sink.tables if isinstance(sink, BigQueryRiskSink) else sink

@@ -59,7 +59,7 @@ def failed_batch_records(failure):
 
 @beam.ptransform_fn
 def CountRows(pcoll, feed: str):
-    return (pcoll | "Rows" >> beam.Map(lambda t: t.num_rows) | "Sum" >> beam.CombineGlobally(sum)
+    return (pcoll | "Total" >> sinks.TotalRows()
             | "Key" >> beam.Map(lambda n: {"feed": feed, "rows": n}))
 
 

@@ -150,6 +150,12 @@ def sort_parts(parts: list[str], out: str, schema: pa.Schema, sort_keys: list[st
 
 
 @beam.ptransform_fn
+def TotalRows(pcoll):
+    """PCollection[pa.Table] -> one element: the rows of all its tables."""
+    return pcoll | "Rows" >> beam.Map(lambda t: t.num_rows) | "Sum" >> beam.CombineGlobally(sum)
+
+
+@beam.ptransform_fn
 def WriteSortedParquet(pcoll, path: str, schema: pa.Schema, sort_keys: list[str],
                        in_memory_bytes: int = MERGE_IN_MEMORY):
     """PCollection[pa.Table] -> one Parquet file, sorted on sort_keys."""

@@ -163,7 +163,6 @@ class BigQueryFeedSource:
         from google.cloud import bigquery
         from smescore import bigquery as bqlib
         params = {"as_of_date": self.as_of}
-        expires = dt.datetime.now(dt.timezone.utc) + bqlib.STAGING_TTL
         staged = {}
         for feed, query in self.queries().items():
             unknown = bqlib.parameter_names(query) - set(params)
@@ -171,10 +170,8 @@ class BigQueryFeedSource:
                 raise ValueError(f"sql/bigquery/feeds/{feed}.sql uses unknown parameter(s) "
                                  f"{sorted(unknown)}; the job binds {sorted(params)}")
             table_id = self.conn.table_id(self.bq.risk_dataset, self.staging_table(feed))
-            bqlib.drop_tables(self.conn, self.bq.risk_dataset, [self.staging_table(feed)])
-            table = bigquery.Table(table_id, schema=bqlib.schema_fields(feed_schema_fields(feed)))
-            table.expires = expires
-            self.conn.client.create_table(table, timeout=self.conn.timeout, retry=self.conn.retry)
+            bqlib.create_staging_table(self.conn, bigquery.Table(
+                table_id, schema=bqlib.schema_fields(feed_schema_fields(feed))))
             used = {k: v for k, v in params.items() if k in bqlib.parameter_names(query)}
             self.conn.query(self.insert_sql(feed, query), used)
         staged = bqlib.count_rows(self.conn, self.bq.risk_dataset,

@@ -186,8 +186,7 @@ def _shape(fields) -> list[tuple]:
              _shape(f.fields)) for f in fields]
 
 
-def table_resource(conn: Connection, dataset: str, name: str, table_name: Optional[str] = None,
-                   expires: Optional[dt.datetime] = None):
+def table_resource(conn: Connection, dataset: str, name: str, table_name: Optional[str] = None):
     """A client Table for the contract's table `name` (partitioning, clustering, descriptions),
     created as `table_name` (default: the same name)."""
     from google.cloud import bigquery
@@ -197,7 +196,6 @@ def table_resource(conn: Connection, dataset: str, name: str, table_name: Option
     if t.partition_by:
         resource.time_partitioning = bigquery.TimePartitioning(field=t.partition_by)
     resource.clustering_fields = list(t.cluster_by) or None
-    resource.expires = expires
     return resource
 
 
@@ -336,6 +334,15 @@ def drop_tables(conn: Connection, dataset: str, names: Sequence[str]) -> None:
     for name in names:
         conn.client.delete_table(conn.table_id(dataset, name), not_found_ok=True,
                                  timeout=conn.timeout, retry=conn.retry)
+
+
+def create_staging_table(conn: Connection, table) -> None:
+    """A fresh, empty staging table (a client Table), replacing any a crashed run left; it
+    expires after STAGING_TTL if nothing drops it."""
+    table.expires = dt.datetime.now(dt.timezone.utc) + STAGING_TTL
+    conn.client.delete_table(table.reference, not_found_ok=True, timeout=conn.timeout,
+                             retry=conn.retry)
+    conn.client.create_table(table, timeout=conn.timeout, retry=conn.retry)
 
 
 def main(argv=None) -> int:
