@@ -115,8 +115,11 @@ def _risk_tables(args):
     from smescore import bigquery as bqlib
     if not args.bq_project:
         raise SystemExit("--risk-dataset needs --bq-project")
-    return bqlib.RiskTables(bqlib.Connection(args.bq_project, args.bq_location),
-                            args.risk_dataset)
+    try:
+        return bqlib.RiskTables(bqlib.Connection(args.bq_project, args.bq_location),
+                                args.risk_dataset)
+    except ValueError as err:          # names that cannot be a project and dataset
+        raise SystemExit(f"smescore: {err}") from None
 
 
 def cmd_report(args, beam_args) -> int:

@@ -492,6 +492,9 @@ def test_the_report_command_reads_bigquery(both_engines, monkeypatch, tmp_path, 
                      "--registry="]) == 0
     page = out.read_text(encoding="utf-8")
     assert "run-d2" in page and "run-d1" not in page
+    with pytest.raises(SystemExit, match="not a BigQuery project and dataset"):
+        cli.main(["report", f"--as-of={D2}", f"--bq-project={PROJECT}",
+                  "--risk-dataset=risk; DROP TABLE scores", f"--out={out}"])
 
 
 def _frame_rows(frame) -> list[tuple]:
