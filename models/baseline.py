@@ -55,3 +55,43 @@ def training_baseline(train: pd.DataFrame, train_scores: np.ndarray,
                             else numeric_bins(train[f.name].to_numpy(np.float64, na_value=np.nan)))
     return {"n_rows": int(len(train)), "features": features, "score": score_bins(train_scores),
             "mean_abs_points": {k: float(v) for k, v in mean_abs_points.items()}}
+
+
+DECILES = tuple(round(0.1 * k, 1) for k in range(1, 10))
+
+
+def numeric_distribution(values: np.ndarray) -> dict:
+    """What the training sample held for one numeric input: range, moments, median and deciles
+    of the present values, and the missing share. Drift's out-of-range share and the reasons'
+    'typical firm' (the median) read it."""
+    v = np.asarray(values, np.float64)
+    present = v[np.isfinite(v)]
+    n = len(v)
+    if not len(present):
+        return {"type": "numeric", "n": n, "n_present": 0, "missing_share": 1.0 if n else 0.0,
+                "min": None, "max": None, "mean": None, "std": None, "median": None, "deciles": []}
+    return {"type": "numeric", "n": n, "n_present": int(len(present)),
+            "missing_share": float((n - len(present)) / n),
+            "min": float(present.min()), "max": float(present.max()),
+            "mean": float(present.mean()), "std": float(present.std()),
+            "median": float(np.median(present)),
+            "deciles": [float(q) for q in np.quantile(present, DECILES)]}
+
+
+def categorical_distribution(values) -> dict:
+    """Categories of the training sample with their shares, most frequent first (ties by name);
+    the first is the typical firm's."""
+    s = pd.Series(values, dtype="string").fillna("")
+    present = s[s != ""]
+    shares = present.value_counts(normalize=True, sort=False)
+    order = sorted(shares.index, key=lambda c: (-shares[c], str(c)))
+    return {"type": "categorical", "n": int(len(s)), "missing_share": float((s == "").mean()),
+            "categories": [str(c) for c in order], "shares": [float(shares[c]) for c in order],
+            "mode": str(order[0]) if order else None}
+
+
+def training_distribution(train: pd.DataFrame) -> dict:
+    """Per model input, its distribution in the training sample (stored in the model card)."""
+    return {f.name: (categorical_distribution(train[f.name]) if f.is_categorical
+                     else numeric_distribution(train[f.name].to_numpy(np.float64, na_value=np.nan)))
+            for f in catalog.FEATURES}

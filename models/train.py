@@ -250,6 +250,8 @@ class Trainer:
                 self.log("no firms at the training date: the drift baseline is the training sample")
                 reference = parts["train"]
             drift_baseline = reference_baseline(saved_model, reference, hp.seed)
+            # the same bins over the training sample itself: what the network actually saw
+            drift_baseline["training_sample"] = reference_baseline(saved_model, parts["train"], hp.seed)
             self.log(f"drift baseline: {len(reference):,} model-eligible firms as of "
                      f"{split.get('reference') or 'the training dates'}")
             card = self.model_card(split, parts, hp, platt, test_metrics, challenger, oracle,
@@ -299,6 +301,7 @@ class Trainer:
             "oracle_auc": oracle,
             "saved_model_max_abs_pd_diff": check,
             "baseline": drift_baseline,
+            "training_distribution": baseline.training_distribution(parts["train"]),
             "shap_background": {"n_firms": int(len(background)), "file": registry.BACKGROUND,
                                 "firms": background["enterprise_id"].tolist(),
                                 "as_of_dates": sorted({str(d) for d in background["as_of_date"]})},
