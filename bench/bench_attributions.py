@@ -1,9 +1,9 @@
 """Throughput of in-graph DeepLIFT attributions against shap.DeepExplainer, measured in one run.
 
-    TF_USE_LEGACY_KERAS=1 python -m bench.bench_attributions [--rows 300 --background 100 --inputs 248]
+    TF_USE_LEGACY_KERAS=1 python -m bench.bench_attributions [--rows 300 --background 100 --inputs 350]
 
-Builds the production-shaped net (n inputs -> 64 -> 32 -> 16 -> 1, ReLU, dropout) trained for a few
-steps on random data, calibrated with a Platt layer, then times shap.DeepExplainer and
+Builds the production-shaped net (the monotone n -> 64 -> 32 -> 16 -> 1 of models.network, deployed
+as its plain 72 -> 36 -> 18 ReLU stack) trained for a few steps on random data, calibrated with a Platt layer, then times shap.DeepExplainer and
 models.explain.DeepLiftExplainer on the same rows (both warmed up first, so graph tracing is not
 counted; best of a few repeats, since neighbours share this machine's cores), prints their max abs
 difference and the throughput ratio, and then times the explainer alone on a nightly-sized batch
@@ -22,24 +22,22 @@ import numpy as np  # noqa: E402
 import shap  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from models import network  # noqa: E402
 from models.explain import DEFAULT_CHUNK_ROWS, DeepLiftExplainer, dense_stack, fold_platt  # noqa: E402
 
 PLATT_A, PLATT_B = 0.8, -1.3
 
 
 def build_model(n_inputs: int, seed: int) -> tuple[keras.Model, np.ndarray]:
-    """The scoring MLP trained a few steps on random rows; returns it and the training rows."""
-    keras.utils.set_random_seed(seed)
+    """The production network (monotone 64-32-16 with convex, concave and saturated units, as
+    models.network builds it; a third of the inputs free, the rest signed) trained a few steps on
+    random rows, in the plain Dense/ReLU form that is exported; returns it and the rows."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(4000, n_inputs)).astype(np.float32)
     y = (x[:, :5].sum(1) + rng.normal(size=len(x)) > 2.0).astype(np.float32)
-    model = keras.Sequential([keras.layers.InputLayer(input_shape=(n_inputs,))])
-    for units in (64, 32, 16):
-        model.add(keras.layers.Dense(units, activation="relu"))
-        model.add(keras.layers.Dropout(0.1))
-    model.add(keras.layers.Dense(1))
-    model.compile(keras.optimizers.Adam(1e-3), keras.losses.BinaryCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=2, batch_size=256, verbose=0)
+    signs = rng.choice([-1.0, 0.0, 1.0], size=n_inputs).astype(np.float32)
+    hp = network.HParams(max_epochs=2, patience=2, seed=seed)
+    model, _ = network.fit(x[:3000], y[:3000], x[3000:], y[3000:], hp, signs=signs)
     return model, x
 
 
@@ -64,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=300, help="rows explained by both explainers")
     parser.add_argument("--background", type=int, default=100, help="background rows K")
-    parser.add_argument("--inputs", type=int, default=248, help="transformed input width n")
+    parser.add_argument("--inputs", type=int, default=350, help="transformed input width n")
     parser.add_argument("--big-rows", type=int, default=20_000, help="rows for the explainer-only run")
     parser.add_argument("--chunks", type=int, nargs="+", default=[DEFAULT_CHUNK_ROWS], help="chunk_rows to try")
     parser.add_argument("--jit", choices=["off", "on", "both"], default="both",

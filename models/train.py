@@ -28,6 +28,9 @@ from models import baseline, calibration, lifecycle, metrics, network, registry
 from transforms import catalog, feeds
 
 MODEL_ELIGIBLE_MIN_HISTORY = 6     # months of feed history below which the cold-start rules score
+# Declared risk directions of the numeric features the network is monotone in.
+DIRECTIONS = {f.name: f.risk_direction for f in catalog.FEATURES
+              if not f.is_categorical and f.risk_direction != 0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +45,7 @@ class TrainConfig:
     background_size: int = 200
     holdout_share: float = 0.25    # firms never seen in training; validation and test use only them
     n_shards: int = 16
+    benchmark_unconstrained: bool = True   # also train the unconstrained network (card metric)
     beam_args: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -221,17 +225,23 @@ class Trainer:
             y = {name: part["label_default_12m"].to_numpy(np.float32) for name, part in parts.items()}
             self.log(f"TFT analysed on train; model input width {x['train'].shape[1]}")
 
+            signs = network.input_signs(columns, DIRECTIONS)
             model, history = network.fit(x["train"], y["train"], x["valid"], y["valid"], hp,
-                                         log_dir=os.path.join(staging, "logs"))
-            self.log(f"network trained: {len(history['loss'])} epochs, "
-                     f"best val AUC {max(history['val_auc']):.4f}")
+                                         log_dir=os.path.join(staging, "logs"), signs=signs)
+            self.log(f"network trained ({'monotone' if hp.monotone else 'unconstrained'}): "
+                     f"{len(history['loss'])} epochs, best val AUC {max(history['val_auc']):.4f}")
             platt = calibration.fit_platt(network.raw_logit(model, x["valid"]), y["valid"])
             test_pd = platt.pd(network.raw_logit(model, x["test"]))
             test_metrics = metrics.summary(y["test"], test_pd)
             challenger = challenger_metrics(x["train"], y["train"], x["test"], y["test"], hp.seed)
+            gbm = monotone_gbm_metrics(parts, hp.seed)
+            unconstrained = (unconstrained_metrics(x, y, hp) if hp.monotone and
+                             self.cfg.benchmark_unconstrained else None)
             oracle = oracle_auc(oracle_feeds, parts["test"]) if oracle_feeds else None
-            self.log(f"out-of-time test: AUC {test_metrics['auc']:.4f} (challenger "
-                     f"{challenger['auc']:.4f}, oracle {'n/a' if oracle is None else f'{oracle:.4f}'}), "
+            free_auc = "n/a" if unconstrained is None else f"{unconstrained['auc']:.4f}"
+            self.log(f"out-of-time test: AUC {test_metrics['auc']:.4f} (logistic regression "
+                     f"{challenger['auc']:.4f}, monotone GBM {gbm['auc']:.4f}, unconstrained network "
+                     f"{free_auc}, oracle {'n/a' if oracle is None else f'{oracle:.4f}'}), "
                      f"mean PD {test_metrics['mean_pd']:.4f} vs observed {test_metrics['default_rate']:.4f}")
 
             rng = np.random.default_rng(hp.seed)
@@ -254,8 +264,11 @@ class Trainer:
             drift_baseline["training_sample"] = reference_baseline(saved_model, parts["train"], hp.seed)
             self.log(f"drift baseline: {len(reference):,} model-eligible firms as of "
                      f"{split.get('reference') or 'the training dates'}")
-            card = self.model_card(split, parts, hp, platt, test_metrics, challenger, oracle,
-                                   history, tft_dir, frame, background, drift_baseline, check)
+            card = self.model_card(split, parts, hp, platt, test_metrics,
+                                   {"challenger_logistic_regression": challenger,
+                                    "challenger_monotone_gbm": gbm,
+                                    "unconstrained_network": unconstrained},
+                                   oracle, history, tft_dir, frame, background, drift_baseline, check)
             version = card["version"]
             registry.write_json_atomically(os.path.join(staging, registry.MODEL_CARD), card)
             reg.publish(staging, version)
@@ -270,7 +283,7 @@ class Trainer:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    def model_card(self, split, parts, hp, platt, test_metrics, challenger, oracle, history,
+    def model_card(self, split, parts, hp, platt, test_metrics, benchmarks, oracle, history,
                    tft_dir, frame, background, drift_baseline, check) -> dict:
         from models.scorecard import ScoreScale
         data_fp = frame_fingerprint(frame)
@@ -284,7 +297,9 @@ class Trainer:
         scale = ScoreScale()
         return {
             "version": version,
-            "model_type": "keras_mlp_platt",
+            "model_type": "keras_monotone_mlp_platt" if hp.monotone else "keras_mlp_platt",
+            "monotone_features": {f.name: f.risk_direction for f in catalog.FEATURES
+                                  if hp.monotone and f.name in DIRECTIONS},
             "as_of_date": str(split["as_of"]),
             "snapshot_dates": {k: [str(d) for d in split[k]] for k in ("train", "valid", "test")},
             "features": list(catalog.NAMES),
@@ -296,8 +311,7 @@ class Trainer:
             "design": design,
             "training_history": history,
             "calibration": {"method": "platt", "a": platt.a, "b": platt.b},
-            "metrics": {"test": test_metrics, "challenger_logistic_regression": challenger,
-                        "oracle_auc": oracle},
+            "metrics": {"test": test_metrics, **benchmarks, "oracle_auc": oracle},
             "oracle_auc": oracle,
             "saved_model_max_abs_pd_diff": check,
             "baseline": drift_baseline,
@@ -343,6 +357,55 @@ def challenger_metrics(x_train, y_train, x_test, y_test, seed) -> dict:
     p = lr.predict_proba(x_test)[:, 1]
     return {"model": "logistic_regression", "auc": metrics.auc(y_test, p), "ks": metrics.ks(y_test, p),
             "mean_pd": float(p.mean())}
+
+
+def unconstrained_metrics(x: dict, y: dict, hp: network.HParams) -> dict:
+    """The same network without the monotone constraints, trained and calibrated the same way:
+    what monotonicity costs (or gains) in discrimination, reported in the model card."""
+    free = dataclasses.replace(hp, monotone=False)
+    model, history = network.fit(x["train"], y["train"], x["valid"], y["valid"], free)
+    platt = calibration.fit_platt(network.raw_logit(model, x["valid"]), y["valid"])
+    p = platt.pd(network.raw_logit(model, x["test"]))
+    return {"model": "unconstrained_mlp", "auc": metrics.auc(y["test"], p), "ks": metrics.ks(y["test"], p),
+            "mean_pd": float(p.mean()), "epochs": len(history["loss"])}
+
+
+def gbm_matrix(frame: pd.DataFrame, categories: dict[str, list[str]]) -> pd.DataFrame:
+    """Raw features for gradient boosting: numbers as they are (NaN = missing, which the trees
+    route on their own), categories as pandas categoricals over the training categories."""
+    out = frame[list(catalog.NUMERIC)].astype(np.float64)
+    for name in catalog.CATEGORICAL:
+        out[name] = pd.Categorical(frame[name].fillna("").astype(str), categories=categories[name])
+    return out[list(catalog.NAMES)]
+
+
+def monotone_gbm_metrics(parts: dict, seed: int) -> dict:
+    """scikit-learn's HistGradientBoostingClassifier with `monotonic_cst` from the declared risk
+    directions, on the same raw snapshots and split (early stopping on the validation firms): the
+    industry's default choice, which the network must not lose to."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    categories = {n: sorted(parts["train"][n].fillna("").astype(str).unique()) for n in catalog.CATEGORICAL}
+    x = {k: gbm_matrix(v, categories) for k, v in parts.items()}
+    y = {k: v["label_default_12m"].to_numpy(np.float64) for k, v in parts.items()}
+    cst = [DIRECTIONS.get(n, 0) for n in catalog.NAMES]
+    gbm = HistGradientBoostingClassifier(
+        learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=100, l2_regularization=1.0,
+        monotonic_cst=cst, categorical_features="from_dtype", early_stopping=False,
+        warm_start=True, random_state=seed)
+    # Early stopping on the held-out validation firms (as the network's): grow 50 trees at a
+    # time, keep the count with the best validation AUC, stop 150 trees past it.
+    best_auc, best_iter = -1.0, 0
+    for n_iter in range(50, 1001, 50):
+        gbm.set_params(max_iter=n_iter).fit(x["train"], y["train"])
+        valid_auc = metrics.auc(y["valid"], gbm.predict_proba(x["valid"])[:, 1])
+        if valid_auc > best_auc + 1e-4:
+            best_auc, best_iter = valid_auc, n_iter
+        elif n_iter >= best_iter + 150:
+            break
+    gbm.set_params(warm_start=False, max_iter=best_iter).fit(x["train"], y["train"])
+    p = gbm.predict_proba(x["test"])[:, 1]
+    return {"model": "monotone_hist_gradient_boosting", "auc": metrics.auc(y["test"], p),
+            "ks": metrics.ks(y["test"], p), "mean_pd": float(p.mean()), "n_iter": best_iter}
 
 
 def saved_model_check(path: str, test: pd.DataFrame, expected_pd: np.ndarray) -> float:

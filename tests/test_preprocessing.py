@@ -18,9 +18,12 @@ from transforms import preprocessing as pp
 
 NAN, INF = float("nan"), float("inf")
 Z1 = math.sqrt(1.5)          # z of the outer values of {-a, 0, +a}
+# __q of three present values a < b < c: the 19 analysed quantiles are a x6, b x7, c x6, so a sits
+# at the middle of its run (rank 3 of 19), b at 9.5, c at 16; position 2 * rank / 19 - 1.
+Q1 = 2 * 16 / 19 - 1
 SUBSET = [catalog.BY_NAME[n] for n in (
     "inv_sales_amt_1m",      # log
-    "inv_sales_chg_3m",      # z, pct_change: clipped to [-1, 10]
+    "inv_sales_chg_3m",      # z, pct_change: clipped to [-1, 1]
     "tax_inv_gap_3m",        # signed_log
     "ent_rep_age",           # z, years: not clipped; bucketized below
     "ent_industry",          # vocab
@@ -35,12 +38,15 @@ def _batch(rows: list[tuple], features=SUBSET) -> pa.RecordBatch:
          for f, c in zip(features, cols)], schema=pp.raw_arrow_schema(features))
 
 
-def _expected(amt_z, amt_m, chg_z, chg_m, gap_z, gap_m, age_z, age_m, age_b, ind_id) -> dict:
+def _expected(amt_z, amt_m, chg_z, chg_m, gap_z, gap_m, age_z, age_m, age_b, ind_id,
+              q=(0.0, 0.0, 0.0, 0.0)) -> dict:
+    amt_q, chg_q, gap_q, age_q = q
     return {"inv_sales_amt_1m__z": amt_z, "inv_sales_amt_1m__missing": amt_m,
             "inv_sales_chg_3m__z": chg_z, "inv_sales_chg_3m__missing": chg_m,
             "tax_inv_gap_3m__z": gap_z, "tax_inv_gap_3m__missing": gap_m,
             "ent_rep_age__z": age_z, "ent_rep_age__missing": age_m, "ent_rep_age__bucket": age_b,
-            "ent_industry__id": ind_id}
+            "ent_industry__id": ind_id, "inv_sales_amt_1m__q": amt_q, "inv_sales_chg_3m__q": chg_q,
+            "tax_inv_gap_3m__q": gap_q, "ent_rep_age__q": age_q}
 
 
 class PreprocessingFnTest(tft_unit.TransformTestCase):
@@ -48,7 +54,10 @@ class PreprocessingFnTest(tft_unit.TransformTestCase):
 
     def test_hand_computed_rows(self):
         # amt: log1p -> {0, L, 2L} with L = ln 4 (0, 3, 15 raw): mean L, std L*sqrt(2/3).
-        # chg: -3 -> -1 and 25 -> 10 by the clip, so {-1, 4.5, 10}: mean 4.5, z = -Z1, 0, Z1.
+        # chg: -3 -> -1 and 25 -> 1 by the clip, so {-1, 0, 1}: z = -Z1, 0, Z1 (1000 -> 1: Z1).
+        # __q reads the raw values (a monotone clip or log changes no rank): -Q1, 0, Q1 for the
+        # three present values of each feature, 0 where missing, 1 above the largest, and
+        # age 45 halfway between the quantile runs of 40 and 50: rank 13 -> 7/19.
         # gap: signed_log of {-3, 0, 3} -> {-ln4, 0, ln4}.
         # age: {30, 40, 50}; 2 quantile buckets split at the median 40; missing -> bucket 2.
         # industry: C twice, then B and A once (ties: reverse lexicographic) after the reserved
@@ -56,7 +65,7 @@ class PreprocessingFnTest(tft_unit.TransformTestCase):
         train = _batch([
             (0.0, -3.0, -3.0, 30.0, "C"),
             (3.0, NAN, 0.0, 40.0, "A"),
-            (NAN, 4.5, 3.0, NAN, "C"),
+            (NAN, 0.0, 3.0, NAN, "C"),
             (15.0, 25.0, NAN, 50.0, "B"),
         ])
         new = _batch([
@@ -64,11 +73,12 @@ class PreprocessingFnTest(tft_unit.TransformTestCase):
             (INF, NAN, -INF, NAN, ""),         # +-inf count as missing; '' -> reserved id 0
         ])
         expected = [
-            _expected(-Z1, 0.0, -Z1, 0.0, -Z1, 0.0, -Z1, 0.0, 0, 1),
+            _expected(-Z1, 0.0, -Z1, 0.0, -Z1, 0.0, -Z1, 0.0, 0, 1, q=(-Q1, -Q1, -Q1, -Q1)),
             _expected(0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1, 3),
-            _expected(0.0, 1.0, 0.0, 0.0, Z1, 0.0, 0.0, 1.0, 2, 1),
-            _expected(Z1, 0.0, Z1, 0.0, 0.0, 1.0, Z1, 0.0, 1, 2),
-            _expected(3 / math.sqrt(2 / 3), 0.0, Z1, 0.0, 0.0, 1.0, Z1 / 2, 0.0, 1, 4),
+            _expected(0.0, 1.0, 0.0, 0.0, Z1, 0.0, 0.0, 1.0, 2, 1, q=(0.0, 0.0, Q1, 0.0)),
+            _expected(Z1, 0.0, Z1, 0.0, 0.0, 1.0, Z1, 0.0, 1, 2, q=(Q1, Q1, 0.0, Q1)),
+            _expected(3 / math.sqrt(2 / 3), 0.0, Z1, 0.0, 0.0, 1.0, Z1 / 2, 0.0, 1, 4,
+                      q=(1.0, 1.0, 0.0, 2 * 13 / 19 - 1)),
             _expected(0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 2, 0),
         ]
         self.assertAnalyzeAndTransformResults(
@@ -91,10 +101,11 @@ class PreprocessingFnTest(tft_unit.TransformTestCase):
             [pp.to_tfxio_batch(train, feats)], pp.raw_tensor_adapter_config(feats),
             pp.make_preprocessing_fn(feats),
             expected_data=[
-                {"hc_last__z": 0.0, "hc_last__missing": 0.0,
-                 "tax_late_3m__z": 0.0, "tax_late_3m__missing": 0.0},
-                {"hc_last__z": 0.0, "hc_last__missing": 1.0,
-                 "tax_late_3m__z": 0.0, "tax_late_3m__missing": 1.0}],
+                # hc_last: no quantiles analysed -> every value past them; tax_late_3m: 3 > 2
+                {"hc_last__z": 0.0, "hc_last__missing": 0.0, "hc_last__q": 1.0,
+                 "tax_late_3m__z": 0.0, "tax_late_3m__missing": 0.0, "tax_late_3m__q": 1.0},
+                {"hc_last__z": 0.0, "hc_last__missing": 1.0, "hc_last__q": 0.0,
+                 "tax_late_3m__z": 0.0, "tax_late_3m__missing": 1.0, "tax_late_3m__q": 0.0}],
             test_data=[pp.to_tfxio_batch(new, feats)])
 
 
@@ -174,6 +185,21 @@ def test_pct_change_outliers_are_clipped(analysed):
     assert np.unique(z[raw == 500.0]).size == 1
 
 
+def test_quantile_position_never_decreases_with_the_value(analysed):
+    """__q is in [-1, 1], 0 where missing, and orders firms as their raw values do (what the
+    monotone network relies on), on train rows and on new ones."""
+    new_out = pp.transform_batches(analysed["dir"], analysed["new"])
+    for batches, out in ((analysed["train"], analysed["out"]), ([analysed["new"]], new_out)):
+        for name in catalog.NUMERIC:
+            raw, q = _raw(batches, name).astype(np.float64), out[f"{name}__q"]
+            present = np.isfinite(raw)
+            assert (np.abs(q) <= 1.0).all() and (q[~present] == 0.0).all(), name
+            order = np.argsort(raw[present], kind="stable")
+            assert (np.diff(q[present][order]) >= -1e-6).all(), name
+    spread = analysed["out"]["inv_sales_amt_1m__q"]
+    assert spread.min() < -0.8 and spread.max() > 0.8     # spread out, not squashed like z
+
+
 def test_transform_batches_reproduces_train_rows_in_order(analysed):
     again = pp.transform_batches(analysed["dir"], analysed["train"])
     for col in pp.TRANSFORMED_COLUMNS:
@@ -202,14 +228,14 @@ def test_input_columns_follow_the_catalogue(analysed):
     cols = pp.input_columns(tft_output)
     assert [c for c, _, _ in cols] == pp.TRANSFORMED_COLUMNS
     assert [c for c, _, _ in cols[:4]] == [
-        "inv_sales_amt_1m__z", "inv_sales_amt_1m__missing",
-        "inv_sales_amt_3m__z", "inv_sales_amt_3m__missing"]
+        "inv_sales_amt_1m__z", "inv_sales_amt_1m__q", "inv_sales_amt_1m__missing",
+        "inv_sales_amt_3m__z"]
     depth = {c: d for c, _, d in cols}
     for name in catalog.CATEGORICAL:    # levels seen + reserved missing token + OOV
         assert depth[f"{name}__id"] == len(LEVELS[name]) + 1 + 1, name
     for name, n in pp.BUCKETIZED.items():
         assert depth[f"{name}__bucket"] == n + 1, name
-    assert all(d == 1 for c, _, d in cols if c.endswith(("__z", "__missing")))
+    assert all(d == 1 for c, _, d in cols if c.endswith(("__z", "__q", "__missing")))
     assert {f for _, f, _ in cols} == set(catalog.NAMES)
 
 
@@ -219,7 +245,7 @@ def test_names_and_contract_constants():
     assert pp.business_feature("ent_age_years__bucket") == "ent_age_years"
     with pytest.raises(ValueError, match="suffix"):
         pp.transformed_name("hc_last", "scaled")
-    assert len(pp.TRANSFORMED_NUMERIC) == 2 * len(catalog.NUMERIC)
+    assert len(pp.TRANSFORMED_NUMERIC) == 3 * len(catalog.NUMERIC)
     assert all(not catalog.BY_NAME[n].is_categorical for n in pp.BUCKETIZED)
     assert set(pp.raw_feature_spec()) == set(catalog.NAMES)
 

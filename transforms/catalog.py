@@ -39,6 +39,7 @@ class Feature:
     reason_en: str
     risk_direction: int     # +1: higher is riskier, -1: lower is riskier, 0: not monotone / unknown
     transform: str          # TFT treatment: 'log' (heavy-tailed, >= 0), 'z', 'signed_log', 'vocab'
+    cap: float | None = None  # values above it count as it (see CAPS below)
     code: str = ""          # stable reason code, filled in below
 
     @property
@@ -159,7 +160,7 @@ FEATURES: tuple[Feature, ...] = tuple([
     _F("tax_missing_12m", "tax_filings", "tax_compliance", "months", "近12期未申报期数",
        "Tax periods without a filing, last 12", "近12期有{value}未申报", "{value} without a tax return in the last 12 periods", 1, "z"),
     _F("tax_months_since_late", "tax_filings", "tax_compliance", "months", "距最近一次逾期申报月数",
-       "Months since the last late filing (missing if none in 24 months)",
+       "Months since the last late filing (missing if none in 12 months)",
        "距最近一次逾期申报仅{value}", "Last late tax filing only {value} ago", -1, "z"),
     _F("tax_inv_gap_3m", "derived", "tax_compliance", "ratio", "近3期申报销售额与开票金额之比",
        "Declared taxable sales over invoiced sales, last 3 months",
@@ -264,7 +265,7 @@ FEATURES: tuple[Feature, ...] = tuple([
        "Related firms with loans past due in the last 12 months",
        "近12个月贷款逾期的关联企业数为{value}", "Related firms with loans past due in the last 12 months: {value}", 1, "z"),
     _F("rel_max_dpd_12m", "loans", "related_party", "days", "近12个月关联企业最长逾期天数",
-       "Longest days past due among related firms, 12 months",
+       "Longest days past due among related firms, 12 months (capped at 180)",
        "近12个月关联企业贷款最长逾期{value}", "Related firms' loans up to {value} past due in the last 12 months", 1, "z"),
     _F("rel_default_firms_12m", "loans", "related_party", "number", "近12个月违约关联企业数",
        "Related firms 90+ days past due in the last 12 months",
@@ -284,12 +285,14 @@ FEATURES: tuple[Feature, ...] = tuple([
        "企业类型为{value}", "Legal form: {value}", 0, "vocab"),
     _F("ent_reg_capital", "enterprises", "firmographic", "amount", "注册资本", "Registered capital",
        "注册资本为{value}", "Registered capital of {value}", -1, "log"),
-    _F("ent_age_years", "enterprises", "firmographic", "years", "企业成立年限", "Years since establishment",
+    _F("ent_age_years", "enterprises", "firmographic", "years", "企业成立年限",
+       "Years since establishment (capped at 30)",
        "企业成立{value}", "Established {value} ago", -1, "log"),
     _F("ent_rep_age", "enterprises", "firmographic", "age", "法定代表人年龄", "Legal representative's age",
        "法定代表人年龄为{value}", "Legal representative aged {value}", 0, "z"),
     # --- data history ---
-    _F("hist_months", "derived", "history", "months", "可用数据月数", "Months of feed history available",
+    _F("hist_months", "derived", "history", "months", "可用数据月数",
+       "Months of feed history available, up to 12",
        "可用经营数据仅{value}", "Only {value} of trading data available", -1, "z"),
     _F("hist_inv_months_12m", "invoices", "history", "months", "近12个月有开票的月数",
        "Months with any invoice (sales or purchases) in the last 12",
@@ -306,8 +309,16 @@ FEATURES: tuple[Feature, ...] = tuple([
        "近12个月有{value}贷款逾期", "Loans past due at {value} of the last 12 month-ends", 1, "z"),
 ])
 
+# Inputs that would otherwise grow with the calendar or with how long the feeds have been
+# collected, capped where the training snapshots (12 months of history and up) still see every
+# value: feed history (the nightly book would see 36 months, training 12-24), a firm's age (the
+# book ages a year between training and scoring) and related firms' days past due (a defaulted
+# loan adds 30 days a month for ever). Beyond these values risk no longer changes anyway.
+CAPS: dict[str, float] = {"hist_months": 12.0, "ent_age_years": 30.0, "rel_max_dpd_12m": 180.0}
+
 for _i, _f in enumerate(FEATURES):
     object.__setattr__(_f, "code", f"R{_i + 1:03d}")
+    object.__setattr__(_f, "cap", CAPS.get(_f.name))
 
 BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)

@@ -250,7 +250,8 @@ def _tax_features(fr, panel, ref, as_of, est_month, s_amt):
         f[f"tax_late_{w}m"] = _win(late, w)
     for w in (3, 12):
         f[f"tax_missing_{w}m"] = _win((expected & ~filed).astype(np.float64), w)
-    any_late = late > 0
+    # 12 periods, not the panel's 24: training snapshots start with 12 months of feeds behind them
+    any_late = late[:, :12] > 0
     f["tax_months_since_late"] = np.where(any_late.any(1), any_late.argmax(1) + 1.0, np.nan)
     # Tax periods ref-1..ref-3 are invoice months k=1..3.
     f["tax_inv_gap_3m"] = _div(_masked_sum(ts, filed, 3), _win(s_amt, 3, 1))
@@ -449,7 +450,10 @@ def compute_features(frames: FirmFrames, as_of: dt.date, outcome_end: dt.date | 
     columns = {"enterprise_id": ids, "as_of_date": np.full(len(ids), np.datetime64(as_of, "D"))}
     for feat in catalog.FEATURES:
         col = f[feat.name]
-        columns[feat.name] = col if feat.is_categorical else np.asarray(col, np.float64).astype(np.float32)
+        if not feat.is_categorical:
+            col = np.asarray(col, np.float64)
+            col = (col if feat.cap is None else np.minimum(col, feat.cap)).astype(np.float32)
+        columns[feat.name] = col
     columns["in_default"] = in_default
     columns["months_history"] = hist.astype(np.int32)
     columns["label_default_12m"] = _labels(frames, ids, as_of, in_default, outcome_end)

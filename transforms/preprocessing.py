@@ -12,6 +12,11 @@ Transformed outputs (names are a contract: the Keras model and the SHAP grouping
 - `{f}__z`       float32, numeric f: the catalogue treatment, then a z-score whose mean and
                  variance are analysed over PRESENT values only, then missing -> 0 (the mean).
                  This is the only place in the project where a missing value is imputed.
+- `{f}__q`       float32, numeric f: the present value's position among QUANTILES analysed
+                 quantiles of the training sample, interpolated linearly between them and mapped
+                 to [-1, 1]; 0 where missing. Non-decreasing in the raw value like `__z`, but
+                 evenly spread whatever the tails: a monotone network reads thresholds at small
+                 counts (0 vs 1 lawsuit) as easily as at large amounts.
 - `{f}__missing` float32, numeric f: 1.0 where the raw value was NaN/+-inf, else 0.0.
 - `{f}__id`      int64, categorical f: vocabulary id. Missing ('' or null) has its own id, 0: the
                  reserved token MISSING_TOKEN heads every vocabulary whether or not training saw a
@@ -31,8 +36,8 @@ Treatments before the z-score:
   Why fixed bounds and only pct_change: a relative change has a tiny base now and then and can
   reach +100000%; one such firm inflates the variance and squashes every other firm's z to ~0.
   The catalogue defines these changes as floored at -100% and capped at +1000% (transforms.pit
-  caps them there), so clipping to [-1, 10] in the graph is a no-op on our own features and a
-  guard against any other producer at scoring time. Every other 'z' kind is bounded by its
+  caps them there); the graph clips them to [-1, 1]: a doubling is already as telling as a
+  tenfold rise, and the long right tail otherwise squashes the falls that carry the risk. Every other 'z' kind is bounded by its
   window (counts, months, days in a window, shares, a 12-month CV). Analysed-quantile
   winsorisation was rejected: at the 99.5th percentile it would flatten rare but telling counts
   (lawsuits, penalties, defaults of related firms) to zero, and it costs a second analysis pass.
@@ -70,14 +75,18 @@ from tfx_bsl.tfxio import tensor_adapter
 
 from transforms import catalog
 
-# Quantile buckets, in addition to `__z`, where risk is not monotone in the value.
-BUCKETIZED: dict[str, int] = {"ent_age_years": 8, "ent_rep_age": 6}
+# Quantile buckets, in addition to `__z`, where risk is not monotone in the value. Only features
+# without a declared risk direction: a free one-hot would break the network's monotonicity.
+BUCKETIZED: dict[str, int] = {"ent_rep_age": 6}
 # Fixed clipping bounds for 'z' features of these kinds (see the module docstring).
-Z_CLIP_BY_KIND: dict[str, tuple[float, float]] = {"pct_change": (-1.0, 10.0)}
+Z_CLIP_BY_KIND: dict[str, tuple[float, float]] = {"pct_change": (-1.0, 1.0)}
+# Analysed quantiles behind every numeric feature's `__q` column.
+QUANTILES = 20
 # Missing categories map to this reserved token, which always holds vocabulary id 0.
 MISSING_TOKEN = "__missing__"
 NUM_OOV_BUCKETS = 1
-SUFFIXES = ("z", "missing", "id", "bucket")
+SUFFIXES = ("z", "q", "missing", "id", "bucket")
+NUMERIC_SUFFIXES = ("z", "q", "missing")
 # Private passthrough column that lets analyze_and_transform return rows in input order.
 _ROW_INDEX = "__row_index"
 
@@ -120,13 +129,13 @@ def transformed_columns(features: Sequence[catalog.Feature] = catalog.FEATURES,
                         bucketized: dict[str, int] | None = None) -> list[str]:
     """Every output column of the graph, in model-input order (see `input_columns`)."""
     bucketized = BUCKETIZED if bucketized is None else bucketized
-    return ([transformed_name(f, s) for f in _numeric(features) for s in ("z", "missing")]
+    return ([transformed_name(f, s) for f in _numeric(features) for s in NUMERIC_SUFFIXES]
             + [transformed_name(f, "id") for f in _categorical(features)]
             + [transformed_name(f, "bucket") for f in _bucketized(features, bucketized)])
 
 
 TRANSFORMED_NUMERIC: list[str] = [
-    transformed_name(f, s) for f in catalog.NUMERIC for s in ("z", "missing")]
+    transformed_name(f, s) for f in catalog.NUMERIC for s in NUMERIC_SUFFIXES]
 TRANSFORMED_CATEGORICAL: list[str] = [transformed_name(f, "id") for f in catalog.CATEGORICAL]
 TRANSFORMED_BUCKETS: list[str] = [
     transformed_name(f, "bucket") for f in _bucketized(catalog.FEATURES, BUCKETIZED)]
@@ -138,7 +147,7 @@ def input_columns(tft_output: tft.TFTransformOutput,
                   bucketized: dict[str, int] | None = None) -> list[tuple[str, str, int]]:
     """(column, business feature, one-hot depth) for every model input, in a fixed order.
 
-    Order: for each numeric feature in catalogue order its `__z` then its `__missing` (depth 1);
+    Order: for each numeric feature in catalogue order its `__z`, `__q`, `__missing` (depth 1);
     then each categorical `__id` (depth = vocabulary size incl. the reserved missing token, + OOV);
     then each `__bucket` (depth = buckets + 1 for missing). Depths come from the analysed
     artefacts, so a model built from them always matches the graph it was trained with.
@@ -193,6 +202,41 @@ def _z_scores(treated: tf.Tensor, present: tf.Tensor) -> tf.Tensor:
     return tf.where(present & usable, z, tf.zeros_like(z))
 
 
+def _quantile_positions(raw: tf.Tensor, present: tf.Tensor, num_quantiles: int) -> tf.Tensor:
+    """[-1, 1] per column: each present value's position among its column's analysed quantiles,
+    interpolated linearly between them; 0 where missing.
+
+    One quantiles analyser for the whole [batch, k] matrix: missing values enter as NaN, which
+    the quantile sketch skips. A value equal to a run of tied quantiles (most firms have no
+    lawsuit: every quantile is 0) sits at the middle of the run, so 0 and 1 lawsuits still land
+    far apart; the position never decreases as the value grows."""
+    # plus one row of zeros weighing next to nothing, so a feature training never saw still has
+    # quantiles (all 0) instead of an empty sketch
+    values = tf.concat([tf.where(present, raw, tf.fill(tf.shape(raw), float("nan"))),
+                        tf.zeros_like(raw[:1])], axis=0)
+    weights = tf.concat([tf.ones_like(raw[:, 0]), tf.constant([1e-9])], axis=0)
+    boundaries = tft.quantiles(values, num_quantiles, epsilon=0.001, weights=weights,
+                               reduce_instance_dims=False)
+    return _positions(raw, present, tf.reshape(boundaries, [raw.shape[1], -1]))
+
+
+def _positions(raw: tf.Tensor, present: tf.Tensor, boundaries: tf.Tensor) -> tf.Tensor:
+    """The interpolation of `_quantile_positions` for analysed boundaries [k, m]."""
+    m = tf.shape(boundaries)[1]
+    values = tf.transpose(tf.where(present, raw, tf.zeros_like(raw)))          # [k, batch]
+    left = tf.searchsorted(boundaries, values, side="left")
+    right = tf.searchsorted(boundaries, values, side="right")
+    lower = tf.gather(boundaries, tf.maximum(left - 1, 0), batch_dims=1)
+    upper = tf.gather(boundaries, tf.minimum(left, m - 1), batch_dims=1)
+    between = tf.clip_by_value(tf.math.divide_no_nan(values - lower, upper - lower), 0.0, 1.0)
+    left_f, right_f, m_f = (tf.cast(t, tf.float32) for t in (left, right, m))
+    inside = tf.where(left == 0, tf.zeros_like(left_f),
+                      tf.where(left == m, m_f * tf.ones_like(left_f), left_f - 0.5 + between))
+    rank = tf.where(left == right, inside, (left_f + right_f) / 2.0)
+    position = tf.transpose(rank) / tf.maximum(m_f, 1.0) * 2.0 - 1.0
+    return tf.where(present, position, tf.zeros_like(position))
+
+
 def _bucket(x: tf.Tensor, present: tf.Tensor, num_buckets: int) -> tf.Tensor:
     """Quantile bucket of each present value in [0, num_buckets); num_buckets when missing."""
     buckets = tft.bucketize(_present_only(x, present), num_buckets)
@@ -228,9 +272,11 @@ def _transform(inputs: dict[str, tf.Tensor], features: Sequence[catalog.Feature]
         present = tf.math.is_finite(raw)
         treated = tf.stack([_treat(f, inputs[f.name]) for f in numeric], axis=1)
         z = tf.unstack(_z_scores(treated, present), axis=1)
+        q = tf.unstack(_quantile_positions(raw, present, QUANTILES), axis=1)
         missing = tf.unstack(1.0 - tf.cast(present, tf.float32), axis=1)
         for i, feature in enumerate(numeric):
             outputs[transformed_name(feature.name, "z")] = z[i]
+            outputs[transformed_name(feature.name, "q")] = q[i]
             outputs[transformed_name(feature.name, "missing")] = missing[i]
             if feature.name in bucketized:
                 outputs[transformed_name(feature.name, "bucket")] = _bucket(

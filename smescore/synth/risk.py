@@ -23,12 +23,18 @@ Timing, which is what keeps the oracle honest:
   draw, and DPD 30 appears exactly two months before the default month.
 - true_pd_12m at month-end D is 1 for a borrower already in arrears (its default is sealed and its
   DPD is in the feeds). Otherwise defaults in D+1..D+12 are arrears starting in D+1..D+10, so
-  PD = 1 - prod_{k=0..9} (1 - h_{D+k}), where h_{D+k} is the hazard the drivers known at D imply k
-  months later (flow drivers ageing, events leaving their windows, no new driver assumed).
+  PD = 1 - E[prod_{k=0..9} (1 - h_{D+k})], the expectation over how the book can go on from its
+  state at D: drivers known at D ageing and leaving their windows, and new distress, driver onsets
+  and relatives' arrears arriving as the simulation draws them. It is estimated with
+  `truth_paths` simulated continuations per month (their own random stream, so the feeds do not
+  depend on it), each firm's survival taken in closed form along every path. Assuming no new
+  driver instead understates the PD: the observed 12-month default rate ran ~1.37x such a
+  'truth' at every date (10k firms, seed 7), so a model calibrated to outcomes looked +37% off.
 - The dominant driver at D is the one with the largest logit contribution at D (null: none active).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -80,6 +86,7 @@ class RiskParams:
     event_tail_months: int = 12                # registry events count fully for 12 months, then
     event_tail_weight: float = 0.4             # at this weight for 12 more (reg_*_36m)
     min_history_for_drop: int = 6              # a drop needs months of history to be visible
+    truth_paths: int = 24                      # continuations behind each true 12-month PD
 
     def beta_of(self, name):
         return dict(self.beta)[name]
@@ -167,9 +174,10 @@ class _Book:
         self.n, self.p, self.firms = n, p, firms
         self.depth = {d: rng.uniform(*_DEPTH[d], n) for d in FLOWS}
         self.onset = {d: np.full(n, NONE, np.int64) for d in FLOWS}
-        self.events = {e: np.zeros((n, T), np.int8) for e in EVENTS}
-        self.cum = {e: np.zeros((n, T + 1), np.int16) for e in EVENTS}   # events before column j
-        self.tax = np.zeros((n, T), bool)
+        # PD_DRAWS spare columns past T: the months the ground truth's continuations simulate
+        self.events = {e: np.zeros((n, T + PD_DRAWS), np.int8) for e in EVENTS}
+        self.cum = {e: np.zeros((n, T + PD_DRAWS + 1), np.int16) for e in EVENTS}   # before column j
+        self.tax = np.zeros((n, T + PD_DRAWS), bool)
         self.arrears = np.full(n, NEVER, np.int64)
         self.risk = firms.static_risk + p.frailty_weight * firms.frailty
         self.beta = np.array([p.beta_of(d) for d in DRIVERS])
@@ -243,6 +251,15 @@ class _Book:
         self.tax[:, j] = exists & (age >= 2) & np.where(
             was, u[:, 7] >= p.tax_cure, u[:, 7] < p.onset_of("tax_arrears") * boost * cascade)
 
+    def fork(self) -> "_Book":
+        """A continuation of the book: its own distress, onsets and arrears; the event and tax
+        columns shared (see _expected_pd)."""
+        other = copy.copy(self)
+        other.onset = {d: v.copy() for d, v in self.onset.items()}
+        other.distress = self.distress.copy()
+        other.arrears = self.arrears.copy()
+        return other
+
     def replace(self, firms_mask, j):
         """Burn-in only: a firm that would have defaulted is replaced by a fresh one."""
         for d in FLOWS:
@@ -269,6 +286,10 @@ def simulate(seed: int, firms: Firms, grid: MonthGrid, loans: Originations,
     hazard = np.zeros((n, T), np.float32)
     pd_12m = np.zeros((n, T), np.float32)
     contrib = np.zeros((n, T, len(DRIVERS)), np.float32)
+    truth_rng = stream(seed, "truth")
+
+    def borrowing(w):
+        return loans.first_month <= grid.first + w
 
     for j in range(T):
         w = j - B
@@ -278,16 +299,13 @@ def simulate(seed: int, firms: Firms, grid: MonthGrid, loans: Originations,
         c = book.contributions(j, w)
         h = book.hazard(c, age)
         hazard[:, j], contrib[:, j] = h, c
-        # 12-month PD: survive PD_DRAWS monthly draws, the drivers known today ageing as they will.
-        survive = 1.0 - h
-        for ahead in range(1, PD_DRAWS):
-            survive *= 1.0 - book.hazard(book.contributions(j, w, ahead), age + ahead)
-        pd_12m[:, j] = 1.0 - survive
+        if w >= 0:
+            pd_12m[:, j] = _expected_pd(book, truth_rng, h, j, w, age, allowed, borrowing,
+                                        params.truth_paths)
 
         # Arrears start in month w+1 with probability h. In the burn-in a firm that would have
         # defaulted is replaced by a fresh one (the window starts with a performing book).
-        borrowing = loans.first_month <= grid.first + w
-        draw = exists & borrowing & (book.arrears == NEVER) & (rng.random(n) < h)
+        draw = exists & borrowing(w) & (book.arrears == NEVER) & (rng.random(n) < h)
         if w >= -1:
             book.arrears[draw] = w + 1
         else:
@@ -296,7 +314,31 @@ def simulate(seed: int, firms: Firms, grid: MonthGrid, loans: Originations,
     dominant = np.where(contrib.max(axis=2) > 0, contrib.argmax(axis=2), -1).astype(np.int8)
     return RiskPath(burn_in=B, hazard=hazard, pd_12m=pd_12m, dominant=dominant,
                     contribution=contrib, onset=book.onset, depth=book.depth,
-                    tax_arrears=book.tax, events=book.events, arrears_start=book.arrears)
+                    tax_arrears=book.tax[:, :T], events={e: v[:, :T] for e, v in book.events.items()},
+                    arrears_start=book.arrears)
+
+
+def _expected_pd(book: "_Book", rng, h, j, w, age, allowed, borrowing, paths: int) -> np.ndarray:
+    """1 - E[prod_{k=0..9} (1 - h_{j+k})] over `paths` continuations of the book from month j.
+
+    Each continuation forks the state that changes in place (distress, onsets, arrears) and
+    writes its months j+1.. into the book's event and tax columns as scratch: the main simulation
+    rewrites every column before it reads it. Relatives' arrears are drawn (they feed the
+    related-arrears driver); a firm's own survival is the product of its hazards along the path."""
+    survive = np.zeros(book.n)
+    for _ in range(paths):
+        fork = book.fork()
+        alive = 1.0 - h.astype(np.float64)
+        fork.arrears[(age >= 0) & borrowing(w) & (fork.arrears == NEVER) & (rng.random(book.n) < h)] = w + 1
+        for k in range(1, PD_DRAWS):
+            exists = age + k >= 0
+            fork.step_drivers(rng.random((book.n, 8)), j + k, w + k, age + k, exists, allowed)
+            hk = fork.hazard(fork.contributions(j + k, w + k), age + k)
+            alive *= 1.0 - hk
+            draw = exists & borrowing(w + k) & (fork.arrears == NEVER) & (rng.random(book.n) < hk)
+            fork.arrears[draw] = w + k + 1
+        survive += alive
+    return 1.0 - survive / paths
 
 
 def _related(controller, arrears, w):
