@@ -83,7 +83,7 @@ def build_pipeline(p, cfg: ScoreConfig, source, run_ctx: publish.RunContext, sta
     attributions = official | "Attributions" >> beam.Map(lambda st: st[1])
     dead_rows = dead.failed_inferences | "DeadLetter" >> beam.FlatMap(failed_batch_records)
     drift_rows = (inferred | "ChampionOutputs" >> beam.Map(lambda out: out[roles.champion])
-                  | "Drift" >> drift.MeasureDrift(run_ctx.card["baseline"], scoring.scale,
+                  | "Drift" >> drift.MeasureDrift(run_ctx.drift_reference, scoring.scale,
                                                   run_ctx.drift_config, cfg.as_of,
                                                   roles.champion, scoring.run_id))
     comparison = model_out[shadow.PAIRS] | "CompareWithChampion" >> shadow.CompareWithChampion(
