@@ -124,8 +124,9 @@ def score_section(d: ReportData) -> Section:
                                ("psi_training_sample", "training sample")) if m in score.index]
     body.append(f"<p>Score PSI {'; '.join(against)}.</p>" if against else
                 _note("No score PSI for this run (no drift rows)."))
-    body.append(_note("Model-scored firms only, as in the baseline (the training sample's "
-                      "scores); rules-scored and in-default firms are in the grades below."))
+    body.append(_note("Model-scored firms only, as in both references (scored by the exported "
+                      "model at training); rules-scored and in-default firms are in the grades "
+                      "below."))
     return Section("Score distribution", body, [("fig-score", fig)])
 
 
