@@ -1,6 +1,6 @@
 """The nightly job: feeds as of D -> features -> champion model (or cold-start rules) -> scores,
 grades, SHAP points and reasons -> risk tables; challengers in shadow (and the canary), drift
-against the champion's training baseline.
+against the champion's training references (the book at the training date, the training sample).
 
 `python -m beam_jobs.score_portfolio --feeds DIR --as_of D --registry DIR --warehouse FILE.duckdb
 [--pushgateway HOST:PORT] [--report_dir DIR] [Beam flags]` (also `smescore score`). The pipeline
