@@ -10,6 +10,7 @@ import datetime as dt
 import glob
 import hashlib
 import json
+import logging
 import os
 
 import numpy as np
@@ -28,6 +29,7 @@ from beam_jobs.risk_sinks import prestaged_tables, risk_reader, risk_sink
 from transforms import catalog
 from transforms import feeds as feed_contract
 
+log = logging.getLogger(__name__)
 SEGMENT_SCHEMA = pa.schema([("enterprise_id", pa.string()), ("industry", pa.string()),
                             ("region", pa.string())])
 
@@ -105,8 +107,10 @@ def portfolio_summary(scores: pd.DataFrame, segments: pd.DataFrame, as_of, versi
 def drift_summary(drift_rows: pa.Table) -> dict:
     """Statuses per metric, the score's PSI and the features not 'ok' (for logs and the result)."""
     rows = drift_rows.to_pylist()
-    out = {"score_psi": next((r["value"] for r in rows if r["feature"] == tables.SCORE_FEATURE
-                              and r["segment"] == "all"), None)}
+    out = {key: next((r["value"] for r in rows if r["metric"] == metric and r["segment"] == "all"
+                      and r["feature"] == tables.SCORE_FEATURE), None)
+           for key, metric in (("score_psi", "psi"),
+                               ("score_psi_training_sample", "psi_training_sample"))}
     for metric in tables.DRIFT_METRICS:
         mine = [r for r in rows if r["metric"] == metric]
         out[metric] = {s: sum(r["status"] == s for r in mine) for s in tables.DRIFT_STATUSES}
@@ -134,7 +138,8 @@ class RunContext:
     scoring: score_rows.Scoring
     roles: shadow.Roles
     model_paths: dict            # version -> SavedModel path, the champion first
-    card: dict                   # the champion's model card (its baseline is what drift uses)
+    card: dict                   # the champion's model card
+    drift_reference: drift.Reference     # what drift is measured against, from the card
     drift_config: drift.DriftConfig
     config_fingerprint: str
     started_at: dt.datetime
@@ -157,6 +162,10 @@ class RunContext:
         for v in (version, *challengers):
             check_model_features(v, card if v == version else reg.model_card(v))
         roles = shadow.Roles(version, challengers, cfg.canary_share)
+        try:
+            reference = drift.Reference.from_card(card)
+        except ValueError as err:
+            raise RunFailed(f"model card of {version}: {err}") from None
         drift_config = drift.DriftConfig.load(cfg.drift_config)
         scorecard = load_scorecard_config(cfg.scorecard_config)
         rules = load_rules_config(cfg.rules_config, scorecard.scale)
@@ -174,10 +183,15 @@ class RunContext:
                  f"scorecard {scorecard.version}, cold-start rules {rules.version}"
                  + (f"; challengers {', '.join(challengers)} in shadow, canary {roles.canary} on "
                     f"{cfg.canary_share:.0%} of firms" if challengers else ""))
+        # an older trainer's card: the run goes on without the training sample metrics, and says so
+        unmeasured = reference.warning(version)
+        if unmeasured:
+            log.warning(unmeasured)
+            progress(f"[score] warning: {unmeasured}")
         paths = {v: reg.saved_model_path(v) for v in (version, *challengers)}
-        return cls(cfg, scoring, roles, paths, card, drift_config, config_fp,
+        return cls(cfg, scoring, roles, paths, card, reference, drift_config, config_fp,
                    dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), progress,
-                   rolled_back or "")
+                   "; ".join(m for m in (rolled_back, unmeasured) if m))
 
     def run_record(self, status: str, message: str, rows_in=(), rejected=0, n_model=0,
                    n_rules=0) -> dict:

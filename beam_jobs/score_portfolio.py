@@ -1,6 +1,6 @@
 """The nightly job: feeds as of D -> features -> champion model (or cold-start rules) -> scores,
 grades, SHAP points and reasons -> risk tables; challengers in shadow (and the canary), drift
-against the champion's training baseline.
+against the champion's training references (the book at the training date, the training sample).
 
 `python -m beam_jobs.score_portfolio --feeds DIR --as_of D --registry DIR --warehouse FILE.duckdb
 [--pushgateway HOST:PORT] [--report_dir DIR] [Beam flags]` (also `smescore score`). The pipeline
@@ -83,7 +83,7 @@ def build_pipeline(p, cfg: ScoreConfig, source, run_ctx: publish.RunContext, sta
     attributions = official | "Attributions" >> beam.Map(lambda st: st[1])
     dead_rows = dead.failed_inferences | "DeadLetter" >> beam.FlatMap(failed_batch_records)
     drift_rows = (inferred | "ChampionOutputs" >> beam.Map(lambda out: out[roles.champion])
-                  | "Drift" >> drift.MeasureDrift(run_ctx.card["baseline"], scoring.scale,
+                  | "Drift" >> drift.MeasureDrift(run_ctx.drift_reference, scoring.scale,
                                                   run_ctx.drift_config, cfg.as_of,
                                                   roles.champion, scoring.run_id))
     comparison = model_out[shadow.PAIRS] | "CompareWithChampion" >> shadow.CompareWithChampion(

@@ -24,7 +24,8 @@ SCORE_SOURCES = ("model", "rules", "in_default")
 SEGMENT_TYPES = ("all", "industry", "region", "grade", "score_source")
 RUN_STATUSES = ("succeeded", "failed")
 MODEL_ROLES = ("champion", "canary", "challenger")
-DRIFT_METRICS = ("psi", "missing_rate_change", "attribution_drift")
+DRIFT_METRICS = ("psi", "psi_training_sample", "out_of_range", "missing_rate_change",
+                 "attribution_drift")
 DRIFT_STATUSES = ("ok", "warn", "alert")
 SCORE_FEATURE = "__score__"          # the `feature` of the score's own drift rows
 COMPARISON_METRICS = ("n_firms", "rank_correlation", "psi", "mean_score_change",
@@ -267,17 +268,21 @@ SCORES_SHADOW = Table(
 
 DRIFT = Table(
     name="drift",
-    description="Per run: drift of the score and of every model feature against the training "
-                "baseline stored with the model version (bins fixed at training).",
+    description="Per run: drift of the score and of every model feature against the references "
+                "stored with the model version (bins fixed at training): the book as of the "
+                "training date and the training sample.",
     columns=(
         _as_of_date("the drift measurement"),
         _model_version(),
         _col("feature", pa.string(), f"Model feature, or '{SCORE_FEATURE}' for the score."),
         _col("segment", pa.string(), "'all' (the model-scored book), or 'industry=<section>' "
-             "for the score's PSI within one industry big enough to measure."),
-        _col("metric", pa.string(), "'psi' (population stability index on the baseline's bins), "
-             "'missing_rate_change' (missing share now minus at training, absolute) or "
-             "'attribution_drift' (relative change of mean |points| vs the training sample).",
+             "for the score's PSI (metric 'psi') within one industry big enough to measure."),
+        _col("metric", pa.string(), "'psi' (population stability index on the bins of the book "
+             "as of the training date), 'psi_training_sample' (the same on the bins of the "
+             "training sample), 'out_of_range' (share of model-scored firms whose present value "
+             "lies outside the training sample's [min, max]; numeric features), "
+             "'missing_rate_change' (missing share now minus at the training date, absolute) or "
+             "'attribution_drift' (relative change of mean |points| vs the training date).",
              allowed=DRIFT_METRICS),
         _col("value", pa.float64(), "The metric's value."),
         _col("warn_threshold", pa.float64(), "Value above which the status is 'warn'."),

@@ -61,6 +61,8 @@ def drift(as_of, run_id, psi: dict) -> pa.Table:
     rows.append({"as_of_date": as_of, "model_version": tw.V, "feature": "late_vat",
                  "segment": "all", "metric": "missing_rate_change", "value": 0.01,
                  "warn_threshold": 0.05, "threshold": 0.10, "status": "ok", "run_id": run_id})
+    rows.append({**rows[-1], "metric": "out_of_range", "value": 0.02, "warn_threshold": 0.01,
+                 "threshold": 0.05, "status": "warn"})
     return pa.Table.from_pylist(rows, schema=tables.arrow_schema("drift"))
 
 
@@ -257,7 +259,7 @@ def test_publish_replaces_a_date_atomically_and_rerunning_leaves_no_duplicates(
     d1 = date_tables(D1, tw.D1_SCORES, "run-d1", {"__score__": 0.02}, attributions=tw.D1_ATTR)
     d2 = date_tables(D2, tw.D2_SCORES, "run-d2", {"__score__": 0.12})
     written = sink.publish(D1, d1, tw.run_record(D1, "run-d1"))
-    assert written == {"scores": 4, "attributions": 4, "portfolio_summary": 1, "drift": 3,
+    assert written == {"scores": 4, "attributions": 4, "portfolio_summary": 1, "drift": 4,
                        "rejected_records": 1, "firm_segments": 4, "runs": 1}
     sink.publish(D2, d2, tw.run_record(D2, "run-d2"))
     before = counts(bq_conn, risk_dataset)
@@ -268,7 +270,7 @@ def test_publish_replaces_a_date_atomically_and_rerunning_leaves_no_duplicates(
     smaller = date_tables(D1, tw.D1_SCORES[:2], "run-d1b", {"__score__": 0.05})
     sink.publish(D1, smaller, tw.run_record(D1, "run-d1b"))
     assert counts(bq_conn, risk_dataset, {"as_of_date": D1}) == {
-        **{n: 0 for n in tables.TABLES}, "scores": 2, "portfolio_summary": 1, "drift": 3,
+        **{n: 0 for n in tables.TABLES}, "scores": 2, "portfolio_summary": 1, "drift": 4,
         "rejected_records": 1, "firm_segments": 2, "runs": 2}        # runs are kept per run_id
     assert counts(bq_conn, risk_dataset, {"as_of_date": D2})["scores"] == 4
     got = bq_conn.rows(f"SELECT enterprise_id, run_id, reasons FROM "
@@ -464,6 +466,8 @@ def test_metrics_backtests_and_the_report_read_the_same_from_both_engines(both_e
         assert sorted(map(_sample, got)) == sorted(map(_sample, duck))
         by_name = {(s.metric, tuple(s.labels.items())): s.value for s in got}
         assert by_name[("smescore_score_psi", (("model_version", tw.V),))] == psi["__score__"]
+        assert by_name[("smescore_feature_out_of_range_share",
+                        (("model_version", tw.V), ("feature", "late_vat")))] == 0.02
     assert lifecycle.latest_backtest(bq, tw.V) == lifecycle.latest_backtest(wh, tw.V)
     assert lifecycle.latest_backtest(bq, tw.V)["auc"] == pytest.approx(0.74)    # D2, the latest
     assert lifecycle.latest_backtest(bq, tw.V, D1)["auc"] == pytest.approx(0.78)

@@ -1,7 +1,10 @@
-"""Drift against the training baseline: PSI by hand, the combiner against an independent pandas
-computation over the same firms, statuses and thresholds."""
+"""Drift against the training references: PSI by hand, the combiner against an independent pandas
+computation over the same firms (against the book at the training date and the training sample,
+and the shares outside the training range), statuses and thresholds, an older trainer's card."""
 import datetime as dt
 import json
+import os
+import shutil
 from importlib import resources
 
 import duckdb
@@ -10,7 +13,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from beam_jobs import build_features, drift, score_portfolio
+from beam_jobs import build_features, drift, publish, score_portfolio
+from models import registry as model_registry
 from smescore import tables
 from transforms import catalog
 
@@ -35,17 +39,44 @@ def test_counts_use_the_baseline_bins_and_a_missing_bin():
         [1, 2, 1, 1]                                    # '', a, b, unseen
 
 
+def test_out_of_range_counts_present_values_outside_the_closed_training_range():
+    v = np.array([-0.5, 0.0, 3.0, 24.0, 24.0001, 36.0, np.nan, np.inf])
+    assert drift.out_of_range_count(v, 0.0, 24.0).tolist() == [3]   # -0.5, 24.0001, 36; not NaN
+    assert drift.out_of_range_count(v, -1.0, 40.0).tolist() == [0]
+    # a training sample that never had a value: every present value is outside
+    assert drift.out_of_range_count(v, None, None).tolist() == [6]
+
+
 def test_thresholds_and_config():
     t = drift.Thresholds(0.10, 0.25)
     assert [t.status(v) for v in (0.0, 0.10, 0.11, 0.25, 0.26, -0.3)] == \
         ["ok", "ok", "warn", "warn", "alert", "alert"]
     cfg = drift.DriftConfig.load()
     assert (cfg.psi.warn, cfg.psi.alert) == (0.10, 0.25)
+    assert cfg.psi_training_sample == cfg.psi                 # not in drift.json: psi's scale
+    assert (cfg.out_of_range.warn, cfg.out_of_range.alert) == (0.01, 0.05)
+    assert [cfg.out_of_range.status(v) for v in (0.0, 0.01, 0.0101, 0.05, 0.0501)] == \
+        ["ok", "ok", "warn", "warn", "alert"]
+
+
+def test_the_config_may_give_the_training_sample_psi_its_own_thresholds(tmp_path):
+    path = tmp_path / "d.json"
+    shipped = json.loads(resources.files("smescore.config").joinpath("drift.json").read_text())
+    path.write_text(json.dumps({**shipped, "psi_training_sample": {"warn": 0.2, "alert": 0.5}}))
+    cfg = drift.DriftConfig.load(str(path))
+    assert (cfg.psi_training_sample.warn, cfg.psi_training_sample.alert) == (0.2, 0.5)
+    assert (cfg.psi.warn, cfg.psi.alert) == (0.10, 0.25)
+    del shipped["out_of_range"]
+    path.write_text(json.dumps(shipped))
+    with pytest.raises(ValueError,
+                       match="'out_of_range' needs exactly 'warn' and 'alert', got None"):
+        drift.DriftConfig.load(str(path))
 
 
 def test_config_errors_are_clear(tmp_path):
     bad = tmp_path / "d.json"
     bad.write_text(json.dumps({"psi": {"warn": 0.3, "alert": 0.2},
+                               "out_of_range": {"warn": 0.01, "alert": 0.05},
                                "missing_rate_change": {"warn": 0.05, "alert": 0.1},
                                "attribution_drift": {"warn": 0.25, "alert": 0.5}}))
     with pytest.raises(ValueError, match="'psi' needs 0 <= warn <= alert"):
@@ -91,35 +122,51 @@ def run(small_feeds, trained, tmp_path_factory):
     return result, rows, scores, points, card
 
 
+NUMERIC = [f.name for f in catalog.FEATURES if not f.is_categorical]
+
+
 def test_every_feature_and_the_score_have_their_rows(run):
     result, rows, _, _, card = run
     assert set(rows["metric"]) == set(tables.DRIFT_METRICS)
     assert set(rows[rows.segment != "all"].feature) == {tables.SCORE_FEATURE}
-    psi = rows[(rows.metric == "psi") & (rows.segment == "all")]
-    assert sorted(psi["feature"]) == sorted([*catalog.NAMES, tables.SCORE_FEATURE])
-    numeric = [f.name for f in catalog.FEATURES if not f.is_categorical]
-    assert sorted(rows[rows.metric == "missing_rate_change"]["feature"]) == sorted(numeric)
+    assert set(rows[rows.segment != "all"].metric) == {"psi"}
+    for metric in ("psi", "psi_training_sample"):
+        assert sorted(rows[(rows.metric == metric) & (rows.segment == "all")]["feature"]) == \
+            sorted([*catalog.NAMES, tables.SCORE_FEATURE]), metric
+    for metric in ("out_of_range", "missing_rate_change"):
+        assert sorted(rows[rows.metric == metric]["feature"]) == sorted(NUMERIC), metric
     assert len(rows[rows.metric == "attribution_drift"]) == len(catalog.NAMES)
     assert (rows["model_version"] == result["model_version"]).all()
     assert (rows["run_id"] == result["run_id"]).all()
     for _, r in rows.iterrows():
         assert r.status == ("alert" if abs(r.value) > r.threshold else
                             "warn" if abs(r.value) > r.warn_threshold else "ok")
-    # the model was trained as of this date on these feeds: its reference population is this book
-    assert (rows.status == "ok").all()
+    # the model was trained as of this date on these feeds: the training-date book is this book
+    same_book = rows[rows.metric.isin(["psi", "missing_rate_change", "attribution_drift"])]
+    assert (same_book.status == "ok").all()
     assert rows[rows.metric == "psi"].value.abs().max() < 1e-12
-    assert result["drift"]["score_psi"] == pytest.approx(
-        psi.loc[psi.feature == tables.SCORE_FEATURE, "value"].item())
+    score = rows[(rows.feature == tables.SCORE_FEATURE) & (rows.segment == "all")
+                 ].set_index("metric")["value"]
+    assert result["drift"]["score_psi"] == score["psi"] == pytest.approx(0, abs=1e-12)
+    assert result["drift"]["score_psi_training_sample"] == score["psi_training_sample"] > 0
 
 
-def test_feature_psi_and_missing_rates_equal_an_independent_computation(run, small_feeds, tmp_path):
-    _, rows, scores, _, card = run
-    out = tmp_path / "f.parquet"
+@pytest.fixture(scope="module")
+def model_features(run, small_feeds, tmp_path_factory):
+    """The features of the model-scored firms, from the feature job on its own."""
+    scores = run[2]
+    out = tmp_path_factory.mktemp("features") / "f.parquet"
     build_features.run([f"--feeds={small_feeds}", f"--as_of={AS_OF}", f"--out={out}"],
                        save_main_session=False)
     frame = pq.read_table(out).to_pandas()
-    model_firms = frame[frame.enterprise_id.isin(scores.enterprise_id)]
+    model_firms = frame[frame.enterprise_id.isin(scores.enterprise_id)].reset_index(drop=True)
     assert len(model_firms) == len(scores)
+    return model_firms
+
+
+def test_feature_psi_and_missing_rates_equal_an_independent_computation(run, model_features):
+    _, rows, scores, _, card = run
+    model_firms = model_features
     base = card["baseline"]["features"]
     got = rows[rows.segment == "all"].set_index(["metric", "feature"])["value"]
     for name in catalog.NAMES:
@@ -128,6 +175,102 @@ def test_feature_psi_and_missing_rates_equal_an_independent_computation(run, sma
         if base[name]["type"] == "numeric":
             assert got[("missing_rate_change", name)] == pytest.approx(
                 model_firms[name].isna().mean() - base[name]["missing_share"], abs=1e-12)
+
+
+def test_training_sample_psi_and_out_of_range_equal_an_independent_computation(
+        run, model_features):
+    """Against the training sample: PSI on its own bins, and the share of model-scored firms
+    whose present value lies outside its [min, max], by numpy over the same firms."""
+    _, rows, scores, _, card = run
+    sample, ranges = card["baseline"]["training_sample"], card["training_distribution"]
+    got = rows[rows.segment == "all"].set_index(["metric", "feature"])["value"]
+    n = len(model_features)
+    outside = {}
+    for name in catalog.NAMES:
+        assert got[("psi_training_sample", name)] == pytest.approx(
+            _psi_by_pandas(model_features[name], sample["features"][name]), abs=1e-12), name
+        if name in NUMERIC:
+            v = model_features[name].to_numpy(np.float64, na_value=np.nan)
+            lo, hi = ranges[name]["min"], ranges[name]["max"]
+            k = int(np.sum(~np.isnan(v) & ((v < lo) | (v > hi))))
+            assert got[("out_of_range", name)] == k / n, name     # counted exactly
+            outside[name] = k
+    assert got[("psi_training_sample", tables.SCORE_FEATURE)] == pytest.approx(
+        _psi_by_pandas(pd.Series(scores["score"].astype(float)), sample["score"]), abs=1e-12)
+    # The nightly book reaches beyond what the training snapshots saw: not a vacuous check.
+    assert sum(outside.values()) > 0, outside
+
+
+def test_out_of_range_statuses_follow_the_thresholds(trained):
+    """drift_rows on made-up counts: 1.0% of 1,000 firms outside is ok, 3% warn, 7% alert."""
+    card = trained[2]
+    reference = drift.Reference.from_card(card)
+    counts = {}
+    for name in catalog.NAMES:
+        for key, bins in ((name, reference.book["features"][name]),
+                          ((drift.TRAINING_SAMPLE, name),
+                           reference.training_sample["features"][name])):
+            counts[key] = drift.bin_counts([] if bins["type"] == "categorical" else np.array([]),
+                                           bins)        # no firm in any bin
+        if name in NUMERIC:
+            counts[(drift.OUT_OF_RANGE, name)] = np.array([0], np.int64)
+    for key, bins in ((tables.SCORE_FEATURE, reference.book["score"]),
+                      ((drift.TRAINING_SAMPLE, tables.SCORE_FEATURE),
+                       reference.training_sample["score"])):
+        counts[key] = drift.bin_counts(np.array([]), bins)
+    a, b, c = NUMERIC[:3]
+    for name, k in ((a, 10), (b, 30), (c, 70)):
+        counts[(drift.OUT_OF_RANGE, name)] = np.array([k], np.int64)
+    stats = {"n": 1000, "counts": counts, "mean_abs_points": np.zeros(len(catalog.NAMES))}
+    rows = drift.drift_rows(stats, reference, drift.DriftConfig.load(), AS_OF, "v", "r")
+    oor = {r["feature"]: (r["value"], r["warn_threshold"], r["threshold"], r["status"])
+           for r in rows if r["metric"] == "out_of_range"}
+    assert set(oor) == set(NUMERIC)
+    assert [oor[f] for f in (a, b, c)] == [(0.01, 0.01, 0.05, "ok"), (0.03, 0.01, 0.05, "warn"),
+                                           (0.07, 0.01, 0.05, "alert")]
+    assert {oor[f][3] for f in NUMERIC[3:]} == {"ok"}
+
+
+def test_a_damaged_card_is_refused_rather_than_measured_in_part(trained):
+    card = json.loads(json.dumps(trained[2]))
+    del card["training_distribution"][NUMERIC[0]]
+    with pytest.raises(ValueError, match=f"training_distribution has no range for "
+                                         f"\\['{NUMERIC[0]}'\\]"):
+        drift.Reference.from_card(card)
+
+
+def test_an_older_trainers_card_measures_what_it_can_and_warns_once(run, trained, small_feeds,
+                                                                   tmp_path, caplog):
+    """A card without the training sample references (an older trainer): the run succeeds with
+    the training-date rows, equal to the full run's, none of the new metrics, and one warning
+    (in the progress lines, the log and the run record)."""
+    src, version, _ = trained
+    registry = tmp_path / "registry"
+    shutil.copytree(src, registry)
+    path = os.path.join(model_registry.Registry(str(registry)).version_dir(version),
+                        model_registry.MODEL_CARD)
+    card = model_registry.read_json(path)
+    del card["training_distribution"], card["baseline"]["training_sample"]
+    model_registry.write_json_atomically(path, card)
+    wh, lines = tmp_path / "risk.duckdb", []
+    with caplog.at_level("WARNING", logger=publish.__name__):
+        result = score_portfolio.run([f"--feeds={small_feeds}", f"--as_of={AS_OF}",
+                                      f"--registry={registry}", f"--warehouse={wh}",
+                                      "--n_shards=4"], save_main_session=False,
+                                     progress=lines.append)
+    warned = [m for m in lines if "predates the training sample references" in m]
+    assert len(warned) == 1 and "psi_training_sample" in warned[0] and "out_of_range" in warned[0]
+    assert len([r for r in caplog.records if "predates" in r.getMessage()]) == 1
+    with duckdb.connect(str(wh), read_only=True) as con:
+        rows = con.execute("SELECT * FROM drift ORDER BY metric, feature, segment").fetch_df()
+        (status, message), = con.execute("SELECT status, message FROM runs").fetchall()
+    assert status == "succeeded" and "predates the training sample references" in message
+    assert result["drift"]["score_psi_training_sample"] is None
+    assert set(rows.metric) == {"psi", "missing_rate_change", "attribution_drift"}
+    full = run[1]
+    full = full[full.metric.isin(set(rows.metric))].sort_values(["metric", "feature", "segment"])
+    assert rows[["feature", "segment", "metric", "value", "status"]].to_dict("records") == \
+        full[["feature", "segment", "metric", "value", "status"]].to_dict("records")
 
 
 def test_score_psi_and_attribution_drift_equal_the_published_rows(run, industries):
@@ -181,7 +324,9 @@ def test_an_invoice_outage_in_one_industry_alerts_on_its_features_and_its_score(
                         save_main_session=False, progress=lambda m: None)
     with duckdb.connect(str(wh), read_only=True) as con:
         rows = con.execute("SELECT * FROM drift").fetch_df()
-    feature_rows = rows[(rows.feature != tables.SCORE_FEATURE) & (rows.metric != "attribution_drift")]
+    # against the book as of the training date (the training sample differs from it anyway)
+    rows = rows[rows.metric.isin(["psi", "missing_rate_change"])]
+    feature_rows = rows[rows.feature != tables.SCORE_FEATURE]
     flagged = set(feature_rows[feature_rows.status != "ok"].feature)
     assert len(flagged) >= 5 and flagged <= AFFECTED, flagged - AFFECTED
     score = rows[rows.feature == tables.SCORE_FEATURE].set_index("segment")

@@ -179,12 +179,21 @@ def _unborn(nightly):
 
 def test_drift_and_backtest_metrics_equal_the_warehouse_and_the_card(nightly):
     m, wh, v, card = nightly["scraped"], nightly["warehouse"], nightly["version"], nightly["card"]
-    psi = dict(_query(wh, "SELECT feature, value FROM drift "
-                          "WHERE as_of_date = ? AND metric = 'psi' AND segment = 'all'", [AS_OF]))
-    assert len(psi) == len(catalog.NAMES) + 1
-    score_psi = psi.pop(tables.SCORE_FEATURE)
-    assert _one(m, "smescore_score_psi", model_version=v) == pytest.approx(score_psi)
-    assert _by(m, "smescore_feature_psi", "feature") == pytest.approx(psi)
+    for metric, feature_gauge, score_gauge in (
+            ("psi", "smescore_feature_psi", "smescore_score_psi"),
+            ("psi_training_sample", "smescore_feature_psi_training_sample",
+             "smescore_score_psi_training_sample")):
+        psi = dict(_query(wh, "SELECT feature, value FROM drift WHERE as_of_date = ? "
+                              "AND metric = ? AND segment = 'all'", [AS_OF, metric]))
+        assert len(psi) == len(catalog.NAMES) + 1
+        score_psi = psi.pop(tables.SCORE_FEATURE)
+        assert _one(m, score_gauge, model_version=v) == pytest.approx(score_psi)
+        assert _by(m, feature_gauge, "feature") == pytest.approx(psi)
+    outside = dict(_query(wh, "SELECT feature, value FROM drift WHERE as_of_date = ? "
+                              "AND metric = 'out_of_range'", [AS_OF]))
+    assert sorted(outside) == sorted(f.name for f in catalog.FEATURES if not f.is_categorical)
+    assert _by(m, "smescore_feature_out_of_range_share", "feature") == pytest.approx(outside)
+    assert max(outside.values()) > 0
     (auc, ks), = _query(wh, "SELECT auc, ks FROM performance WHERE segment_type = 'all' "
                             "AND model_version = ? ORDER BY as_of_date DESC LIMIT 1", [v])
     assert _one(m, "smescore_backtest_auc", model_version=v) == pytest.approx(auc)
@@ -231,7 +240,10 @@ def test_without_drift_or_backtest_rows_those_metrics_are_left_out(nightly, tmp_
     samples = metrics.published_samples(str(wh), nightly["result"], nightly["card"],
                                         dt.datetime(2026, 11, 1))
     names = {s.metric for s in samples}
-    assert not names & {"smescore_score_psi", "smescore_feature_psi", "smescore_backtest_auc",
+    assert not names & {"smescore_score_psi", "smescore_feature_psi",
+                        "smescore_score_psi_training_sample",
+                        "smescore_feature_psi_training_sample",
+                        "smescore_feature_out_of_range_share", "smescore_backtest_auc",
                         "smescore_backtest_ks", "smescore_backtest_as_of_timestamp_seconds"}
     assert {"smescore_firms_by_grade", "smescore_model_card_auc"} <= names
     grades = {s.labels["grade"]: s.value for s in samples if s.metric == "smescore_firms_by_grade"}
@@ -271,7 +283,8 @@ def _expected_figures(wh) -> set[str]:
     has = {t: _query(wh, f"SELECT COUNT(*) FROM {t}")[0][0] > 0
            for t in ("drift", "challenger_comparison", "performance", "backtest_roc")}
     return ({"fig-score", "fig-grades", "fig-drivers", "fig-sources"}
-            | ({"fig-psi"} if has["drift"] else set())
+            | ({"fig-psi", "fig-psi-training-sample", "fig-out-of-range"} if has["drift"]
+               else set())
             | ({"fig-migration-0"} if has["challenger_comparison"] else set())
             | ({"fig-roc"} if has["backtest_roc"] else set())
             | ({"fig-calibration"} if has["performance"] else set()))
@@ -293,15 +306,16 @@ def test_the_nightly_report_renders_every_plot_offline(nightly, tmp_path):
     assert fetched == []
     figures = _figures(dom)
     assert set(figures) == _expected_figures(nightly["warehouse"]) == {
-        "fig-score", "fig-grades", "fig-psi", "fig-drivers", "fig-sources", "fig-migration-0",
-        "fig-roc", "fig-calibration"}
+        "fig-score", "fig-grades", "fig-psi", "fig-psi-training-sample", "fig-out-of-range",
+        "fig-drivers", "fig-sources", "fig-migration-0", "fig-roc", "fig-calibration"}
     for fid, chunk in figures.items():
         assert 'class="main-svg"' in chunk, fid               # plotly drew it
     bars = {fid: chunk.count('class="point"') for fid, chunk in figures.items()}
-    assert bars["fig-score"] == 2 * 11                        # 11 score bands, baseline + this run
+    assert bars["fig-score"] == 3 * 11       # 11 score bands: training date, training sample, now
     assert bars["fig-grades"] == len(tables.GRADES)           # no earlier run: one trace
     assert bars["fig-sources"] == 3
-    assert bars["fig-psi"] == len(catalog.NAMES)
+    assert bars["fig-psi"] == bars["fig-psi-training-sample"] == len(catalog.NAMES)
+    assert bars["fig-out-of-range"] == len([f for f in catalog.FEATURES if not f.is_categorical])
     assert bars["fig-drivers"] == 10
     assert bars["fig-calibration"] == 2 * 3                   # predicted and observed, 3 grades
     assert 'class="hm"' in figures["fig-migration-0"]
@@ -321,6 +335,17 @@ def test_the_report_states_the_figures_of_the_warehouse(nightly):
     assert re.search(rf"<td>{feature}</td>\s*<td>all</td>\s*<td>psi</td>\s*<td>{value:.4f}</td>",
                      page)
     assert f"{BACKTEST_AUC:.4f}" in page and "Model card (out-of-time test) AUC" in page
+    score = dict(_query(nightly["warehouse"], "SELECT metric, value FROM drift WHERE "
+                        "feature = '__score__' AND segment = 'all'"))
+    assert (f"Score PSI against the book as of the training date: <b>{score['psi']:.4f}</b>"
+            in page)
+    assert f"against the training sample: <b>{score['psi_training_sample']:.4f}</b>" in page
+    # the inputs with firms outside the training range, with the range from the model card
+    (feature, share), = _query(nightly["warehouse"], "SELECT feature, value FROM drift WHERE "
+                               "metric = 'out_of_range' ORDER BY value DESC, feature LIMIT 1")
+    low, high = (nightly["card"]["training_distribution"][feature][k] for k in ("min", "max"))
+    assert re.search(rf"<td>{feature}</td>\s*<td>{share:.4f}</td>\s*<td>{low:.4f}</td>\s*"
+                     rf"<td>{high:.4f}</td>", page)
     assert "No backtest yet" not in page and "No drift measured" not in page
 
 

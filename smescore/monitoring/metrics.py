@@ -67,9 +67,14 @@ PUBLISHED_METRICS = (
            ("grade",)),
     Metric("smescore_firms_by_score_source", "Firms per score source: model, cold-start rules, "
            "in default.", ("score_source",)),
-    Metric("smescore_feature_psi", "PSI of the model feature against the training baseline.",
-           ("feature",)),
-    Metric("smescore_score_psi", "PSI of the score against the training baseline."),
+    Metric("smescore_feature_psi", "PSI of the model feature against the book as of the "
+           "training date.", ("feature",)),
+    Metric("smescore_score_psi", "PSI of the score against the book as of the training date."),
+    Metric("smescore_feature_psi_training_sample", "PSI of the model feature against the "
+           "training sample.", ("feature",)),
+    Metric("smescore_score_psi_training_sample", "PSI of the score against the training sample."),
+    Metric("smescore_feature_out_of_range_share", "Share of model-scored firms whose value of the "
+           "numeric model input lies outside the training sample's [min, max].", ("feature",)),
     Metric("smescore_backtest_auc", "AUC of the latest outcome backtest of this model version "
            "(segment 'all')."),
     Metric("smescore_backtest_ks", "KS of the latest outcome backtest of this model version "
@@ -120,9 +125,15 @@ _GRADES_SQL = """SELECT grade, COUNT(*) AS n FROM scores WHERE as_of_date = ? AN
 GROUP BY grade"""
 _SOURCES_SQL = """SELECT score_source, COUNT(*) AS n FROM scores WHERE as_of_date = ? AND run_id = ?
 GROUP BY score_source"""
-_PSI_SQL = """SELECT feature, value FROM drift
-WHERE as_of_date = ? AND run_id = ? AND model_version = ? AND metric = 'psi' AND segment = 'all'
-ORDER BY feature"""
+_DRIFT_SQL = """SELECT metric, feature, value FROM drift
+WHERE as_of_date = ? AND run_id = ? AND model_version = ? AND segment = 'all'
+  AND metric IN ('psi', 'psi_training_sample', 'out_of_range')
+ORDER BY metric, feature"""
+# drift metric -> (gauge of a feature, gauge of the score or None)
+_DRIFT_GAUGES = {"psi": ("smescore_feature_psi", "smescore_score_psi"),
+                 "psi_training_sample": ("smescore_feature_psi_training_sample",
+                                         "smescore_score_psi_training_sample"),
+                 "out_of_range": ("smescore_feature_out_of_range_share", None)}
 _BACKTEST_SQL = """SELECT as_of_date, auc, ks FROM performance
 WHERE model_version = ? AND segment_type = 'all' AND as_of_date <= ? AND auc IS NOT NULL
 ORDER BY as_of_date DESC, backtested_at DESC LIMIT 1"""
@@ -172,11 +183,12 @@ def published_samples(warehouse, result: Mapping, model_card: Mapping,
     sources = _counts(wh, _SOURCES_SQL, [as_of, run_id])
     out += [Sample("smescore_firms_by_score_source", {**v, "score_source": s}, sources.get(s, 0))
             for s in tables.SCORE_SOURCES]
-    for feature, psi in _counts(wh, _PSI_SQL, [as_of, run_id, version]).items():
-        if feature == tables.SCORE_FEATURE:
-            out.append(Sample("smescore_score_psi", v, psi))
+    for r in wh.query(_DRIFT_SQL, [as_of, run_id, version]).to_pylist():
+        feature_gauge, score_gauge = _DRIFT_GAUGES[r["metric"]]
+        if r["feature"] == tables.SCORE_FEATURE:
+            out.append(Sample(score_gauge, v, r["value"]))
         else:
-            out.append(Sample("smescore_feature_psi", {**v, "feature": feature}, psi))
+            out.append(Sample(feature_gauge, {**v, "feature": r["feature"]}, r["value"]))
     backtest = wh.query(_BACKTEST_SQL, [version, as_of]).to_pylist()
     if backtest:
         b = backtest[0]

@@ -63,6 +63,8 @@ class ReportData:
     performance: pd.DataFrame
     roc: pd.DataFrame
     baseline_score: Optional[dict]      # the card's baseline score bands (edges, shares)
+    training_sample_score: Optional[dict]   # the same bands over the training sample
+    training_distribution: Optional[dict]   # the card's per-input training distribution (ranges)
     card_auc: Optional[float]
     card_note: str
 
@@ -99,6 +101,7 @@ def load(warehouse, as_of: dt.date, registry: Optional[str] = None) -> ReportDat
     backtest_as_of = frame(BACKTEST_DATE_SQL, as_of)["d"].iloc[0]
     backtest_as_of = None if pd.isna(backtest_as_of) else backtest_as_of
     card, note = model_card(registry, run["model_version"])
+    baseline = (card or {}).get("baseline", {})
     return ReportData(
         as_of=as_of, run=run, score_counts=frame(SCORE_COUNTS_SQL, as_of),
         grades=frame(GRADES_SQL, as_of, previous or as_of), previous_as_of=previous,
@@ -108,6 +111,8 @@ def load(warehouse, as_of: dt.date, registry: Optional[str] = None) -> ReportDat
         backtest_as_of=backtest_as_of,
         performance=frame(PERFORMANCE_SQL, backtest_as_of) if backtest_as_of else pd.DataFrame(),
         roc=frame(ROC_SQL, backtest_as_of) if backtest_as_of else pd.DataFrame(),
-        baseline_score=(card or {}).get("baseline", {}).get("score"),
+        baseline_score=baseline.get("score"),
+        training_sample_score=baseline.get("training_sample", {}).get("score"),
+        training_distribution=(card or {}).get("training_distribution"),
         card_auc=(card or {}).get("metrics", {}).get("test", {}).get("auc"),
         card_note=note)

@@ -1,9 +1,11 @@
 """The HTML run report: one self-contained file per as-of date, readable offline.
 
 `smescore report --as-of D` (and the nightly job with --report_dir) reads the published risk tables
-and the model card and writes: score and grade distributions against the training baseline (the
-card's fixed score bands) and the previous run, PSI per feature, top portfolio risk drivers,
-cold-start share, the challenger comparison, and backtest ROC and calibration when a backtest exists.
+and the model card and writes: score and grade distributions against the training references (the
+card's fixed score bands over the book at the training date and over the training sample) and the
+previous run, PSI per feature against both, the share of firms outside each input's training range,
+top portfolio risk drivers, cold-start share, the challenger comparison, and backtest ROC and
+calibration when a backtest exists.
 
 Plots are plotly figures; plotly.js is embedded once in the file (no CDN, nothing fetched), and every
 figure has a fixed element id, so the same tables give the same bytes. Sections without data say so
@@ -26,7 +28,7 @@ from smescore.monitoring import report_data
 from smescore.monitoring.report_data import ReportData
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
-BASELINE, THIS_RUN = "#9e9e9e", "#1f77b4"
+BASELINE, TRAINING_SAMPLE, THIS_RUN = "#9e9e9e", "#d0d0d0", "#1f77b4"
 STATUS_COLOURS = {"ok": "#2ca02c", "warn": "#ff7f0e", "alert": "#d62728"}
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1100px;
@@ -101,24 +103,30 @@ def score_section(d: ReportData) -> Section:
     import plotly.graph_objects as go
     edges = d.baseline_score["edges"] if d.baseline_score else report_data.SCORE_EDGES
     labels = band_labels(edges)
-    fig = _figure(title="Scores of model-scored firms: this run against the training baseline",
+    fig = _figure(title="Scores of model-scored firms: this run against the training references",
                   xaxis_title="score band", yaxis_title="share of firms", barmode="group",
                   yaxis_tickformat=".0%")
     body = []
     if d.baseline_score:
-        fig.add_trace(go.Bar(x=labels, y=d.baseline_score["shares"], name="training baseline",
-                             marker_color=BASELINE))
+        fig.add_trace(go.Bar(x=labels, y=d.baseline_score["shares"],
+                             name="book at the training date", marker_color=BASELINE))
     else:
         body.append(_note(d.card_note))
+    if d.training_sample_score and d.training_sample_score["edges"] == list(edges):
+        fig.add_trace(go.Bar(x=labels, y=d.training_sample_score["shares"], name="training sample",
+                             marker_color=TRAINING_SAMPLE))
     fig.add_trace(go.Bar(x=labels, y=band_shares(d.score_counts, edges), name=f"as of {d.as_of}",
                          marker_color=THIS_RUN))
-    psi = d.drift[(d.drift.metric == "psi") & (d.drift.feature == tables.SCORE_FEATURE)
-                  & (d.drift.segment == "all")]
-    body.append(f"<p>Score PSI against the baseline: <b>{psi.value.iloc[0]:.4f}</b> "
-                f"({_esc(psi.status.iloc[0])}).</p>" if len(psi) else
+    score = d.drift[(d.drift.feature == tables.SCORE_FEATURE) & (d.drift.segment == "all")
+                    ].set_index("metric")
+    against = [f"against the {what}: <b>{score.value[m]:.4f}</b> ({_esc(score.status[m])})"
+               for m, what in (("psi", "book as of the training date"),
+                               ("psi_training_sample", "training sample")) if m in score.index]
+    body.append(f"<p>Score PSI {'; '.join(against)}.</p>" if against else
                 _note("No score PSI for this run (no drift rows)."))
-    body.append(_note("Model-scored firms only, as in the baseline (the training sample's "
-                      "scores); rules-scored and in-default firms are in the grades below."))
+    body.append(_note("Model-scored firms only, as in both references (scored by the exported "
+                      "model at training); rules-scored and in-default firms are in the grades "
+                      "below."))
     return Section("Score distribution", body, [("fig-score", fig)])
 
 
@@ -142,27 +150,74 @@ def grade_section(d: ReportData) -> Section:
     return Section("Grade distribution", body, [("fig-grades", fig)])
 
 
-def drift_section(d: ReportData) -> Section:
+# drift metric per feature -> (figure id, title, x axis title, x tick format)
+FEATURE_DRIFT_FIGURES = {
+    "psi": ("fig-psi", "PSI per model feature against the book as of the training date", "PSI", ""),
+    "psi_training_sample": ("fig-psi-training-sample",
+                            "PSI per model feature against the training sample", "PSI", ""),
+    "out_of_range": ("fig-out-of-range", "Model-scored firms outside the training range, per "
+                     "numeric input", "share of firms", ".1%"),
+}
+
+
+def _status_bars(rows: pd.DataFrame, title: str, xaxis_title: str, tickformat: str):
+    """One horizontal bar per feature, coloured by status, with the warn and alert lines."""
     import plotly.graph_objects as go
-    psi = d.drift[(d.drift.metric == "psi") & (d.drift.feature != tables.SCORE_FEATURE)]
-    if psi.empty:
-        return Section("Feature drift (PSI)", [_note("No drift measured for this run.")])
-    psi = psi.sort_values(["value", "feature"])
-    fig = _figure(title="PSI per model feature against the training baseline",
-                  xaxis_title="PSI", height=max(380, 16 * len(psi) + 120))
-    fig.add_trace(go.Bar(x=psi.value, y=psi.feature, orientation="h", showlegend=False,
-                         marker_color=[STATUS_COLOURS[s] for s in psi.status]))
-    for x, dash in ((psi.warn_threshold.iloc[0], "dot"), (psi.threshold.iloc[0], "dash")):
+    rows = rows.sort_values(["value", "feature"])
+    fig = _figure(title=title, xaxis_title=xaxis_title, height=max(380, 16 * len(rows) + 120),
+                  xaxis_tickformat=tickformat)
+    fig.add_trace(go.Bar(x=rows.value, y=rows.feature, orientation="h", showlegend=False,
+                         marker_color=[STATUS_COLOURS[s] for s in rows.status]))
+    for x, dash in ((rows.warn_threshold.iloc[0], "dot"), (rows.threshold.iloc[0], "dash")):
         fig.add_vline(x=float(x), line_dash=dash, line_color="#555")
+    return fig
+
+
+def out_of_range_table(d: ReportData) -> str:
+    """Inputs with firms outside the training range, with the range itself (from the card)."""
+    rows = d.drift[(d.drift.metric == "out_of_range") & (d.drift.value > 0)]
+    if rows.empty:
+        return _note("Every numeric input of every model-scored firm lies within its training "
+                     "range.")
+    ranges = d.training_distribution or {}
+    shown = pd.DataFrame({
+        "feature": rows.feature, "share_outside": rows.value,
+        "training_min": [ranges.get(f, {}).get("min") for f in rows.feature],
+        "training_max": [ranges.get(f, {}).get("max") for f in rows.feature],
+        "status": rows.status}).sort_values(["share_outside", "feature"], ascending=[False, True])
+    return ("<p>Inputs with model-scored firms outside the training sample's range "
+            "(the network extrapolates for them):</p>" + _table(shown))
+
+
+def drift_section(d: ReportData) -> Section:
+    features = d.drift[(d.drift.feature != tables.SCORE_FEATURE) & (d.drift.segment == "all")]
+    if features.empty:
+        return Section("Feature drift", [_note("No drift measured for this run.")])
+    figures = []
+    for metric, (fid, title, xaxis_title, tickformat) in FEATURE_DRIFT_FIGURES.items():
+        rows = features[features.metric == metric]
+        if len(rows):
+            figures.append((fid, _status_bars(rows, title, xaxis_title, tickformat)))
     flagged = d.drift[d.drift.status != "ok"].sort_values(["metric", "value"],
                                                            ascending=[True, False])
     counts = (d.drift.groupby(["metric", "status"]).size().unstack(fill_value=0)
               .rename_axis(columns=None).reset_index())
-    body = ["<p>Features per drift metric and status:</p>", _table(counts),
+    body = ["<p>Two references: the book as of the training date (<code>psi</code>: has the "
+            "portfolio or its data changed since?) and the training sample "
+            "(<code>psi_training_sample</code>, <code>out_of_range</code>: is the network asked "
+            "about firms unlike those it learned from?).</p>",
+            "<p>Features per drift metric and status:</p>", _table(counts),
             (_table(flagged[["feature", "segment", "metric", "value", "warn_threshold", "threshold",
                              "status"]])
              if len(flagged) else _note("Every drift measure is ok."))]
-    return Section("Feature drift (PSI)", body, [("fig-psi", fig)])
+    measured = set(features.metric)
+    if "out_of_range" in measured:
+        body.append(out_of_range_table(d))
+    unmeasured = sorted({"psi_training_sample", "out_of_range"} - measured)
+    if unmeasured:
+        body.append(_note(f"Not measured in this run: {', '.join(unmeasured)} (the model card "
+                          f"predates the training sample references; retrain to measure them)."))
+    return Section("Feature drift", body, figures)
 
 
 def drivers_section(d: ReportData) -> Section:

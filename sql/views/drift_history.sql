@@ -1,7 +1,9 @@
 -- Drift run after run: per as_of_date x model_version x feature x segment x metric, the value
--- against the training baseline stored with the model version, its thresholds and status, and
+-- against the training references stored with the model version, its thresholds and status, and
 -- how it moved since the previous run of the same model version (null on its first run). The
--- score's own PSI is feature = '__score__' (segment 'all', or 'industry=<section>').
+-- score's own PSI is feature = '__score__' (segment 'all', or 'industry=<section>'). Metrics:
+-- 'psi' against the book as of the training date, 'psi_training_sample' and 'out_of_range'
+-- against the training sample, 'missing_rate_change', 'attribution_drift'.
 CREATE OR REPLACE VIEW drift_history AS
 SELECT
     as_of_date,

@@ -3,8 +3,8 @@ CREATE TABLE IF NOT EXISTS `drift` (
   `as_of_date` DATE NOT NULL OPTIONS(description="The date the drift measurement is as of: features use only records known on or before it."),
   `model_version` STRING NOT NULL OPTIONS(description="Registry version of the model that scored the run (also recorded for rules-scored and in-default firms)."),
   `feature` STRING NOT NULL OPTIONS(description="Model feature, or '__score__' for the score."),
-  `segment` STRING NOT NULL OPTIONS(description="'all' (the model-scored book), or 'industry=<section>' for the score's PSI within one industry big enough to measure."),
-  `metric` STRING NOT NULL OPTIONS(description="'psi' (population stability index on the baseline's bins), 'missing_rate_change' (missing share now minus at training, absolute) or 'attribution_drift' (relative change of mean |points| vs the training sample)."),
+  `segment` STRING NOT NULL OPTIONS(description="'all' (the model-scored book), or 'industry=<section>' for the score's PSI (metric 'psi') within one industry big enough to measure."),
+  `metric` STRING NOT NULL OPTIONS(description="'psi' (population stability index on the bins of the book as of the training date), 'psi_training_sample' (the same on the bins of the training sample), 'out_of_range' (share of model-scored firms whose present value lies outside the training sample's [min, max]; numeric features), 'missing_rate_change' (missing share now minus at the training date, absolute) or 'attribution_drift' (relative change of mean |points| vs the training date)."),
   `value` FLOAT64 NOT NULL OPTIONS(description="The metric's value."),
   `warn_threshold` FLOAT64 NOT NULL OPTIONS(description="Value above which the status is 'warn'."),
   `threshold` FLOAT64 NOT NULL OPTIONS(description="Value above which the status is 'alert'."),
@@ -13,4 +13,4 @@ CREATE TABLE IF NOT EXISTS `drift` (
 )
 PARTITION BY `as_of_date`
 CLUSTER BY `model_version`, `metric`, `feature`, `segment`
-OPTIONS(description="Per run: drift of the score and of every model feature against the training baseline stored with the model version (bins fixed at training).");
+OPTIONS(description="Per run: drift of the score and of every model feature against the references stored with the model version (bins fixed at training): the book as of the training date and the training sample.");
