@@ -98,19 +98,21 @@ class BookScorer:
             for feature, total in sums.items():
                 abs_points[feature] = abs_points.get(feature, 0.0) + float(total)
             n_points += batch.num_rows
-        # cold-start and in-default firms go through the nightly's code too (rows not kept)
-        rules = score_rows.rules_rows(routed[RULES], self.scoring) if routed[RULES].num_rows else None
-        if routed[IN_DEFAULT].num_rows:
-            score_rows.in_default_rows(routed[IN_DEFAULT], self.scoring)
         frame = (pa.concat_tables(scores).select(["enterprise_id", "pd", "grade", "score"]).to_pandas()
                  if scores else pd.DataFrame(columns=["enterprise_id", "pd", "grade", "score"]))
+        # the rest of the book as the nightly scores it: its counts are the `scores` table's
+        if routed[RULES].num_rows:
+            scores.append(score_rows.rules_rows(routed[RULES], self.scoring))
+        if routed[IN_DEFAULT].num_rows:
+            scores.append(score_rows.in_default_rows(routed[IN_DEFAULT], self.scoring))
+        sources = pd.Series(pa.concat_tables(scores).column("score_source").to_pylist()
+                            if scores else [], dtype=object).value_counts()
         frame["default"] = pc.fill_null(model.column("label_default_12m").cast(pa.float64()),
                                         np.nan).to_numpy(zero_copy_only=False)
         values = {f.name: pc.fill_null(model.column(f.name).cast(pa.float64()), np.nan)
                   .to_numpy(zero_copy_only=False) for f in catalog.FEATURES if not f.is_categorical}
-        counts = {"firms": table.num_rows, "model_scored": model.num_rows,
-                  "rules": 0 if rules is None else rules.num_rows,
-                  "in_default": routed[IN_DEFAULT].num_rows}
+        counts = {"firms": table.num_rows, "model_scored": int(sources.get(MODEL, 0)),
+                  "rules": int(sources.get(RULES, 0)), "in_default": int(sources.get(IN_DEFAULT, 0))}
         return ScoredDate(counts, frame, values, model,
                           {f: abs_points.get(f, 0.0) / max(n_points, 1) for f in catalog.NAMES})
 

@@ -244,7 +244,11 @@ def validation_verdict(registry, version: str) -> dict:
     path = os.path.join(reg.version_dir(version), model_registry.VALIDATION)
     if not os.path.exists(path):
         return {"status": "missing", "file": path, "failed_checks": []}
-    result = model_registry.read_json(path)
+    try:
+        result = model_registry.read_json(path)
+    except ValueError as err:            # not JSON: as good as a failed validation
+        return {"status": "failed", "file": path, "n_checks": 0,
+                "failed_checks": [f"{model_registry.VALIDATION} unreadable: {err}"[:300]]}
     failed = [describe_check(c) for c in result.get("checks", []) if c.get("passed") is False]
     passed = result.get("passed") is True and not failed and bool(result.get("checks"))
     return {"status": "passed" if passed else "failed", "file": path,

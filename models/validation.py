@@ -434,6 +434,9 @@ def validate(registry: str, version: str, feeds: str, dates=None, out_dir: Optio
         raise ValidationError(f"{version} was trained on another feature catalogue than this "
                               f"code's; validate it with the code that trained it")
     cfg = load_config(config)
+    if not os.path.isdir(os.path.join(feeds, "loans")):
+        raise ValidationError(f"{feeds!r} is not a feeds folder (no loans/ in it): validation "
+                              f"needs the loans feed for its outcomes")
     _, feeds_end = data_extent(feeds)
     dates = sorted(set(dates)) if dates else walk_forward_dates(card, feeds_end)
     late = [d for d in dates if d > feeds_end]

@@ -270,6 +270,9 @@ def test_a_validation_that_says_passed_with_a_failed_check_is_a_failure(reg):
     path.write_text(json.dumps(forged))                  # "passed": true left in place
     with pytest.raises(lifecycle.PromotionRefused, match="v2 failed validation"):
         lifecycle.promote(reg, "v2")
+    path.write_text('{"passed": true, "checks": [')     # cut short
+    with pytest.raises(lifecycle.PromotionRefused, match="validation.json unreadable"):
+        lifecycle.promote(reg, "v2")
 
 
 def test_the_first_champion_of_an_empty_registry_needs_no_validation(reg):

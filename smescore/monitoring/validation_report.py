@@ -34,6 +34,10 @@ def _ci(figure) -> str:
     return f"{figure['value']:.4f} [{figure['ci_low']:.4f}, {figure['ci_high']:.4f}]"
 
 
+def _shown(value) -> str:
+    return "n/a" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def header(r: dict) -> str:
     checks = r["checks"]
     failed = sum(c["passed"] is False for c in checks)
@@ -60,15 +64,20 @@ def checks_section(r: dict) -> Section:
     if "note" not in frame:
         frame["note"] = ""
     frame["verdict"] = frame["passed"].map({True: "pass", False: "FAIL"}).fillna("not measured")
-    frame["value"] = [("n/a" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v))
-                      for v in frame["value"]]
+    frame["value"] = [_shown(c["value"]) for c in r["checks"]]
     order = frame["verdict"].map({"FAIL": 0, "not measured": 1, "pass": 2})
     frame = frame.assign(_o=order).sort_values(["_o", "check", "scope"], kind="stable")
-    summary = (frame.groupby(["check", "verdict"]).size().unstack(fill_value=0).reset_index())
+    summary = frame.groupby(["check", "verdict"]).size().unstack(fill_value=0)
+    summary.columns.name = None
+    columns = ["check", "scope", "value", "threshold", "verdict", "note"]
+    open_ = frame[frame["verdict"] != "pass"]
     return Section("Checks", [
-        "<p>Each check against smescore/config/validation.json; failed checks first.</p>",
-        _table(summary), _table(frame[["check", "scope", "value", "threshold", "verdict",
-                                       "note"]].fillna(""))])
+        "<p>Each check against the thresholds of smescore/config/validation.json.</p>",
+        _table(summary.reset_index()),
+        f"<p>Failed and not measured ({len(open_)}):</p>" + _table(open_[columns].fillna(""))
+        if len(open_) else _note("Every check passed."),
+        f"<details><summary>All {len(frame)} checks</summary>"
+        + _table(frame[columns].fillna("")) + "</details>"])
 
 
 def discrimination_section(r: dict) -> Section:
@@ -140,8 +149,9 @@ def grade_section(r: dict) -> Section:
     pooled = [g for g in r["pooled"]["by_grade"] if g["n"]]
     grades = [g["grade"] for g in pooled]
     fig = _figure(title="By grade: mean PD, observed default rate (dates with outcomes) and mean "
-                        "true PD (all dates)", xaxis_title="grade", yaxis_title="12-month default rate",
-                  barmode="group", yaxis_tickformat=".1%")
+                        "true PD (all dates)", xaxis_title="grade",
+                  yaxis_title="12-month default rate (log scale)", barmode="group",
+                  yaxis_type="log", yaxis_tickformat=".1%")
     fig.update_xaxes(type="category")
     fig.add_trace(go.Bar(x=grades, y=[g["mean_pd"] for g in pooled], name="mean PD",
                          marker_color=THIS_RUN))
@@ -162,6 +172,7 @@ def grade_section(r: dict) -> Section:
                                   "mean true PD": _v(g.get("mean_true_pd"))} for g in pooled]))]
     if len(jeffreys):
         pivot = jeffreys.pivot(index="grade", columns="as_of_date", values="cell").fillna("–")
+        pivot.columns.name = None
         pivot = pivot.reindex([g for g in grades if g in pivot.index]).reset_index()
         body += [f"<p>Jeffreys test per grade and date (defaults/firms: one-sided p-value that "
                  f"the grade's mean PD does not under-predict; checked where a grade holds at "
