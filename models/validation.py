@@ -31,6 +31,8 @@ from typing import Callable, Mapping, Optional
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from scipy import stats
 
 from models import lifecycle, metrics
@@ -393,14 +395,14 @@ def read_truth(feeds_dir: str, dates) -> Optional[pd.DataFrame]:
     path = os.path.join(feeds_dir, feed_contract.GROUND_TRUTH_DIR)
     if not os.path.isdir(path):
         return None
-    import pyarrow.parquet as pq
     truth = pq.read_table(path, columns=["enterprise_id", "as_of_date", "true_pd_12m"]).to_pandas()
     truth["as_of_date"] = pd.to_datetime(truth["as_of_date"]).dt.date
     truth = truth[truth["as_of_date"].isin(set(dates))]
     return truth.rename(columns={"true_pd_12m": "true_pd"})
 
 
-def _date_figures(frame: pd.DataFrame, as_of, role, counts, cfg, grades, truth_present) -> dict:
+def date_figures(frame: pd.DataFrame, as_of, role, counts, cfg, grades) -> dict:
+    """One walk-forward date: counts, calibration, grades and, with outcomes, discrimination."""
     complete = bool(len(frame)) and frame["default"].notna().all()
     part = frame if complete else frame.drop(columns="default")
     out = {"as_of_date": str(as_of), "role": role, **counts, "outcomes_complete": complete,
@@ -412,9 +414,30 @@ def _date_figures(frame: pd.DataFrame, as_of, role, counts, cfg, grades, truth_p
                               cfg.bootstrap_replicates, cfg.seed)
         out.update({k: disc[k] for k in ("n_defaults", "auc", "ks", "gini")})
         out["bootstrap_replicates_used"] = disc.get("bootstrap_replicates_used")
-    if not truth_present:
-        out["calibration"].pop("truth_covered", None)
     return out
+
+
+def pooled_figures(frames: list[pd.DataFrame], per_date: list[dict], cfg, grades) -> dict:
+    """The dates with outcomes together (discrimination resamples whole firms), and every date's
+    firms by grade."""
+    labelled = [f for f, d in zip(frames, per_date) if d["outcomes_complete"]]
+    pooled = {"dates": [d["as_of_date"] for d in per_date if d["outcomes_complete"]],
+              "by_grade": by_grade(pd.concat(frames, ignore_index=True).drop(columns="default"),
+                                   grades)}
+    if not labelled:
+        return pooled
+    frame = pd.concat(labelled, ignore_index=True)
+    disc = discrimination(frame["default"], frame["pd"], frame["enterprise_id"],
+                          cfg.bootstrap_replicates, cfg.seed)
+    pooled.update({"n": disc["n"], "n_firms": int(frame["enterprise_id"].nunique()),
+                   **{k: disc[k] for k in ("n_defaults", "auc", "ks", "gini")},
+                   "calibration": calibration(frame)})
+    with_outcomes = {r["grade"]: r for r in by_grade(frame, grades)}
+    for r in pooled["by_grade"]:        # outcomes by grade only over the dates that have them
+        o = with_outcomes[r["grade"]]
+        r.update(n_with_outcomes=o["n"], n_defaults=o["n_defaults"],
+                 observed_default_rate=o["observed_default_rate"])
+    return pooled
 
 
 def validate(registry: str, version: str, feeds: str, dates=None, out_dir: Optional[str] = None,
@@ -464,35 +487,16 @@ def validate(registry: str, version: str, feeds: str, dates=None, out_dir: Optio
             frame = frame.merge(truth[truth["as_of_date"] == as_of].drop(columns="as_of_date"),
                                 on="enterprise_id", how="left")
         frames.append(frame.assign(as_of_date=as_of))
-        per_date.append(_date_figures(frame, as_of, roles[as_of], scored.counts, cfg, grades,
-                                      truth is not None))
+        per_date.append(date_figures(frame, as_of, roles[as_of], scored.counts, cfg, grades))
         oor[str(as_of)] = out_of_range_shares(scored.model_values, ranges)
         points[str(as_of)] = scored.mean_abs_points
         last_model = scored.model_inputs
         progress(f"[validate] {as_of}: {scored.counts['model_scored']:,} model-scored firms")
     timings["scoring_s"] = time.time() - t1
 
-    pooled_frame = pd.concat([f for f, d in zip(frames, per_date) if d["outcomes_complete"]],
-                             ignore_index=True) if any(d["outcomes_complete"] for d in per_date) \
-        else pd.DataFrame()
-    pooled = {"dates": [d["as_of_date"] for d in per_date if d["outcomes_complete"]]}
-    if len(pooled_frame):
-        disc = discrimination(pooled_frame["default"], pooled_frame["pd"],
-                              pooled_frame["enterprise_id"], cfg.bootstrap_replicates, cfg.seed)
-        pooled.update({"n": disc["n"], "n_firms": int(pooled_frame["enterprise_id"].nunique()),
-                       **{k: disc[k] for k in ("n_defaults", "auc", "ks", "gini")},
-                       "calibration": calibration(pooled_frame)})
-    everything = pd.concat(frames, ignore_index=True)
+    pooled = pooled_figures(frames, per_date, cfg, grades)
     rows_path = os.path.join(reg.version_dir(version), ROWS_NAME)
-    _write_rows(everything, rows_path)
-    everything = everything.drop(columns="default")
-    pooled["by_grade"] = by_grade(everything, grades)
-    if len(pooled_frame):      # outcomes by grade only over the dates that have them
-        with_outcomes = {r["grade"]: r for r in by_grade(pooled_frame, grades)}
-        for r in pooled["by_grade"]:
-            o = with_outcomes[r["grade"]]
-            r.update(n_with_outcomes=o["n"], n_defaults=o["n_defaults"],
-                     observed_default_rate=o["observed_default_rate"])
+    _write_rows(pd.concat(frames, ignore_index=True), rows_path)
 
     t2 = time.time()
     mono = walk_forward.monotonicity_sample(last_model, cfg.monotonicity_firms, cfg.seed)
@@ -550,8 +554,6 @@ def plain(x):
 
 
 def _write_rows(frame: pd.DataFrame, path: str) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     columns = ["as_of_date", "enterprise_id", "pd", "grade", "score", "default",
                *(["true_pd"] if "true_pd" in frame else [])]
     table = pa.Table.from_pandas(frame[columns], preserve_index=False)

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+from importlib import resources
 
 import numpy as np
 import pandas as pd
@@ -27,8 +28,7 @@ from transforms import catalog, feeds as feed_contract, pit
 REPLICATES = 200
 LAST = dt.date(2026, 10, 31)
 LABELLED = dt.date(2025, 10, 31)          # the last date with 12 observed months
-PACKAGED = json.loads(open(os.path.join(os.path.dirname(validation.__file__), "..", "smescore",
-                                        "config", "validation.json"), encoding="utf-8").read())
+PACKAGED = json.loads(resources.files("smescore.config").joinpath("validation.json").read_text())
 
 
 def _config(tmp, **changes) -> str:
