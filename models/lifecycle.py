@@ -3,7 +3,12 @@
     <registry>/audit.jsonl    one JSON object per line, appended and fsync'd, never rewritten:
         at (UTC), action, from_version, to_version, who, why, metrics (the model cards' test AUC/KS
         of the versions involved and, given a warehouse, their latest backtest), and the champion
-        and challengers after the change.
+        and challengers after the change; a promote also records the version's validation verdict
+        (and its failed checks) and, when given, the override.
+
+A promote over a champion needs the version's `validation.json` (`smescore validate`) to have
+passed, or an `override` that says why not; the first champion of an empty registry (what
+`smescore train` makes of its first model) needs none.
 
 Every change goes through `_change` under a lock on the registry: the audit entry is appended
 (and on disk) before champion.json / challengers.json change, so the log never misses a change
@@ -21,6 +26,7 @@ import os
 from typing import Iterator, Optional
 
 from models import registry as model_registry
+from smescore.errors import GateBreached
 
 AUDIT_LOG = "audit.jsonl"
 LOCK = ".lifecycle.lock"
@@ -31,6 +37,10 @@ DEFAULT_MAX_AUC_DROP = 0.05
 
 class LifecycleError(ValueError):
     """A promote, rollback or challenger change that cannot be done; nothing was changed."""
+
+
+class PromotionRefused(LifecycleError, GateBreached):
+    """A promote of a version without a passed validation, and no override; nothing changed."""
 
 
 def _registry(registry) -> model_registry.Registry:
@@ -181,7 +191,8 @@ def version_metrics(registry, version: Optional[str], warehouse=None) -> dict:
 # ----------------------------------------------------------------------------- changes
 
 def _change(reg, action: str, from_version, to_version, why: str, who: Optional[str],
-            warehouse, champion: Optional[str], challengers: list[str], evidence=None) -> dict:
+            warehouse, champion: Optional[str], challengers: list[str], evidence=None,
+            extra: Optional[dict] = None) -> dict:
     """Append the entry, then make the change it describes. The caller holds the lock."""
     metrics = {v: version_metrics(reg, v, warehouse) for v in (from_version, to_version) if v}
     entry = {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -191,6 +202,7 @@ def _change(reg, action: str, from_version, to_version, why: str, who: Optional[
              "champion": champion, "challengers": list(challengers)}
     if evidence:
         entry["metrics"]["evidence"] = evidence
+    entry.update(extra or {})
     _append(audit_path(reg), entry)
     if champion is not None and champion != current_champion(reg):
         reg.set_champion(champion)
@@ -200,7 +212,8 @@ def _change(reg, action: str, from_version, to_version, why: str, who: Optional[
 
 
 def _champion_change(reg, action: str, to_version: str, why: str, who, warehouse,
-                     expect_from: Optional[str] = None, evidence=None) -> dict:
+                     expect_from: Optional[str] = None, evidence=None,
+                     extra: Optional[dict] = None) -> dict:
     old = current_champion(reg)
     if expect_from is not None and old != expect_from:
         raise LifecycleError(f"the champion changed to {old} meanwhile; {action} not done")
@@ -208,7 +221,7 @@ def _champion_change(reg, action: str, to_version: str, why: str, who, warehouse
         raise LifecycleError(f"{to_version} is already the champion")
     challengers = [v for v in reg.challengers() if v != to_version]   # a champion is no challenger
     return _change(reg, action, old, to_version, why, who, warehouse, to_version, challengers,
-                   evidence)
+                   evidence, extra)
 
 
 def _known(reg, version: str) -> None:
@@ -217,13 +230,60 @@ def _known(reg, version: str) -> None:
                              f"holds {reg.versions()}")
 
 
+def describe_check(check: dict) -> str:
+    """One failed validation check in a line: name[scope] = value (threshold t)."""
+    v = check.get("value")
+    shown = "none" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+    return f"{check.get('check')}[{check.get('scope')}] = {shown} (threshold {check.get('threshold')})"
+
+
+def validation_verdict(registry, version: str) -> dict:
+    """What promote records of a version's validation.json: passed / failed / missing, when, with
+    which thresholds, and the failed checks."""
+    reg = _registry(registry)
+    path = os.path.join(reg.version_dir(version), model_registry.VALIDATION)
+    if not os.path.exists(path):
+        return {"status": "missing", "file": path, "failed_checks": []}
+    try:
+        result = model_registry.read_json(path)
+    except ValueError as err:            # not JSON: as good as a failed validation
+        return {"status": "failed", "file": path, "n_checks": 0,
+                "failed_checks": [f"{model_registry.VALIDATION} unreadable: {err}"[:300]]}
+    failed = [describe_check(c) for c in result.get("checks", []) if c.get("passed") is False]
+    passed = result.get("passed") is True and not failed and bool(result.get("checks"))
+    return {"status": "passed" if passed else "failed", "file": path,
+            "validated_at": result.get("validated_at"),
+            "config_fingerprint": result.get("config_fingerprint"),
+            "n_checks": len(result.get("checks", [])), "failed_checks": failed}
+
+
+def _promotion_gate(reg, version: str, override: Optional[str]) -> dict:
+    """The audit fields of a promote over a champion; refuses an unvalidated or failed version
+    unless overridden."""
+    verdict = validation_verdict(reg, version)
+    if verdict["status"] != "passed" and not (override or "").strip():
+        if verdict["status"] == "missing":
+            problem = (f"{version} has not been validated ({verdict['file']} is missing): run "
+                       f"`smescore validate --version {version} --registry {reg.root} --feeds DIR`")
+        else:
+            failed = verdict["failed_checks"]
+            problem = (f"{version} failed validation: {len(failed)} of {verdict['n_checks']} "
+                       f"checks, e.g. {'; '.join(failed[:3]) or 'none recorded as passed'}")
+        raise PromotionRefused(f"{problem}; not promoted (--override \"why\" promotes anyway, "
+                               f"audited)")
+    return {"validation": verdict, **({"override": override.strip()} if override else {})}
+
+
 def promote(registry, version: str, why: str = "", who: Optional[str] = None,
-            warehouse=None) -> dict:
-    """Make `version` the champion the next run scores with. Returns the audit entry."""
+            warehouse=None, override: Optional[str] = None) -> dict:
+    """Make `version` the champion the next run scores with. Returns the audit entry. Over a
+    champion, the version's validation must have passed, or `override` say why it goes anyway."""
     reg = _registry(registry)
     with _locked(reg):
         _known(reg, version)
-        return _champion_change(reg, "promote", version, why, who, warehouse)
+        gate = _promotion_gate(reg, version, override) if current_champion(reg) is not None \
+            else {}
+        return _champion_change(reg, "promote", version, why, who, warehouse, extra=gate)
 
 
 def rollback(registry, why: str = "", who: Optional[str] = None, warehouse=None,

@@ -6,6 +6,8 @@
     <registry>/versions/<version>/background.parquet  the SHAP background firms (raw features)
     <registry>/versions/<version>/network.keras       the bare network (audits, evaluation path)
     <registry>/versions/<version>/logs/             TensorBoard logs of the training run
+    <registry>/versions/<version>/validation.json   `smescore validate`'s checks (promote reads it)
+    <registry>/versions/<version>/validation_rows.parquet  the firm-dates they were measured on
     <registry>/champion.json                        {"version": ...}
     <registry>/challengers.json                     {"versions": [...]} scored in shadow; the
                                                     first is the canary
@@ -30,6 +32,7 @@ SAVED_MODEL = "saved_model"
 TRANSFORM_FN = "transform_fn"
 BACKGROUND = "background.parquet"
 NETWORK = "network.keras"
+VALIDATION = "validation.json"
 
 
 class Registry:
@@ -120,6 +123,10 @@ def write_json_atomically(path: str, payload: dict) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2, sort_keys=True, ensure_ascii=False)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=2, sort_keys=True, ensure_ascii=False)
+        os.replace(tmp, path)
+    except BaseException:            # e.g. a value JSON cannot hold: leave no half file behind
+        os.remove(tmp)
+        raise

@@ -98,6 +98,29 @@ def cmd_score(args, beam_args) -> int:
     return 0
 
 
+def _dates(text: str) -> list[dt.date]:
+    return [_date(d.strip()) for d in text.split(",") if d.strip()]
+
+
+def cmd_validate(args, beam_args) -> int:
+    from models import validation
+    from models.scorecard import ConfigError
+    try:
+        result = validation.validate(args.registry, args.version, args.feeds, dates=args.dates,
+                                     out_dir=args.out_dir, config=args.config,
+                                     n_shards=args.n_shards, beam_args=beam_args,
+                                     progress=_progress)
+    except (validation.ValidationError, ConfigError) as err:
+        return _fail("validate", err)
+    pooled = result["pooled"]
+    print(json.dumps({"version": result["version"], "passed": result["passed"],
+                      "failed_checks": validation.failed_checks(result["checks"]),
+                      "dates": [d["as_of_date"] for d in result["dates"]],
+                      "pooled_auc": pooled.get("auc"), "validation_json": result["validation_json"],
+                      "report": result["report"], "timings": result["timings"]}, indent=2))
+    return 0
+
+
 def _bigquery_flags(c, feeds: bool = False) -> None:
     """Risk tables (and feeds) in BigQuery instead of the DuckDB file (and feed folder)."""
     c.add_argument("--bq-project", default=None, help="with --risk-dataset: BigQuery's project")
@@ -179,7 +202,7 @@ def cmd_promote(args, beam_args) -> int:
     from models import lifecycle
     try:
         entry = lifecycle.promote(args.registry, args.version, why=args.why, who=args.by,
-                                  warehouse=_risk_tables(args))
+                                  warehouse=_risk_tables(args), override=args.override)
     except lifecycle.LifecycleError as err:
         return _fail("promote", err)
     _print_entry(entry)
@@ -308,6 +331,21 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--n-shards", type=_positive, default=16)
     b.set_defaults(func=cmd_backtest)
 
+    v = sub.add_parser("validate", help="walk-forward validation of a model version: "
+                       "validation.json and an HTML report (promote reads the verdict)")
+    v.add_argument("--version", required=True)
+    v.add_argument("--registry", required=True)
+    v.add_argument("--feeds", required=True)
+    v.add_argument("--dates", type=_dates, default=None, metavar="D1,D2,..",
+                   help="as-of dates (default: every month-end after the version's last "
+                        "training snapshot that the feeds cover)")
+    v.add_argument("--out-dir", default=None, help="folder of the HTML report (default: the "
+                   "version folder)")
+    v.add_argument("--config", default=None, help="thresholds JSON (default: packaged "
+                   "smescore/config/validation.json)")
+    v.add_argument("--n-shards", type=_positive, default=16)
+    v.set_defaults(func=cmd_validate)
+
     def lifecycle_flags(c, warehouse=True):
         c.add_argument("--registry", default=os.environ.get("SMESCORE_REGISTRY"),
                        required="SMESCORE_REGISTRY" not in os.environ)
@@ -321,6 +359,9 @@ def parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("promote", help="make a model version the champion (audited)")
     pr.add_argument("version")
     lifecycle_flags(pr)
+    pr.add_argument("--override", default=None, metavar="WHY",
+                    help="promote although the version's validation failed or is missing "
+                         "(the reason and the failed checks go into the audit log)")
     pr.set_defaults(func=cmd_promote)
 
     rb = sub.add_parser("rollback", help="make the previous champion the champion again (audited)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import pathlib
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,23 @@ def reg(tmp_path) -> Registry:
         folder.mkdir(parents=True)
         (folder / "model_card.json").write_text(json.dumps(
             {"version": version, "metrics": {"test": {"auc": auc, "ks": ks}}}))
+        write_validation(folder, passed=True)
     return Registry(str(root))
+
+
+def reg_folder(reg, version) -> pathlib.Path:
+    return pathlib.Path(reg.version_dir(version))
+
+
+def write_validation(folder, passed: bool):
+    """A validation.json as `smescore validate` writes it: one AUC check, passed or not."""
+    auc = 0.80 if passed else 0.61
+    (folder / "validation.json").write_text(json.dumps({
+        "passed": passed, "validated_at": "2026-11-02T01:00:00Z", "config_fingerprint": "abc",
+        "checks": [{"check": "min_auc", "scope": "2025-10-31", "value": auc, "threshold": 0.7,
+                    "passed": passed},
+                   {"check": "max_monotonicity_violations", "scope": "hist_months", "value": 0,
+                    "threshold": 0, "passed": True}]}))
 
 
 def audit(reg) -> list[dict]:
@@ -219,6 +236,64 @@ def test_cli_commands(reg, wh, capsys):
     assert audit(reg)[0]["who"] == "ana"
 
 
+# ----------------------------------------------------------------------------- validation gate
+
+def test_promote_over_a_champion_needs_a_passed_validation(reg):
+    lifecycle.promote(reg, "v1")
+    os.remove(os.path.join(reg.version_dir("v2"), "validation.json"))
+    with pytest.raises(lifecycle.PromotionRefused, match=r"v2 has not been validated \(.*"
+                       r"validation.json is missing\): run `smescore validate --version v2"):
+        lifecycle.promote(reg, "v2")
+    write_validation(reg_folder(reg, "v2"), passed=False)
+    with pytest.raises(lifecycle.PromotionRefused, match=r"v2 failed validation: 1 of 2 checks, "
+                       r"e.g. min_auc\[2025-10-31\] = 0.61 \(threshold 0.7\); not promoted"):
+        lifecycle.promote(reg, "v2", override="   ")
+    assert reg.champion() == "v1" and len(audit(reg)) == 1
+    entry = lifecycle.promote(reg, "v2", why="pilot", who="ana", override="accepted by the committee")
+    assert reg.champion() == "v2"
+    assert audit(reg)[-1] == entry
+    assert entry["override"] == "accepted by the committee"
+    assert entry["validation"] == {
+        "status": "failed", "file": os.path.join(reg.version_dir("v2"), "validation.json"),
+        "validated_at": "2026-11-02T01:00:00Z", "config_fingerprint": "abc", "n_checks": 2,
+        "failed_checks": ["min_auc[2025-10-31] = 0.61 (threshold 0.7)"]}
+    passed = lifecycle.promote(reg, "v3")
+    assert passed["validation"]["status"] == "passed" and "override" not in passed
+    assert isinstance(lifecycle.PromotionRefused("x"), lifecycle.LifecycleError)
+
+
+def test_a_validation_that_says_passed_with_a_failed_check_is_a_failure(reg):
+    lifecycle.promote(reg, "v1")
+    path = reg_folder(reg, "v2") / "validation.json"
+    forged = json.loads(path.read_text())
+    forged["checks"][0].update(value=0.5, passed=False)
+    path.write_text(json.dumps(forged))                  # "passed": true left in place
+    with pytest.raises(lifecycle.PromotionRefused, match="v2 failed validation"):
+        lifecycle.promote(reg, "v2")
+    path.write_text('{"passed": true, "checks": [')     # cut short
+    with pytest.raises(lifecycle.PromotionRefused, match="validation.json unreadable"):
+        lifecycle.promote(reg, "v2")
+
+
+def test_the_first_champion_of_an_empty_registry_needs_no_validation(reg):
+    os.remove(os.path.join(reg.version_dir("v1"), "validation.json"))
+    entry = lifecycle.promote(reg, "v1", why="the first model in the registry")
+    assert reg.champion() == "v1" and "validation" not in entry
+
+
+def test_cli_promote_refuses_in_one_line_and_overrides(reg, capsys):
+    root = reg.root
+    assert cli.main(["promote", "v1", "--registry", root]) == 0
+    write_validation(reg_folder(reg, "v2"), passed=False)
+    capsys.readouterr()
+    assert cli.main(["promote", "v2", "--registry", root]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("smescore promote: v2 failed validation") and err.count("\n") == 1
+    assert cli.main(["promote", "v2", "--registry", root, "--override", "pilot"]) == 0
+    assert json.loads(capsys.readouterr().out)["override"] == "pilot"
+    assert [e.get("override") for e in audit(reg)] == [None, "pilot"]
+
+
 # ----------------------------------------------------------------------------- automatic rollback
 
 @pytest.mark.parametrize("case, figures, fires", [
@@ -314,7 +389,8 @@ def scenario(trained, small_feeds, tmp_path_factory):
     def night(name, *extra):
         out[name] = _run_view(wh, _score(small_feeds, registry, wh.path, *extra))
 
-    lifecycle.promote(registry, v2, why="release candidate", who="ana")
+    lifecycle.promote(registry, v2, why="release candidate", who="ana",
+                      override="a degraded copy, promoted on purpose")   # never validated
     night("promoted")
     out["scores_v2"] = _model_scores(wh)
     out["backtest_1"] = backtest.run_backtest(D, small_feeds, wh.path, registry, n_shards=4,
@@ -322,7 +398,7 @@ def scenario(trained, small_feeds, tmp_path_factory):
     out["performance_1"] = _performance(wh)
     lifecycle.rollback(registry, why="the backtest", who="bo", warehouse=wh.path)
     night("rolled_back")
-    lifecycle.promote(registry, v2, why="second try", who="ana")
+    lifecycle.promote(registry, v2, why="second try", who="ana", override="once more")
     night("auto")
     out["scores_v1"] = _model_scores(wh)
     stdout = io.StringIO()
@@ -350,6 +426,9 @@ def test_promote_and_rollback_change_what_the_next_run_uses(scenario):
         ("promote", v1, v2, "second try"),
         ("automatic_rollback", v2, v1, scenario["auto"]["run"]["message"])]
     assert [e["who"] for e in log[1:4]] == ["ana", "bo", "ana"]
+    assert "validation" not in log[0]                # the trainer's first champion needs none
+    assert [(e.get("override"), e.get("validation", {}).get("status")) for e in log[1:4]] == [
+        ("a degraded copy, promoted on purpose", "missing"), (None, None), ("once more", "missing")]
     assert log[1]["metrics"][v2]["card_test_auc"] == log[1]["metrics"][v1]["card_test_auc"]
     # given the warehouse, the rollback recorded both versions' backtests
     first = scenario["backtest_1"]["versions"]

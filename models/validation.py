@@ -1,0 +1,582 @@
+"""`smescore validate --version V`: walk-forward validation of a registry version.
+
+The book is scored at every month-end after the version's last training snapshot, as far as the
+feeds go (or at --dates), with the nightly job's own code (beam_jobs/walk_forward.py): the same
+point-in-time features, routing (in default / cold-start rules / model), SavedModel signature and
+score rows. Validation measures the firms the model scored:
+
+- discrimination where the 12 months after a date are observed: AUC, KS and Gini per date and
+  pooled, with seeded bootstrap 95% percentile intervals (pooled: whole firms are resampled, since
+  a firm's monthly snapshots are near copies);
+- calibration: mean PD against the observed default rate and, where the feeds carry the generator's
+  ground truth, against the mean true PD (and Spearman of PD with true PD); per grade of the master
+  scale, the Jeffreys test (ECB): posterior Beta(d + 1/2, n - d + 1/2) of the default rate, one-sided
+  p-value = its CDF at the grade's mean PD (small: the grade under-predicts);
+- extrapolation: per numeric input, the share of firms outside the training sample's [min, max];
+- monotonicity on the exported SavedModel: each input with a declared risk direction moved one
+  training standard deviation towards risk, for a seeded sample of the last date's firms; a PD
+  that falls by more than the tolerance is a violation;
+- mean |points| per feature, and the challengers of the model card beside the model.
+
+Thresholds: smescore/config/validation.json. The outcome, `validation.json` in the version folder,
+lists every check with its value, threshold and verdict; `smescore promote` reads its `passed`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import time
+from typing import Callable, Mapping, Optional
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy import stats
+
+from models import lifecycle, metrics
+from models import registry as model_registry
+from models.scorecard import ConfigError, check_keys, config_fingerprint, finite_number, \
+    read_json_config
+from models.train import add_months, data_extent, month_end
+from transforms import catalog
+from transforms import feeds as feed_contract
+
+CONFIG_RESOURCE = "validation.json"
+REPORT_NAME = "validation-report.html"
+ROWS_NAME = "validation_rows.parquet"   # the firm-dates every figure comes from, for audits
+CHALLENGERS = (("logistic regression", "challenger_logistic_regression"),
+               ("monotone gradient boosting", "challenger_monotone_gbm"))
+UNCONSTRAINED = "unconstrained_network"
+
+
+class ValidationError(ValueError):
+    """Validation cannot run on what it was given (version, feeds, dates, config)."""
+
+
+# ----------------------------------------------------------------------------- configuration
+
+@dataclasses.dataclass(frozen=True)
+class ValidationConfig:
+    min_auc: float
+    min_auc_margin_over_challengers: float
+    max_auc_gap_to_unconstrained_network: float
+    max_mean_pd_to_true_pd_deviation: float
+    min_spearman_pd_true_pd: float
+    max_true_pd_grade_inversions: int
+    min_jeffreys_p_value: float
+    jeffreys_min_firms: int
+    max_out_of_range_share: float
+    max_monotonicity_violations: int
+    monotonicity_firms: int
+    monotonicity_tolerance: float
+    bootstrap_replicates: int
+    seed: int
+    version: str = ""
+    fingerprint: str = ""
+
+    INTEGERS = ("max_true_pd_grade_inversions", "jeffreys_min_firms", "max_monotonicity_violations",
+                "monotonicity_firms", "bootstrap_replicates", "seed")
+    SHARES = ("min_auc", "max_mean_pd_to_true_pd_deviation", "min_jeffreys_p_value",
+              "max_out_of_range_share")
+
+    @classmethod
+    def from_dict(cls, raw: Mapping, where: str = "validation config") -> "ValidationConfig":
+        names = {f.name for f in dataclasses.fields(cls)} - {"version", "fingerprint"}
+        check_keys(where, raw, required=names, optional={"version", "description"})
+        values = {}
+        for name in sorted(names):
+            x = finite_number(f"{where}: {name}", raw[name])
+            if name in cls.INTEGERS and (x != int(x) or x < 0):
+                raise ConfigError(f"{where}: {name} must be a whole number >= 0, got {raw[name]!r}")
+            if name in cls.SHARES and not 0 <= x <= 1:
+                raise ConfigError(f"{where}: {name} must lie in [0, 1], got {raw[name]!r}")
+            values[name] = int(x) if name in cls.INTEGERS else x
+        for name in ("bootstrap_replicates", "monotonicity_firms"):
+            if values[name] < 1:
+                raise ConfigError(f"{where}: {name} must be at least 1, got {raw[name]!r}")
+        if not -1 <= values["min_spearman_pd_true_pd"] <= 1:
+            raise ConfigError(f"{where}: min_spearman_pd_true_pd must lie in [-1, 1], "
+                              f"got {raw['min_spearman_pd_true_pd']!r}")
+        return cls(**values, version=str(raw.get("version", "")),
+                   fingerprint=config_fingerprint(raw))
+
+    def thresholds(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "fingerprint"}
+
+
+def load_config(path: Optional[str] = None) -> ValidationConfig:
+    """The thresholds at `path`, or the packaged smescore/config/validation.json."""
+    return ValidationConfig.from_dict(read_json_config(path, CONFIG_RESOURCE),
+                                      os.fspath(path) if path else f"smescore/config/{CONFIG_RESOURCE}")
+
+
+# ----------------------------------------------------------------------------- dates
+
+def last_month_end(day: dt.date) -> dt.date:
+    """The latest month-end on or before `day`."""
+    end = month_end(day.year, day.month)
+    return end if end <= day else add_months(end, -1)
+
+
+def walk_forward_dates(card: dict, feeds_end: dt.date) -> list[dt.date]:
+    """Every month-end after the version's last training snapshot, through the feeds' last one."""
+    train = (card.get("snapshot_dates") or {}).get("train") or []
+    if not train:
+        raise ValidationError(f"the model card of {card.get('version')} names no training "
+                              f"snapshot dates; give the dates to validate (--dates)")
+    d, last, dates = add_months(dt.date.fromisoformat(train[-1]), 1), last_month_end(feeds_end), []
+    while d <= last:
+        dates.append(d)
+        d = add_months(d, 1)
+    if not dates:
+        raise ValidationError(f"the feeds end {feeds_end}, before the first month-end after the "
+                              f"training snapshots ({train[-1]}): nothing to validate on")
+    return dates
+
+
+def date_roles(card: dict, dates) -> dict[dt.date, str]:
+    """'valid' / 'test' for the model card's own validation and test dates (the held-out firms
+    were measured there; here the whole book is), 'train' for its training dates (in-sample),
+    'after_test' for the rest."""
+    snap = card.get("snapshot_dates") or {}
+    role = {dt.date.fromisoformat(d): name for name in ("train", "valid", "test")
+            for d in snap.get(name, [])}
+    return {d: role.get(d, "after_test") for d in dates}
+
+
+# ----------------------------------------------------------------------------- measures
+
+def cluster_rows(clusters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows grouped by cluster id (ids in sorted order): (row order, first position, size)."""
+    _, codes = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+    order = np.argsort(codes, kind="stable")
+    sizes = np.bincount(codes)
+    return order, np.cumsum(sizes) - sizes, sizes
+
+
+def resample_rows(order, starts, sizes, pick) -> np.ndarray:
+    """The rows of the picked clusters, cluster after cluster, in row order within a cluster."""
+    lens = sizes[pick]
+    ends = np.cumsum(lens)
+    return order[np.repeat(starts[pick] - (ends - lens), lens) + np.arange(ends[-1] if len(ends)
+                                                                             else 0)]
+
+
+def discrimination(y, pd_, clusters, replicates: int, seed: int) -> dict:
+    """AUC, KS and Gini with bootstrap 95% percentile intervals. Each replicate draws as many
+    clusters (firms) as there are, with replacement (numpy default_rng(seed).integers), and keeps
+    all rows of each drawn cluster; replicates with a single outcome class are skipped."""
+    y, pd_ = np.asarray(y, np.int64), np.asarray(pd_, np.float64)
+    k = int(y.sum())
+    if not 0 < k < len(y):
+        return {"n": int(len(y)), "n_defaults": k, "auc": None, "ks": None, "gini": None}
+    order, starts, sizes = cluster_rows(clusters)
+    rng = np.random.default_rng(seed)
+    aucs, kss = [], []
+    for _ in range(replicates):
+        idx = resample_rows(order, starts, sizes, rng.integers(0, len(sizes), len(sizes)))
+        yb = y[idx]
+        if yb.min() == yb.max():
+            continue
+        aucs.append(metrics.auc(yb, pd_[idx]))
+        kss.append(metrics.ks(yb, pd_[idx]))
+    auc, ks = metrics.auc(y, pd_), metrics.ks(y, pd_)
+
+    def interval(point, reps):
+        lo, hi = (np.percentile(reps, [2.5, 97.5]) if reps else (None, None))
+        return {"value": point, "ci_low": None if lo is None else float(lo),
+                "ci_high": None if hi is None else float(hi)}
+
+    out = {"n": int(len(y)), "n_defaults": k, "auc": interval(auc, aucs), "ks": interval(ks, kss),
+           "bootstrap_replicates_used": len(aucs)}
+    a = out["auc"]
+    out["gini"] = {"value": 2 * auc - 1,
+                   "ci_low": None if a["ci_low"] is None else 2 * a["ci_low"] - 1,
+                   "ci_high": None if a["ci_high"] is None else 2 * a["ci_high"] - 1}
+    return out
+
+
+def jeffreys_p_value(n_defaults: int, n_firms: int, pd_: float) -> float:
+    """One-sided Jeffreys test of a grade (ECB): P(default rate <= PD) under the posterior
+    Beta(d + 1/2, n - d + 1/2). Small: the defaults say the PD under-predicts."""
+    return float(stats.beta.cdf(pd_, n_defaults + 0.5, n_firms - n_defaults + 0.5))
+
+
+def by_grade(frame: pd.DataFrame, grades) -> list[dict]:
+    """Per grade: firms, mean PD; with outcomes (`default`) defaults, observed rate and the
+    Jeffreys p-value; with the ground truth (`true_pd`) the mean true PD."""
+    rows = []
+    outcomes = "default" in frame and frame["default"].notna().all()
+    truth = "true_pd" in frame
+    for grade in grades:
+        g = frame[frame["grade"] == grade]
+        row = {"grade": grade, "n": int(len(g)), "mean_pd": float(g["pd"].mean()) if len(g) else None}
+        if outcomes:
+            d = int(g["default"].sum())
+            row.update(n_defaults=d, observed_default_rate=d / len(g) if len(g) else None,
+                       jeffreys_p_value=jeffreys_p_value(d, len(g), row["mean_pd"]) if len(g)
+                       else None)
+        if truth:
+            t = g["true_pd"].dropna()
+            row["mean_true_pd"] = float(t.mean()) if len(t) else None
+        rows.append(row)
+    return rows
+
+
+def grade_inversions(rows: list[dict], min_firms: int) -> int:
+    """Consecutive grades (among those with at least min_firms firms and a true PD) whose mean
+    true PD does not rise."""
+    t = [r["mean_true_pd"] for r in rows if r["n"] >= min_firms and r.get("mean_true_pd") is not None]
+    return int(sum(b <= a for a, b in zip(t, t[1:])))
+
+
+def calibration(frame: pd.DataFrame) -> dict:
+    """Mean PD against the observed default rate and the mean true PD, and Spearman(PD, true PD)."""
+    out = {"mean_pd": float(frame["pd"].mean())}
+    if "default" in frame and frame["default"].notna().all():
+        out["observed_default_rate"] = float(frame["default"].mean())
+        out["pd_to_observed"] = out["mean_pd"] / out["observed_default_rate"] \
+            if out["observed_default_rate"] > 0 else None
+    if "true_pd" in frame:
+        t = frame.dropna(subset=["true_pd"])
+        out["truth_covered"] = int(len(t))
+        if len(t):
+            out["mean_true_pd"] = float(t["true_pd"].mean())
+            out["mean_pd_truth_rows"] = float(t["pd"].mean())
+            out["pd_to_true_pd_deviation"] = out["mean_pd_truth_rows"] / out["mean_true_pd"] - 1
+            out["spearman_pd_true_pd"] = float(stats.spearmanr(t["pd"], t["true_pd"]).statistic) \
+                if len(t) > 2 else None
+    return out
+
+
+def numeric_ranges(card: dict) -> dict[str, tuple[float, float]]:
+    """Training [min, max] of every numeric input, from the card's training distribution."""
+    dist = card.get("training_distribution") or {}
+    return {f.name: (dist[f.name]["min"], dist[f.name]["max"]) for f in catalog.FEATURES
+            if not f.is_categorical and f.name in dist and dist[f.name].get("min") is not None}
+
+
+def out_of_range_shares(values: Mapping[str, np.ndarray], ranges: Mapping[str, tuple]) -> dict:
+    """Share of all firms (missing values count as inside) below the training min or above max."""
+    out = {}
+    for name, (lo, hi) in ranges.items():
+        v = np.asarray(values[name], np.float64)
+        out[name] = float(np.mean((v < lo) | (v > hi))) if len(v) else 0.0
+    return out
+
+
+def monotonicity(score_pd: Callable[[Mapping[str, np.ndarray]], np.ndarray],
+                 sample: Mapping[str, np.ndarray], card: dict, tolerance: float) -> list[dict]:
+    """Per input with a declared risk direction: move it one training std towards risk for every
+    sampled firm that has a value, score again, count PDs that fell by more than `tolerance`.
+    `score_pd` maps raw signature inputs to PDs (the exported SavedModel)."""
+    dist = card.get("training_distribution") or {}
+    base = np.asarray(score_pd(sample), np.float64)
+    rows = []
+    for f in catalog.FEATURES:
+        if f.is_categorical or f.risk_direction == 0:
+            continue
+        std = (dist.get(f.name) or {}).get("std")
+        x = np.asarray(sample[f.name], np.float32)
+        has = np.isfinite(x)
+        if not std or not has.any():
+            rows.append({"feature": f.name, "direction": f.risk_direction, "step": std,
+                         "n_moved": 0, "violations": 0, "max_pd_decrease": 0.0,
+                         "note": "no training spread" if not std else "no firm with a value"})
+            continue
+        moved = {k: (v[has] if k != f.name else (x[has] + np.float32(f.risk_direction * std)))
+                 for k, v in sample.items()}
+        drop = base[has] - np.asarray(score_pd(moved), np.float64)
+        rows.append({"feature": f.name, "direction": f.risk_direction, "step": float(std),
+                     "n_moved": int(has.sum()), "violations": int((drop > tolerance).sum()),
+                     "max_pd_decrease": float(max(drop.max(), 0.0))})
+    return rows
+
+
+def challengers(card: dict) -> list[dict]:
+    """The model's out-of-time test figures and every challenger the card carries (same rows)."""
+    m = card.get("metrics") or {}
+    rows = [{"model": "this model", "key": "test", **_auc_ks(m.get("test"))}]
+    for label, key in (*CHALLENGERS, ("unconstrained network", UNCONSTRAINED)):
+        rows.append({"model": label, "key": key, **_auc_ks(m.get(key))})
+    rows.append({"model": "oracle (generator's true PD)", "key": "oracle_auc",
+                 "auc": card.get("oracle_auc", m.get("oracle_auc")), "ks": None, "mean_pd": None})
+    return rows
+
+
+def _auc_ks(figures) -> dict:
+    figures = figures or {}
+    return {k: figures.get(k) for k in ("auc", "ks", "mean_pd")}
+
+
+# ----------------------------------------------------------------------------- checks
+
+def _check(name, scope, value, threshold, passed, note="") -> dict:
+    return {"check": name, "scope": str(scope), "value": value, "threshold": threshold,
+            "passed": passed, **({"note": note} if note else {})}
+
+
+def evaluate_checks(result: dict, cfg: ValidationConfig) -> list[dict]:
+    """Every check with its value, threshold and verdict. A check without data (no ground truth,
+    a challenger the card lacks) has value and verdict None and fails nothing; discrimination
+    must be measured on at least one date."""
+    checks = []
+    measured = [d for d in result["dates"] if d.get("auc") is not None]
+    for d in measured:
+        checks.append(_check("min_auc", d["as_of_date"], d["auc"]["value"], cfg.min_auc,
+                             d["auc"]["value"] >= cfg.min_auc))
+    pooled = result["pooled"]
+    if pooled.get("auc") is not None:
+        checks.append(_check("min_auc", "pooled", pooled["auc"]["value"], cfg.min_auc,
+                             pooled["auc"]["value"] >= cfg.min_auc))
+    if not measured:
+        checks.append(_check("min_auc", "pooled", None, cfg.min_auc, False,
+                             "no date with 12 observed months and both outcomes: discrimination "
+                             "is not validated"))
+    rows = {r["key"]: r for r in result["challengers"]}
+    model_auc = rows["test"]["auc"]
+    for label, key in CHALLENGERS:
+        other = rows[key]["auc"]
+        value = None if other is None or model_auc is None else model_auc - other
+        checks.append(_check("min_auc_margin_over_challenger", label, value,
+                             cfg.min_auc_margin_over_challengers,
+                             None if value is None else value >= cfg.min_auc_margin_over_challengers,
+                             "" if value is not None else "not in the model card"))
+    other = rows[UNCONSTRAINED]["auc"]
+    value = None if other is None or model_auc is None else other - model_auc
+    checks.append(_check("max_auc_gap_to_unconstrained_network", "model card test", value,
+                         cfg.max_auc_gap_to_unconstrained_network,
+                         None if value is None else value <= cfg.max_auc_gap_to_unconstrained_network,
+                         "" if value is not None else "not in the model card"))
+    for d in result["dates"]:
+        cal = d["calibration"]
+        if cal.get("pd_to_true_pd_deviation") is not None:
+            v = cal["pd_to_true_pd_deviation"]
+            checks.append(_check("max_mean_pd_to_true_pd_deviation", d["as_of_date"], v,
+                                 cfg.max_mean_pd_to_true_pd_deviation,
+                                 abs(v) <= cfg.max_mean_pd_to_true_pd_deviation))
+        if cal.get("spearman_pd_true_pd") is not None:
+            v = cal["spearman_pd_true_pd"]
+            checks.append(_check("min_spearman_pd_true_pd", d["as_of_date"], v,
+                                 cfg.min_spearman_pd_true_pd, v >= cfg.min_spearman_pd_true_pd))
+        if d.get("auc") is not None:
+            for g in d["by_grade"]:
+                if g["n"] >= cfg.jeffreys_min_firms:
+                    checks.append(_check("min_jeffreys_p_value", f"{d['as_of_date']} grade {g['grade']}",
+                                         g["jeffreys_p_value"], cfg.min_jeffreys_p_value,
+                                         g["jeffreys_p_value"] >= cfg.min_jeffreys_p_value))
+    if result["truth"]:
+        v = grade_inversions(pooled["by_grade"], cfg.jeffreys_min_firms)
+        checks.append(_check("max_true_pd_grade_inversions", "pooled", v,
+                             cfg.max_true_pd_grade_inversions, v <= cfg.max_true_pd_grade_inversions))
+    else:
+        checks.append(_check("max_true_pd_grade_inversions", "pooled", None,
+                             cfg.max_true_pd_grade_inversions, None, "no ground truth in the feeds"))
+    for r in result["out_of_range"]:
+        checks.append(_check("max_out_of_range_share", r["feature"], r["max_share"],
+                             cfg.max_out_of_range_share, r["max_share"] <= cfg.max_out_of_range_share,
+                             f"worst date {r['worst_date']}"))
+    for r in result["monotonicity"]["features"]:
+        checks.append(_check("max_monotonicity_violations", r["feature"], r["violations"],
+                             cfg.max_monotonicity_violations,
+                             r["violations"] <= cfg.max_monotonicity_violations))
+    return checks
+
+
+def failed_checks(checks: list[dict]) -> list[dict]:
+    return [c for c in checks if c["passed"] is False]
+
+
+# ----------------------------------------------------------------------------- the run
+
+def read_truth(feeds_dir: str, dates) -> Optional[pd.DataFrame]:
+    path = os.path.join(feeds_dir, feed_contract.GROUND_TRUTH_DIR)
+    if not os.path.isdir(path):
+        return None
+    truth = pq.read_table(path, columns=["enterprise_id", "as_of_date", "true_pd_12m"]).to_pandas()
+    truth["as_of_date"] = pd.to_datetime(truth["as_of_date"]).dt.date
+    truth = truth[truth["as_of_date"].isin(set(dates))]
+    return truth.rename(columns={"true_pd_12m": "true_pd"})
+
+
+def date_figures(frame: pd.DataFrame, as_of, role, counts, cfg, grades) -> dict:
+    """One walk-forward date: counts, calibration, grades and, with outcomes, discrimination."""
+    complete = bool(len(frame)) and frame["default"].notna().all()
+    part = frame if complete else frame.drop(columns="default")
+    out = {"as_of_date": str(as_of), "role": role, **counts, "outcomes_complete": complete,
+           "calibration": calibration(part) if len(part) else {},
+           "by_grade": by_grade(part, grades), "n_defaults": None, "auc": None, "ks": None,
+           "gini": None}
+    if complete:
+        disc = discrimination(frame["default"], frame["pd"], frame["enterprise_id"],
+                              cfg.bootstrap_replicates, cfg.seed)
+        out.update({k: disc[k] for k in ("n_defaults", "auc", "ks", "gini")})
+        out["bootstrap_replicates_used"] = disc.get("bootstrap_replicates_used")
+    return out
+
+
+def pooled_figures(frames: list[pd.DataFrame], per_date: list[dict], cfg, grades) -> dict:
+    """The dates with outcomes together (discrimination resamples whole firms), and every date's
+    firms by grade."""
+    labelled = [f for f, d in zip(frames, per_date) if d["outcomes_complete"]]
+    pooled = {"dates": [d["as_of_date"] for d in per_date if d["outcomes_complete"]],
+              "by_grade": by_grade(pd.concat(frames, ignore_index=True).drop(columns="default"),
+                                   grades)}
+    if not labelled:
+        return pooled
+    frame = pd.concat(labelled, ignore_index=True)
+    disc = discrimination(frame["default"], frame["pd"], frame["enterprise_id"],
+                          cfg.bootstrap_replicates, cfg.seed)
+    pooled.update({"n": disc["n"], "n_firms": int(frame["enterprise_id"].nunique()),
+                   **{k: disc[k] for k in ("n_defaults", "auc", "ks", "gini")},
+                   "calibration": calibration(frame)})
+    with_outcomes = {r["grade"]: r for r in by_grade(frame, grades)}
+    for r in pooled["by_grade"]:        # outcomes by grade only over the dates that have them
+        o = with_outcomes[r["grade"]]
+        r.update(n_with_outcomes=o["n"], n_defaults=o["n_defaults"],
+                 observed_default_rate=o["observed_default_rate"])
+    return pooled
+
+
+def validate(registry: str, version: str, feeds: str, dates=None, out_dir: Optional[str] = None,
+             config: Optional[str] = None, n_shards: int = 16, beam_args=(), progress=print) -> dict:
+    """Validate `version` on the feeds; write validation.json into its folder and the HTML report
+    into `out_dir` (default: the version folder). Returns the validation result."""
+    from beam_jobs import walk_forward
+    from smescore.monitoring import validation_report
+    t0 = time.time()
+    timings = {}
+    reg = model_registry.Registry(registry)
+    if version not in reg.versions():
+        raise ValidationError(f"unknown model version {version!r}; the registry {registry!r} "
+                              f"holds {reg.versions()}")
+    card = reg.model_card(version)
+    if card.get("features") != list(catalog.NAMES):
+        raise ValidationError(f"{version} was trained on another feature catalogue than this "
+                              f"code's; validate it with the code that trained it")
+    cfg = load_config(config)
+    if not os.path.isdir(os.path.join(feeds, "loans")):
+        raise ValidationError(f"{feeds!r} is not a feeds folder (no loans/ in it): validation "
+                              f"needs the loans feed for its outcomes")
+    _, feeds_end = data_extent(feeds)
+    dates = sorted(set(dates)) if dates else walk_forward_dates(card, feeds_end)
+    late = [d for d in dates if d > feeds_end]
+    if late:
+        raise ValidationError(f"the feeds end {feeds_end}; cannot validate as of {late}")
+    roles = date_roles(card, dates)
+    progress(f"[validate] {version}: {len(dates)} dates {dates[0]}..{dates[-1]}")
+
+    table, n_rejected = walk_forward.labelled_snapshots(feeds, dates, n_shards, beam_args)
+    timings["features_s"] = time.time() - t0
+    progress(f"[validate] features: {table.num_rows:,} firm-dates, {n_rejected:,} feed records "
+             f"rejected ({timings['features_s']:.1f}s)")
+    book = walk_forward.BookScorer(reg.saved_model_path(version), version,
+                                   int(card.get("min_history_months") or 6))
+    truth = read_truth(feeds, dates)
+    ranges = numeric_ranges(card)
+    grades = list(book.scoring.master.grades)
+    frames, per_date, oor, points = [], [], {}, {}
+    last_model = None
+    t1 = time.time()
+    for as_of in dates:
+        scored = book.score(walk_forward.rows_of(table, as_of))
+        frame = scored.model_frame
+        if truth is not None:
+            frame = frame.merge(truth[truth["as_of_date"] == as_of].drop(columns="as_of_date"),
+                                on="enterprise_id", how="left")
+        frames.append(frame.assign(as_of_date=as_of))
+        per_date.append(date_figures(frame, as_of, roles[as_of], scored.counts, cfg, grades))
+        oor[str(as_of)] = out_of_range_shares(scored.model_values, ranges)
+        points[str(as_of)] = scored.mean_abs_points
+        last_model = scored.model_inputs
+        progress(f"[validate] {as_of}: {scored.counts['model_scored']:,} model-scored firms")
+    timings["scoring_s"] = time.time() - t1
+
+    pooled = pooled_figures(frames, per_date, cfg, grades)
+    rows_path = os.path.join(reg.version_dir(version), ROWS_NAME)
+    _write_rows(pd.concat(frames, ignore_index=True), rows_path)
+
+    t2 = time.time()
+    mono = walk_forward.monotonicity_sample(last_model, cfg.monotonicity_firms, cfg.seed)
+    mono_rows = monotonicity(book.serving_pd, mono, card, cfg.monotonicity_tolerance)
+    timings["monotonicity_s"] = time.time() - t2
+    result = {
+        "version": version, "model_card_as_of_date": card.get("as_of_date"),
+        "validated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        .replace("+00:00", "Z"),
+        "feeds": os.path.abspath(feeds), "feeds_end": str(feeds_end),
+        "feed_records_rejected": n_rejected,
+        "config": cfg.thresholds(), "config_fingerprint": cfg.fingerprint,
+        "min_history_months": book.min_history, "truth": truth is not None,
+        "dates": per_date, "pooled": pooled,
+        "out_of_range": _out_of_range_rows(oor, ranges),
+        "monotonicity": {"as_of_date": str(dates[-1]), "n_firms": len(next(iter(mono.values()))),
+                         "tolerance": cfg.monotonicity_tolerance, "features": mono_rows,
+                         "violations": int(sum(r["violations"] for r in mono_rows))},
+        "mean_abs_points": _points_rows(points, card),
+        "challengers": challengers(card),
+    }
+    result["checks"] = evaluate_checks(result, cfg)
+    result["passed"] = not failed_checks(result["checks"])
+    timings["total_s"] = time.time() - t0
+    result["timings"] = {k: round(v, 2) for k, v in timings.items()}
+    result = plain(result)
+    model_registry.write_json_atomically(
+        os.path.join(reg.version_dir(version), model_registry.VALIDATION), result)
+    out = os.path.join(out_dir or reg.version_dir(version), REPORT_NAME)
+    result_report = validation_report.write_report(result, out)
+    failed = failed_checks(result["checks"])
+    progress(f"[validate] {'PASSED' if result['passed'] else 'FAILED'}: {len(failed)} of "
+             f"{len(result['checks'])} checks failed"
+             + "".join(f"\n[validate]   {lifecycle.describe_check(c)}" for c in failed[:10])
+             + f"\n[validate] report {result_report}")
+    return {**result, "report": result_report, "rows": rows_path,
+            "validation_json": os.path.join(reg.version_dir(version), model_registry.VALIDATION)}
+
+
+def plain(x):
+    """JSON-ready: numpy scalars as Python numbers, NaN as None, dates as ISO strings."""
+    if isinstance(x, dict):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return None if not np.isfinite(x) else float(x)
+    if isinstance(x, dt.date):
+        return x.isoformat()
+    return x
+
+
+def _write_rows(frame: pd.DataFrame, path: str) -> None:
+    columns = ["as_of_date", "enterprise_id", "pd", "grade", "score", "default",
+               *(["true_pd"] if "true_pd" in frame else [])]
+    table = pa.Table.from_pandas(frame[columns], preserve_index=False)
+    tmp = os.path.join(os.path.dirname(path), f".tmp-{os.path.basename(path)}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _out_of_range_rows(oor: dict[str, dict[str, float]], ranges) -> list[dict]:
+    rows = []
+    for name, (lo, hi) in ranges.items():
+        shares = {d: s[name] for d, s in oor.items()}
+        worst = max(shares, key=lambda d: (shares[d], d))
+        rows.append({"feature": name, "train_min": lo, "train_max": hi, "by_date": shares,
+                     "max_share": shares[worst], "worst_date": worst})
+    return sorted(rows, key=lambda r: (-r["max_share"], r["feature"]))
+
+
+def _points_rows(points: dict[str, dict[str, float]], card: dict) -> list[dict]:
+    """Mean |points| per feature at the last date, over all dates, and in the card's baseline."""
+    last = max(points)
+    trained = (card.get("baseline") or {}).get("mean_abs_points") or {}
+    rows = [{"feature": f, "last_date": points[last][f],
+             "all_dates": float(np.mean([p[f] for p in points.values()])),
+             "baseline": trained.get(f)} for f in catalog.NAMES]
+    return sorted(rows, key=lambda r: (-r["last_date"], r["feature"]))
