@@ -14,7 +14,9 @@ import os
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
+from smescore.errors import BadInput
 from transforms import arrow_coder, feeds  # noqa: F401  (arrow_coder: the pa.Table coder)
 
 ROWS_PER_BATCH = 50_000      # rows per Arrow table read from BigQuery
@@ -28,6 +30,10 @@ def _read_csv_as_strings(path: str) -> pa.Table:
     return pacsv.read_csv(path, convert_options=opts)
 
 
+class FeedError(BadInput, FileNotFoundError):
+    """A feed that cannot be read; the message names the feed and the file or folder."""
+
+
 class LocalFilesSource:
     """`<feeds_dir>/<feed>/*.parquet` (typed) or `*.csv` (text) — the embedded default."""
 
@@ -38,12 +44,25 @@ class LocalFilesSource:
         return sorted(glob.glob(os.path.join(self.feeds_dir, feed, f"*.{ext}")))
 
     def check(self) -> None:
-        """Fail before the pipeline starts when a feed folder is absent or empty."""
+        """Fail before the pipeline starts when a feed folder is absent or empty, or a Parquet
+        file is unreadable (its footer: a truncated copy fails here, not deep inside Beam)."""
+        if not os.path.isdir(self.feeds_dir):
+            raise FeedError(f"feeds folder {self.feeds_dir!r} does not exist (expected "
+                            f"<feeds>/<feed>/*.parquet); check --feeds, or run `smescore "
+                            f"generate` to make some")
         missing = [f for f in feeds.FEEDS if not (self._files(f, "parquet") or self._files(f, "csv"))]
         if missing:
-            raise FileNotFoundError(
+            raise FeedError(
                 f"no Parquet or CSV files for feeds {missing} under {self.feeds_dir!r} "
                 f"(expected <feeds_dir>/<feed>/*.parquet); run `smescore generate` to make some")
+        for feed in feeds.FEEDS:
+            for path in self._files(feed, "parquet"):
+                try:
+                    pq.read_metadata(path)
+                except (OSError, pa.ArrowException) as err:
+                    raise FeedError(f"feed {feed}: {path} is not a readable Parquet file "
+                                    f"({' '.join(str(err).split())}); replace it with a complete "
+                                    f"copy or remove it") from None
 
     def read(self, pipeline: beam.Pipeline) -> dict[str, beam.PCollection]:
         out = {}
