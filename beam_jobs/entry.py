@@ -11,11 +11,9 @@ from smescore import flags, runtime
 
 
 
-def parser(job: str, prog: str, description: str, dashes: bool = True,
-           required: bool = True) -> flags.Parser:
+def parser(job: str, prog: str, description: str, required: bool = True) -> flags.Parser:
     """The job's flags on an argparse parser, both spellings each, with help and defaults."""
-    p = flags.Parser(prog=prog, description=description,
-                     epilog=f"{flags.BEAM_FLAGS}\n\n{flags.ENVIRONMENT}")
+    p = flags.Parser(prog=prog, description=description, epilog=flags.BEAM_FLAGS)
     needed = job_options.REQUIRED[job] if required else ()
     for action in job_options.job_flags(job):
         flags.add_declared(p, action, required=flags.canonical(action.option_strings[0]) in needed)
@@ -25,7 +23,7 @@ def parser(job: str, prog: str, description: str, dashes: bool = True,
 def job_argv(argv, job: str) -> list[str]:
     """`argv` with the job's flags and Beam's checked and written `--name=value` (UsageError for
     an unknown, misspelt or repeated flag, or a stray argument)."""
-    own = flags.specs_of(parser(job, job, "", dashes=False), dashes=False)
+    own = flags.specs_of(parser(job, job, "", required=False), dashes=False)
     mine, beam = flags.split(list(argv or []), own, flags.beam_specs(), where=job)
     stray = [t for t in mine if not t.startswith("--")]
     if stray:
@@ -43,7 +41,7 @@ def main(job: str, run, argv=None, doc: str = "") -> int:
     runtime.configure_logging(debug)
     prog = f"python -m beam_jobs.{job}"
     if "-h" in argv or "--help" in argv:
-        parser(job, prog, doc, dashes=False).print_help()
+        parser(job, prog, doc).print_help()
         return 0
     try:
         if job == "score_portfolio":

@@ -42,15 +42,11 @@ def canonical(name: str) -> str:
 class Spec:
     """What split() needs to know of a flag."""
     shown: str            # how messages name it: --as-of in the CLI, --as_of for Beam
+    option: str           # how it is handed on: the parser's own spelling (--as_of)
+    dest: str             # aliases (--experiment, --experiments) share it
     takes_value: bool     # False: a store_true flag
     optional_value: bool  # a switch: alone means true, or =true|false
-    repeatable: bool      # an append flag (Beam's --experiments): may be given again
-
-
-def spec_of(action: argparse.Action, shown: str) -> Spec:
-    optional = action.nargs == "?"
-    return Spec(shown, action.nargs != 0, optional,
-                isinstance(action, argparse._AppendAction))
+    repeatable: bool      # accumulates (Beam's --experiments, --labels): may be given again
 
 
 def specs_of(parser: argparse.ArgumentParser, dashes: bool) -> dict[str, Spec]:
@@ -58,9 +54,15 @@ def specs_of(parser: argparse.ArgumentParser, dashes: bool) -> dict[str, Spec]:
     out = {}
     for action in parser._actions:
         longs = [s for s in action.option_strings if s.startswith("--") and s != "--help"]
+        # a plain store or store_true/false keeps the last value; anything else accumulates
+        repeatable = not isinstance(action, (argparse._StoreAction, argparse._StoreConstAction))
         for s in longs:
-            shown = "--" + canonical(s).replace("_", "-") if dashes else "--" + canonical(s)
-            out[canonical(s)] = spec_of(action, shown)
+            name = canonical(s)
+            if name in out and "_" not in s:
+                continue                  # both spellings declared: hand on the underscored one
+            shown = "--" + (name.replace("_", "-") if dashes else name)
+            out[name] = Spec(shown, s, action.dest, action.nargs != 0, action.nargs == "?",
+                             repeatable)
     return out
 
 
@@ -77,7 +79,7 @@ def beam_specs() -> dict[str, Spec]:
     for cls in seen.values():
         cls._add_argparse_args(parser)
     specs = specs_of(parser, dashes=False)
-    specs["dry_run"] = Spec("--dry_run", True, True, False)     # see TRUE, FALSE above
+    specs["dry_run"] = dataclasses.replace(specs["dry_run"], optional_value=True)  # see TRUE
     return specs
 
 
@@ -140,12 +142,13 @@ def split(argv: Sequence[str], own: dict[str, Spec], beam: dict[str, Spec] | Non
                 value, i = tokens[i], i + 1
         elif not spec.takes_value:
             raise UsageError(f"{prefix}{spec.shown} takes no value, got {token!r}")
-        if name in seen and not spec.repeatable:
-            raise UsageError(f"{prefix}{spec.shown} given twice ({seen[name]} and {token}"
+        key = (mine, spec.dest)
+        if key in seen and not spec.repeatable:
+            raise UsageError(f"{prefix}{spec.shown} given twice ({seen[key]} and {token}"
                              f"{'' if eq or value is None else ' ' + value}): give it once")
-        seen.setdefault(name, token if eq or value is None else f"{token} {value}")
+        seen.setdefault(key, token if eq or value is None else f"{token} {value}")
         out = own_out if mine else beam_out
-        real = "--" + name
+        real = spec.option
         if spec.optional_value:
             if _switch_value(spec.shown, value):
                 out.append(f"{real}=true" if mine else f"{real}=True")
@@ -153,7 +156,7 @@ def split(argv: Sequence[str], own: dict[str, Spec], beam: dict[str, Spec] | Non
             out.append(f"{real}={value}")
         else:
             out.append(real)
-    if "dry_run" in seen:
+    if (False, "dry_run") in seen:
         runner = next((t.partition("=")[2] for t in beam_out if t.startswith("--runner=")), "")
         if runner not in ("DataflowRunner", "dataflow") and any(
                 t.startswith("--dry_run=") for t in beam_out):
