@@ -38,17 +38,17 @@ def main(job: str, run, argv=None, doc: str = "") -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     runtime.tf_environment()
-    runtime.configure_logging(debug)
     prog = f"python -m beam_jobs.{job}"
     if "-h" in argv or "--help" in argv:
         parser(job, prog, doc).print_help()
         return 0
-    try:
-        if job == "score_portfolio":
-            runtime.load_tensorflow(debug)
-        result = run(argv)
-        if result is not None:
-            print(json.dumps(result, indent=2, default=str))
-        return 0
-    except Exception as err:  # noqa: BLE001 - one line for the operator, the traceback on --debug
-        return runtime.report_error(err, debug)
+    with runtime.logging_for_command(debug):
+        try:
+            if job == "score_portfolio":
+                runtime.load_tensorflow(debug)
+            result = run(argv)
+            if result is not None:
+                print(json.dumps(result, indent=2, default=str))
+            return 0
+        except Exception as err:  # noqa: BLE001 - one line for the operator; traceback on --debug
+            return runtime.report_error(err, debug)

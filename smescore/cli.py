@@ -400,13 +400,13 @@ def main(argv=None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     runtime.tf_environment()
-    runtime.configure_logging(debug)
-    try:
-        args, beam_args = parse(argv)
-        args.debug = debug
-        return args.func(args, beam_args)
-    except Exception as err:  # noqa: BLE001 - one line for the operator, the traceback on --debug
-        return runtime.report_error(err, debug)
+    with runtime.logging_for_command(debug):
+        try:
+            args, beam_args = parse(argv)
+            args.debug = debug
+            return args.func(args, beam_args)
+        except Exception as err:  # noqa: BLE001 - one line for the operator; traceback on --debug
+            return runtime.report_error(err, debug)
 
 
 if __name__ == "__main__":

@@ -114,13 +114,13 @@ class _Formatter(logging.Formatter):
         return text
 
 
-def configure_logging(debug: bool = False) -> None:
-    """smescore's progress at INFO, everything else (Beam, absl, ...) from WARNING; with
-    `debug`, everything from DEBUG."""
+@contextlib.contextmanager
+def logging_for_command(debug: bool = False):
+    """For the duration of a command: smescore's progress at INFO, everything else (Beam, absl,
+    ...) from WARNING, on stderr; with `debug`, everything from DEBUG. Put back afterwards (a
+    command run in-process, as tests do, leaves the logging as it found it)."""
     root = logging.getLogger()
-    for h in list(root.handlers):
-        if isinstance(h, _Handler):
-            root.removeHandler(h)
+    saved = root.level, LOG.level
     handler = _Handler()
     handler.setFormatter(_Formatter())
     if not debug:
@@ -128,6 +128,13 @@ def configure_logging(debug: bool = False) -> None:
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.WARNING)
     LOG.setLevel(logging.DEBUG if debug else logging.INFO)
+    try:
+        yield
+    finally:
+        handler.flush()
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        LOG.setLevel(saved[1])
 
 
 def progress(message: str) -> None:

@@ -7,7 +7,9 @@ anything runs, on one line, with exit code 2.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -24,7 +26,7 @@ import smescore
 from beam_jobs import entry, score_portfolio, sinks
 from models import registry as model_registry
 from smescore import bigquery as bqlib
-from smescore import cli, flags
+from smescore import cli, flags, runtime
 from smescore.errors import UsageError
 from smescore.monitoring import run_report
 
@@ -421,3 +423,24 @@ def test_outputs_respect_the_umask(mask, file_mode, dir_mode, umask, tmp_path):
                                ["enterprise_id"])
     assert pq.read_table(out).column(0).to_pylist() == ["a", "b"]
     assert oct(os.stat(out).st_mode & 0o777) == oct(file_mode)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_is_info_and_one_live_line_on_a_terminal(monkeypatch):
+    """Progress records go out at INFO (not `WARNING:smescore.progress:`); on a terminal each
+    rewrites the status line, and the next plain line starts on a fresh one."""
+    from transforms import progress
+    for stream, expected in ((_Terminal(), "\r\x1b[K[progress] firms scored 5\n[score] done\n"),
+                             (io.StringIO(), "[progress] firms scored 5\n[score] done\n")):
+        monkeypatch.setattr(sys, "stderr", stream)
+        monkeypatch.setattr(progress, "_counts", {})
+        monkeypatch.setattr(progress, "_last", [-1e9])
+        with runtime.logging_for_command():
+            logging.getLogger("apache_beam").info("Beam's own chatter stays out")
+            progress.advance("firms scored", 5)
+            runtime.progress("[score] done")
+        assert stream.getvalue() == expected
