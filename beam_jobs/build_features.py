@@ -28,6 +28,7 @@ def run(argv=None, save_main_session=True):
     cfg = config(FeaturesConfig, options)
     source = LocalFilesSource(cfg.feeds)
     source.check()
+    source.check_files()
     with beam.Pipeline(options=options) as p:
         build_pipeline(p, cfg, source)
     return cfg

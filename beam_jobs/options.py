@@ -13,6 +13,7 @@ import re
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from smescore.bigquery import DATASET_RE, LOCATION_RE, PROJECT_RE
+from smescore.errors import UsageError
 
 
 def parse_date(text: str, what: str = "date") -> dt.date:
@@ -263,10 +264,13 @@ def job_flags(job: str):
     return flags.declared(SmescoreOptions, JOB_FLAGS[job])
 
 
+class OptionError(UsageError, ValueError):
+    """A flag value a job refuses (exit 2)."""
+
+
 def config(config_cls, options: PipelineOptions):
     """`config_cls.from_options`, with a flag value it refuses reported as a usage error."""
-    from smescore.errors import UsageError
     try:
         return config_cls.from_options(options)
     except ValueError as err:
-        raise UsageError(str(err)) from None
+        raise OptionError(str(err)) from None

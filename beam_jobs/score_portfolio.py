@@ -151,6 +151,7 @@ def run(argv=None, save_main_session=True, progress=print):
         return dataflow.dry_run_summary(build(options, cfg, source, run_ctx, staging).run().job)
     prestaged = risk_sinks.prestaged_tables(cfg)
     try:
+        source.check_files()      # an unreadable feed file: a failed run, recorded and pushed
         if prestaged:
             risk_sinks.risk_sink(cfg).create_staging(run_ctx.scoring.run_id, prestaged)
         build(options, cfg, source, run_ctx, staging).run().wait_until_finish()

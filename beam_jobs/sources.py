@@ -1,7 +1,8 @@
 """Where the feeds come from. Each source turns into one PCollection of Arrow tables per feed.
 
-Jobs only see `check()`, `fingerprint()`, `read(pipeline)` and `cleanup()`, so the local files
-source and the production BigQuery source are swappable behind one flag (`feed_source(cfg)`).
+Jobs only see `check()`, `check_files()`, `fingerprint()`, `read(pipeline)` and `cleanup()`, so the
+local files source and the production BigQuery source are swappable behind one flag
+(`feed_source(cfg)`).
 """
 from __future__ import annotations
 
@@ -44,8 +45,7 @@ class LocalFilesSource:
         return sorted(glob.glob(os.path.join(self.feeds_dir, feed, f"*.{ext}")))
 
     def check(self) -> None:
-        """Fail before the pipeline starts when a feed folder is absent or empty, or a Parquet
-        file is unreadable (its footer: a truncated copy fails here, not deep inside Beam)."""
+        """Fail before the pipeline starts when a feed folder is absent or empty."""
         if not os.path.isdir(self.feeds_dir):
             raise FeedError(f"feeds folder {self.feeds_dir!r} does not exist (expected "
                             f"<feeds>/<feed>/*.parquet); check --feeds, or run `smescore "
@@ -55,6 +55,10 @@ class LocalFilesSource:
             raise FeedError(
                 f"no Parquet or CSV files for feeds {missing} under {self.feeds_dir!r} "
                 f"(expected <feeds_dir>/<feed>/*.parquet); run `smescore generate` to make some")
+
+    def check_files(self) -> None:
+        """Fail before the pipeline reads them when a Parquet file is unreadable (its footer: a
+        truncated or corrupt copy fails here, named, not deep inside Beam)."""
         for feed in feeds.FEEDS:
             for path in self._files(feed, "parquet"):
                 try:
@@ -163,6 +167,9 @@ class BigQueryFeedSource:
         if missing:
             raise FileNotFoundError(f"no feed table(s) {missing} in BigQuery dataset "
                                     f"{self.bq.project}.{self.bq.feeds_dataset}")
+
+    def check_files(self) -> None:
+        """Nothing to check: BigQuery's tables are read through the feed queries."""
 
     def insert_sql(self, feed: str, query: str) -> str:
         """INSERT INTO <staging> (<feed columns>) <the feed query, tables qualified>."""

@@ -31,6 +31,7 @@ def run(argv=None, save_main_session=True):
     cfg = config(SnapshotConfig, options)
     source = LocalFilesSource(cfg.feeds)
     source.check()
+    source.check_files()
     with beam.Pipeline(options=options) as p:
         build_pipeline(p, source, cfg.as_of_dates, cfg.out, cfg.n_shards)
 
