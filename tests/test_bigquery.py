@@ -722,9 +722,9 @@ def test_a_backtest_on_bigquery_writes_what_it_writes_from_files_to_duckdb(
     seen = lifecycle.latest_backtest(bqlib.RiskTables(bq_conn, risk_dataset), version)
     assert seen["auc"] == pytest.approx(local["versions"][version]["auc"])
     # What `smescore promote/rollback --risk-dataset` records in the audit log.
-    args = cli.parser().parse_args(["promote", version, f"--registry={registry}",
-                                    f"--bq-project={PROJECT}", f"--risk-dataset={risk_dataset}",
-                                    f"--bq-location={LOCATION}"])
+    args, _ = cli.parse(["promote", version, f"--registry={registry}",
+                         f"--bq-project={PROJECT}", f"--risk-dataset={risk_dataset}",
+                         f"--bq-location={LOCATION}"])
     evidence = lifecycle.version_metrics(registry, version, cli._risk_tables(args))
     assert evidence["backtest"] == lifecycle.latest_backtest(wh, version)
     assert staging_tables(bq_conn, risk_dataset) == []
