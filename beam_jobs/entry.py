@@ -8,6 +8,7 @@ import sys
 
 from beam_jobs import options as job_options
 from smescore import flags, runtime
+from smescore.errors import UsageError
 
 
 
@@ -27,7 +28,7 @@ def job_argv(argv, job: str) -> list[str]:
     mine, beam = flags.split(list(argv or []), own, flags.beam_specs(), where=job)
     stray = [t for t in mine if not t.startswith("--")]
     if stray:
-        raise flags.UsageError(f"{job}: unexpected argument(s) {' '.join(stray)} "
+        raise UsageError(f"{job}: unexpected argument(s) {' '.join(stray)} "
                                f"(flags are --name value)")
     return mine + beam
 

@@ -25,6 +25,7 @@ import sqlglot
 from sqlglot import exp
 
 from smescore import flags, runtime, sqlfiles, sqlgen
+from smescore.errors import UsageError
 from smescore import tables as contract
 
 EMULATOR_ENV = "BIGQUERY_EMULATOR_HOST"
@@ -369,7 +370,7 @@ def main(argv=None) -> int:
                                      (args.risk_dataset, DATASET_RE, "--risk-dataset"),
                                      (args.bq_location, LOCATION_RE, "--bq-location")):
             if not re.fullmatch(pattern, value):
-                raise flags.UsageError(f"{flag} {value!r} is not a valid name")
+                raise UsageError(f"{flag} {value!r} is not a valid name")
         conn = Connection(args.bq_project, args.bq_location)
         ensure_schema(conn, args.risk_dataset)
     except Exception as err:  # noqa: BLE001 - one line for the operator, the traceback on --debug

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import difflib
 import json
 import os
 import re
 import sys
-import traceback
 
 import smescore
 from smescore import flags, runtime
-from smescore.errors import BadInput, SmescoreError, UsageError
+from smescore.errors import BadInput, UsageError
 
 
 def _date(text: str) -> dt.date:
@@ -375,7 +375,7 @@ def parse(argv) -> tuple[argparse.Namespace, list[str]]:
         parser().parse_args(argv)       # --help, --version; else it names what is missing
         raise UsageError("a command is needed: " + ", ".join(COMMANDS))
     if name not in COMMANDS:
-        close = flags.difflib.get_close_matches(name, list(COMMANDS), n=1)
+        close = difflib.get_close_matches(name, list(COMMANDS), n=1)
         raise UsageError(f"unknown command {name!r}"
                          + (f" (did you mean {close[0]}?)" if close else "")
                          + f"; commands: {', '.join(COMMANDS)}")
