@@ -83,9 +83,17 @@ def beam_specs() -> dict[str, Spec]:
     return specs
 
 
-def _nearest(name: str, known: dict[str, Spec]) -> str:
-    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f" (did you mean {known[match[0]].shown}?)" if match else ""
+def _nearest(name: str, own: dict[str, Spec], beam: dict[str, Spec] | None) -> str:
+    """The closest known flag: one of the command's own within a ratio of 0.6, a Beam flag only
+    within 0.8 (Beam has ~150 flags: a loose match there suggests nonsense, e.g. --flink_version
+    for --model-version)."""
+    best, best_ratio = None, 0.0
+    for known, cutoff in ((own, 0.6), (beam or {}, 0.8)):
+        for candidate in known:
+            ratio = difflib.SequenceMatcher(None, name, candidate).ratio()
+            if ratio >= cutoff and ratio > best_ratio:
+                best, best_ratio = known[candidate], ratio
+    return f" (did you mean {best.shown}?)" if best else ""
 
 
 def _switch_value(flag: str, value: str | None) -> bool:
@@ -130,8 +138,7 @@ def split(argv: Sequence[str], own: dict[str, Spec], beam: dict[str, Spec] | Non
         if spec is None and beam is not None:
             spec, mine = beam.get(name), False
         if spec is None:
-            known = {**(beam or {}), **own}
-            raise UsageError(f"{prefix}unknown flag {text}{_nearest(name, known)}")
+            raise UsageError(f"{prefix}unknown flag {text}{_nearest(name, own, beam)}")
         if not eq:
             value = None
             if spec.takes_value and not spec.optional_value:
@@ -150,7 +157,7 @@ def split(argv: Sequence[str], own: dict[str, Spec], beam: dict[str, Spec] | Non
         out = own_out if mine else beam_out
         real = spec.option
         if spec.optional_value:
-            if _switch_value(spec.shown, value):
+            if _switch_value(prefix + spec.shown, value):
                 out.append(f"{real}=true" if mine else f"{real}=True")
         elif spec.takes_value:
             out.append(f"{real}={value}")

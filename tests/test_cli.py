@@ -162,7 +162,7 @@ REFUSED = [
     (SCORE + ["--as-of", AS_OF, "--runner"], "score: --runner needs a value"),
     (SCORE + ["--as-of", "--registry=/r"], "score: --as-of needs a value"),
     (SCORE + ["--as-of", AS_OF, "--require-gpu=maybe"],
-     "--require-gpu takes true or false, got 'maybe'"),
+     "score: --require-gpu takes true or false, got 'maybe'"),
     (SCORE + ["--as-of", AS_OF, "--summary=yes"], "--summary takes no value"),
     (SCORE + ["--as-of", AS_OF, "-r", "x"], "-r: single-dash flags are not accepted"),
     (SCORE + ["--as-of", AS_OF, "stray"], "unrecognized arguments: stray"),
@@ -191,6 +191,16 @@ def test_misleading_invocations_are_refused_on_one_line_with_exit_2(argv, messag
     assert message in _one_line(err)
     assert out == ""
     assert time.monotonic() - started < 30          # refused before anything runs
+
+
+def test_the_nearest_name_is_the_commands_own_or_a_close_beam_flag(capsys):
+    rc, _, err = _run_cli(capsys, ["features", "--feeds=/f", "--as-of", AS_OF, "--out=/o.parquet",
+                                   "--model-version=v1", "--as-off=x"])
+    assert _one_line(err) == "smescore: features: unknown flag --model-version"   # no wild guess
+    rc, _, err = _run_cli(capsys, ["features", "--feeds=/f", "--as-of", AS_OF, "--out=/o.parquet",
+                                   "--rejected_ot=x"])
+    assert _one_line(err) == ("smescore: features: unknown flag --rejected_ot "
+                              "(did you mean --rejected-out?)")
 
 
 def test_beam_flags_pass_through_in_beam_form():
