@@ -3,11 +3,17 @@
 Also Beam's `--setup_file` for Dataflow workers: the worker image already carries the pinned lock
 (infra/Dockerfile), so this only ships the project's own packages.
 """
+import pathlib
+import re
+
 import setuptools
+
+VERSION = re.search(r'__version__ = "([^"]+)"',
+                    (pathlib.Path(__file__).parent / "smescore" / "__init__.py").read_text()).group(1)
 
 setuptools.setup(
     name="smescore",
-    version="0.1.0",
+    version=VERSION,
     description="Nightly SME credit rescoring from alternative data, with reasons",
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["smescore*", "beam_jobs*", "transforms*", "models*"])

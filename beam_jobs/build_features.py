@@ -3,14 +3,13 @@
 training snapshots use the same ComputeFeatures transform."""
 from __future__ import annotations
 
-import logging
 import sys
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from beam_jobs import sinks
-from beam_jobs.options import FeaturesConfig
+from beam_jobs import entry, sinks
+from beam_jobs.options import FeaturesConfig, config
 from beam_jobs.sources import LocalFilesSource
 from transforms.beam_features import FEATURE_SCHEMA, ComputeFeatures
 
@@ -24,16 +23,21 @@ def build_pipeline(p: beam.Pipeline, cfg: FeaturesConfig, source) -> None:
 
 
 def run(argv=None, save_main_session=True):
-    options = PipelineOptions(argv)
+    options = PipelineOptions(entry.job_argv(argv, "build_features"))
     options.view_as(SetupOptions).save_main_session = save_main_session
-    cfg = FeaturesConfig.from_options(options)
+    cfg = config(FeaturesConfig, options)
     source = LocalFilesSource(cfg.feeds)
     source.check()
+    source.check_files()
     with beam.Pipeline(options=options) as p:
         build_pipeline(p, cfg, source)
     return cfg
 
 
+def _result(argv) -> dict:
+    cfg = run(argv)
+    return {"features": cfg.out, "rejected_file": cfg.rejected_out}
+
+
 if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.INFO)
-    run(sys.argv[1:])
+    sys.exit(entry.main("build_features", _result, doc=__doc__))

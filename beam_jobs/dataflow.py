@@ -22,6 +22,7 @@ from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptio
 
 from beam_jobs.options import SmescoreOptions
 from smescore import files
+from smescore.errors import UsageError
 
 GPU_SERVICE_OPTION = "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"
 ONE_SDK_PROCESS = "no_use_multiple_sdk_containers"
@@ -29,8 +30,8 @@ ONE_SDK_PROCESS = "no_use_multiple_sdk_containers"
 _LOG = logging.getLogger(__name__)
 
 
-class DataflowConfigError(ValueError):
-    pass
+class DataflowConfigError(UsageError, ValueError):
+    """A job Dataflow could not run: refused before submission (exit 2)."""
 
 
 def is_dataflow(options: PipelineOptions) -> bool:

@@ -30,9 +30,7 @@ A model card of an older trainer has no training sample references: its runs hav
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from importlib import resources
 from typing import Optional
 
 import apache_beam as beam
@@ -40,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.scorecard import ScoreScale
+from models.scorecard import ConfigError, ScoreScale, read_json_config
 from smescore import tables
 from transforms import catalog
 
@@ -70,28 +68,24 @@ class DriftConfig:
 
     @classmethod
     def load(cls, path: Optional[str] = None) -> "DriftConfig":
-        if path:
-            with open(path, encoding="utf-8") as fh:
-                raw = json.load(fh)
-        else:
-            raw = json.loads(resources.files("smescore.config").joinpath("drift.json").read_text())
+        raw = read_json_config(path or None, "drift.json")
         out = {}
         for metric in tables.DRIFT_METRICS:
             t = raw.get(metric)
             if metric == "psi_training_sample" and t is None:    # the same scale as psi
                 t = raw.get("psi")
             if not isinstance(t, dict) or set(t) != {"warn", "alert"}:
-                raise ValueError(f"drift config: {metric!r} needs exactly 'warn' and 'alert', got {t!r}")
+                raise ConfigError(f"drift config: {metric!r} needs exactly 'warn' and 'alert', got {t!r}")
             warn, alert = float(t["warn"]), float(t["alert"])
             if not 0 <= warn <= alert:
-                raise ValueError(f"drift config: {metric!r} needs 0 <= warn <= alert, got {t}")
+                raise ConfigError(f"drift config: {metric!r} needs 0 <= warn <= alert, got {t}")
             out[metric] = Thresholds(warn, alert)
         unknown = set(raw) - set(tables.DRIFT_METRICS) - {"min_segment_firms"}
         if unknown:
-            raise ValueError(f"drift config: unknown keys {sorted(unknown)}")
+            raise ConfigError(f"drift config: unknown keys {sorted(unknown)}")
         min_firms = raw.get("min_segment_firms", 300)
         if not isinstance(min_firms, int) or min_firms < 1:
-            raise ValueError(f"drift config: min_segment_firms must be a positive integer, "
+            raise ConfigError(f"drift config: min_segment_firms must be a positive integer, "
                              f"got {min_firms!r}")
         return cls(**out, min_segment_firms=min_firms)
 

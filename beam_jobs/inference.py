@@ -7,7 +7,6 @@ Keras 3 / legacy SavedModel problem does not arise) once per worker, calls the
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -16,18 +15,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.ml.inference.base import ModelHandler
 
+from smescore import runtime
+from smescore.errors import ServiceUnavailable
 from transforms import catalog, progress
 
 EXPLAIN_SIGNATURE = "score_and_explain"
 
 
-class NoGpuError(RuntimeError):
-    pass
+class NoGpuError(ServiceUnavailable, RuntimeError):
+    """--require_gpu on a machine without a GPU (exit 5)."""
 
 
 def check_gpu(where: str = "this worker") -> None:
     """--require_gpu: fail fast rather than score a night's portfolio on a CPU."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    runtime.tf_environment()
     import tensorflow as tf
     if not tf.config.list_physical_devices("GPU"):
         raise NoGpuError(f"--require_gpu is set but TensorFlow sees no GPU on {where}; check "
@@ -74,7 +75,7 @@ class FeatureTableModelHandler(ModelHandler[pa.Table, pa.Table, Any]):
     def load_model(self):
         if self.require_gpu:
             check_gpu("this worker")
-        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+        runtime.load_tensorflow()     # a worker process: TensorFlow's settings, quietly
         import tensorflow as tf
         return tf.saved_model.load(self.saved_model_path)
 

@@ -13,6 +13,7 @@ import re
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from smescore.bigquery import DATASET_RE, LOCATION_RE, PROJECT_RE
+from smescore.errors import UsageError
 
 
 def parse_date(text: str, what: str = "date") -> dt.date:
@@ -240,3 +241,36 @@ class ScoreConfig:
                    canary_share=o.canary_share, drift_config=o.drift_config,
                    pushgateway=_pushgateway(o.pushgateway), report_dir=o.report_dir or "",
                    max_auc_drop=o.max_auc_drop, source=o.source, sink=o.sink, bigquery=bigquery)
+
+
+# Which of SmescoreOptions' flags each job reads: its command line (`smescore <command>` and
+# `python -m beam_jobs.<job>`) offers those and refuses the rest. The nightly job reads every flag
+# the other jobs do not own, so a flag declared above reaches it (and `smescore score`) by itself.
+JOB_FLAGS = {
+    "build_features": ("feeds", "as_of", "out", "rejected_out", "n_shards"),
+    "training_snapshots": ("feeds", "as_of_dates", "out", "n_shards"),
+}
+NOT_SCORING = ("as_of_dates", "out", "rejected_out")
+REQUIRED = {"build_features": ("feeds", "as_of", "out"),
+            "training_snapshots": ("feeds", "as_of_dates", "out"),
+            "score_portfolio": ("as_of", "registry")}
+
+
+def job_flags(job: str):
+    """The argparse actions of `job`'s flags, in declaration order (smescore/flags.py)."""
+    from smescore import flags
+    if job == "score_portfolio":
+        return flags.declared(SmescoreOptions, exclude=NOT_SCORING)
+    return flags.declared(SmescoreOptions, JOB_FLAGS[job])
+
+
+class OptionError(UsageError, ValueError):
+    """A flag value a job refuses (exit 2)."""
+
+
+def config(config_cls, options: PipelineOptions):
+    """`config_cls.from_options`, with a flag value it refuses reported as a usage error."""
+    try:
+        return config_cls.from_options(options)
+    except ValueError as err:
+        raise OptionError(str(err)) from None

@@ -24,7 +24,8 @@ from models import lifecycle
 from models import registry as model_registry
 from models.rules import load_rules_config
 from models.scorecard import load_scorecard_config
-from smescore import tables
+from smescore import files, tables
+from smescore.errors import UsageError
 from beam_jobs.risk_sinks import prestaged_tables, risk_reader, risk_sink
 from transforms import catalog
 from transforms import feeds as feed_contract
@@ -149,8 +150,13 @@ class RunContext:
     @classmethod
     def start(cls, cfg, progress=print, input_fp: str | None = None,
               dry_run: bool = False) -> "RunContext":
-        """A dry run reads only the registry: it neither rolls back nor reads the risk tables."""
+        """A dry run reads only a local registry: it neither rolls back nor reads the risk tables,
+        and it does not touch a gs:// registry (offline, --no_auth): it needs --model_version
+        then, and builds the job without challengers and with the drift baseline left out (the
+        graph is never run)."""
         reg = model_registry.Registry(cfg.registry)
+        if dry_run and files.is_remote(cfg.registry):
+            return cls._offline(cfg, progress)
         rolled_back = None
         if not cfg.model_version and not dry_run:   # a forced version is the operator's call
             rolled_back = lifecycle.automatic_rollback(reg, risk_reader(cfg), cfg.max_auc_drop)
@@ -192,6 +198,24 @@ class RunContext:
         return cls(cfg, scoring, roles, paths, card, reference, drift_config, config_fp,
                    dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), progress,
                    "; ".join(m for m in (rolled_back, unmeasured) if m))
+
+    @classmethod
+    def _offline(cls, cfg, progress) -> "RunContext":
+        if not cfg.model_version:
+            raise UsageError(f"a dry run does not read the registry {cfg.registry}: give "
+                             f"--model_version=VERSION (the champion: `gcloud storage cat "
+                             f"{cfg.registry.rstrip('/')}/champion.json`)")
+        version = cfg.model_version
+        scorecard = load_scorecard_config(cfg.scorecard_config)
+        rules = load_rules_config(cfg.rules_config, scorecard.scale)
+        scoring = score_rows.Scoring(scorecard.scale, scorecard.master_scale, rules.rules,
+                                     version, "dry-run")
+        progress(f"[score] dry run: model {version} from {cfg.registry} (not read: no challengers, "
+                 f"no drift baseline)")
+        paths = {version: model_registry.Registry(cfg.registry).saved_model_path(version)}
+        return cls(cfg, scoring, shadow.Roles(version, (), cfg.canary_share), paths,
+                   {"baseline": None}, drift.DriftConfig.load(cfg.drift_config), "dry-run",
+                   dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), progress)
 
     def run_record(self, status: str, message: str, rows_in=(), rejected=0, n_model=0,
                    n_rules=0) -> dict:

@@ -10,7 +10,6 @@ failure) beam_jobs/monitor.py pushes the run's metrics and writes the HTML run r
 """
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -18,9 +17,10 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from beam_jobs import dataflow, drift, monitor, publish, risk_sinks, score_rows, shadow, sinks
+from beam_jobs import (dataflow, drift, entry, monitor, publish, risk_sinks, score_rows, shadow,
+                       sinks)
 from beam_jobs.inference import ChampionChallengersHandler
-from beam_jobs.options import ScoreConfig
+from beam_jobs.options import ScoreConfig, config
 from beam_jobs.sources import feed_source
 from smescore import tables
 from transforms import feeds as feed_contract
@@ -126,10 +126,10 @@ def build_pipeline(p, cfg: ScoreConfig, source, run_ctx: publish.RunContext, sta
 def prepare(argv=None, save_main_session=True, progress=print):
     """Everything decided before the pipeline exists: options, config, source, run context.
     A Dataflow dry run touches no service: it neither checks nor stages the feeds."""
-    options = PipelineOptions(argv)
+    options = PipelineOptions(entry.job_argv(argv, "score_portfolio"))
     options.view_as(SetupOptions).save_main_session = save_main_session
     dataflow.check_runner(options)
-    cfg = ScoreConfig.from_options(options)
+    cfg = config(ScoreConfig, options)
     source = feed_source(cfg)
     if dataflow.is_dry_run(options):
         return options, cfg, source, publish.RunContext.start(cfg, progress, "dry-run", dry_run=True)
@@ -151,6 +151,7 @@ def run(argv=None, save_main_session=True, progress=print):
         return dataflow.dry_run_summary(build(options, cfg, source, run_ctx, staging).run().job)
     prestaged = risk_sinks.prestaged_tables(cfg)
     try:
+        source.check_files()      # an unreadable feed file: a failed run, recorded and pushed
         if prestaged:
             risk_sinks.risk_sink(cfg).create_staging(run_ctx.scoring.run_id, prestaged)
         build(options, cfg, source, run_ctx, staging).run().wait_until_finish()
@@ -172,5 +173,6 @@ def run(argv=None, save_main_session=True, progress=print):
 
 
 if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.INFO)
-    run(sys.argv[1:])
+    from smescore import runtime
+    sys.exit(entry.main("score_portfolio", lambda argv: run(argv, progress=runtime.progress),
+                        doc=__doc__))

@@ -23,7 +23,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from smescore.files import download, is_remote, remove_tree, upload
+from smescore.files import as_created, download, is_remote, remove_tree, upload
 from smescore.tables import quote
 from transforms import arrow_coder  # noqa: F401  (the pa.Table coder)
 
@@ -48,6 +48,7 @@ def publish_file(write, path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    as_created(tmp)     # an output, not a secret: readable as the umask allows
     os.close(fd)
     try:
         write(tmp)

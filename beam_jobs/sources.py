@@ -1,7 +1,8 @@
 """Where the feeds come from. Each source turns into one PCollection of Arrow tables per feed.
 
-Jobs only see `check()`, `fingerprint()`, `read(pipeline)` and `cleanup()`, so the local files
-source and the production BigQuery source are swappable behind one flag (`feed_source(cfg)`).
+Jobs only see `check()`, `check_files()`, `fingerprint()`, `read(pipeline)` and `cleanup()`, so the
+local files source and the production BigQuery source are swappable behind one flag
+(`feed_source(cfg)`).
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import os
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
+from smescore.errors import BadInput
 from transforms import arrow_coder, feeds  # noqa: F401  (arrow_coder: the pa.Table coder)
 
 ROWS_PER_BATCH = 50_000      # rows per Arrow table read from BigQuery
@@ -28,6 +31,10 @@ def _read_csv_as_strings(path: str) -> pa.Table:
     return pacsv.read_csv(path, convert_options=opts)
 
 
+class FeedError(BadInput, FileNotFoundError):
+    """A feed that cannot be read; the message names the feed and the file or folder."""
+
+
 class LocalFilesSource:
     """`<feeds_dir>/<feed>/*.parquet` (typed) or `*.csv` (text) — the embedded default."""
 
@@ -39,11 +46,27 @@ class LocalFilesSource:
 
     def check(self) -> None:
         """Fail before the pipeline starts when a feed folder is absent or empty."""
+        if not os.path.isdir(self.feeds_dir):
+            raise FeedError(f"feeds folder {self.feeds_dir!r} does not exist (expected "
+                            f"<feeds>/<feed>/*.parquet); check --feeds, or run `smescore "
+                            f"generate` to make some")
         missing = [f for f in feeds.FEEDS if not (self._files(f, "parquet") or self._files(f, "csv"))]
         if missing:
-            raise FileNotFoundError(
+            raise FeedError(
                 f"no Parquet or CSV files for feeds {missing} under {self.feeds_dir!r} "
                 f"(expected <feeds_dir>/<feed>/*.parquet); run `smescore generate` to make some")
+
+    def check_files(self) -> None:
+        """Fail before the pipeline reads them when a Parquet file is unreadable (its footer: a
+        truncated or corrupt copy fails here, named, not deep inside Beam)."""
+        for feed in feeds.FEEDS:
+            for path in self._files(feed, "parquet"):
+                try:
+                    pq.read_metadata(path)
+                except (OSError, pa.ArrowException) as err:
+                    raise FeedError(f"feed {feed}: {path} is not a readable Parquet file "
+                                    f"({' '.join(str(err).split())}); replace it with a complete "
+                                    f"copy or remove it") from None
 
     def read(self, pipeline: beam.Pipeline) -> dict[str, beam.PCollection]:
         out = {}
@@ -144,6 +167,9 @@ class BigQueryFeedSource:
         if missing:
             raise FileNotFoundError(f"no feed table(s) {missing} in BigQuery dataset "
                                     f"{self.bq.project}.{self.bq.feeds_dataset}")
+
+    def check_files(self) -> None:
+        """Nothing to check: BigQuery's tables are read through the feed queries."""
 
     def insert_sql(self, feed: str, query: str) -> str:
         """INSERT INTO <staging> (<feed columns>) <the feed query, tables qualified>."""

@@ -5,14 +5,13 @@
 """
 from __future__ import annotations
 
-import logging
 import sys
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from beam_jobs import sinks
-from beam_jobs.options import SnapshotConfig
+from beam_jobs import entry, sinks
+from beam_jobs.options import SnapshotConfig, config
 from beam_jobs.sources import LocalFilesSource
 from transforms.beam_features import FEATURE_SCHEMA, ComputeFeatures
 
@@ -27,15 +26,15 @@ def build_pipeline(p, source, as_of_dates, out: str, n_shards: int = 16) -> None
 
 
 def run(argv=None, save_main_session=True):
-    options = PipelineOptions(argv)
+    options = PipelineOptions(entry.job_argv(argv, "training_snapshots"))
     options.view_as(SetupOptions).save_main_session = save_main_session
-    cfg = SnapshotConfig.from_options(options)
+    cfg = config(SnapshotConfig, options)
     source = LocalFilesSource(cfg.feeds)
     source.check()
+    source.check_files()
     with beam.Pipeline(options=options) as p:
         build_pipeline(p, source, cfg.as_of_dates, cfg.out, cfg.n_shards)
 
 
 if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.INFO)
-    run(sys.argv[1:])
+    sys.exit(entry.main("training_snapshots", run, doc=__doc__))

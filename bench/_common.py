@@ -16,9 +16,9 @@ import subprocess
 import sys
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from smescore import runtime  # noqa: E402
+
+runtime.tf_environment()
 
 DEFAULT_WORK = "/tmp/bench-smescore"
 END_DATE = "2026-10-31"

@@ -44,7 +44,7 @@ def stream(cmd: list[str], log_path: str) -> int:
 def _noise(line: str) -> bool:
     """TensorFlow start-up chatter and per-5-s progress lines: kept in the log, not echoed."""
     return line.startswith(("I0000", "W0000", "E0000", "WARNING: All log messages", "To enable the following",
-                            "WARNING:smescore.progress", "WARNING:root:Resource module"))
+                            "[progress]", "WARNING:root:Resource module"))
 
 
 def main(argv=None) -> int:

@@ -86,6 +86,7 @@ def labelled_features(source, as_of: dt.date, n_shards: int, beam_args=()
     from apache_beam.options.pipeline_options import PipelineOptions
     from beam_jobs import training_snapshots
     source.check()
+    source.check_files()
     work = tempfile.mkdtemp(prefix="smescore-backtest-")
     try:
         source.stage()

@@ -23,9 +23,10 @@ handle unchanged.
 from __future__ import annotations
 
 import dataclasses
-import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from smescore import runtime
+
+runtime.tf_environment()      # before TensorFlow loads: tf_keras, the legacy SavedModel format
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

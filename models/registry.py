@@ -24,6 +24,9 @@ import os
 import shutil
 import tempfile
 
+from smescore import files
+from smescore.errors import BadInput
+
 VERSIONS = "versions"
 CHAMPION = "champion.json"
 CHALLENGERS = "challengers.json"
@@ -52,7 +55,8 @@ class Registry:
     def staging_dir(self) -> str:
         """A fresh folder inside the registry to build a version in (same filesystem: rename works)."""
         os.makedirs(os.path.join(self.root, VERSIONS), exist_ok=True)
-        return tempfile.mkdtemp(prefix=".staging-", dir=os.path.join(self.root, VERSIONS))
+        return files.as_created(
+            tempfile.mkdtemp(prefix=".staging-", dir=os.path.join(self.root, VERSIONS)))
 
     def publish(self, staging: str, version: str) -> str:
         """Move a finished staging folder to versions/<version>; an existing version is replaced
@@ -68,7 +72,16 @@ class Registry:
         return target
 
     def model_card(self, version: str) -> dict:
-        return read_json(os.path.join(self.version_dir(version), MODEL_CARD))
+        path = os.path.join(self.version_dir(version), MODEL_CARD)
+        try:
+            return read_json(path)
+        except (FileNotFoundError, OSError) as err:
+            if isinstance(err, RegistryError):
+                raise
+            raise RegistryError(
+                f"no model version {version!r} in registry {self.root!r} ({path} cannot be read: "
+                f"{type(err).__name__}); `smescore challenger list --registry {self.root}` shows "
+                f"the champion and challengers, `smescore train` makes a version") from None
 
     def saved_model_path(self, version: str) -> str:
         return os.path.join(self.version_dir(version), SAVED_MODEL)
@@ -77,11 +90,13 @@ class Registry:
         from apache_beam.io.filesystems import FileSystems
         path = os.path.join(self.root, CHAMPION)
         if not FileSystems.exists(path):
-            raise FileNotFoundError(f"no champion in registry {self.root!r}: run `smescore train` "
-                                    f"first (it promotes its model when there is none)")
+            raise RegistryError(f"no champion in registry {self.root!r}: run `smescore train` "
+                                f"first (it promotes its model when there is none), or give "
+                                f"--model-version")
         version = read_json(path)["version"]
         if version not in self.versions():
-            raise FileNotFoundError(f"champion {version!r} is not a version in {self.root!r}")
+            raise RegistryError(f"champion {version!r} ({path}) is not a version in "
+                                f"{self.root!r}: `smescore promote VERSION` one that is")
         return version
 
     def set_champion(self, version: str) -> None:
@@ -99,7 +114,8 @@ class Registry:
         versions = list(read_json(path)["versions"])
         unknown = [v for v in versions if v not in self.versions()]
         if unknown:
-            raise FileNotFoundError(f"challengers {unknown} are not versions in {self.root!r}")
+            raise RegistryError(f"challengers {unknown} ({path}) are not versions in "
+                                f"{self.root!r}: `smescore challenger remove VERSION`")
         return versions
 
     def set_challengers(self, versions: list[str]) -> None:
@@ -111,12 +127,21 @@ class Registry:
         write_json_atomically(os.path.join(self.root, CHALLENGERS), {"versions": list(versions)})
 
 
+class RegistryError(BadInput, FileNotFoundError):
+    """A registry entry that is missing or unreadable; the message names it and what to run."""
+
+
 def read_json(path: str) -> dict:
     """A registry JSON file, on a local path or gs://."""
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-        return json.loads(fh.read().decode("utf-8"))
+        text = fh.read()
+    try:
+        return json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RegistryError(f"{path} is not valid JSON ({err}): restore it from the registry's "
+                            f"copy or retrain the version") from None
 
 
 def write_json_atomically(path: str, payload: dict) -> None:
@@ -126,7 +151,8 @@ def write_json_atomically(path: str, payload: dict) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(payload, fh, indent=2, sort_keys=True, ensure_ascii=False)
-        os.replace(tmp, path)
+        os.replace(files.as_created(tmp), path)
     except BaseException:            # e.g. a value JSON cannot hold: leave no half file behind
-        os.remove(tmp)
+        if os.path.exists(tmp):
+            os.remove(tmp)
         raise

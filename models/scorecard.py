@@ -31,11 +31,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from smescore.errors import BadInput
+
 CONFIG_PACKAGE = "smescore.config"
 SCORECARD_RESOURCE = "scorecard.json"
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInput, ValueError):
     """A configuration file or dict that cannot be used; the message says where and what was got."""
 
 
@@ -80,13 +82,16 @@ def read_json_config(path: str | os.PathLike | None, resource: str) -> dict:
         text = resources.files(CONFIG_PACKAGE).joinpath(resource).read_text(encoding="utf-8")
         where = f"{CONFIG_PACKAGE}/{resource}"
     else:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
         where = os.fspath(path)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as e:
+            raise ConfigError(f"{where}: cannot read the config ({e.strerror or e})") from None
     try:
         cfg = json.loads(text, parse_constant=_no_constants)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{where}: not valid JSON ({e})") from e
+        raise ConfigError(f"{where}: not valid JSON ({e})") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{where}: expected a JSON object at the top level, got {type(cfg).__name__}")
     return cfg

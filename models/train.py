@@ -170,6 +170,7 @@ class Trainer:
         out = os.path.join(work, "snapshots.parquet")
         source = LocalFilesSource(self.cfg.feeds)
         source.check()
+        source.check_files()
         # plus the training date itself (no labels yet): the reference population for drift
         with beam.Pipeline(options=PipelineOptions(list(self.cfg.beam_args))) as p:
             training_snapshots.build_pipeline(p, source, [*dates, as_of], out, self.cfg.n_shards)

@@ -12,7 +12,6 @@ credentials and short timeouts; the tests use it.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
 import functools
@@ -25,7 +24,8 @@ from typing import Any, Optional
 import sqlglot
 from sqlglot import exp
 
-from smescore import sqlfiles, sqlgen
+from smescore import flags, runtime, sqlfiles, sqlgen
+from smescore.errors import UsageError
 from smescore import tables as contract
 
 EMULATOR_ENV = "BIGQUERY_EMULATOR_HOST"
@@ -345,23 +345,38 @@ def create_staging_table(conn: Connection, table) -> None:
     conn.client.create_table(table, timeout=conn.timeout, retry=conn.retry)
 
 
+def parser() -> flags.Parser:
+    p = flags.Parser(prog="python -m smescore.bigquery", description=main.__doc__)
+    flags.add(p, "bq_project", required=True,
+              help="Google Cloud project of the risk dataset (the job's --bq-project)")
+    flags.add(p, "risk_dataset", required=True,
+              help="the risk dataset to create or check (the job's --risk-dataset)")
+    flags.add(p, "bq_location", default="US",
+              help="BigQuery location of the dataset (the job's --bq-location)")
+    return p
+
+
 def main(argv=None) -> int:
-    """`python -m smescore.bigquery --project P --dataset D [--location L]`: create the risk
-    dataset, its tables and views (idempotent; refuses tables that drifted from the contract)."""
-    parser = argparse.ArgumentParser(prog="python -m smescore.bigquery", description=main.__doc__)
-    parser.add_argument("--project", required=True)
-    parser.add_argument("--dataset", required=True, help="the risk dataset")
-    parser.add_argument("--location", default="US")
-    args = parser.parse_args(argv)
-    for value, pattern, flag in ((args.project, PROJECT_RE, "--project"),
-                                 (args.dataset, DATASET_RE, "--dataset"),
-                                 (args.location, LOCATION_RE, "--location")):
-        if not re.fullmatch(pattern, value):
-            parser.error(f"{flag} {value!r} is not a valid name")
-    conn = Connection(args.project, args.location)
-    ensure_schema(conn, args.dataset)
-    print(f"{args.project}.{args.dataset}: {len(contract.TABLES)} tables, "
-          f"{len(view_statements(args.project, args.dataset))} views")
+    """`python -m smescore.bigquery --bq-project P --risk-dataset D [--bq-location L]`: create the
+    risk dataset, its tables and views (idempotent; refuses tables that drifted from the
+    contract). The flags are the nightly job's."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        p = parser()
+        args = p.parse_args(flags.split(argv, flags.specs_of(p, dashes=True))[0])
+        for value, pattern, flag in ((args.bq_project, PROJECT_RE, "--bq-project"),
+                                     (args.risk_dataset, DATASET_RE, "--risk-dataset"),
+                                     (args.bq_location, LOCATION_RE, "--bq-location")):
+            if not re.fullmatch(pattern, value):
+                raise UsageError(f"{flag} {value!r} is not a valid name")
+        conn = Connection(args.bq_project, args.bq_location)
+        ensure_schema(conn, args.risk_dataset)
+    except Exception as err:  # noqa: BLE001 - one line for the operator, the traceback on --debug
+        return runtime.report_error(err, debug)
+    print(f"{args.bq_project}.{args.risk_dataset}: {len(contract.TABLES)} tables, "
+          f"{len(view_statements(args.bq_project, args.risk_dataset))} views")
     return 0
 
 

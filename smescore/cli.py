@@ -1,23 +1,24 @@
 """`smescore <command>`: the nightly SME rescoring job and everything around it.
 
 Heavy imports (TensorFlow, Beam) happen inside the commands, so `smescore --help` is instant and
-TensorFlow's environment settings below are in place before it loads.
+TensorFlow's environment (smescore/runtime.py) is in place before it loads. The job commands take
+their flags from the jobs' own declarations (beam_jobs/options.py); every command line goes through
+smescore/flags.py, which refuses unknown, misspelt and repeated flags, and Beam's own flags
+(--runner, --project, --temp_location, ...) pass through to Beam.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import difflib
 import json
 import os
 import re
 import sys
 
-
-def _tf_environment() -> None:
-    # Legacy (tf_keras) SavedModels; deterministic CPU kernels; quiet logs.
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import smescore
+from smescore import flags, runtime
+from smescore.errors import BadInput, UsageError
 
 
 def _date(text: str) -> dt.date:
@@ -34,8 +35,7 @@ def _positive(text: str) -> int:
     return n
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+_progress = runtime.progress
 
 
 def cmd_generate(args, beam_args) -> int:
@@ -50,9 +50,7 @@ def cmd_generate(args, beam_args) -> int:
 
 def cmd_features(args, beam_args) -> int:
     from beam_jobs import build_features
-    argv = [f"--feeds={args.feeds}", f"--as_of={args.as_of}", f"--out={args.out}",
-            f"--n_shards={args.n_shards}", *beam_args]
-    cfg = build_features.run(argv, save_main_session=False)
+    cfg = build_features.run(args.job_argv + beam_args, save_main_session=False)
     import pyarrow.parquet as pq
     print(json.dumps({"features": cfg.out, "firms": pq.read_metadata(cfg.out).num_rows,
                       "rejected_records": pq.read_metadata(cfg.rejected_out).num_rows,
@@ -61,6 +59,7 @@ def cmd_features(args, beam_args) -> int:
 
 
 def cmd_train(args, beam_args) -> int:
+    runtime.load_tensorflow(args.debug)
     from models import network
     from models.train import Trainer, TrainConfig
     hp = network.HParams(loss=args.loss, focal_alpha=args.focal_alpha, focal_gamma=args.focal_gamma,
@@ -77,24 +76,14 @@ def cmd_train(args, beam_args) -> int:
 
 
 def cmd_score(args, beam_args) -> int:
+    runtime.load_tensorflow(args.debug)
     from beam_jobs import score_portfolio
-    argv = [f"--as_of={args.as_of}", f"--registry={args.registry}",
-            *([f"--feeds={args.feeds}"] if args.feeds else []),
-            *([f"--warehouse={args.warehouse}"] if args.warehouse else []),
-            f"--min_history_months={args.min_history_months}",
-            f"--max_rejected_share={args.max_rejected_share}", f"--n_shards={args.n_shards}",
-            f"--canary_share={args.canary_share}",
-            f"--max_auc_drop={args.max_auc_drop}",
-            *([f"--model_version={args.model_version}"] if args.model_version else []),
-            *([f"--drift_config={args.drift_config}"] if args.drift_config else []),
-            *([f"--pushgateway={args.pushgateway}"] if args.pushgateway else []),
-            *([f"--report_dir={args.report_dir}"] if args.report_dir else []),
-            *beam_args]
-    result = score_portfolio.run(argv, save_main_session=False, progress=_progress)
+    result = score_portfolio.run(args.job_argv + beam_args, save_main_session=False,
+                                 progress=_progress)
     print(json.dumps(result, indent=2, default=str))
     if args.summary and args.warehouse:
         from smescore import report
-        print(report.run_summary(args.warehouse, args.as_of))
+        print(report.run_summary(args.warehouse, dt.date.fromisoformat(args.as_of)))
     return 0
 
 
@@ -123,12 +112,14 @@ def cmd_validate(args, beam_args) -> int:
 
 def _bigquery_flags(c, feeds: bool = False) -> None:
     """Risk tables (and feeds) in BigQuery instead of the DuckDB file (and feed folder)."""
-    c.add_argument("--bq-project", default=None, help="with --risk-dataset: BigQuery's project")
+    flags.add(c, "bq_project", default=None,
+              help="Google Cloud project of the BigQuery datasets (with --risk-dataset)")
     if feeds:
-        c.add_argument("--feeds-dataset", default=None, help="BigQuery dataset of the feed tables")
-    c.add_argument("--risk-dataset", default=None,
-                   help="BigQuery dataset of the risk tables (instead of --warehouse)")
-    c.add_argument("--bq-location", default="US")
+        flags.add(c, "feeds_dataset", default=None,
+                  help="BigQuery dataset of the feed tables (instead of --feeds)")
+    flags.add(c, "risk_dataset", default=None,
+              help="BigQuery dataset of the risk tables (instead of --warehouse)")
+    flags.add(c, "bq_location", default="US", help="BigQuery location of the datasets")
 
 
 def _risk_tables(args):
@@ -137,19 +128,19 @@ def _risk_tables(args):
         return args.warehouse
     from smescore import bigquery as bqlib
     if not args.bq_project:
-        raise SystemExit("--risk-dataset needs --bq-project")
+        raise UsageError("--risk-dataset needs --bq-project")
     try:
         return bqlib.RiskTables(bqlib.Connection(args.bq_project, args.bq_location),
                                 args.risk_dataset)
     except ValueError as err:          # names that cannot be a project and dataset
-        raise SystemExit(f"smescore: {err}") from None
+        raise UsageError(str(err)) from None
 
 
 def cmd_report(args, beam_args) -> int:
     from smescore.monitoring import run_report
     risk_tables = _risk_tables(args)
     if args.risk_dataset and not args.out:
-        raise SystemExit("report: with --risk-dataset, say where it goes (--out)")
+        raise UsageError("report: with --risk-dataset, say where it goes (--out)")
     out = args.out or run_report.report_path(
         os.path.join(os.path.dirname(os.path.abspath(args.warehouse)), "reports"), args.as_of)
     path = run_report.write_report(risk_tables, args.as_of, out, args.registry)
@@ -158,6 +149,7 @@ def cmd_report(args, beam_args) -> int:
 
 
 def cmd_backtest(args, beam_args) -> int:
+    runtime.load_tensorflow(args.debug)
     from models import backtest
     feeds, warehouse = args.feeds, args.warehouse
     if args.risk_dataset or args.feeds_dataset:          # BigQuery instead of files / DuckDB
@@ -168,7 +160,7 @@ def cmd_backtest(args, beam_args) -> int:
         names = [(args.bq_project, bqlib.PROJECT_RE), (args.risk_dataset, bqlib.DATASET_RE),
                  *([(args.feeds_dataset, bqlib.DATASET_RE)] if args.feeds_dataset else [])]
         if any(not name or not re.fullmatch(rx, name) for name, rx in names):
-            raise SystemExit("BigQuery backtest: --bq-project and --risk-dataset (and a valid "
+            raise UsageError("backtest on BigQuery: --bq-project and --risk-dataset (and a valid "
                              "--feeds-dataset, or --feeds) are needed")
         bq = BigQueryConfig(args.bq_project, args.feeds_dataset, args.risk_dataset,
                             args.bq_location, None)
@@ -177,7 +169,7 @@ def cmd_backtest(args, beam_args) -> int:
             feeds = BigQueryFeedSource(bq, backtest.outcome_end(args.as_of), warehouse.conn,
                                        purpose="backtest")
     if feeds is None or warehouse is None:
-        raise SystemExit("backtest: --feeds (or --feeds-dataset) and --warehouse (or "
+        raise UsageError("backtest: --feeds (or --feeds-dataset) and --warehouse (or "
                          "--risk-dataset) are needed")
     try:
         result = backtest.run_backtest(args.as_of, feeds, warehouse, args.registry or None,
@@ -190,8 +182,8 @@ def cmd_backtest(args, beam_args) -> int:
 
 
 def _fail(command: str, err: Exception) -> int:
-    print(f"smescore {command}: {err}", file=sys.stderr)
-    return 1
+    """A lifecycle or backtest refusal: the registry, version or data cannot be used."""
+    raise BadInput(f"{command}: {err}") from err
 
 
 def _print_entry(entry: dict) -> None:
@@ -248,149 +240,217 @@ def cmd_query(args, beam_args) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="smescore", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+def _generate(g) -> None:
+    flags.add(g, "out", required=True, help="feeds folder to write (<out>/<feed>/*.parquet)")
+    flags.add(g, "firms", type=_positive, default=10_000, help="firms in the portfolio")
+    flags.add(g, "months", type=_positive, default=36, help="months of history per feed")
+    flags.add(g, "end_date", type=_date, default=dt.date(2026, 10, 31),
+              help="last day the feeds cover, YYYY-MM-DD")
+    flags.add(g, "seed", type=int, default=7, help="random seed (same seed, same feeds)")
+    flags.add(g, "shift_industry", default=None, metavar="SECTION",
+              help="inject a data shift: invoices of this industry section (A..T; C is "
+                   "manufacturing) drop in the last months")
+    flags.add(g, "shift_drop", type=float, default=0.30,
+              help="with --shift-industry: the share the invoices drop")
+    flags.add(g, "shift_months", type=_positive, default=1,
+              help="with --shift-industry: how many of the last months are hit")
 
-    g = sub.add_parser("generate", help="write synthetic feeds with a known ground truth")
-    g.add_argument("--out", required=True)
-    g.add_argument("--firms", type=_positive, default=10_000)
-    g.add_argument("--months", type=_positive, default=36)
-    g.add_argument("--end-date", type=_date, default=dt.date(2026, 10, 31))
-    g.add_argument("--seed", type=int, default=7)
-    g.add_argument("--shift-industry", default=None, metavar="SECTION",
-                   help="inject a data shift: invoices of this industry section (A..T; C is "
-                        "manufacturing) drop in the last months")
-    g.add_argument("--shift-drop", type=float, default=0.30, help="the drop (default 0.30)")
-    g.add_argument("--shift-months", type=_positive, default=1, help="months hit (default 1)")
-    g.set_defaults(func=cmd_generate)
 
-    f = sub.add_parser("features", help="per-firm feature table as of a date (Beam job)")
-    f.add_argument("--feeds", required=True)
-    f.add_argument("--as-of", type=_date, required=True)
-    f.add_argument("--out", required=True, help="output .parquet")
-    f.add_argument("--n-shards", type=_positive, default=32)
-    f.set_defaults(func=cmd_features)
+def _train(t) -> None:
+    flags.add(t, "feeds", required=True, help="feeds folder: <feeds>/<feed>/*.parquet|csv")
+    flags.add(t, "registry", required=True, help="model registry folder to add the version to")
+    flags.add(t, "as_of", type=_date, default=None,
+              help="training date (default: the last loan report month in the feeds)")
+    flags.add(t, "loss", choices=("focal", "class_weight"), default="focal",
+              help="imbalance handling (the exported PD is calibrated either way)")
+    flags.add(t, "focal_alpha", type=float, default=0.75, help="focal loss: weight of defaults")
+    flags.add(t, "focal_gamma", type=float, default=2.0, help="focal loss: focusing exponent")
+    flags.add(t, "max_epochs", type=_positive, default=60, help="epochs at most (early stopping)")
+    flags.add(t, "seed", type=int, default=7, help="random seed of the network's training")
 
-    t = sub.add_parser("train", help="train, calibrate, export and register a model version")
-    t.add_argument("--feeds", required=True)
-    t.add_argument("--registry", required=True)
-    t.add_argument("--as-of", type=_date, default=None,
-                   help="training date (default: the last loan report month in the feeds)")
-    t.add_argument("--loss", choices=("focal", "class_weight"), default="focal")
-    t.add_argument("--focal-alpha", type=float, default=0.75)
-    t.add_argument("--focal-gamma", type=float, default=2.0)
-    t.add_argument("--max-epochs", type=_positive, default=60)
-    t.add_argument("--seed", type=int, default=7)
-    t.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("score", help="the nightly job: score the portfolio as of a date (Beam)")
-    s.add_argument("--feeds", default=None,
-                   help="feeds folder (or --source=bigquery with the BigQuery flags)")
-    s.add_argument("--as-of", type=_date, required=True)
-    s.add_argument("--registry", required=True)
-    s.add_argument("--warehouse", default=None,
-                   help="DuckDB file (or --sink=bigquery with the BigQuery flags)")
-    s.add_argument("--model-version", default=None, help="default: the registry's champion")
-    s.add_argument("--min-history-months", type=int, default=6)
-    s.add_argument("--max-rejected-share", type=float, default=0.05)
-    s.add_argument("--n-shards", type=_positive, default=32)
-    s.add_argument("--canary-share", type=float, default=0.10,
-                   help="share of model-scored firms officially scored by the first challenger")
-    s.add_argument("--drift-config", default=None, help="drift thresholds JSON (default: packaged)")
-    s.add_argument("--max-auc-drop", type=float, default=0.05,
-                   help="automatic rollback when the champion's backtest AUC falls this far "
-                        "below its model card's and the previous champion did better")
-    s.add_argument("--summary", action="store_true", help="print grade mix and top drivers")
-    s.add_argument("--pushgateway", default="", metavar="HOST:PORT",
-                   help="push the run's metrics to this Prometheus Pushgateway (default: off)")
-    s.add_argument("--report-dir", default="",
-                   help="write the HTML run report into this folder (default: off)")
-    s.set_defaults(func=cmd_score)
+def _score(s) -> None:
+    flags.add(s, "summary", action="store_true", help="print grade mix and top drivers")
 
-    r = sub.add_parser("report", help="HTML run report of a published as-of date (offline plots)")
-    r.add_argument("--as-of", type=_date, required=True)
-    r.add_argument("--warehouse",
-                   default=os.environ.get("SMESCORE_WAREHOUSE", "out/demo/warehouse.duckdb"))
-    r.add_argument("--registry", default=os.environ.get("SMESCORE_REGISTRY", "out/demo/registry"),
-                   help="model registry (the model card's training baseline)")
-    r.add_argument("--out", default=None,
-                   help="HTML file, local or gs:// (default: <warehouse folder>/reports/"
-                        "run-report-<as-of>.html)")
+
+def _report(r) -> None:
+    flags.add(r, "as_of", type=_date, required=True, help="the published as-of date, YYYY-MM-DD")
+    flags.add(r, "warehouse", default=os.environ.get("SMESCORE_WAREHOUSE",
+                                                     "out/demo/warehouse.duckdb"),
+              help="DuckDB file of the risk tables ($SMESCORE_WAREHOUSE)")
+    flags.add(r, "registry", default=os.environ.get("SMESCORE_REGISTRY", "out/demo/registry"),
+              help="model registry (the model card's training baseline; $SMESCORE_REGISTRY)")
+    flags.add(r, "out", default=None,
+              help="HTML file, local or gs:// (default: <warehouse folder>/reports/"
+                   "run-report-<as-of>.html)")
     _bigquery_flags(r)
-    r.set_defaults(func=cmd_report)
-    b = sub.add_parser("backtest", help="outcome backtest of the scores of a date, once 12 "
-                       "months of loan outcomes are in (performance, backtest_roc)")
-    b.add_argument("--as-of", type=_date, required=True)
-    b.add_argument("--feeds", default=None, help="feeds folder (or --feeds-dataset)")
-    b.add_argument("--warehouse", default=None, help="DuckDB file (or --risk-dataset)")
+
+
+def _backtest(b) -> None:
+    flags.add(b, "as_of", type=_date, required=True, help="the scored as-of date, YYYY-MM-DD")
+    flags.add(b, "feeds", default=None, help="feeds folder (or --feeds-dataset)")
+    flags.add(b, "warehouse", default=None, help="DuckDB file of the risk tables (or --risk-dataset)")
     _bigquery_flags(b, feeds=True)
-    b.add_argument("--registry", default=os.environ.get("SMESCORE_REGISTRY"),
-                   help="also backtest the current and previous champion when they did not "
-                        "score the date")
-    b.add_argument("--n-shards", type=_positive, default=16)
-    b.set_defaults(func=cmd_backtest)
+    flags.add(b, "registry", default=os.environ.get("SMESCORE_REGISTRY"),
+              help="also backtest the current and previous champion when they did not score "
+                   "the date ($SMESCORE_REGISTRY; empty: none)")
+    flags.add(b, "n_shards", type=_positive, default=16,
+              help="firm shards (a controller group never straddles two)")
 
-    v = sub.add_parser("validate", help="walk-forward validation of a model version: "
-                       "validation.json and an HTML report (promote reads the verdict)")
-    v.add_argument("--version", required=True)
-    v.add_argument("--registry", required=True)
-    v.add_argument("--feeds", required=True)
-    v.add_argument("--dates", type=_dates, default=None, metavar="D1,D2,..",
-                   help="as-of dates (default: every month-end after the version's last "
-                        "training snapshot that the feeds cover)")
-    v.add_argument("--out-dir", default=None, help="folder of the HTML report (default: the "
-                   "version folder)")
-    v.add_argument("--config", default=None, help="thresholds JSON (default: packaged "
-                   "smescore/config/validation.json)")
-    v.add_argument("--n-shards", type=_positive, default=16)
-    v.set_defaults(func=cmd_validate)
 
-    def lifecycle_flags(c, warehouse=True):
-        c.add_argument("--registry", default=os.environ.get("SMESCORE_REGISTRY"),
-                       required="SMESCORE_REGISTRY" not in os.environ)
-        c.add_argument("--why", default="", help="the reason, kept in the audit log")
-        c.add_argument("--by", default=None, help="who (default: $USER)")
-        if warehouse:
-            c.add_argument("--warehouse", default=None,
-                           help="DuckDB file: record the versions' latest backtests too")
-            _bigquery_flags(c)
+def _validate(v) -> None:
+    flags.add(v, "version", required=True, help="the model version to validate")
+    flags.add(v, "registry", default=os.environ.get("SMESCORE_REGISTRY"),
+              required="SMESCORE_REGISTRY" not in os.environ,
+              help="model registry folder ($SMESCORE_REGISTRY)")
+    flags.add(v, "feeds", required=True, help="feeds folder (with _ground_truth/ when generated)")
+    flags.add(v, "dates", type=_dates, default=None,
+              help="as-of dates D1,D2,.. (default: every month-end after the version's last "
+                   "training snapshot that the feeds cover)")
+    flags.add(v, "out_dir", default=None,
+              help="folder of the HTML report (default: the version folder)")
+    flags.add(v, "config", default=None,
+              help="thresholds JSON (default: packaged smescore/config/validation.json)")
+    flags.add(v, "n_shards", type=_positive, default=16,
+              help="firm shards (a controller group never straddles two)")
 
-    pr = sub.add_parser("promote", help="make a model version the champion (audited)")
-    pr.add_argument("version")
-    lifecycle_flags(pr)
-    pr.add_argument("--override", default=None, metavar="WHY",
-                    help="promote although the version's validation failed or is missing "
-                         "(the reason and the failed checks go into the audit log)")
-    pr.set_defaults(func=cmd_promote)
+def _lifecycle(c, warehouse=True) -> None:
+    flags.add(c, "registry", default=os.environ.get("SMESCORE_REGISTRY"),
+              required="SMESCORE_REGISTRY" not in os.environ,
+              help="model registry folder ($SMESCORE_REGISTRY)")
+    flags.add(c, "why", default="", help="the reason, kept in the audit log")
+    flags.add(c, "by", default=None, help="who (default: $USER)")
+    if warehouse:
+        flags.add(c, "warehouse", default=None,
+                  help="DuckDB file: record the versions' latest backtests too")
+        _bigquery_flags(c)
 
-    rb = sub.add_parser("rollback", help="make the previous champion the champion again (audited)")
-    lifecycle_flags(rb)
-    rb.set_defaults(func=cmd_rollback)
 
-    ch = sub.add_parser("challenger", help="add, remove or list the challengers (audited)")
-    ch.add_argument("action", choices=("add", "remove", "list"))
-    ch.add_argument("version", nargs="?")
-    lifecycle_flags(ch, warehouse=False)
-    ch.set_defaults(func=cmd_challenger)
+def _promote(pr) -> None:
+    pr.add_argument("version", help="the model version to make champion")
+    _lifecycle(pr)
+    flags.add(pr, "override", default=None,
+              help="promote although the version's validation failed or is missing: the "
+                   "reason (kept in the audit log with the failed checks)")
 
-    q = sub.add_parser("query", help="run SQL on the warehouse (views: latest_scores, "
-                       "grade_distribution, top_risk_drivers, grade_migration, run_history)")
-    q.add_argument("sql")
-    q.add_argument("--warehouse", default=os.environ.get("SMESCORE_WAREHOUSE", "out/demo/warehouse.duckdb"))
-    q.add_argument("--max-rows", type=_positive, default=50)
-    q.set_defaults(func=cmd_query)
+
+def _challenger(ch) -> None:
+    ch.add_argument("action", choices=("add", "remove", "list"), help="what to do")
+    ch.add_argument("version", nargs="?", help="the model version (add, remove)")
+    _lifecycle(ch, warehouse=False)
+
+
+def _query(q) -> None:
+    q.add_argument("sql", help="one SQL statement")
+    flags.add(q, "warehouse", default=os.environ.get("SMESCORE_WAREHOUSE",
+                                                     "out/demo/warehouse.duckdb"),
+              help="DuckDB file of the risk tables ($SMESCORE_WAREHOUSE)")
+    flags.add(q, "max_rows", type=_positive, default=50, help="rows printed at most")
+
+
+# name: (what it does, its own flags, the Beam job whose flags it takes, Beam flags too?, run)
+COMMANDS = {
+    "generate": ("write synthetic feeds with a known ground truth", _generate, None, False,
+                 cmd_generate),
+    "features": ("per-firm feature table as of a date (Beam job)", None, "build_features", True,
+                 cmd_features),
+    "train": ("train, calibrate, export and register a model version", _train, None, True,
+              cmd_train),
+    "score": ("the nightly job: score the portfolio as of a date (Beam)", _score,
+              "score_portfolio", True, cmd_score),
+    "report": ("HTML run report of a published as-of date (offline plots)", _report, None, False,
+               cmd_report),
+    "backtest": ("outcome backtest of the scores of a date, once 12 months of loan outcomes are "
+                 "in (performance, backtest_roc)", _backtest, None, True, cmd_backtest),
+    "validate": ("walk-forward validation of a model version: validation.json and an HTML "
+                 "report (promote reads the verdict)", _validate, None, True, cmd_validate),
+    "promote": ("make a model version the champion (audited)", _promote, None, False,
+                cmd_promote),
+    "rollback": ("make the previous champion the champion again (audited)", _lifecycle, None,
+                 False, cmd_rollback),
+    "challenger": ("add, remove or list the challengers (audited)", _challenger, None, False,
+                   cmd_challenger),
+    "query": ("run SQL on the warehouse (views: latest_scores, grade_distribution, "
+              "top_risk_drivers, grade_migration, run_history)", _query, None, False, cmd_query),
+}
+
+EXIT_CODES = """exit codes:
+  0 ok · 1 internal error (a bug: --debug shows the traceback) · 2 usage (a flag refused)
+  3 bad input (feed, file, config, model card, registry entry) · 4 a gate refused to publish
+  5 a service or location unavailable"""
+
+
+def parser() -> flags.Parser:
+    """`smescore --help`: the commands; each command's own flags: `smescore COMMAND --help`."""
+    commands = "\n".join(f"  {name:<11} {what}" for name, (what, *_) in COMMANDS.items())
+    p = flags.Parser(prog="smescore", description=__doc__.splitlines()[0],
+                     epilog=f"commands (`smescore COMMAND --help` for its flags):\n{commands}\n\n"
+                            f"{flags.ENVIRONMENT}\n\n{EXIT_CODES}")
+    p.add_argument("--version", action="version", version=f"smescore {smescore.__version__}",
+                   help="print the package version and exit")
+    p.add_argument("--debug", action="store_true",
+                   help="tracebacks and every library's logs (also after the command)")
+    p.add_argument("command", choices=list(COMMANDS), metavar="COMMAND",
+                   help="one of the commands below")
     return p
 
 
+def command_parser(name: str) -> flags.Parser:
+    what, own, job, beam, _ = COMMANDS[name]
+    epilog = (f"{flags.BEAM_FLAGS}\n\n" if beam else "") + f"{flags.ENVIRONMENT}\n\n{EXIT_CODES}"
+    if job:
+        from beam_jobs import entry
+        c = entry.parser(job, f"smescore {name}", what)
+        c.epilog = epilog
+    else:
+        c = flags.Parser(prog=f"smescore {name}", description=what, epilog=epilog)
+    if own:
+        own(c)
+    return c
+
+
+def parse(argv) -> tuple[argparse.Namespace, list[str]]:
+    """(the command's arguments, the Beam flags), or UsageError."""
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        raise UsageError(f"{argv[0]}: the command comes first: smescore COMMAND [flags] "
+                         f"(commands: {', '.join(COMMANDS)})")
+    name = next((a for a in argv if not a.startswith("-")), None)
+    if name is None:
+        parser().parse_args(argv)       # --help, --version; else it names what is missing
+        raise UsageError("a command is needed: " + ", ".join(COMMANDS))
+    if name not in COMMANDS:
+        close = difflib.get_close_matches(name, list(COMMANDS), n=1)
+        raise UsageError(f"unknown command {name!r}"
+                         + (f" (did you mean {close[0]}?)" if close else "")
+                         + f"; commands: {', '.join(COMMANDS)}")
+    rest = argv[argv.index(name) + 1:]
+    c = command_parser(name)
+    beam = flags.beam_specs() if COMMANDS[name][3] else None
+    mine, beam_args = flags.split(rest, flags.specs_of(c, dashes=True), beam, where=name)
+    args = c.parse_args(mine)
+    job = COMMANDS[name][2]
+    if job:    # the job's own flags, as given, go to the job (it checks them again)
+        from beam_jobs.options import job_flags
+        names = {flags.canonical(a.option_strings[0]) for a in job_flags(job)}
+        args.job_argv = [t for t in mine if flags.canonical(t.partition("=")[0]) in names]
+    args.func = COMMANDS[name][4]
+    return args, beam_args
+
+
 def main(argv=None) -> int:
-    """Unknown `--flags` after the command's own are passed on to Beam (--runner, ...)."""
-    _tf_environment()
-    args, beam_args = parser().parse_known_args(argv)
-    stray = [a for a in beam_args if not a.startswith("--")]
-    if stray:
-        parser().error(f"unrecognised arguments: {' '.join(stray)}")
-    return args.func(args, beam_args)
+    """`smescore [--debug] COMMAND [flags]`: errors as one line `smescore: ...` with the exit
+    code of their kind (smescore/errors.py); the traceback with --debug."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    runtime.tf_environment()
+    with runtime.logging_for_command(debug):
+        try:
+            args, beam_args = parse(argv)
+            args.debug = debug
+            return args.func(args, beam_args)
+        except Exception as err:  # noqa: BLE001 - one line for the operator; traceback on --debug
+            return runtime.report_error(err, debug)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ FileSystems. On Cloud Storage a folder is a prefix: it does not `exist`, and onl
 '/' deletes everything under it."""
 from __future__ import annotations
 
+import os
 import shutil
 
 from apache_beam.io.filesystems import FileSystems
@@ -23,6 +24,29 @@ def download(path: str, local: str) -> str:
     with FileSystems.open(path) as src, open(local, "wb") as dst:
         shutil.copyfileobj(src, dst, COPY_CHUNK)
     return local
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)       # elsewhere: set and put back (not thread-safe; rare)
+    os.umask(mask)
+    return mask
+
+
+def as_created(path: str) -> str:
+    """Give a file or folder made private by mkstemp / mkdtemp (0600 / 0700) the mode a plain
+    open() or mkdir() would have given it, so outputs are as readable as the umask allows (a
+    colleague in the group can open a report or a model version)."""
+    base = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, base & ~umask())
+    return path
 
 
 def remove_tree(folder: str) -> None:

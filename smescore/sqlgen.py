@@ -158,7 +158,8 @@ def write_files(root: pathlib.Path) -> list[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m smescore.sqlgen", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--check", action="store_true",
                         help="only list stale generated files; exit 1 if there are any")
     args = parser.parse_args(argv)

@@ -6,11 +6,9 @@ real — generator, Beam on DirectRunner, TFT analyze/transform, a trained Saved
 from __future__ import annotations
 
 import datetime as dt
-import os
+from smescore import runtime
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+runtime.tf_environment()
 
 import pytest  # noqa: E402
 

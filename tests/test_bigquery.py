@@ -188,7 +188,7 @@ def test_committed_ddl_applies_on_the_emulator(bq_conn, risk_dataset):
 def test_ensure_schema_creates_the_contract_tables_and_views(bq_conn, risk_dataset, monkeypatch,
                                                            capsys):
     monkeypatch.setenv(bqlib.EMULATOR_ENV, bq_conn.emulator)
-    assert bqlib.main(["--project", PROJECT, "--dataset", risk_dataset]) == 0   # the setup command
+    assert bqlib.main(["--bq-project", PROJECT, "--risk-dataset", risk_dataset]) == 0   # the setup command
     assert capsys.readouterr().out == (f"{PROJECT}.{risk_dataset}: {len(tables.TABLES)} tables, "
                                        f"{len(sqlfiles.read_folder('views'))} views\n")
     BigQueryRiskSink(bq_config(risk_dataset), bq_conn).ensure_schema()    # idempotent
@@ -496,9 +496,11 @@ def test_the_report_command_reads_bigquery(both_engines, monkeypatch, tmp_path, 
                      "--registry="]) == 0
     page = out.read_text(encoding="utf-8")
     assert "run-d2" in page and "run-d1" not in page
-    with pytest.raises(SystemExit, match="not a BigQuery project and dataset"):
-        cli.main(["report", f"--as-of={D2}", f"--bq-project={PROJECT}",
-                  "--risk-dataset=risk; DROP TABLE scores", f"--out={out}"])
+    capsys.readouterr()
+    assert cli.main(["report", f"--as-of={D2}", f"--bq-project={PROJECT}",
+                     "--risk-dataset=risk; DROP TABLE scores", f"--out={out}"]) == 2
+    err = capsys.readouterr().err
+    assert "not a BigQuery project and dataset" in err and len(err.splitlines()) == 1
 
 
 def _frame_rows(frame) -> list[tuple]:
@@ -724,9 +726,9 @@ def test_a_backtest_on_bigquery_writes_what_it_writes_from_files_to_duckdb(
     seen = lifecycle.latest_backtest(bqlib.RiskTables(bq_conn, risk_dataset), version)
     assert seen["auc"] == pytest.approx(local["versions"][version]["auc"])
     # What `smescore promote/rollback --risk-dataset` records in the audit log.
-    args = cli.parser().parse_args(["promote", version, f"--registry={registry}",
-                                    f"--bq-project={PROJECT}", f"--risk-dataset={risk_dataset}",
-                                    f"--bq-location={LOCATION}"])
+    args, _ = cli.parse(["promote", version, f"--registry={registry}",
+                         f"--bq-project={PROJECT}", f"--risk-dataset={risk_dataset}",
+                         f"--bq-location={LOCATION}"])
     evidence = lifecycle.version_metrics(registry, version, cli._risk_tables(args))
     assert evidence["backtest"] == lifecycle.latest_backtest(wh, version)
     assert staging_tables(bq_conn, risk_dataset) == []

@@ -15,7 +15,7 @@ import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 from packaging.requirements import Requirement
 
-from beam_jobs import dataflow, options
+from beam_jobs import dataflow, entry, options
 from beam_jobs.options import SmescoreOptions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -207,6 +207,15 @@ def test_regexes_accept_what_the_job_parses_and_refuse_the_rest(name):
     if action.choices:
         accepted = {c for c in action.choices if _accepts(param, c)}
         assert accepted and accepted <= set(action.choices)
+
+
+def test_every_template_parameter_passes_the_jobs_own_flag_check():
+    """The launcher passes --name=value; the job's main checks its flags before Beam sees them
+    (beam_jobs/entry.py), so each parameter must be one of the job's flags, in Beam's form."""
+    for name, (valid, _) in EXAMPLES.items():
+        for value in valid:
+            argv = entry.job_argv([f"--{name}={value}"], "score_portfolio")
+            assert [a.partition("=")[0] for a in argv] in ([f"--{name}"], []), (name, value)
 
 
 def test_bigquery_name_regexes_are_the_ones_the_job_enforces():

@@ -228,9 +228,9 @@ def test_cli_commands(reg, wh, capsys):
     assert json.loads(capsys.readouterr().out) == {"champion": "v2", "challengers": ["v3"]}
     assert cli.main(["rollback", "--registry", root, "--why", "bad night"]) == 0
     assert json.loads(capsys.readouterr().out)["to_version"] == "v1"
-    assert cli.main(["promote", "nope", "--registry", root]) == 1
-    assert "smescore promote: unknown model version 'nope'" in capsys.readouterr().err
-    assert cli.main(["challenger", "remove", "v2", "--registry", root]) == 1
+    assert cli.main(["promote", "nope", "--registry", root]) == 3          # bad input
+    assert "smescore: promote: unknown model version 'nope'" in capsys.readouterr().err
+    assert cli.main(["challenger", "remove", "v2", "--registry", root]) == 3
     assert "'v2' is not a challenger" in capsys.readouterr().err
     assert [e["action"] for e in audit(reg)] == ["promote", "promote", "challenger_add", "rollback"]
     assert audit(reg)[0]["who"] == "ana"

@@ -2,7 +2,8 @@
 
 Beam counters are only summed at the end on DirectRunner; an operator waiting on a nightly run wants
 to see rows read, firms featurized and scored as they advance. Each worker process keeps its own
-tallies and prints them at most every `every_s` seconds (to stderr, through logging on workers).
+tallies and logs them at INFO at most every `every_s` seconds (smescore/runtime.py shows them; on
+a terminal as one live line).
 """
 from __future__ import annotations
 
@@ -24,4 +25,4 @@ def advance(stage: str, n: int) -> None:
             return
         _last[0] = now
         line = ", ".join(f"{k} {v:,}" for k, v in sorted(_counts.items()))
-    logging.getLogger("smescore.progress").warning("[progress] %s", line)
+    logging.getLogger("smescore.progress").info("[progress] %s", line, extra={"live": True})

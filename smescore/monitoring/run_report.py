@@ -352,6 +352,7 @@ def write_report(warehouse, as_of: dt.date, out: str, registry: str | None = Non
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".report-", suffix=".html")
+    files.as_created(tmp)     # mkstemp's 0600 would keep the report from the risk team
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(page)
     os.replace(tmp, out)
