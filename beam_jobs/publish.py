@@ -214,7 +214,8 @@ class RunContext:
                  f"no drift baseline)")
         paths = {version: model_registry.Registry(cfg.registry).saved_model_path(version)}
         return cls(cfg, scoring, shadow.Roles(version, (), cfg.canary_share), paths,
-                   {"baseline": None}, drift.DriftConfig.load(cfg.drift_config), "dry-run",
+                   {"baseline": None}, drift.Reference(book=None),
+                   drift.DriftConfig.load(cfg.drift_config), "dry-run",
                    dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), progress)
 
     def run_record(self, status: str, message: str, rows_in=(), rejected=0, n_model=0,
