@@ -70,9 +70,9 @@ class Outcome:
         if self.text_zh is None:
             return sentences(feature, value, typical)
         return (self.text_zh.format(value=catalog.render_value(feature, value, "zh"), raw=value)
-                + catalog.typical_clause(feature, typical, "zh"),
+                + catalog.typical_clause(feature, typical, "zh", value),
                 self.text_en.format(value=catalog.render_value(feature, value, "en"), raw=value)
-                + catalog.typical_clause(feature, typical, "en"))
+                + catalog.typical_clause(feature, typical, "en", value))
 
 
 def _outcome(where: str, cfg: Mapping, extra_keys: set[str] = frozenset()) -> Outcome:

@@ -133,9 +133,10 @@ def test_direction_0_and_categories_are_reasons_when_points_are_negative_and_say
         [("inv_avg_ticket_3m", "Average sales invoice: CNY 2,000 in the last 3 months (typical: CNY 5,000)"),
          ("ent_province", "Province of registration: Heilongjiang (most firms: Guangdong)")],
         [("inv_avg_ticket_3m", "Average sales invoice: CNY 9,000 in the last 3 months (typical: CNY 5,000)"),
-         ("ent_province", "Province of registration: Guangdong (most firms: Guangdong)")]]
+         ("ent_province", "Province of registration: Guangdong (most firms: also Guangdong)")]]
     assert got[0][0]["text_zh"] == "近3个月平均单张开票金额为2000元（中位数5000元）"
     assert got[0][1]["text_zh"] == "注册地为黑龙江，多数企业为广东"
+    assert got[1][1]["text_zh"] == "注册地为广东，多数企业亦为广东"
 
 
 def test_a_directional_feature_the_training_sample_never_had_is_never_a_reason():

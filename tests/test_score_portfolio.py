@@ -152,7 +152,7 @@ def test_every_reason_is_worse_than_typical_and_says_both_values_in_chinese_and_
             for lang in ("zh", "en"):
                 text = r[f"text_{lang}"]
                 assert catalog.render_value(f, value, lang) in text, text
-                assert catalog.typical_clause(f, typical.value(f.name), lang) in text, text
+                assert catalog.typical_clause(f, typical.value(f.name), lang, value) in text, text
             n += 1
     assert n > 1000 and directional > 500
     assert risky / directional >= 0.99

@@ -486,11 +486,15 @@ _WORSE = {
 }
 
 
-def typical_clause(feature: Feature, typical, lang: str) -> str:
-    """How a sentence names the typical value: the training median, or the most frequent category."""
+def typical_clause(feature: Feature, typical, lang: str, value=None) -> str:
+    """How a sentence names the typical value: the training median, or the most frequent category
+    ('also' when the firm's category is that one)."""
     t = render_value(feature, typical, lang)
     if feature.is_categorical:
-        return f"，多数企业为{t}" if lang == "zh" else f" (most firms: {t})"
+        also = value is not None and str(value) == str(typical)
+        if lang == "zh":
+            return f"，多数企业{'亦' if also else ''}为{t}"
+        return f" (most firms: {'also ' if also else ''}{t})"
     return f"（中位数{t}）" if lang == "zh" else f" (typical: {t})"
 
 
@@ -507,7 +511,7 @@ def reason_text(feature: Feature, value, typical, worse: bool) -> tuple[str, str
     if is_missing(value):
         return f"{feature.desc_zh}：无数据", f"{feature.desc_en}: no data"
     v_zh, v_en = render_value(feature, value, "zh"), render_value(feature, value, "en")
-    t_zh, t_en = typical_clause(feature, typical, "zh"), typical_clause(feature, typical, "en")
+    t_zh, t_en = (typical_clause(feature, typical, lang, value) for lang in ("zh", "en"))
     period_en = f" {feature.period_en}" if feature.period_en else ""
     if worse:
         lower_en, higher_en, lower_zh, higher_zh = _WORSE[feature.kind]
