@@ -164,9 +164,11 @@ class RunContext:
                 progress(f"[score] {rolled_back}")
         version = cfg.model_version or reg.champion()
         challengers = tuple(v for v in reg.challengers() if v != version)
-        card = reg.model_card(version)
-        for v in (version, *challengers):
-            check_model_features(v, card if v == version else reg.model_card(v))
+        cards = {v: reg.model_card(v) for v in (version, *challengers)}
+        for v, card_v in cards.items():
+            check_model_features(v, card_v)
+        typical = score_rows.typical_firms(cards)      # each version's reasons use its own card
+        card = cards[version]
         roles = shadow.Roles(version, challengers, cfg.canary_share)
         try:
             reference = drift.Reference.from_card(card)
@@ -184,7 +186,7 @@ class RunContext:
             [str(cfg.as_of), version, input_fp or input_fingerprint(cfg.feeds), config_fp]).encode()
         ).hexdigest()[:20]
         scoring = score_rows.Scoring(scorecard.scale, scorecard.master_scale, rules.rules,
-                                     version, run_id)
+                                     version, run_id, typical)
         progress(f"[score] run {run_id}: as of {cfg.as_of}, model {version}, "
                  f"scorecard {scorecard.version}, cold-start rules {rules.version}"
                  + (f"; challengers {', '.join(challengers)} in shadow, canary {roles.canary} on "

@@ -8,12 +8,13 @@ the types of the PCollections these functions make, which gives them the Arrow t
 (transforms/arrow_coder.py) instead of pickling; string annotations would read as Any.
 """
 import dataclasses
+from typing import Mapping
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.reasons import reasons_for
+from models.reasons import TypicalFirm, reasons_for
 from models.rules import ColdStartRules
 from models.scorecard import MasterScale, ScoreScale
 from smescore import tables
@@ -23,13 +24,30 @@ from transforms.validate import record_json
 
 @dataclasses.dataclass(frozen=True)
 class Scoring:
-    """What turns a PD into a published score: scale, master scale, rules, ids of the run."""
+    """What turns a PD into a published score: scale, master scale, rules, ids of the run, and the
+    typical firm of each model version's training sample, which reasons compare the firm with."""
     scale: ScoreScale
     master: MasterScale
     rules: ColdStartRules
     model_version: str
     run_id: str
+    typical_firms: Mapping[str, TypicalFirm]     # version -> its model card's typical firm
     max_reasons: int = 4
+
+    @property
+    def typical(self) -> TypicalFirm:
+        """The typical firm of the version this Scoring publishes as (champion, canary,
+        challenger: each its own card)."""
+        if self.model_version not in self.typical_firms:
+            raise ValueError(f"no typical firm for model {self.model_version}; have "
+                             f"{sorted(self.typical_firms)}")
+        return self.typical_firms[self.model_version]
+
+
+def typical_firms(cards: Mapping[str, Mapping]) -> dict[str, TypicalFirm]:
+    """{version: model card} -> {version: TypicalFirm}; a card without a training distribution
+    is an error naming its version."""
+    return {v: TypicalFirm.from_card(card, v) for v, card in cards.items()}
 
 
 def firm_json(enterprise_id: str) -> str:
@@ -77,7 +95,7 @@ def model_rows(table: pa.Table, s: Scoring, role: str = "champion",
     points = s.scale.points_from_phi(phi)
     base = s.scale.base_points(table.column("expected_logit").to_numpy())
     values = _values(table, catalog.NAMES)
-    reasons = reasons_for(points, values, catalog.NAMES, max_reasons=s.max_reasons)
+    reasons = reasons_for(points, values, catalog.NAMES, s.typical, max_reasons=s.max_reasons)
     grade = s.master.grade(pd_, np.zeros(len(pd_), bool))
     scores = _scores_table(table, s, "model", pd_, s.scale.score_from_logit(logit), grade, base,
                            reasons, role)
@@ -87,25 +105,31 @@ def model_rows(table: pa.Table, s: Scoring, role: str = "champion",
 
 
 def attributions_table(table, s: Scoring, values, phi, points) -> pa.Table:
-    """One row per firm and feature; categorical values have no number and are left null."""
+    """One row per firm and feature: a numeric value in `value`, a category in `value_text`
+    (the other one null, both null when missing)."""
     n, k = phi.shape
     value = np.column_stack([
         np.full(n, np.nan) if catalog.BY_NAME[f].is_categorical else values[f] for f in catalog.NAMES])
+    text = np.column_stack([
+        np.where(values[f] == "", None, values[f]) if catalog.BY_NAME[f].is_categorical
+        else np.full(n, None, object) for f in catalog.NAMES])
     return pa.Table.from_pydict({
         "as_of_date": pc.take(table.column("as_of_date"), np.repeat(np.arange(n), k)),
         "enterprise_id": pc.take(table.column("enterprise_id"), np.repeat(np.arange(n), k)),
         "model_version": pa.array([s.model_version] * (n * k), pa.string()),
         "feature": pa.array(np.tile(np.asarray(catalog.NAMES, dtype=object), n), pa.string()),
         "value": pa.array(value.reshape(-1), pa.float64(), from_pandas=True),
+        "value_text": pa.array(text.reshape(-1), pa.string()),
         "phi": pa.array(phi.reshape(-1)),
         "points": pa.array(points.reshape(-1)),
     }, schema=tables.arrow_schema("attributions"))
 
 
 def rules_rows(table: pa.Table, s: Scoring) -> pa.Table:
-    """Cold-start firms: the transparent rules give PD, points and reasons."""
+    """Cold-start firms: the transparent rules give PD, points and reasons (set beside the
+    champion's typical firm: cold-start firms have no model of their own)."""
     values = _values(table, s.rules.features)
-    pd_, logit, reasons = s.rules.score(values)
+    pd_, logit, reasons = s.rules.score(values, s.typical)
     progress.advance("firms scored[rules]", table.num_rows)
     base = np.full(table.num_rows, s.scale.base_points(s.rules.base_logit))
     grade = s.master.grade(pd_, np.zeros(len(pd_), bool))

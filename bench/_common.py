@@ -171,14 +171,16 @@ def check_model_matches_catalog(reg, version: str) -> None:
             f"gone: {extra}); every RunInference batch would fail. Retrain or omit --registry.")
 
 
-def make_scoring(version: str, run_id: str = "bench"):
-    """The Scoring the nightly job builds (packaged scorecard and cold-start rules)."""
+def make_scoring(reg, version: str, run_id: str = "bench"):
+    """The Scoring the nightly job builds (packaged scorecard and cold-start rules, the version's
+    typical firm from its model card)."""
     from beam_jobs import score_rows
     from models.rules import load_rules_config
     from models.scorecard import load_scorecard_config
     scorecard = load_scorecard_config(None)
     rules = load_rules_config(None, scorecard.scale)
-    return score_rows.Scoring(scorecard.scale, scorecard.master_scale, rules.rules, version, run_id)
+    return score_rows.Scoring(scorecard.scale, scorecard.master_scale, rules.rules, version, run_id,
+                              score_rows.typical_firms({version: reg.model_card(version)}))
 
 
 def model_routed(table):

@@ -176,7 +176,7 @@ def main(argv=None) -> dict:
     features = ensure_features(args.work, feeds, args.as_of)
     from models.registry import Registry
     reg = Registry(registry)
-    scoring = make_scoring(version)
+    scoring = make_scoring(reg, version)
     n_rows = count_model_rows(features)
     batch_rows = nightly_batch_rows(n_rows)
     out_root = os.path.join(args.work, "naive_pipeline")

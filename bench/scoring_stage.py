@@ -192,7 +192,7 @@ def main(argv=None) -> dict:
     features = ensure_features(args.work, feeds, args.as_of)
     from models.registry import Registry
     saved_model = Registry(registry).saved_model_path(version)
-    scoring = make_scoring(version)
+    scoring = make_scoring(Registry(registry), version)
     n_rows = count_model_rows(features)
     sizes = args.batch_rows or [nightly_batch_rows(n_rows)]
     out_root = os.path.join(args.work, "scoring_stage")

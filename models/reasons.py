@@ -1,9 +1,21 @@
 """Reason codes: the features that took the most score points away from a firm, in words.
 
 Input is a points matrix [n_firms, n_features] (`points_i = -factor * phi_i`, see
-models.scorecard): negative points are what pulled a firm's score down. For each firm we keep at
-most `max_reasons` features, most negative first, and state each with the firm's actual value in
-Chinese and English from the catalogue's templates (transforms.catalog.reason_text).
+models.scorecard): negative points are what pulled a firm's score down. A feature may be a reason
+only where the firm is worse than the typical firm of the model's training sample (`TypicalFirm`,
+from the model card's `training_distribution`):
+
+- a directional numeric feature (catalogue risk_direction != 0) only when the firm's value is
+  strictly on the risky side of the training median: a reason that says '0 late filings' or
+  'more invoices than most firms' would contradict itself;
+- a missing value never: it has no value to state (the missing-data signal lives in count features
+  such as pwr_missing_12m / tax_missing_12m);
+- direction-0 numeric and categorical features whenever their points are negative: their sentence
+  states the firm's value and the typical one without claiming more or fewer.
+
+Of those, each firm keeps at most `max_reasons`, most negative first, one per risk family, each
+stated with the firm's value beside the typical one in Chinese and English
+(transforms.catalog.reason_text).
 
 The ranking is one stable argsort over the whole matrix (ties go to the feature listed first, so
 reruns give identical reasons); only the sentence formatting runs per reason. The cold-start rules
@@ -11,11 +23,13 @@ reruns give identical reasons); only the sentence formatting runs per reason. Th
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from smescore.errors import BadInput
 from transforms import catalog
 
 MAX_REASONS = 4
@@ -67,6 +81,71 @@ def plain_value(feature: catalog.Feature, value):
     return None if math.isnan(v) else v
 
 
+@dataclasses.dataclass(frozen=True)
+class TypicalFirm:
+    """The typical firm of a model version's training sample: the median of each numeric feature,
+    the most frequent category of each categorical one (None: the sample never had a value)."""
+    version: str
+    values: Mapping[str, float | str | None]
+
+    @classmethod
+    def from_card(cls, card: Mapping, version: str) -> "TypicalFirm":
+        dist = card.get("training_distribution")
+        if not isinstance(dist, Mapping):
+            raise BadInput(f"model {version}: its model card has no training_distribution (trained "
+                           f"before reasons compared firms with the training sample); retrain it "
+                           f"with `smescore train`")
+        missing = [n for n in catalog.NAMES if n not in dist]
+        if missing:
+            raise BadInput(f"model {version}: its model card's training_distribution lacks "
+                           f"feature(s) {missing}; retrain it with `smescore train`")
+        return cls(version, {f.name: dist[f.name].get("mode" if f.is_categorical else "median")
+                             for f in catalog.FEATURES})
+
+    def value(self, feature: str):
+        if feature not in self.values:
+            raise ValueError(f"model {self.version}: no typical value for feature {feature!r}")
+        return self.values[feature]
+
+
+def on_risky_side(feature: catalog.Feature, values, typical_value) -> np.ndarray:
+    """The side-of-median rule: True where a directional numeric feature's value is strictly on
+    the risky side of the typical (median) value; False for missing values, direction-0 and
+    categorical features, and a feature the training sample never had (typical None)."""
+    if feature.is_categorical or feature.risk_direction == 0 or typical_value is None:
+        return np.zeros(np.shape(values), bool)
+    v = np.asarray(values, np.float64)
+    with np.errstate(invalid="ignore"):                  # NaN compares False: never risky
+        return v > typical_value if feature.risk_direction > 0 else v < typical_value
+
+
+def may_be_reason(values, feature_names: Sequence[str], typical: TypicalFirm,
+                  n_firms: int | None = None) -> np.ndarray:
+    """[n_firms, n_features] bool: where the feature may be a reason (module docstring). `values`
+    as for `reasons_for`."""
+    feats = _features(feature_names)
+    if n_firms is None:
+        n_firms = (len(next(iter(values.values()))) if isinstance(values, Mapping) and values
+                   else np.shape(values)[0])
+    cols = _value_columns(values, feature_names, n_firms)
+    out = np.zeros((n_firms, len(feats)), bool)
+    for j, f in enumerate(feats):
+        if f.is_categorical:
+            out[:, j] = [plain_value(f, x) is not None for x in cols[j]]
+        elif f.risk_direction == 0:
+            out[:, j] = np.isfinite(np.asarray(cols[j], np.float64))
+        else:
+            out[:, j] = on_risky_side(f, cols[j], typical.value(f.name))
+    return out
+
+
+def sentences(feature: catalog.Feature, value, typical_value) -> tuple[str, str]:
+    """(zh, en) of a reason: the firm's value (plain_value) beside the typical one, saying
+    'worse than most firms' exactly where the side-of-median rule holds."""
+    worse = value is not None and bool(on_risky_side(feature, [value], typical_value)[0])
+    return catalog.reason_text(feature, value, typical_value, worse)
+
+
 def reason(code: str, feature: str, points: float, text_zh: str, text_en: str) -> dict:
     """One reason as published in the `reasons` column (points rounded to 2 decimals)."""
     return {"code": code, "feature": feature, "points": round(float(points), 2),
@@ -80,8 +159,8 @@ def _features(feature_names: Sequence[str]) -> list[catalog.Feature]:
     return [catalog.BY_NAME[n] for n in feature_names]
 
 
-def _value_getter(values, feature_names: Sequence[str], n_firms: int):
-    """(firm, column) -> raw value, for a dict of columns or a 2-D array aligned with the names."""
+def _value_columns(values, feature_names: Sequence[str], n_firms: int) -> list[np.ndarray]:
+    """One array [n_firms] per feature, from a dict of columns or a 2-D array aligned with the names."""
     if isinstance(values, Mapping):
         missing = [n for n in feature_names if n not in values]
         if missing:
@@ -90,12 +169,18 @@ def _value_getter(values, feature_names: Sequence[str], n_firms: int):
         wrong = [(n, len(c)) for n, c in zip(feature_names, cols) if c.shape != (n_firms,)]
         if wrong:
             raise ValueError(f"values columns must hold {n_firms} firms; got {wrong}")
-        return lambda i, j: cols[j][i]
+        return cols
     arr = np.asarray(values, dtype=object)
     if arr.shape != (n_firms, len(feature_names)):
         raise ValueError(f"values must have shape {(n_firms, len(feature_names))} "
                          f"(firms, features), got {arr.shape}")
-    return lambda i, j: arr[i, j]
+    return [arr[:, j] for j in range(arr.shape[1])]
+
+
+def _value_getter(values, feature_names: Sequence[str], n_firms: int):
+    """(firm, column) -> raw value."""
+    cols = _value_columns(values, feature_names, n_firms)
+    return lambda i, j: cols[j][i]
 
 
 def best_per_family(points: np.ndarray, feats: Sequence[catalog.Feature]) -> np.ndarray:
@@ -112,28 +197,30 @@ def best_per_family(points: np.ndarray, feats: Sequence[catalog.Feature]) -> np.
     return out
 
 
-def reasons_for(points: np.ndarray, values, feature_names: Sequence[str],
+def reasons_for(points: np.ndarray, values, feature_names: Sequence[str], typical: TypicalFirm,
                 max_reasons: int = MAX_REASONS, min_points: float = MIN_POINTS,
                 one_per_family: bool = True) -> list[list[dict]]:
     """For each firm, up to `max_reasons` dicts {code, feature, points, text_zh, text_en}: the
-    features with negative points (at least `min_points` away), most negative first, at most one
-    per risk family unless `one_per_family` is False.
+    features that may be reasons (`may_be_reason`) with negative points (at least `min_points`
+    away), most negative first, at most one per risk family unless `one_per_family` is False.
 
     values: the firms' raw feature values, a dict name -> array [n_firms] or a 2-D object array
-    [n_firms, n_features] in `feature_names` order. Missing values read as 'no data' / '无数据'."""
+    [n_firms, n_features] in `feature_names` order (NaN / None / '' = missing).
+    typical: the typical firm of the model that produced the points."""
     p = _check_points(points)
     feats = _features(feature_names)
     if p.shape[1] != len(feats):
         raise ValueError(f"points has {p.shape[1]} columns for {len(feats)} feature names")
     get = _value_getter(values, feature_names, p.shape[0])
-    ranked = best_per_family(p, feats) if one_per_family else p
+    eligible = np.where(may_be_reason(values, feature_names, typical, p.shape[0]), p, 0.0)
+    ranked = best_per_family(eligible, feats) if one_per_family else eligible
     columns, keep = rank_reasons(ranked, max_reasons, min_points)
     out = []
     for i in range(p.shape[0]):
         row = []
         for j in columns[i][keep[i]]:
             f = feats[j]
-            zh, en = catalog.reason_text(f, plain_value(f, get(i, j)))
+            zh, en = sentences(f, plain_value(f, get(i, j)), typical.value(f.name))
             row.append(reason(f.code, f.name, p[i, j], zh, en))
         out.append(row)
     return out

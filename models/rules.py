@@ -14,8 +14,10 @@ bin for categories no list names, or its `missing` bin) and each bin carries a l
 exactly as the model path, so scores, grades and reasons read the same whichever path scored the
 firm. Adverse bins (adjustment > 0) carry a stable reason code ('C01'...) and, optionally, zh/en
 sentence templates: `{value}` is the firm's value rendered by the catalogue
-(transforms.catalog.render_value), `{raw}` the raw value for a format spec such as `{raw:.0f}`.
-Without templates the catalogue's own reason sentence is used.
+(transforms.catalog.render_value, categories in Chinese / English), `{raw}` the raw value for a
+format spec such as `{raw:.0f}`. Each sentence ends with the typical value (the champion's
+training median or most frequent category: cold-start firms are set beside the book the model
+learnt from). Without templates the catalogue's own reason sentence is used, which says both.
 
 The rules live in `smescore/config/cold_start_rules.json`; `load_rules_config` returns them frozen
 with the config's `version` and a fingerprint to record with each run.
@@ -30,7 +32,8 @@ from typing import Mapping, Union
 
 import numpy as np
 
-from models.reasons import MAX_REASONS, MIN_POINTS, plain_value, rank_reasons, reason
+from models.reasons import (MAX_REASONS, MIN_POINTS, TypicalFirm, plain_value, rank_reasons, reason,
+                            sentences)
 from models.scorecard import (ConfigError, ScoreScale, check_keys, config_fingerprint, finite_number,
                               read_json_config)
 from transforms import catalog, feeds
@@ -62,12 +65,14 @@ class Outcome:
     def adverse(self) -> bool:
         return self.adjustment > 0.0
 
-    def texts(self, feature: catalog.Feature, value) -> tuple[str, str]:
-        """(zh, en) sentences for a firm's value (None when missing)."""
+    def texts(self, feature: catalog.Feature, value, typical) -> tuple[str, str]:
+        """(zh, en) sentences for a firm's value (None when missing) beside the typical one."""
         if self.text_zh is None:
-            return catalog.reason_text(feature, value)
-        return (self.text_zh.format(value=catalog.render_value(feature, value, "zh"), raw=value),
-                self.text_en.format(value=catalog.render_value(feature, value, "en"), raw=value))
+            return sentences(feature, value, typical)
+        return (self.text_zh.format(value=catalog.render_value(feature, value, "zh"), raw=value)
+                + catalog.typical_clause(feature, typical, "zh", value),
+                self.text_en.format(value=catalog.render_value(feature, value, "en"), raw=value)
+                + catalog.typical_clause(feature, typical, "en", value))
 
 
 def _outcome(where: str, cfg: Mapping, extra_keys: set[str] = frozenset()) -> Outcome:
@@ -91,7 +96,7 @@ def _outcome(where: str, cfg: Mapping, extra_keys: set[str] = frozenset()) -> Ou
 def _check_renders(where: str, outcome: Outcome, feature: catalog.Feature, sample) -> None:
     """Render the templates once at load time, so a bad placeholder fails the config, not a run."""
     try:
-        outcome.texts(feature, sample)
+        outcome.texts(feature, sample, sample)
     except (KeyError, IndexError, ValueError, TypeError, AttributeError) as e:
         raise ConfigError(f"{where}: text template cannot be rendered with value {sample!r} "
                           f"({type(e).__name__}: {e}); use {{value}} or {{raw}}") from e
@@ -297,17 +302,19 @@ class ColdStartRules:
         return np.column_stack([np.asarray([o.adjustment for o in r.outcomes])[idx[:, j]]
                                 for j, r in enumerate(self.rules)]).reshape(idx.shape)
 
-    def score(self, values: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[list[dict]]]:
+    def score(self, values: Mapping[str, np.ndarray],
+              typical: TypicalFirm) -> tuple[np.ndarray, np.ndarray, list[list[dict]]]:
         """(pd [n], logit [n], reasons per firm) from raw registry values (NaN / None / '' =
         missing). Reasons have the model's shape {code, feature, points, text_zh, text_en}: at
-        most `max_reasons`, adverse bins only, most points taken first, ties by rule order."""
+        most `max_reasons`, adverse bins only, most points taken first, ties by rule order; each
+        sentence gives the `typical` firm's value too."""
         idx = self.outcome_indices(values)
         adj = self.adjustments(idx)
         logit = self.base_logit + adj.sum(axis=1)
         points = self.scale.points_from_phi(adj)
-        return _sigmoid(logit), logit, self._reasons(values, idx, points)
+        return _sigmoid(logit), logit, self._reasons(values, idx, points, typical)
 
-    def _reasons(self, values, idx, points) -> list[list[dict]]:
+    def _reasons(self, values, idx, points, typical: TypicalFirm) -> list[list[dict]]:
         columns, keep = rank_reasons(points, self.max_reasons, self.min_points)
         out = []
         for i in range(idx.shape[0]):
@@ -316,7 +323,8 @@ class ColdStartRules:
                 rule = self.rules[j]
                 outcome = rule.outcomes[idx[i, j]]
                 feature = catalog.BY_NAME[rule.feature]
-                zh, en = outcome.texts(feature, plain_value(feature, values[rule.feature][i]))
+                zh, en = outcome.texts(feature, plain_value(feature, values[rule.feature][i]),
+                                       typical.value(rule.feature))
                 row.append(reason(outcome.code, rule.feature, points[i, j], zh, en))
             out.append(row)
         return out

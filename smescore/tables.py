@@ -165,6 +165,8 @@ ATTRIBUTIONS = Table(
         _col("feature", pa.string(), "Business feature (TFT-derived inputs summed back to it)."),
         _col("value", pa.float64(), "The firm's raw feature value; null when missing or "
              "categorical.", required=False),
+        _col("value_text", pa.string(), "The firm's category for a categorical feature; null "
+             "when missing or numeric.", required=False),
         _col("phi", pa.float64(), "Attribution in calibrated log-odds (DeepLIFT/SHAP)."),
         _col("points", pa.float64(), "Score points, -factor * phi."),
     ),

@@ -666,6 +666,14 @@ def test_the_nightly_job_reads_feeds_from_and_publishes_to_bigquery(
     assert n["drift"] > len(catalog.NAMES)             # the score's and every feature's PSI
     assert n["attributions"] == result["firms_scored_model"] * len(catalog.NAMES) > 0
     assert "scores" in loaded_by_driver and "attributions" not in loaded_by_driver   # workers
+    text = bq_conn.rows(f"SELECT feature, COUNT(*) AS n, COUNT(value_text) AS n_text, "
+                        f"COUNT(value) AS n_value FROM {bq_conn.ref(risk_dataset, 'attributions')} "
+                        f"WHERE as_of_date = @d AND feature IN (@f1, @f2) GROUP BY feature",
+                        {"d": AS_OF, "f1": "ent_province", "f2": "hc_last"})
+    by = {r["feature"]: (r["n"], r["n_text"], r["n_value"]) for r in text}
+    n_model = result["firms_scored_model"]
+    assert by["ent_province"] == (n_model, n_model, 0)          # a category is text, not a number
+    assert by["hc_last"][:2] == (n_model, 0)
     assert result["rows_in"] == {f: known_on(portfolio, f, AS_OF).num_rows for f in feeds.FEEDS}
     run = bq_rows(bq_conn, risk_dataset, "runs")[0]
     assert (run["run_id"], run["status"], run["model_version"]) == (

@@ -1,6 +1,9 @@
 """Champion/challenger: a second real model version scores in shadow, the canary share gets its
 score officially, the same firms on every re-run, and the comparison equals scipy's on the rows."""
 import datetime as dt
+import json
+import os
+import shutil
 
 import duckdb
 import numpy as np
@@ -8,7 +11,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from beam_jobs import drift, score_portfolio, shadow
+from beam_jobs import drift, score_portfolio, score_rows, shadow
+from models import registry as model_registry
+from models.rules import load_rules_config
+from models.scorecard import load_scorecard_config
+from smescore.errors import BadInput
+from transforms import catalog
 
 AS_OF = dt.date(2026, 10, 31)
 
@@ -137,3 +145,35 @@ def test_canary_share_is_validated(trained, small_feeds, tmp_path):
     reg, _, _ = trained
     with pytest.raises(ValueError, match="--canary_share must be in"):
         _run(small_feeds, reg, tmp_path / "x.duckdb", "--canary_share=1.5")
+
+
+def test_each_version_states_its_reasons_beside_its_own_training_sample(registry_with_challenger):
+    reg, champion, challenger = registry_with_challenger
+    cards = {v: model_registry.Registry(reg).model_card(v) for v in (champion, challenger)}
+    scorecard = load_scorecard_config(None)
+    scoring = score_rows.Scoring(scorecard.scale, scorecard.master_scale,
+                                 load_rules_config(None, scorecard.scale).rules, champion, "run",
+                                 score_rows.typical_firms(cards))
+    split = shadow.SplitOfficialAndShadow(shadow.Roles(champion, (challenger,), 0.1), scoring)
+    assert scoring.typical.version == champion
+    assert split._as(challenger).typical.version == challenger          # the canary's reasons
+    assert split._as(challenger).typical.values == {
+        f.name: cards[challenger]["training_distribution"][f.name]["mode" if f.is_categorical else "median"]
+        for f in catalog.FEATURES}
+    with pytest.raises(ValueError, match="no typical firm for model v0"):
+        split._as("v0").typical
+
+
+def test_a_challenger_card_without_a_training_distribution_stops_the_run(
+        registry_with_challenger, small_feeds, tmp_path):
+    src, _, challenger = registry_with_challenger
+    reg = str(tmp_path / "registry")
+    shutil.copytree(src, reg)
+    card_path = os.path.join(reg, "versions", challenger, "model_card.json")
+    with open(card_path) as f:
+        card = json.load(f)
+    del card["training_distribution"]
+    with open(card_path, "w") as f:
+        json.dump(card, f)
+    with pytest.raises(BadInput, match=f"model {challenger}: its model card has no training_distribution"):
+        _run(small_feeds, reg, tmp_path / "x.duckdb")

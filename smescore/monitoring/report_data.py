@@ -26,13 +26,15 @@ SOURCES_SQL = """SELECT score_source, COUNT(*) AS n FROM scores WHERE as_of_date
 GROUP BY score_source ORDER BY score_source"""
 DRIFT_SQL = """SELECT feature, segment, metric, value, warn_threshold, threshold, status FROM drift
 WHERE as_of_date = ? AND run_id = ? AND model_version = ? ORDER BY metric, feature, segment"""
+# mean_points summed in whole cents (reason points have 2 decimals): a parallel AVG of floats adds
+# in any order, which changed the last digit, and the same rows must give the same page.
 DRIVERS_SQL = """
 WITH r AS (SELECT s.enterprise_id, u.reason.feature AS feature, u.reason.points AS points
            FROM scores AS s CROSS JOIN UNNEST(s.reasons) AS u(reason) WHERE s.as_of_date = ?)
 SELECT feature, COUNT(DISTINCT enterprise_id) AS n_firms,
        COUNT(DISTINCT enterprise_id) / (SELECT COUNT(*) FROM scores WHERE as_of_date = ?)
            AS share_of_firms,
-       AVG(points) AS mean_points
+       SUM(ROUND(points * 100)) / COUNT(*) / 100 AS mean_points
 FROM r GROUP BY feature ORDER BY n_firms DESC, mean_points, feature LIMIT ?"""
 CHALLENGER_SQL = """SELECT * FROM challenger_comparison WHERE as_of_date = ? AND run_id = ?
 ORDER BY challenger_version, metric, from_grade, to_grade"""

@@ -5,6 +5,7 @@ CREATE TABLE IF NOT EXISTS `attributions` (
   `model_version` STRING NOT NULL OPTIONS(description="Registry version of the model that scored the run (also recorded for rules-scored and in-default firms)."),
   `feature` STRING NOT NULL OPTIONS(description="Business feature (TFT-derived inputs summed back to it)."),
   `value` FLOAT64 OPTIONS(description="The firm's raw feature value; null when missing or categorical."),
+  `value_text` STRING OPTIONS(description="The firm's category for a categorical feature; null when missing or numeric."),
   `phi` FLOAT64 NOT NULL OPTIONS(description="Attribution in calibrated log-odds (DeepLIFT/SHAP)."),
   `points` FLOAT64 NOT NULL OPTIONS(description="Score points, -factor * phi.")
 )
