@@ -211,7 +211,7 @@ class RunContext:
         scorecard = load_scorecard_config(cfg.scorecard_config)
         rules = load_rules_config(cfg.rules_config, scorecard.scale)
         scoring = score_rows.Scoring(scorecard.scale, scorecard.master_scale, rules.rules,
-                                     version, "dry-run")
+                                     version, "dry-run", {})     # the graph is never run
         progress(f"[score] dry run: model {version} from {cfg.registry} (not read: no challengers, "
                  f"no drift baseline)")
         paths = {version: model_registry.Registry(cfg.registry).saved_model_path(version)}

@@ -65,14 +65,15 @@ class ScoredDate:
 class BookScorer:
     """One version's SavedModel, loaded once, and the nightly's scoring of a date's feature table."""
 
-    def __init__(self, saved_model_path: str, version: str, min_history_months: int):
+    def __init__(self, saved_model_path: str, version: str, min_history_months: int, card: dict):
         import tensorflow as tf
         self.model = tf.saved_model.load(saved_model_path)
         self.min_history = min_history_months
         scorecard = load_scorecard_config(None)
         rules = load_rules_config(None, scorecard.scale)
         self.scoring = score_rows.Scoring(scorecard.scale, scorecard.master_scale, rules.rules,
-                                          version, f"validate-{version}")
+                                          version, f"validate-{version}",
+                                          score_rows.typical_firms({version: card}))
 
     def route(self, table: pa.Table) -> dict[str, pa.Table]:
         """The nightly job's routing, applied to one table."""

@@ -473,7 +473,7 @@ def validate(registry: str, version: str, feeds: str, dates=None, out_dir: Optio
     progress(f"[validate] features: {table.num_rows:,} firm-dates, {n_rejected:,} feed records "
              f"rejected ({timings['features_s']:.1f}s)")
     book = walk_forward.BookScorer(reg.saved_model_path(version), version,
-                                   int(card.get("min_history_months") or 6))
+                                   int(card.get("min_history_months") or 6), card)
     truth = read_truth(feeds, dates)
     ranges = numeric_ranges(card)
     grades = list(book.scoring.master.grades)
