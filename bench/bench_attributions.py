@@ -80,7 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     reference = shap.DeepExplainer(calibrated(model, PLATT_A, PLATT_B), background)
     reference.shap_values(rows[:2])
     shap_rate, shap_phi = rows_per_second(lambda r: reference.shap_values(r)[..., 0], rows, repeats=3)
-    print(f"net {args.inputs}-64-32-16-1, background {args.background}")
+    widths = "-".join(str(units) for _, _, units in
+                      ((k, b, k.shape[1]) for k, b, _ in dense_stack(model)))
+    print(f"net {args.inputs}-{widths} (monotone 64-32-16, deployed plain), "
+          f"background {args.background}")
     print(f"shap.DeepExplainer      {args.rows:>6} rows: {shap_rate:10.0f} rows/s")
 
     jit_settings = {"off": [False], "on": [True], "both": [False, True]}[args.jit]

@@ -86,7 +86,7 @@ class RiskParams:
     event_tail_months: int = 12                # registry events count fully for 12 months, then
     event_tail_weight: float = 0.4             # at this weight for 12 more (reg_*_36m)
     min_history_for_drop: int = 6              # a drop needs months of history to be visible
-    truth_paths: int = 24                      # continuations behind each true 12-month PD
+    truth_paths: int = 64                      # continuations behind each true 12-month PD
 
     def beta_of(self, name):
         return dict(self.beta)[name]
