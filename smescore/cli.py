@@ -12,6 +12,8 @@ import os
 import re
 import sys
 
+from smescore.errors import SmescoreError
+
 
 def _tf_environment() -> None:
     # Legacy (tf_keras) SavedModels; deterministic CPU kernels; quiet logs.
@@ -89,6 +91,11 @@ def cmd_score(args, beam_args) -> int:
             *([f"--drift_config={args.drift_config}"] if args.drift_config else []),
             *([f"--pushgateway={args.pushgateway}"] if args.pushgateway else []),
             *([f"--report_dir={args.report_dir}"] if args.report_dir else []),
+            *([f"--gates_config={args.gates_config}"] if args.gates_config else []),
+            *[f"--override_gate={g}" for g in args.override_gate or ()],
+            *([f"--override_reason={args.override_reason}"] if args.override_reason else []),
+            f"--lock_timeout={args.lock_timeout}",
+            *(["--create_warehouse"] if args.create_warehouse else []),
             *beam_args]
     result = score_portfolio.run(argv, save_main_session=False, progress=_progress)
     print(json.dumps(result, indent=2, default=str))
@@ -283,6 +290,17 @@ def parser() -> argparse.ArgumentParser:
                    help="push the run's metrics to this Prometheus Pushgateway (default: off)")
     s.add_argument("--report-dir", default="",
                    help="write the HTML run report into this folder (default: off)")
+    s.add_argument("--gates-config", default=None,
+                   help="publication gates JSON (default: packaged smescore/config/gates.json)")
+    s.add_argument("--override-gate", action="append", default=None, metavar="GATE",
+                   help="publish although this gate is breached, this run only (repeatable; "
+                        "needs --override-reason; recorded in runs)")
+    s.add_argument("--override-reason", default=None,
+                   help="why the overridden gate may be breached tonight (recorded in runs)")
+    s.add_argument("--lock-timeout", type=float, default=60.0,
+                   help="seconds to wait while another writer holds the warehouse (default: 60)")
+    s.add_argument("--create-warehouse", action="store_true",
+                   help="create the --warehouse folder if missing (default: refuse)")
     s.set_defaults(func=cmd_score)
 
     r = sub.add_parser("report", help="HTML run report of a published as-of date (offline plots)")
@@ -349,7 +367,11 @@ def main(argv=None) -> int:
     stray = [a for a in beam_args if not a.startswith("--")]
     if stray:
         parser().error(f"unrecognised arguments: {' '.join(stray)}")
-    return args.func(args, beam_args)
+    try:
+        return args.func(args, beam_args)
+    except SmescoreError as err:      # one line and the documented exit code (README)
+        print(f"smescore: {err}", file=sys.stderr)
+        return err.exit_code
 
 
 if __name__ == "__main__":

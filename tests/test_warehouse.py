@@ -150,9 +150,9 @@ def test_contract_has_the_issue_tables_and_columns_in_order():
                         "calibration_status", "backtested_at"],
         "backtest_roc": ["as_of_date", "model_version", "false_positive_rate",
                          "true_positive_rate", "pd_cut"],
-        "runs": ["run_id", "as_of_date", "model_version", "started_at", "finished_at", "status",
-                 "rows_in", "rows_rejected", "firms_scored_model", "firms_scored_rules", "message",
-                 "config_fingerprint"],
+        "runs": ["attempt_id", "run_id", "as_of_date", "model_version", "started_at",
+                 "finished_at", "status", "rows_in", "rows_rejected", "firms_scored_model",
+                 "firms_scored_rules", "message", "config_fingerprint", "serving", "gates"],
         "rejected_records": ["run_id", "as_of_date", "feed", "record_json", "reason"],
         "firm_segments": ["as_of_date", "enterprise_id", "industry", "region", "run_id"],
     }
@@ -161,7 +161,7 @@ def test_contract_has_the_issue_tables_and_columns_in_order():
         assert t.partition_by == ("as_of_date" if t.name != "runs" else None)
         assert set(t.cluster_by) <= set(t.names) and 1 <= len(t.cluster_by) <= 4   # BigQuery: <= 4
         assert all(c.description and "\n" not in c.description for c in t.columns)
-    assert tables.table("runs").replaced_by == "run_id"
+    assert tables.table("runs").replaced_by == "attempt_id"
     assert [f.name for f in tables.table("scores").column("reasons").fields] == [
         "code", "feature", "points", "text_zh", "text_en"]
 
