@@ -27,7 +27,7 @@ from smescore import tables
 from smescore.errors import BadInput, GateBreached
 from transforms import feeds as feed_contract
 
-GATES = ("feed_freshness", "as_of_coverage", "row_count_band", "rejected_share", "score_psi",
+GATES = ("as_of_coverage", "feed_freshness", "row_count_band", "rejected_share", "score_psi",
          "out_of_range")
 OUT_OF_RANGE = "out_of_range"      # the drift metric (share of values beyond the training range)
 SCORING = "scoring"                # the rejected-records feed of firms the model could not score

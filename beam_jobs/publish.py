@@ -68,6 +68,10 @@ def record_unstarted(cfg, err: BaseException, started_at: dt.datetime, progress=
               "firms_scored_model": 0, "firms_scored_rules": 0,
               "message": f"{type(err).__name__}: {err}"[:2000], "config_fingerprint": "",
               "gates": []}
+    if cfg.sink == "duckdb" and not os.path.isdir(os.path.dirname(os.path.abspath(cfg.warehouse))):
+        progress(f"[score] failed attempt not recorded: no warehouse folder for {cfg.warehouse}")
+        record["attempt_id"] = f"{run_id}-?"        # never create a warehouse the operator refused
+        return record
     try:
         sink = risk_sink(cfg)
         sink.ensure_schema()
@@ -188,6 +192,7 @@ class RunContext:
     attempt_id: str = ""
     gates: list = dataclasses.field(default_factory=list)   # gate results (runs.gates)
     rows_in: list = dataclasses.field(default_factory=list)
+    gates_config: gates.GatesConfig | None = None
 
     @classmethod
     def start(cls, cfg, progress=print, input_fp: str | None = None,
@@ -206,6 +211,7 @@ class RunContext:
             check_model_features(v, card if v == version else reg.model_card(v))
         roles = shadow.Roles(version, challengers, cfg.canary_share)
         drift_config = drift.DriftConfig.load(cfg.drift_config)
+        gates_config = gates.GatesConfig.load(cfg.gates_config)    # refused before any work
         scorecard = load_scorecard_config(cfg.scorecard_config)
         rules = load_rules_config(cfg.rules_config, scorecard.scale)
         config_fp = hashlib.sha256(json.dumps({
@@ -225,7 +231,8 @@ class RunContext:
         paths = {v: reg.saved_model_path(v) for v in (version, *challengers)}
         attempt_id = "dry-run" if dry_run else next_attempt_id(risk_reader(cfg), run_id)
         return cls(cfg, scoring, roles, paths, card, drift_config, config_fp,
-                   started_at or _now(), progress, rolled_back or "", attempt_id)
+                   started_at or _now(), progress, rolled_back or "", attempt_id,
+                   gates_config=gates_config)
 
     def run_record(self, status: str, message: str, rows_in=(), rejected=0, n_model=0,
                    n_rules=0) -> dict:
@@ -293,7 +300,7 @@ class RunContext:
         """Evaluate every gate into self.gates (recorded whatever happens); GateBreached if one
         is breached and not overridden."""
         cfg = self.cfg
-        config = gates.GatesConfig.load(cfg.gates_config)
+        config = self.gates_config or gates.GatesConfig.load(cfg.gates_config)
         by_feed = {r["values"]: r["counts"]
                    for r in rejected.column("feed").value_counts().to_pylist()}
         results = gates.evaluate(config, cfg.as_of, cfg.max_rejected_share, coverage, by_feed,

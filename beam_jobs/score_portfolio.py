@@ -11,6 +11,7 @@ failure) beam_jobs/monitor.py pushes the run's metrics and writes the HTML run r
 from __future__ import annotations
 
 import logging
+import json
 import os
 import sys
 
@@ -22,7 +23,7 @@ from beam_jobs import (dataflow, drift, gates, monitor, preflight, publish, risk
                        score_rows, shadow, sinks)
 from beam_jobs.inference import ChampionChallengersHandler
 from beam_jobs.options import ScoreConfig
-from smescore.errors import BadInput
+from smescore.errors import BadInput, SmescoreError
 from beam_jobs.sources import feed_source
 from smescore import tables
 from transforms import feeds as feed_contract
@@ -135,10 +136,14 @@ def start(options, cfg, progress=print, started_at=None):
         return source, publish.RunContext.start(cfg, progress, "dry-run", dry_run=True)
     try:
         source.check()
-    except FileNotFoundError as err:
-        raise BadInput(str(err)) from None
-    return source, publish.RunContext.start(cfg, progress, source.fingerprint(),
-                                            started_at=started_at)
+        return source, publish.RunContext.start(cfg, progress, source.fingerprint(),
+                                                started_at=started_at)
+    except SmescoreError:
+        raise
+    except (FileNotFoundError, json.JSONDecodeError) as err:   # a feed or registry entry
+        raise BadInput(f"cannot start the run of {cfg.as_of} (feeds {cfg.feeds}, registry "
+                       f"{cfg.registry}): {type(err).__name__}: {str(err).splitlines()[0]}") \
+            from None
 
 
 def prepare(argv=None, save_main_session=True, progress=print):
