@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs import drift, gates, score_rows, shadow, sinks
 from models import lifecycle
@@ -177,6 +178,19 @@ def check_model_features(version: str, card: dict) -> None:
                         f"retrain with `smescore train` or score with a matching version")
 
 
+SAVED_MODEL_FILES = ("saved_model.pb", "variables/variables.index")
+
+
+def check_saved_model(version: str, path: str) -> None:
+    """Refuse a version whose SavedModel lacks its graph or weights before the pipeline starts
+    (each worker would otherwise fail to load it, deep inside RunInference)."""
+    missing = [f for f in SAVED_MODEL_FILES if not FileSystems.exists(f"{path}/{f}")]
+    if missing:
+        raise BadInput(f"model {version}: the SavedModel at {path} has no {', '.join(missing)}; "
+                       f"restore or re-register the version, or score with another "
+                       f"--model_version")
+
+
 @dataclasses.dataclass
 class RunContext:
     cfg: object
@@ -229,6 +243,8 @@ class RunContext:
                  + (f"; challengers {', '.join(challengers)} in shadow, canary {roles.canary} on "
                     f"{cfg.canary_share:.0%} of firms" if challengers else ""))
         paths = {v: reg.saved_model_path(v) for v in (version, *challengers)}
+        for v, path in paths.items() if not dry_run else ():   # a dry run stays offline
+            check_saved_model(v, path)
         attempt_id = "dry-run" if dry_run else next_attempt_id(risk_reader(cfg), run_id)
         return cls(cfg, scoring, roles, paths, card, drift_config, config_fp,
                    started_at or _now(), progress, rolled_back or "", attempt_id,

@@ -3,10 +3,12 @@ grades, SHAP points and reasons -> risk tables; challengers in shadow (and the c
 against the champion's training baseline.
 
 `python -m beam_jobs.score_portfolio --feeds DIR --as_of D --registry DIR --warehouse FILE.duckdb
-[--pushgateway HOST:PORT] [--report_dir DIR] [Beam flags]` (also `smescore score`). The pipeline
-stages its outputs as Parquet; the driver then publishes them into the warehouse in one transaction,
-after checking the rejected share, so a bad night never replaces a good partition. Then (or after a
-failure) beam_jobs/monitor.py pushes the run's metrics and writes the HTML run report.
+[--pushgateway HOST:PORT] [--report_dir DIR] [Beam flags]` (also `smescore score`). The warehouse
+is checked and locked first (beam_jobs/preflight.py). The pipeline stages its outputs as Parquet;
+the driver then publishes them into the warehouse in one transaction, after the publication gates
+(beam_jobs/gates.py), so a bad night never replaces a good partition. Every attempt records its own
+`runs` row; then (or after a failure) beam_jobs/monitor.py pushes the attempt's metrics and writes
+the HTML run report.
 """
 from __future__ import annotations
 

@@ -393,7 +393,7 @@ def test_half_the_tax_filings_invalid_breach_their_own_rejected_share(night):
     code, message, _ = night.attempt()
     assert code == 4 and one_line(message)
     assert message.startswith("gate rejected_share breached for tax_filings: ")
-    assert "(52.00%, limit 5.00%)" in message
+    assert "15,063 of 28,959 tax_filings records rejected (52.01%, limit 5.00%)" in message
     night.assert_untouched()
     row = assert_failed_attempt(night, 4, "rejected_share", "tax_filings")
     pooled = row["rows_rejected"] / sum(r["rows"] for r in row["rows_in"])
@@ -412,27 +412,34 @@ def test_half_the_loans_missing_breach_the_row_band_of_the_published_night(night
     assert_failed_attempt(night, 4, "row_count_band", "loans")
 
 
-def test_score_psi_at_alert_blocks_publication(night, tmp_path):
+# The model's drift baseline is the book on its training date (END_DATE): a month earlier the
+# score's PSI is small but not 0, and an alert threshold under it makes the gate fire.
+EARLIER = dt.date(2026, 9, 30)
+
+
+def _sensitive_drift(tmp_path):
     config = tmp_path / "drift.json"
-    config.write_text(json.dumps({"psi": {"warn": 0.0, "alert": 1e-9},
+    config.write_text(json.dumps({"psi": {"warn": 0.0, "alert": 1e-6},
                                   "missing_rate_change": {"warn": 0.05, "alert": 0.10},
                                   "attribution_drift": {"warn": 0.25, "alert": 0.50}}))
-    code, message, _ = night.attempt(f"--drift_config={config}")
+    return config
+
+
+def test_score_psi_at_alert_blocks_publication(night, tmp_path):
+    code, message, _ = night.attempt(f"--drift_config={_sensitive_drift(tmp_path)}",
+                                     f"--as_of={EARLIER}")
     assert code == 4 and one_line(message)
     assert message.startswith("gate score_psi breached for score: score PSI ")
-    assert "(alert at 1e-09)" in message
+    assert "(alert at 1e-06)" in message
     night.assert_untouched()
-    assert_failed_attempt(night, 4, "score_psi", "score")
+    row = assert_failed_attempt(night, 4, "score_psi", "score")
+    assert gate_of(row, "score_psi", "score")["value"] > 1e-6
 
 
 def test_an_overridden_gate_publishes_and_records_the_override_and_its_reason(night, tmp_path):
-    config = tmp_path / "drift.json"
-    config.write_text(json.dumps({"psi": {"warn": 0.0, "alert": 1e-9},
-                                  "missing_rate_change": {"warn": 0.05, "alert": 0.10},
-                                  "attribution_drift": {"warn": 0.25, "alert": 0.50}}))
     reason = "drift reviewed by the model risk desk, ticket MR-1234"
-    code, message, result = night.attempt(f"--drift_config={config}",
-                                          "--override_gate=score_psi",
+    code, message, result = night.attempt(f"--drift_config={_sensitive_drift(tmp_path)}",
+                                          f"--as_of={EARLIER}", "--override_gate=score_psi",
                                           f"--override_reason={reason}")
     assert code == 0, message
     new = night.new_attempts()
@@ -440,10 +447,11 @@ def test_an_overridden_gate_publishes_and_records_the_override_and_its_reason(ni
     g = gate_of(new[0], "score_psi", "score")
     assert g["status"] == "overridden" and g["note"].endswith(f"overridden: {reason}")
     assert f"gates overridden: score_psi ({reason})" in new[0]["message"]
-    # exactly one serving attempt for the date; the earlier one's row otherwise unchanged
-    assert serving(night.warehouse) == [new[0]["attempt_id"]]
+    # one serving attempt per date: the new one for its date, the baseline's still for its own
+    assert serving(night.warehouse, EARLIER) == [new[0]["attempt_id"]]
+    assert serving(night.warehouse) == [night.runs_before[0]["attempt_id"]]
     old = {r["attempt_id"]: r for r in runs(night.warehouse)}[night.runs_before[0]["attempt_id"]]
-    assert old == {**night.runs_before[0], "serving": False}
+    assert old == night.runs_before[0]
     key = (("gate", "score_psi"), ("model_version", night.version), ("subject", "score"))
     m = night.scraped()
     assert m["smescore_gate_overridden"][key] == 1 and m["smescore_gate_breached"][key] == 1
@@ -481,18 +489,34 @@ def test_an_implausible_invoice_is_rejected_not_scored(night):
 
 
 def test_a_failed_rerun_of_the_published_run_gets_its_own_attempt(night, tmp_path):
-    """The champion's variables deleted: the same run id as the published run (same inputs,
-    version and config), but attempt 2 is recorded failed and attempt 1 still serves."""
-    registry = tmp_path / "registry"
-    shutil.copytree(night.registry, registry)
-    shutil.rmtree(registry / "versions" / night.version / "saved_model" / "variables")
-    code, message, _ = night.attempt(registry=registry)
+    """The same inputs, version and scoring config as the published run, so the same run id
+    (the gates are not part of it); a stricter gate fails it: attempt 2 is recorded failed and
+    attempt 1's row is untouched and still serves."""
+    config = tmp_path / "gates.json"
+    config.write_text(json.dumps({"feed_freshness": {"max_lag_days": {"utility_bills": 10}}}))
+    code, message, _ = night.attempt(f"--gates_config={config}")
     assert code == 4 and one_line(message)
-    assert message.startswith("gate rejected_share breached for scoring: ")
+    assert message.startswith("gate feed_freshness breached for utility_bills: latest "
+                              "utility_bills record 2026-10-06 is 25 days before the as-of date "
+                              "2026-10-31 (limit 10)")
     night.assert_untouched()
-    row = assert_failed_attempt(night, 4, "rejected_share", "scoring")
+    row = assert_failed_attempt(night, 4, "feed_freshness", "utility_bills")
     assert row["run_id"] == night.result["run_id"]
     assert row["attempt_id"] == f"{night.result['run_id']}-2"
+
+
+def test_a_champion_without_its_variables_is_refused_before_the_pipeline(night, tmp_path):
+    registry = tmp_path / "registry"
+    shutil.copytree(night.registry, registry)
+    variables = registry / "versions" / night.version / "saved_model" / "variables"
+    shutil.rmtree(variables)
+    t0 = time.monotonic()
+    code, message, _ = night.attempt(registry=registry)
+    assert time.monotonic() - t0 < 60
+    assert code == 3 and one_line(message)
+    assert f"model {night.version}: the SavedModel at" in message and "variables" in message
+    night.assert_untouched()
+    assert_failed_attempt(night, 3)
 
 
 # ----------------------------------------------------------------------------- gates, unit
