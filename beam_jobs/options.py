@@ -93,9 +93,9 @@ class SmescoreOptions(PipelineOptions):
         parser.add_argument("--gates_config", default=None,
                             help="Publication gates JSON (default: packaged "
                                  "smescore/config/gates.json)")
-        parser.add_argument("--override_gate", action="append", default=None, choices=GATES,
+        parser.add_argument("--override_gate", default=None, choices=GATES,
                             help="Publish although this gate is breached, for this run only "
-                                 "(repeatable; needs --override_reason; recorded in runs)")
+                                 "(needs --override_reason; recorded in runs)")
         parser.add_argument("--override_reason", default=None,
                             help="Why the gate(s) of --override_gate may be breached tonight "
                                  "(recorded in the attempt's runs row)")
@@ -259,7 +259,7 @@ class ScoreConfig:
             raise ValueError(f"--canary_share must be in [0, 1], got {o.canary_share}")
         if not 0 <= o.max_auc_drop <= 1:
             raise ValueError(f"--max_auc_drop must be in [0, 1], got {o.max_auc_drop}")
-        overrides = tuple(sorted(set(o.override_gate or ())))
+        overrides = (o.override_gate,) if o.override_gate else ()
         reason = (o.override_reason or "").strip()
         if overrides and not reason:
             raise ValueError("--override_gate needs --override_reason (it is recorded in runs)")

@@ -92,7 +92,7 @@ def cmd_score(args, beam_args) -> int:
             *([f"--pushgateway={args.pushgateway}"] if args.pushgateway else []),
             *([f"--report_dir={args.report_dir}"] if args.report_dir else []),
             *([f"--gates_config={args.gates_config}"] if args.gates_config else []),
-            *[f"--override_gate={g}" for g in args.override_gate or ()],
+            *([f"--override_gate={args.override_gate}"] if args.override_gate else []),
             *([f"--override_reason={args.override_reason}"] if args.override_reason else []),
             f"--lock_timeout={args.lock_timeout}",
             *(["--create_warehouse"] if args.create_warehouse else []),
@@ -292,9 +292,9 @@ def parser() -> argparse.ArgumentParser:
                    help="write the HTML run report into this folder (default: off)")
     s.add_argument("--gates-config", default=None,
                    help="publication gates JSON (default: packaged smescore/config/gates.json)")
-    s.add_argument("--override-gate", action="append", default=None, metavar="GATE",
-                   help="publish although this gate is breached, this run only (repeatable; "
-                        "needs --override-reason; recorded in runs)")
+    s.add_argument("--override-gate", default=None, metavar="GATE",
+                   help="publish although this gate is breached, this run only (needs "
+                        "--override-reason; recorded in runs)")
     s.add_argument("--override-reason", default=None,
                    help="why the overridden gate may be breached tonight (recorded in runs)")
     s.add_argument("--lock-timeout", type=float, default=60.0,

@@ -379,7 +379,8 @@ class Warehouse:
         return {name: rows.num_rows for name, rows in conformed.items()}
 
     def record_failed_run(self, run_record: Mapping[str, Any]) -> None:
-        """Record a failed run (replacing an earlier record of the same run_id); no data touched."""
+        """Record a failed attempt (replacing an earlier record of the same attempt_id), never
+        serving; no data and no other attempt's row touched."""
         run = run_record_table(run_record)
         if run_record["status"] != "failed":
             raise ValueError(f"run record: record_failed_run takes status 'failed', got "

@@ -271,6 +271,10 @@ def test_publish_replaces_a_date_atomically_and_rerunning_leaves_no_duplicates(
         **{n: 0 for n in tables.TABLES}, "scores": 2, "portfolio_summary": 1, "drift": 3,
         "rejected_records": 1, "firm_segments": 2, "runs": 2}        # runs are kept per run_id
     assert counts(bq_conn, risk_dataset, {"as_of_date": D2})["scores"] == 4
+    runs = bq_conn.rows(f"SELECT attempt_id, serving FROM {bq_conn.ref(risk_dataset, 'runs')} "
+                        f"ORDER BY attempt_id")
+    assert [(r["attempt_id"], r["serving"]) for r in runs] == [
+        ("run-d1-1", False), ("run-d1b-1", True), ("run-d2-1", True)]   # one serving per date
     got = bq_conn.rows(f"SELECT enterprise_id, run_id, reasons FROM "
                        f"{bq_conn.ref(risk_dataset, 'scores')} WHERE as_of_date = @d "
                        f"ORDER BY enterprise_id", {"d": D1})

@@ -42,13 +42,20 @@ def _argv(feeds, registry, warehouse, *extra) -> list[str]:
 
 
 def attempt(feeds, registry, warehouse, *extra) -> tuple[int, str, dict | None]:
-    """(exit code, message, result) of one attempt, as main() reports it."""
+    """(exit code, message, result) of one attempt, as main() reports it. With
+    SMESCORE_FAULT_LOG=FILE each attempt's test, code and message are appended to FILE (JSON
+    lines: the table of faults in the issue's closing note)."""
     try:
         result = score_portfolio.run(_argv(feeds, registry, warehouse, *extra),
                                      save_main_session=False, progress=lambda m: None)
+        code, message = 0, ""
     except SmescoreError as err:
-        return err.exit_code, str(err), None
-    return 0, "", result
+        result, code, message = None, err.exit_code, str(err)
+    if os.environ.get("SMESCORE_FAULT_LOG"):
+        with open(os.environ["SMESCORE_FAULT_LOG"], "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST", ""),
+                                 "exit": code, "message": message}) + "\n")
+    return code, message, result
 
 
 def published(warehouse) -> dict[str, str]:

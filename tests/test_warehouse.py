@@ -283,8 +283,13 @@ def test_republishing_a_date_with_fewer_rows_leaves_no_stale_rows(wh):
         ("E1", "run-d1b"), ("E2", "run-d1b")]
     assert rows_of(wh, "SELECT run_id, COUNT(*) FROM rejected_records GROUP BY 1") == [
         ("run-d1b", 2)]
-    # runs is keyed by run_id: both runs of the date stay on record
-    assert rows_of(wh, "SELECT run_id FROM runs ORDER BY 1") == [("run-d1",), ("run-d1b",)]
+    # runs is keyed by attempt: both runs of the date stay on record, the last published serves
+    assert rows_of(wh, "SELECT attempt_id, run_id, serving FROM runs ORDER BY 1") == [
+        ("run-d1-1", "run-d1", False), ("run-d1b-1", "run-d1b", True)]
+    # publishing the first run again (its own attempt 2) makes it the one serving
+    wh.publish(D1, d1_tables(), {**run_record(D1, "run-d1"), "attempt_id": "run-d1-2"})
+    assert rows_of(wh, "SELECT attempt_id, serving FROM runs ORDER BY 1") == [
+        ("run-d1-1", False), ("run-d1-2", True), ("run-d1b-1", False)]
 
 
 def test_a_failure_mid_publish_leaves_every_table_as_it_was(wh, monkeypatch):
@@ -518,12 +523,17 @@ def test_a_failed_run_is_recorded_and_no_data_is_touched(wh):
     failed = {**run_record(D1, "run-d1x", status="failed", message="RunFailed: too many rejects",
                            started_hour=3), "rows_in": [], "firms_scored_model": 0}
     wh.record_failed_run(failed)
-    wh.record_failed_run(failed)                       # idempotent: keyed by run_id
+    wh.record_failed_run(failed)                       # idempotent: keyed by attempt_id
+    # an attempt of the published run itself that failed: its own row, the published one intact
+    wh.record_failed_run({**failed, "run_id": "run-d1", "attempt_id": "run-d1-2"})
     after = dump(wh)
     assert {n: after[n] for n in PARTITIONED} == {n: before[n] for n in PARTITIONED}
-    assert rows_of(wh, "SELECT run_id, status, message, len(rows_in) FROM run_history") == [
-        ("run-d1x", "failed", "RunFailed: too many rejects", 0),
-        ("run-d1", "succeeded", "", 2)]
+    assert rows_of(wh, "SELECT attempt_id, status, serving, message, len(rows_in) "
+                       "FROM run_history") == [
+        ("run-d1-2", "failed", False, "RunFailed: too many rejects", 0),
+        ("run-d1x-1", "failed", False, "RunFailed: too many rejects", 0),
+        ("run-d1-1", "succeeded", True, "", 2)]
+    assert rows_of(wh, "SELECT DISTINCT as_of_date FROM latest_scores") == [(D1,)]
     with pytest.raises(ValueError, match="takes status 'failed'"):
         wh.record_failed_run(run_record(D1, "run-d1y"))
 
