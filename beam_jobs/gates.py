@@ -285,7 +285,7 @@ def enforce(results: Sequence[dict], as_of: dt.date) -> None:
     raise GateBreached(
         f"gate {first['gate']} breached for {first['subject']}: {first['note']}"
         + (f"; also breached: {', '.join(more)}" if more else "")
-        + f"; nothing published, the published data of {as_of} is untouched; fix the input or "
+        + f"; nothing published for {as_of}, the risk tables are untouched; fix the input or "
           f"rerun with --override_gate {first['gate']} --override_reason '<why>'")
 
 
