@@ -707,13 +707,21 @@ def test_a_backtest_on_bigquery_writes_what_it_writes_from_files_to_duckdb(
     from models import backtest
     registry, version, _ = trained
     monkeypatch.setenv(bqlib.EMULATOR_ENV, bq_conn.emulator)
-    common = [f"--as_of={BACKTEST_AS_OF}", f"--registry={registry}", "--n_shards=4"]
+    # A year before the model's baseline date the score's PSI is at alert (1.37): the operator
+    # publishes it anyway, recorded as an override (the gates' records through BigQuery too).
+    common = [f"--as_of={BACKTEST_AS_OF}", f"--registry={registry}", "--n_shards=4",
+              "--override_gate=score_psi", "--override_reason=backtest cohort, a year back"]
     score_portfolio.run(common + ["--source=bigquery", "--sink=bigquery", f"--bq_project={PROJECT}",
                                   f"--feeds_dataset={bq_feeds}", f"--risk_dataset={risk_dataset}"],
                         save_main_session=False, progress=lambda m: None)
     wh = str(tmp_path / "risk.duckdb")
     score_portfolio.run(common + [f"--feeds={portfolio}", f"--warehouse={wh}"],
                         save_main_session=False, progress=lambda m: None)
+    overridden = [(g["gate"], g["status"], g["note"].endswith("overridden: backtest cohort, a "
+                                                              "year back"))
+                  for r in bq_rows(bq_conn, risk_dataset, "runs") for g in r["gates"]
+                  if g["status"] != "passed"]
+    assert overridden == [("score_psi", "overridden", True)]
     capsys.readouterr()
     assert cli.main(["backtest", f"--as-of={BACKTEST_AS_OF}", f"--bq-project={PROJECT}",
                      f"--feeds-dataset={bq_feeds}", f"--risk-dataset={risk_dataset}",
