@@ -317,10 +317,12 @@ class Warehouse:
         """Create the tables the contract declares (if missing) and (re)create the views.
 
         Idempotent. A table that exists with other columns than the contract's is an error (it needs
-        a migration), not something to paper over.
+        a migration), not something to paper over; the one migration known is applied
+        (`runs` of one row per run -> one row per attempt, `_migrate_runs_to_attempts`).
         """
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         with self._transaction() as con:
+            _migrate_runs_to_attempts(con)
             for name in contract.TABLES:
                 con.execute(contract.duckdb_ddl(name))
                 _check_existing(con, name)
@@ -414,6 +416,37 @@ def _record_serving(con: duckdb.DuckDBPyConnection, run: pa.Table) -> None:
     con.execute('UPDATE runs SET serving = FALSE WHERE as_of_date = ? AND serving',
                 [as_of])
     _replace_rows(con, "runs", run, "attempt_id", attempt)
+
+
+# `runs` before attempts were recorded: one row per run_id, no attempt_id, serving or gates.
+RUNS_BEFORE_ATTEMPTS = ("run_id", "as_of_date", "model_version", "started_at", "finished_at",
+                        "status", "rows_in", "rows_rejected", "firms_scored_model",
+                        "firms_scored_rules", "message", "config_fingerprint")
+
+
+def _migrate_runs_to_attempts(con: duckdb.DuckDBPyConnection) -> None:
+    """Inside ensure_schema's transaction: a `runs` table of the earlier contract becomes the
+    current one, each row its run's attempt 1, the latest succeeded run of each date serving
+    (what the date's partitions hold: the last publish replaced them), no gates recorded."""
+    columns = tuple(r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'runs' "
+        "ORDER BY ordinal_position").fetchall())
+    if columns != RUNS_BEFORE_ATTEMPTS:
+        return
+    q, legacy = contract.quote, "runs_before_attempts"
+    gates_type = contract.duckdb_type(contract.table("runs").column("gates"))
+    derived = {
+        "attempt_id": f"{q('run_id')} || '-1'",
+        "serving": f"{q('status')} = 'succeeded' AND ROW_NUMBER() OVER (PARTITION BY "
+                   f"{q('as_of_date')}, {q('status')} ORDER BY {q('finished_at')} DESC, "
+                   f"{q('run_id')} DESC) = 1",
+        "gates": f"CAST([] AS {gates_type})"}
+    select = ", ".join(derived.get(c, q(c)) for c in contract.table("runs").names)
+    # Identifiers and expressions from the contract, not data.
+    con.execute(f"ALTER TABLE runs RENAME TO {q(legacy)}")
+    con.execute(contract.duckdb_ddl("runs"))
+    con.execute(f"INSERT INTO runs SELECT {select} FROM {q(legacy)}")
+    con.execute(f"DROP TABLE {q(legacy)}")
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:

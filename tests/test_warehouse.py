@@ -639,3 +639,31 @@ def test_query_is_read_only(three_dates, tmp_path):
     assert rows_of(three_dates, "SELECT COUNT(*) FROM scores") == [(9,)]
     with pytest.raises(FileNotFoundError, match="no warehouse at"):
         Warehouse(tmp_path / "nowhere.duckdb").query("SELECT 1")
+
+
+def test_a_warehouse_of_one_run_row_per_run_is_migrated_to_attempts(tmp_path):
+    """`runs` as it was before attempts: each row becomes its run's attempt 1, the latest
+    succeeded run of each date serving; the other tables are untouched."""
+    path = tmp_path / "old.duckdb"
+    wh = Warehouse(path)
+    wh.ensure_schema()
+    wh.publish(D1, d1_tables(), run_record(D1, "run-d1"))
+    wh.publish(D1, d1_tables("run-d1b", rows=D1_SCORES[:2]),
+               run_record(D1, "run-d1b", started_hour=2))
+    wh.record_failed_run(run_record(D1, "run-d1c", status="failed", started_hour=3))
+    wh.publish(D2, simple_tables(D2, D2_SCORES, "run-d2"), run_record(D2, "run-d2"))
+    before = dump(wh)
+    with duckdb.connect(str(path)) as con:        # back to the earlier contract's table
+        names = ", ".join(wh_module.RUNS_BEFORE_ATTEMPTS)
+        con.execute(f"CREATE TABLE legacy AS SELECT {names} FROM runs")
+        con.execute("DROP VIEW run_history")
+        con.execute("DROP VIEW latest_scores")
+        con.execute("DROP TABLE runs")
+        con.execute("ALTER TABLE legacy RENAME TO runs")
+    wh.ensure_schema()
+    wh.ensure_schema()                            # idempotent
+    after = dump(wh)
+    assert {n: after[n] for n in PARTITIONED} == {n: before[n] for n in PARTITIONED}
+    assert rows_of(wh, "SELECT attempt_id, status, serving, len(gates) FROM runs ORDER BY 1") == [
+        ("run-d1-1", "succeeded", False, 0), ("run-d1b-1", "succeeded", True, 0),
+        ("run-d1c-1", "failed", False, 0), ("run-d2-1", "succeeded", True, 0)]
