@@ -441,11 +441,11 @@ def _migrate_runs_to_attempts(con: duckdb.DuckDBPyConnection) -> None:
                    f"{q('as_of_date')}, {q('status')} ORDER BY {q('finished_at')} DESC, "
                    f"{q('run_id')} DESC) = 1",
         "gates": f"CAST([] AS {gates_type})"}
-    select = ", ".join(derived.get(c, q(c)) for c in contract.table("runs").names)
+    select_sql = ", ".join(derived.get(c, q(c)) for c in contract.table("runs").names)
     # Identifiers and expressions from the contract, not data.
     con.execute(f"ALTER TABLE runs RENAME TO {q(legacy)}")
     con.execute(contract.duckdb_ddl("runs"))
-    con.execute(f"INSERT INTO runs SELECT {select} FROM {q(legacy)}")
+    con.execute(f"INSERT INTO runs SELECT {select_sql} FROM {q(legacy)}")
     con.execute(f"DROP TABLE {q(legacy)}")
 
 
