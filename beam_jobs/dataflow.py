@@ -20,6 +20,7 @@ from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptio
                                                   PipelineOptions, StandardOptions, TestOptions,
                                                   WorkerOptions)
 
+from beam_jobs import preflight
 from beam_jobs.options import SmescoreOptions
 from smescore import files
 from smescore.errors import UsageError
@@ -99,7 +100,7 @@ def staging_folder(options: PipelineOptions, run_id: str) -> str:
             raise DataflowConfigError(
                 f"--temp_location must be a gs:// folder on Dataflow, got {temp!r}")
         return f"{temp.rstrip('/')}/smescore-staging/{run_id}"
-    return tempfile.mkdtemp(prefix="smescore-score-")
+    return tempfile.mkdtemp(prefix=preflight.staging_prefix())   # pid: cleaned if killed
 
 
 def remove_staging(folder: str) -> None:

@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 
 from beam_jobs.risk_sinks import risk_reader
+from smescore.errors import EXIT_INTERNAL, EXIT_OK, SmescoreError
 from smescore.monitoring import metrics, run_report
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ def run_succeeded(cfg, run_ctx, result: dict) -> dict:
             log.error("could not read the run's metrics back: %s: %s", type(err).__name__, err)
             run_ctx.progress(f"[monitor] METRICS INCOMPLETE: {type(err).__name__}: {err}")
             samples = metrics.run_samples(version, True, run_ctx.started_at, finished)
+        samples += metrics.attempt_samples(version, EXIT_OK, run_ctx.gates)
         result["metrics_pushed"] = metrics.push(
             cfg.pushgateway, metrics.instance_of(tables), samples, replace=True,
             progress=run_ctx.progress)
@@ -50,10 +52,26 @@ def run_succeeded(cfg, run_ctx, result: dict) -> dict:
 
 
 def run_failed(cfg, run_ctx, err: BaseException) -> None:
-    """After a failure: push status 0, duration and finish time only (POST keeps the last
-    success time and the last published run's metrics in the group)."""
+    """After a failure: push status 0, duration, finish time, exit code and the gates only (POST
+    keeps the last success time and the last published run's metrics in the group)."""
     if cfg.pushgateway:
-        samples = metrics.run_samples(run_ctx.scoring.model_version, False, run_ctx.started_at,
-                                      _now())
+        version = run_ctx.scoring.model_version
+        samples = (metrics.run_samples(version, False, run_ctx.started_at, _now())
+                   + metrics.attempt_samples(version, exit_code(err), run_ctx.gates))
         metrics.push(cfg.pushgateway, metrics.instance_of(risk_reader(cfg)), samples, replace=False,
                      progress=run_ctx.progress)
+
+
+def exit_code(err: BaseException) -> int:
+    return err.exit_code if isinstance(err, SmescoreError) else EXIT_INTERNAL
+
+
+def attempt_failed(cfg, record: dict, err: BaseException, progress=print) -> None:
+    """After an attempt failed before its pipeline (no run context): the same POST as
+    run_failed, so the dashboards see it (the instance is the sink's, read without I/O)."""
+    if cfg.pushgateway:
+        version = record["model_version"]
+        samples = (metrics.run_samples(version, False, record["started_at"], _now())
+                   + metrics.attempt_samples(version, exit_code(err), []))
+        metrics.push(cfg.pushgateway, metrics.instance_of(risk_reader(cfg)), samples,
+                     replace=False, progress=progress)

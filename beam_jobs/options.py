@@ -12,6 +12,7 @@ import re
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
+from beam_jobs.gates import GATES
 from smescore.bigquery import DATASET_RE, LOCATION_RE, PROJECT_RE
 from smescore.errors import UsageError
 
@@ -55,7 +56,9 @@ class SmescoreOptions(PipelineOptions):
         parser.add_argument("--min_history_months", type=int, default=6,
                             help="Firms with less feed history go to the cold-start rules")
         parser.add_argument("--max_rejected_share", type=float, default=0.05,
-                            help="Fail before publishing when more feed records are rejected")
+                            help="Gate: fail before publishing when a larger share of any one "
+                                 "feed's records (or of the firms to score) is rejected "
+                                 "(per-feed limits in --gates_config win)")
         parser.add_argument("--scorecard_config", default=None,
                             help="Score scale and master scale JSON (default: packaged)")
         parser.add_argument("--rules_config", default=None,
@@ -87,6 +90,23 @@ class SmescoreOptions(PipelineOptions):
         parser.add_argument("--risk_dataset", default=None,
                             help="BigQuery dataset of the risk tables (--sink=bigquery)")
         parser.add_argument("--bq_location", default="US", help="BigQuery location of the datasets")
+        # An unattended night: gates before publishing, the warehouse checked first.
+        parser.add_argument("--gates_config", default=None,
+                            help="Publication gates JSON (default: packaged "
+                                 "smescore/config/gates.json)")
+        parser.add_argument("--override_gate", default=None, choices=GATES,
+                            help="Publish although this gate is breached, for this run only "
+                                 "(needs --override_reason; recorded in runs)")
+        parser.add_argument("--override_reason", default=None,
+                            help="Why the gate(s) of --override_gate may be breached tonight "
+                                 "(recorded in the attempt's runs row)")
+        parser.add_argument("--lock_timeout", type=float, default=60.0,
+                            help="Seconds to wait while another writer holds the warehouse before "
+                                 "giving up (exit 5)")
+        parser.add_argument("--create_warehouse", nargs="?", const=True, default=False,
+                            type=boolean,
+                            help="Create the --warehouse folder if it does not exist (otherwise "
+                                 "a missing folder is an error, not a new warehouse)")
         # Monitoring, after the run: both off unless given.
         parser.add_argument("--pushgateway", default="",
                             help="Prometheus Pushgateway host:port to push the run's metrics to "
@@ -220,6 +240,11 @@ class ScoreConfig:
     source: str = "files"        # SOURCES
     sink: str = "duckdb"         # SINKS
     bigquery: BigQueryConfig | None = None     # with --source=bigquery or --sink=bigquery
+    gates_config: str | None = None
+    override_gates: tuple[str, ...] = ()       # gates allowed to be breached this run
+    override_reason: str = ""
+    lock_timeout: float = 60.0
+    create_warehouse: bool = False
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> "ScoreConfig":
@@ -235,12 +260,23 @@ class ScoreConfig:
             raise ValueError(f"--canary_share must be in [0, 1], got {o.canary_share}")
         if not 0 <= o.max_auc_drop <= 1:
             raise ValueError(f"--max_auc_drop must be in [0, 1], got {o.max_auc_drop}")
+        overrides = (o.override_gate,) if o.override_gate else ()
+        reason = (o.override_reason or "").strip()
+        if overrides and not reason:
+            raise ValueError("--override_gate needs --override_reason (it is recorded in runs)")
+        if reason and not overrides:
+            raise ValueError("--override_reason without --override_gate overrides nothing")
+        if o.lock_timeout < 0:
+            raise ValueError(f"--lock_timeout must be >= 0 seconds, got {o.lock_timeout}")
         return cls(o.feeds, parse_date(o.as_of, "--as_of"), o.registry, o.warehouse,
                    o.model_version, _shards(o), o.min_history_months, o.max_rejected_share,
                    o.scorecard_config, o.rules_config, bool(o.require_gpu),
                    canary_share=o.canary_share, drift_config=o.drift_config,
                    pushgateway=_pushgateway(o.pushgateway), report_dir=o.report_dir or "",
-                   max_auc_drop=o.max_auc_drop, source=o.source, sink=o.sink, bigquery=bigquery)
+                   max_auc_drop=o.max_auc_drop, source=o.source, sink=o.sink, bigquery=bigquery,
+                   gates_config=o.gates_config, override_gates=overrides,
+                   override_reason=reason, lock_timeout=o.lock_timeout,
+                   create_warehouse=bool(o.create_warehouse))
 
 
 # Which of SmescoreOptions' flags each job reads: its command line (`smescore <command>` and

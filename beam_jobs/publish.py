@@ -18,14 +18,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs import drift, score_rows, shadow, sinks
+from beam_jobs import drift, gates, score_rows, shadow, sinks
 from models import lifecycle
 from models import registry as model_registry
 from models.rules import load_rules_config
 from models.scorecard import load_scorecard_config
 from smescore import files, tables
-from smescore.errors import UsageError
+from smescore.errors import BadInput, UsageError
 from beam_jobs.risk_sinks import prestaged_tables, risk_reader, risk_sink
 from transforms import catalog
 from transforms import feeds as feed_contract
@@ -35,8 +36,55 @@ SEGMENT_SCHEMA = pa.schema([("enterprise_id", pa.string()), ("industry", pa.stri
                             ("region", pa.string())])
 
 
-class RunFailed(RuntimeError):
-    pass
+class RunFailed(BadInput):
+    """A run that cannot go ahead with these inputs (e.g. a model of another feature catalogue)."""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def next_attempt_id(reader, run_id: str) -> str:
+    """`<run_id>-<n>`: n counts this run_id's attempts on record, so every attempt gets its own
+    row and a rerun of the same attempt never exists (the warehouse lock serialises writers)."""
+    n = 0
+    if reader.has_table("runs"):
+        n = reader.query("SELECT COUNT(*) AS n FROM runs WHERE run_id = ?", [run_id]) \
+            .column(0)[0].as_py()
+    return f"{run_id}-{n + 1}"
+
+
+def unstarted_run_id(cfg) -> str:
+    """The run id of an attempt that failed before its inputs were fingerprinted (missing feed,
+    bad model card, busy warehouse): derived from what is known, the date and the forced version."""
+    return hashlib.sha256(json.dumps(
+        [str(cfg.as_of), cfg.model_version or "champion", "not started"]).encode()).hexdigest()[:20]
+
+
+def record_unstarted(cfg, err: BaseException, started_at: dt.datetime, progress=print) -> dict:
+    """Record an attempt that failed before the pipeline, as its own `runs` row; returns it.
+    Recording can fail too (the warehouse is what failed): the error is said, not raised."""
+    run_id = unstarted_run_id(cfg)
+    record = {"run_id": run_id, "as_of_date": cfg.as_of,
+              "model_version": cfg.model_version or "unknown", "started_at": started_at,
+              "finished_at": _now(), "status": "failed", "rows_in": [], "rows_rejected": 0,
+              "firms_scored_model": 0, "firms_scored_rules": 0,
+              "message": f"{type(err).__name__}: {err}"[:2000], "config_fingerprint": "",
+              "gates": []}
+    if cfg.sink == "duckdb" and not os.path.isdir(os.path.dirname(os.path.abspath(cfg.warehouse))):
+        progress(f"[score] failed attempt not recorded: no warehouse folder for {cfg.warehouse}")
+        record["attempt_id"] = f"{run_id}-?"        # never create a warehouse the operator refused
+        return record
+    try:
+        sink = risk_sink(cfg)
+        sink.ensure_schema()
+        record["attempt_id"] = next_attempt_id(risk_reader(cfg), run_id)
+        sink.record_failed_run(record)
+    except Exception as record_err:  # noqa: BLE001 - the original error matters more
+        progress(f"[score] could not record the failed attempt: {type(record_err).__name__}: "
+                 f"{record_err}")
+        record.setdefault("attempt_id", f"{run_id}-?")
+    return record
 
 
 def segments_of(features: pa.Table) -> pa.Table:
@@ -64,11 +112,12 @@ def write_prestaged(rows: int, table: str, path: str) -> None:
                                path, PRESTAGED_SCHEMA, ["table"])
 
 
-COUNTS_SCHEMA = pa.schema([("feed", pa.string()), ("rows", pa.int64())])
+COUNTS_SCHEMA = pa.schema([("feed", pa.string()), ("rows", pa.int64()), ("latest", pa.date32())])
 
 
 def write_counts(counts: list[dict], path: str) -> None:
-    """Rows read per feed, staged like the risk tables (a gs:// path on Dataflow)."""
+    """Rows read and the latest record date known on the as-of date, per feed (the gates read
+    them), staged like the risk tables (a gs:// path on Dataflow)."""
     sinks.write_sorted_parquet([pa.Table.from_pylist(counts, COUNTS_SCHEMA)], path, COUNTS_SCHEMA,
                                ["feed"])
 
@@ -133,6 +182,19 @@ def check_model_features(version: str, card: dict) -> None:
                         f"retrain with `smescore train` or score with a matching version")
 
 
+SAVED_MODEL_FILES = ("saved_model.pb", "variables/variables.index")
+
+
+def check_saved_model(version: str, path: str) -> None:
+    """Refuse a version whose SavedModel lacks its graph or weights before the pipeline starts
+    (each worker would otherwise fail to load it, deep inside RunInference)."""
+    missing = [f for f in SAVED_MODEL_FILES if not FileSystems.exists(f"{path}/{f}")]
+    if missing:
+        raise BadInput(f"model {version}: the SavedModel at {path} has no {', '.join(missing)}; "
+                       f"restore or re-register the version, or score with another "
+                       f"--model_version")
+
+
 @dataclasses.dataclass
 class RunContext:
     cfg: object
@@ -146,10 +208,14 @@ class RunContext:
     started_at: dt.datetime
     progress: object
     note: str = ""             # the run record's message when it succeeds (e.g. why it rolled back)
+    attempt_id: str = ""
+    gates: list = dataclasses.field(default_factory=list)   # gate results (runs.gates)
+    rows_in: list = dataclasses.field(default_factory=list)
+    gates_config: gates.GatesConfig | None = None
 
     @classmethod
     def start(cls, cfg, progress=print, input_fp: str | None = None,
-              dry_run: bool = False) -> "RunContext":
+              dry_run: bool = False, started_at: dt.datetime | None = None) -> "RunContext":
         """A dry run reads only a local registry: it neither rolls back nor reads the risk tables,
         and it does not touch a gs:// registry (offline, --no_auth): it needs --model_version
         then, and builds the job without challengers and with the drift baseline left out (the
@@ -175,6 +241,7 @@ class RunContext:
         except ValueError as err:
             raise RunFailed(f"model card of {version}: {err}") from None
         drift_config = drift.DriftConfig.load(cfg.drift_config)
+        gates_config = gates.GatesConfig.load(cfg.gates_config)    # refused before any work
         scorecard = load_scorecard_config(cfg.scorecard_config)
         rules = load_rules_config(cfg.rules_config, scorecard.scale)
         config_fp = hashlib.sha256(json.dumps({
@@ -197,9 +264,13 @@ class RunContext:
             log.warning(unmeasured)
             progress(f"[score] warning: {unmeasured}")
         paths = {v: reg.saved_model_path(v) for v in (version, *challengers)}
+        for v, path in paths.items() if not dry_run else ():   # a dry run stays offline
+            check_saved_model(v, path)
+        attempt_id = "dry-run" if dry_run else next_attempt_id(risk_reader(cfg), run_id)
         return cls(cfg, scoring, roles, paths, card, reference, drift_config, config_fp,
-                   dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), progress,
-                   "; ".join(m for m in (rolled_back, unmeasured) if m))
+                   started_at or _now(), progress,
+                   "; ".join(m for m in (rolled_back, unmeasured) if m), attempt_id,
+                   gates_config=gates_config)
 
     @classmethod
     def _offline(cls, cfg, progress) -> "RunContext":
@@ -217,15 +288,15 @@ class RunContext:
         paths = {version: model_registry.Registry(cfg.registry).saved_model_path(version)}
         return cls(cfg, scoring, shadow.Roles(version, (), cfg.canary_share), paths,
                    {"baseline": None}, drift.Reference(book=None),
-                   drift.DriftConfig.load(cfg.drift_config), "dry-run",
-                   dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), progress)
+                   drift.DriftConfig.load(cfg.drift_config), "dry-run", _now(), progress,
+                   attempt_id="dry-run", gates_config=gates.GatesConfig.load(cfg.gates_config))
 
     def run_record(self, status: str, message: str, rows_in=(), rejected=0, n_model=0,
                    n_rules=0) -> dict:
-        return {"run_id": self.scoring.run_id, "as_of_date": self.cfg.as_of,
+        return {"attempt_id": self.attempt_id, "gates": list(self.gates),
+                "run_id": self.scoring.run_id, "as_of_date": self.cfg.as_of,
                 "model_version": self.scoring.model_version, "started_at": self.started_at,
-                "finished_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
-                "status": status, "rows_in": list(rows_in), "rows_rejected": int(rejected),
+                "finished_at": _now(), "status": status, "rows_in": list(rows_in or self.rows_in), "rows_rejected": int(rejected),
                 "firms_scored_model": int(n_model), "firms_scored_rules": int(n_rules),
                 "message": message, "config_fingerprint": self.config_fingerprint}
 
@@ -234,25 +305,14 @@ class RunContext:
             return pq.read_table(os.path.join(staging, f"{name}.parquet"))
 
         scores, rejected = read("scores"), read("rejected")
-        rows_in = read("rows_in").to_pylist()
-        n_in = sum(r["rows"] for r in rows_in)
+        coverage = read("rows_in").to_pylist()
+        rows_in = [{"feed": c["feed"], "rows": c["rows"]} for c in coverage]
+        self.rows_in = rows_in
         counts = scores.column("score_source").value_counts().to_pylist()
         by_source = {c["values"]: c["counts"] for c in counts}
         n_model, n_rules = by_source.get("model", 0), by_source.get("rules", 0)
-        feed_col = rejected.column("feed")
-        failed = rejected.filter(pc.equal(feed_col, "scoring")).num_rows
-        failed_share = failed / max(scores.num_rows + failed, 1)
-        feed_rejected = rejected.filter(pc.invert(pc.is_in(
-            feed_col, pa.array(["scoring", "shadow"])))).num_rows
-        share = feed_rejected / max(n_in, 1)
-        if failed_share > self.cfg.max_rejected_share:
-            raise RunFailed(f"{failed:,} firms could not be scored by the model ({failed_share:.2%} > "
-                            f"--max_rejected_share); nothing published, the previous data for "
-                            f"{self.cfg.as_of} is untouched")
-        if share > self.cfg.max_rejected_share:
-            raise RunFailed(f"{feed_rejected:,} of {n_in:,} feed records rejected "
-                            f"({share:.2%} > --max_rejected_share {self.cfg.max_rejected_share:.2%}); "
-                            f"nothing published, the previous data for {self.cfg.as_of} is untouched")
+        drift_rows = read("drift")
+        self.check_gates(coverage, rejected, n_model, drift_rows)
         summary = portfolio_summary(scores.to_pandas(), read("segments").to_pandas(),
                                     self.cfg.as_of, self.scoring.model_version)
         rejected_rows = pa.table({
@@ -262,7 +322,6 @@ class RunContext:
             "reason": rejected.column("reason")})
         wh = risk_sink(self.cfg)
         wh.ensure_schema()
-        drift_rows = read("drift")
         published = {
             "scores": scores, "scores_shadow": read("scores_shadow"), "drift": drift_rows,
             "challenger_comparison": read("challenger_comparison"),
@@ -292,6 +351,26 @@ class RunContext:
         self.progress(f"[score] published {scores.num_rows:,} scores "
                       f"({n_model:,} model, {n_rules:,} rules) into {target}")
         return result
+
+    def check_gates(self, coverage: list, rejected: pa.Table, n_model: int,
+                    drift_rows: pa.Table) -> None:
+        """Evaluate every gate into self.gates (recorded whatever happens); GateBreached if one
+        is breached and not overridden."""
+        cfg = self.cfg
+        config = self.gates_config or gates.GatesConfig.load(cfg.gates_config)
+        by_feed = {r["values"]: r["counts"]
+                   for r in rejected.column("feed").value_counts().to_pylist()}
+        results = gates.evaluate(config, cfg.as_of, cfg.max_rejected_share, coverage, by_feed,
+                                 n_model, drift_rows.to_pylist(),
+                                 gates.previous_night(risk_reader(cfg), cfg.as_of))
+        self.gates = gates.apply_overrides(results, cfg.override_gates, cfg.override_reason)
+        for r in self.gates:
+            if r["status"] == "overridden":
+                self.progress(f"[score] GATE OVERRIDDEN {r['gate']}[{r['subject']}]: {r['note']}")
+        if any(r["status"] == "overridden" for r in self.gates):
+            self.note = "; ".join(filter(None, [self.note, "gates overridden: " + ", ".join(
+                sorted(set(cfg.override_gates))) + f" ({cfg.override_reason})"]))
+        gates.enforce(self.gates, cfg.as_of)
 
     def fail(self, err: BaseException) -> None:
         """Record the failed run; its data partitions are not touched."""

@@ -219,7 +219,7 @@ class BigQueryRiskSink:
         expected = {**{name: t.num_rows for name, t in everything.items()}, **prestaged}
         self._stage_and_replace(f"publish of {as_of_date} (run {run_id})", as_of_date, run_id,
                                 everything, staged, expected, keys_from="runs")
-        self._verify(as_of_date, expected, run_id)
+        self._verify(as_of_date, expected, run_id, run.column("attempt_id")[0].as_py())
         return expected
 
     def _stage_and_replace(self, what: str, as_of_date: dt.date, staging_key: str,
@@ -264,21 +264,22 @@ class BigQueryRiskSink:
         return expected
 
     def _verify(self, as_of_date: dt.date, expected: Mapping[str, int],
-                run_id: Optional[str] = None) -> None:
-        """After the commit: the date (and the run's row in `runs`) holds exactly the rows
+                run_id: Optional[str] = None, attempt_id: Optional[str] = None) -> None:
+        """After the commit: the date (and the attempt's row in `runs`) holds exactly the rows
         written (no duplicates)."""
         dated = {n: n for n in expected if n != "runs"}
         got = bqlib.count_rows(self.conn, self.dataset, dated, {"as_of_date": as_of_date})
         if "runs" in expected:
             got.update(bqlib.count_rows(self.conn, self.dataset, {"runs": "runs"},
-                                        {"run_id": run_id}))
+                                        {"attempt_id": attempt_id}))
         if got != dict(expected):
             what = f"publishing {as_of_date} (run {run_id})" if run_id else f"replacing {as_of_date}"
             raise RuntimeError(f"after {what} {self!r} holds {got} rows for it, expected "
                                f"{dict(expected)}")
 
     def record_failed_run(self, run_record: Mapping[str, Any]) -> None:
-        """Upsert a failed run's row by run_id (one MERGE, values as parameters); no data touched."""
+        """Upsert a failed attempt's row by attempt_id (one MERGE, values as parameters); no data
+        touched."""
         run = run_record_table(run_record)
         if run_record["status"] != "failed":
             raise ValueError(f"run record: record_failed_run takes status 'failed', got "
@@ -290,7 +291,7 @@ class BigQueryRiskSink:
 def risk_sink(cfg, conn: Optional[bqlib.Connection] = None):
     """The sink `cfg.sink` names: 'duckdb' (--warehouse file) or 'bigquery' (--risk_dataset)."""
     if cfg.sink == "duckdb":
-        return Warehouse(cfg.warehouse)
+        return Warehouse(cfg.warehouse, lock_timeout=getattr(cfg, "lock_timeout", 0.0))
     if cfg.sink == "bigquery":
         return BigQueryRiskSink(cfg.bigquery, conn, cfg.bigquery.temp_location)
     raise ValueError(f"unknown --sink {cfg.sink!r}")

@@ -3,13 +3,17 @@ grades, SHAP points and reasons -> risk tables; challengers in shadow (and the c
 against the champion's training references (the book at the training date, the training sample).
 
 `python -m beam_jobs.score_portfolio --feeds DIR --as_of D --registry DIR --warehouse FILE.duckdb
-[--pushgateway HOST:PORT] [--report_dir DIR] [Beam flags]` (also `smescore score`). The pipeline
-stages its outputs as Parquet; the driver then publishes them into the warehouse in one transaction,
-after checking the rejected share, so a bad night never replaces a good partition. Then (or after a
-failure) beam_jobs/monitor.py pushes the run's metrics and writes the HTML run report.
+[--pushgateway HOST:PORT] [--report_dir DIR] [Beam flags]` (also `smescore score`). The warehouse
+is checked and locked first (beam_jobs/preflight.py). The pipeline stages its outputs as Parquet;
+the driver then publishes them into the warehouse in one transaction, after the publication gates
+(beam_jobs/gates.py), so a bad night never replaces a good partition. Every attempt records its own
+`runs` row; then (or after a failure) beam_jobs/monitor.py pushes the attempt's metrics and writes
+the HTML run report.
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sys
 
@@ -17,12 +21,13 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from beam_jobs import (dataflow, drift, entry, monitor, publish, risk_sinks, score_rows, shadow,
-                       sinks)
+from beam_jobs import (dataflow, drift, entry, gates, monitor, preflight, publish, risk_sinks,
+                       score_rows, shadow, sinks)
 from beam_jobs.inference import ChampionChallengersHandler
 from beam_jobs.options import ScoreConfig, config
 from beam_jobs.sources import feed_source
 from smescore import tables
+from smescore.errors import BadInput, SmescoreError
 from transforms import feeds as feed_contract
 from transforms.beam_features import ComputeFeatures
 
@@ -57,16 +62,11 @@ def failed_batch_records(failure):
                "reason": f"inference failed: {type(error).__name__}: {error}"[:500]}
 
 
-@beam.ptransform_fn
-def CountRows(pcoll, feed: str):
-    return (pcoll | "Total" >> sinks.TotalRows()
-            | "Key" >> beam.Map(lambda n: {"feed": feed, "rows": n}))
-
-
 def build_pipeline(p, cfg: ScoreConfig, source, run_ctx: publish.RunContext, staging: str) -> None:
     scoring, roles = run_ctx.scoring, run_ctx.roles
     feeds = source.read(p)
-    counts = [feeds[f] | f"Count[{f}]" >> CountRows(f) for f in feed_contract.FEEDS]
+    counts = [feeds[f] | f"Coverage[{f}]" >> gates.FeedCoverage(f, cfg.as_of)
+              for f in feed_contract.FEEDS]
     features, rejected = feeds | "Features" >> ComputeFeatures([cfg.as_of], cfg.n_shards)
     routed = features | "Route" >> beam.ParDo(RouteFirms(cfg.min_history_months)).with_outputs(
         RULES, IN_DEFAULT, main=MODEL)
@@ -123,18 +123,35 @@ def build_pipeline(p, cfg: ScoreConfig, source, run_ctx: publish.RunContext, sta
                                                    ["enterprise_id"]))
 
 
-def prepare(argv=None, save_main_session=True, progress=print):
-    """Everything decided before the pipeline exists: options, config, source, run context.
-    A Dataflow dry run touches no service: it neither checks nor stages the feeds."""
+def parse(argv=None, save_main_session=True):
     options = PipelineOptions(entry.job_argv(argv, "score_portfolio"))
     options.view_as(SetupOptions).save_main_session = save_main_session
     dataflow.check_runner(options)
-    cfg = config(ScoreConfig, options)
+    return options, config(ScoreConfig, options)
+
+
+def start(options, cfg, progress=print, started_at=None):
+    """Everything decided before the pipeline exists: source and run context.
+    A Dataflow dry run touches no service: it neither checks nor stages the feeds."""
     source = feed_source(cfg)
     if dataflow.is_dry_run(options):
-        return options, cfg, source, publish.RunContext.start(cfg, progress, "dry-run", dry_run=True)
-    source.check()
-    return options, cfg, source, publish.RunContext.start(cfg, progress, source.fingerprint())
+        return source, publish.RunContext.start(cfg, progress, "dry-run", dry_run=True)
+    try:
+        source.check()
+        return source, publish.RunContext.start(cfg, progress, source.fingerprint(),
+                                                started_at=started_at)
+    except SmescoreError:
+        raise
+    except (FileNotFoundError, json.JSONDecodeError) as err:   # a feed or registry entry
+        raise BadInput(f"cannot start the run of {cfg.as_of} (feeds {cfg.feeds}, registry "
+                       f"{cfg.registry}): {type(err).__name__}: {str(err).splitlines()[0]}") \
+            from None
+
+
+def prepare(argv=None, save_main_session=True, progress=print):
+    """(options, config, source, run context) of a run, without the warehouse lock."""
+    options, cfg = parse(argv, save_main_session)
+    return (options, cfg, *start(options, cfg, progress))
 
 
 def build(options, cfg, source, run_ctx, staging: str) -> beam.Pipeline:
@@ -145,10 +162,34 @@ def build(options, cfg, source, run_ctx, staging: str) -> beam.Pipeline:
 
 
 def run(argv=None, save_main_session=True, progress=print):
-    options, cfg, source, run_ctx = prepare(argv, save_main_session, progress)
-    staging = dataflow.staging_folder(options, run_ctx.scoring.run_id)
+    """One attempt: the warehouse checked and locked first, then the run context, the pipeline,
+    the gates and the publication. Every attempt that gets as far as a config leaves its own
+    `runs` row and pushes its metrics, however early it fails."""
+    options, cfg = parse(argv, save_main_session)
     if dataflow.is_dry_run(options):      # the Dataflow job is built offline; nothing runs
+        source, run_ctx = start(options, cfg, progress)
+        staging = dataflow.staging_folder(options, run_ctx.scoring.run_id)
         return dataflow.dry_run_summary(build(options, cfg, source, run_ctx, staging).run().job)
+    started_at = publish._now()
+    lock = None
+    try:
+        lock = preflight.warehouse_first(cfg, progress)
+        source, run_ctx = start(options, cfg, progress, started_at)
+    except BaseException as err:
+        record = publish.record_unstarted(cfg, err, started_at, progress)
+        monitor.attempt_failed(cfg, record, err, progress)
+        if lock:
+            lock.release()
+        raise
+    try:
+        return _run_started(options, cfg, source, run_ctx)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _run_started(options, cfg, source, run_ctx):
+    staging = dataflow.staging_folder(options, run_ctx.scoring.run_id)
     prestaged = risk_sinks.prestaged_tables(cfg)
     try:
         source.check_files()      # an unreadable feed file: a failed run, recorded and pushed
@@ -167,7 +208,7 @@ def run(argv=None, save_main_session=True, progress=print):
             try:
                 risk_sinks.risk_sink(cfg).drop_staging(run_ctx.scoring.run_id, prestaged)
             except Exception as err:  # noqa: BLE001 - they expire in a day; the run's error matters
-                progress(f"[score] could not drop the staging tables {prestaged}: {err}")
+                run_ctx.progress(f"[score] could not drop the staging tables {prestaged}: {err}")
     # Outside the try: the tables are published, so nothing monitoring does can mark the run failed.
     return monitor.run_succeeded(cfg, run_ctx, result)
 

@@ -249,7 +249,8 @@ def staging_name(run_id: str, name: str) -> str:
 def replace_script(conn: Connection, dataset: str, staged: Mapping[str, str],
                    keys_from: str = "runs") -> str:
     """ONE multi-statement transaction: for every staged table, delete the rows of the run's
-    as_of_date and insert the staged rows; replace the run's row in `runs` by run_id.
+    as_of_date and insert the staged rows; replace the attempt's row in `runs` by attempt_id, the
+    one serving its date (the date's other attempts stop serving).
 
     The script holds no values: which date and run it replaces comes from the staged rows of
     `keys_from` themselves (the run's `runs` row; `performance` for a backtest, which publishes
@@ -261,7 +262,7 @@ def replace_script(conn: Connection, dataset: str, staged: Mapping[str, str],
         raise ValueError(f"the staged tables must include {keys_from!r}, where the keys come from")
     runs = {f["name"]: f for f in contract.bigquery_schema("runs")}
     order = sorted(staged, key=list(contract.TABLES).index)
-    keys = sorted({contract.table(name).replaced_by for name in order})
+    keys = sorted({contract.table(name).replaced_by for name in order} | {"as_of_date"})
     statements = [
         f"DECLARE {sqlgen.script_variable('replaced_' + key)} {sqlgen.sql_type(runs[key])} "
         f"DEFAULT (SELECT MAX({sqlgen.ident(key)}) FROM {conn.ref(dataset, staged[keys_from])});"
@@ -270,6 +271,11 @@ def replace_script(conn: Connection, dataset: str, staged: Mapping[str, str],
     for name in order:
         t = contract.table(name)
         columns_sql = ", ".join(sqlgen.ident(c) for c in t.names)
+        if name == "runs":      # the published attempt becomes the one serving its date
+            statements.append(
+                f"UPDATE {conn.ref(dataset, name)} SET {sqlgen.ident('serving')} = FALSE "
+                f"WHERE {sqlgen.ident('as_of_date')} = {sqlgen.script_variable('replaced_as_of_date')}"
+                f" AND {sqlgen.ident('serving')};")
         statements += [
             f"DELETE FROM {conn.ref(dataset, name)} WHERE {sqlgen.ident(t.replaced_by)} = "
             f"{sqlgen.script_variable('replaced_' + t.replaced_by)};",
@@ -296,20 +302,27 @@ def count_rows(conn: Connection, dataset: str, tables: Mapping[str, str],
 
 
 def merge_run_sql(conn: Connection, dataset: str, run_record: Mapping[str, Any]) -> tuple[str, dict]:
-    """(MERGE statement, parameters) that upserts one `runs` row by run_id; the row's values are
-    parameters. A NULL value is written as a typed NULL (BigQuery takes no NULL parameter)."""
+    """(MERGE statement, parameters) that upserts one `runs` row by attempt_id; the row's values
+    are parameters. A NULL value is written as a typed NULL (BigQuery takes no NULL parameter)."""
     t = contract.table("runs")
     fields = {f["name"]: f for f in contract.bigquery_schema("runs")}
     select_sql, params = [], {}
     for column in t.names:
         value = run_record[column]
-        if column == "rows_in":
-            # A list of structs: one scalar parameter per field of each item.
+        if fields[column]["mode"] == "REPEATED":
+            # A list of structs: one scalar parameter per field of each item (typed NULL if None).
             items_sql = []
             for i, item in enumerate(value):
-                params[f"rows_in_{i}_feed"], params[f"rows_in_{i}_rows"] = item["feed"], item["rows"]
-                items_sql.append(f"STRUCT(@rows_in_{i}_feed AS {sqlgen.ident('feed')}, "
-                                 f"@rows_in_{i}_rows AS {sqlgen.ident('rows')})")
+                parts = []
+                for sub in fields[column]["fields"]:
+                    name = f"{column}_{i}_{sub['name']}"
+                    if item[sub["name"]] is None:
+                        parts.append(f"CAST(NULL AS {sqlgen.sql_type(sub)}) "
+                                     f"AS {sqlgen.ident(sub['name'])}")
+                    else:
+                        params[name] = item[sub["name"]]
+                        parts.append(f"@{name} AS {sqlgen.ident(sub['name'])}")
+                items_sql.append(f"STRUCT({', '.join(parts)})")
             array_sql = f"[{', '.join(items_sql)}]" if items_sql else "[]"
             select_sql.append(f"CAST({array_sql} AS {sqlgen.sql_type(fields[column])}) "
                               f"AS {sqlgen.ident(column)}")
@@ -322,9 +335,9 @@ def merge_run_sql(conn: Connection, dataset: str, run_record: Mapping[str, Any])
     q = sqlgen.ident
     sql = (f"MERGE {conn.ref(dataset, 'runs')} AS t\n"
            f"USING (SELECT {', '.join(select_sql)}) AS s\n"
-           f"ON t.{q('run_id')} = s.{q('run_id')}\n"
+           f"ON t.{q('attempt_id')} = s.{q('attempt_id')}\n"
            f"WHEN MATCHED THEN UPDATE SET "
-           + ", ".join(f"{q(c)} = s.{q(c)}" for c in t.names if c != "run_id") + "\n"
+           + ", ".join(f"{q(c)} = s.{q(c)}" for c in t.names if c != "attempt_id") + "\n"
            f"WHEN NOT MATCHED THEN INSERT ({', '.join(q(c) for c in t.names)}) "
            f"VALUES ({', '.join(f's.{q(c)}' for c in t.names)})")
     return sql, params

@@ -10,7 +10,7 @@ Conventions:
   instead), which is what BigQuery's REPEATED mode means; the subfields carry their own modes.
 - Timestamps are UTC without a zone attached (Arrow `timestamp[us]`, DuckDB `TIMESTAMP`); BigQuery's
   `TIMESTAMP` reads such values as UTC.
-- The date-partitioned tables are replaced one `as_of_date` at a time; `runs` is keyed by `run_id`.
+- The date-partitioned tables are replaced one `as_of_date` at a time; `runs` is keyed by `attempt_id`.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ GRADES = tuple(str(g) for g in range(1, 11)) + ("D",)
 SCORE_SOURCES = ("model", "rules", "in_default")
 SEGMENT_TYPES = ("all", "industry", "region", "grade", "score_source")
 RUN_STATUSES = ("succeeded", "failed")
+GATE_STATUSES = ("passed", "breached", "overridden")
 MODEL_ROLES = ("champion", "canary", "challenger")
 DRIFT_METRICS = ("psi", "psi_training_sample", "out_of_range", "missing_rate_change",
                  "attribution_drift")
@@ -215,9 +216,12 @@ FIRM_SEGMENTS = Table(
 
 RUNS = Table(
     name="runs",
-    description="One row per scoring run (the latest attempt of each run_id): what went in, what "
-                "came out, and why a run failed.",
+    description="One row per attempt of a scoring run: what went in, what came out, which gates "
+                "it passed, and why it failed. A failed attempt never changes another's row; one "
+                "succeeded attempt per date is marked serving.",
     columns=(
+        _col("attempt_id", pa.string(), "Id of this attempt: the run_id and the attempt's number "
+             "(<run_id>-<n>, n counting the attempts of that run_id); never random."),
         _run_id(),
         _as_of_date("the run"),
         _model_version(),
@@ -232,10 +236,23 @@ RUNS = Table(
         _col("firms_scored_rules", pa.int64(), "Firms scored by the cold-start rules."),
         _col("message", pa.string(), "Why the run failed, or notes.", required=False),
         _col("config_fingerprint", pa.string(), "Hash of the scorecard, rules and run settings."),
+        _col("serving", pa.bool_(), "True on the one succeeded attempt whose rows the date's "
+             "partitions hold (the last published); False on every other attempt."),
+        _records("gates", "The publication gates the attempt evaluated, one item per gate and "
+                 "feed or feature (empty when it failed before the gates).",
+                 _col("gate", pa.string(), "Gate name (smescore/config/gates.json)."),
+                 _col("subject", pa.string(), "Feed or feature the gate measured ('all' for the "
+                      "whole run)."),
+                 _col("status", pa.string(), "passed | breached | overridden",
+                      allowed=GATE_STATUSES),
+                 _col("value", pa.float64(), "What was measured.", required=False),
+                 _col("threshold", pa.float64(), "The limit it was held to.", required=False),
+                 _col("note", pa.string(), "The numbers in words, and an override's reason.",
+                      required=False)),
     ),
     partition_by=None,
     cluster_by=("as_of_date", "model_version", "run_id"),
-    replaced_by="run_id",
+    replaced_by="attempt_id",
 )
 
 REJECTED_RECORDS = Table(
@@ -385,9 +402,9 @@ def arrow_schema(name: str) -> pa.Schema:
     return pa.schema([c.arrow_field for c in table(name).columns])
 
 
-_DUCKDB_TYPES = {pa.date32(): "DATE", pa.string(): "VARCHAR", pa.float64(): "DOUBLE",
+_DUCKDB_TYPES = {pa.bool_(): "BOOLEAN", pa.date32(): "DATE", pa.string(): "VARCHAR", pa.float64(): "DOUBLE",
                  pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.timestamp("us"): "TIMESTAMP"}
-_BIGQUERY_TYPES = {pa.date32(): "DATE", pa.string(): "STRING", pa.float64(): "FLOAT",
+_BIGQUERY_TYPES = {pa.bool_(): "BOOLEAN", pa.date32(): "DATE", pa.string(): "STRING", pa.float64(): "FLOAT",
                    pa.int32(): "INTEGER", pa.int64(): "INTEGER", pa.timestamp("us"): "TIMESTAMP"}
 
 

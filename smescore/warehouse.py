@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import os
 import pathlib
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Optional
 
@@ -29,10 +30,32 @@ import pyarrow.compute as pc
 
 from smescore import sqlfiles
 from smescore import tables as contract
+from smescore.errors import ServiceUnavailable
 
 VIEWS_DIR = sqlfiles.sql_path("views")
 _INCOMING = "_smescore_incoming"   # name the Arrow table is registered under while it is copied in
 PUBLISH_MEMORY = "512MB"           # DuckDB's buffer budget while a publish copies tables in
+LOCK_POLL_S = 0.2
+
+
+def connect_waiting(path: str, timeout_s: float = 0.0,
+                    read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection, waiting up to `timeout_s` while another process holds the file's lock
+    (DuckDB refuses at once); then ServiceUnavailable naming the file and the holder."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return duckdb.connect(path, read_only=read_only)
+        except duckdb.IOException as err:
+            if "lock" not in str(err).lower():
+                raise
+            if time.monotonic() >= deadline:
+                holder = str(err).split("Conflicting lock is held in ")[-1].split(". See")[0]
+                raise ServiceUnavailable(
+                    f"warehouse {path} is held by another process ({holder}) after waiting "
+                    f"{timeout_s:g}s; retry when it has closed the file or raise --lock_timeout"
+                ) from None
+            time.sleep(LOCK_POLL_S)
 
 
 class PublishError(RuntimeError):
@@ -134,9 +157,14 @@ def conform(name: str, table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=contract.arrow_schema(name))
 
 
-def run_record_table(run_record: Mapping[str, Any]) -> pa.Table:
-    """A run record (dict) -> a one-row `runs` table, checked like any other table."""
+def run_record_table(run_record: Mapping[str, Any], serving: bool = False) -> pa.Table:
+    """A run record (dict) -> a one-row `runs` table, checked like any other table.
+
+    `serving` is the sink's to set (True only as a publish commits), never the caller's; a record
+    without `attempt_id` is its run's first attempt, one without `gates` evaluated none."""
     names = contract.table("runs").names
+    run_record = {"attempt_id": f"{run_record.get('run_id')}-1", "gates": [], **run_record,
+                  "serving": serving}
     missing = [k for k in names if k not in run_record]
     extra = [k for k in run_record if k not in names]
     if missing or extra:
@@ -167,7 +195,7 @@ def prepare_publish(as_of_date: dt.date, tables: Mapping[str, pa.Table],
     canary rows); the run record must be a succeeded run of this date.
     """
     _check_date(as_of_date)
-    run = run_record_table(run_record)
+    run = run_record_table(run_record, serving=True)
     if run_record["status"] != "succeeded":
         raise ValueError(f"run record: publish records a 'succeeded' run, got status "
                          f"{run_record['status']!r} (use record_failed_run)")
@@ -249,9 +277,11 @@ def _replace_rows(con: duckdb.DuckDBPyConnection, name: str, rows: pa.Table, key
 class Warehouse:
     """The risk tables in a DuckDB file at `path` (created by `ensure_schema`)."""
 
-    def __init__(self, path: str | os.PathLike, views_dir: str | os.PathLike = VIEWS_DIR):
+    def __init__(self, path: str | os.PathLike, views_dir: str | os.PathLike = VIEWS_DIR,
+                 lock_timeout: float = 0.0):
         self.path = str(path)
         self.views_dir = pathlib.Path(views_dir)
+        self.lock_timeout = lock_timeout     # seconds to wait while another process holds the file
 
     def __repr__(self) -> str:
         return f"Warehouse({self.path!r})"
@@ -259,7 +289,7 @@ class Warehouse:
     def _connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         if read_only and not os.path.exists(self.path):
             raise FileNotFoundError(f"no warehouse at {self.path}: run `smescore score` first")
-        return duckdb.connect(self.path, read_only=read_only)
+        return connect_waiting(self.path, self.lock_timeout, read_only)
 
     def view_sql(self) -> dict[str, str]:
         """{view name: CREATE OR REPLACE VIEW ...} from sql/views/*.sql, one view per file (the
@@ -287,10 +317,12 @@ class Warehouse:
         """Create the tables the contract declares (if missing) and (re)create the views.
 
         Idempotent. A table that exists with other columns than the contract's is an error (it needs
-        a migration), not something to paper over.
+        a migration), not something to paper over; the one migration known is applied
+        (`runs` of one row per run -> one row per attempt, `_migrate_runs_to_attempts`).
         """
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         with self._transaction() as con:
+            _migrate_runs_to_attempts(con)
             for name in contract.TABLES:
                 con.execute(contract.duckdb_ddl(name))
                 _check_existing(con, name)
@@ -303,8 +335,8 @@ class Warehouse:
 
         Everything is validated first (ValueError, nothing touched); then one transaction deletes
         the date's rows and inserts the new ones table by table, and upserts the run record (by
-        run_id). Any error rolls the whole transaction back and is raised as PublishError.
-        Returns {table: rows written}.
+        attempt_id) as the one serving its date. Any error rolls the whole transaction back and
+        is raised as PublishError. Returns {table: rows written}.
         """
         conformed, run = prepare_publish(as_of_date, tables, run_record, challengers)
         step = "connect"
@@ -316,7 +348,7 @@ class Warehouse:
                     step = name
                     _replace_rows(con, name, rows, "as_of_date", as_of_date)
                 step = "runs"
-                _replace_rows(con, "runs", run, "run_id", run_record["run_id"])
+                _record_serving(con, run)
                 step = "commit"
         except Exception as err:
             raise PublishError(
@@ -349,13 +381,14 @@ class Warehouse:
         return {name: rows.num_rows for name, rows in conformed.items()}
 
     def record_failed_run(self, run_record: Mapping[str, Any]) -> None:
-        """Record a failed run (replacing an earlier record of the same run_id); no data touched."""
+        """Record a failed attempt (replacing an earlier record of the same attempt_id), never
+        serving; no data and no other attempt's row touched."""
         run = run_record_table(run_record)
         if run_record["status"] != "failed":
             raise ValueError(f"run record: record_failed_run takes status 'failed', got "
                              f"{run_record['status']!r}")
         with self._transaction() as con:
-            _replace_rows(con, "runs", run, "run_id", run_record["run_id"])
+            _replace_rows(con, "runs", run, "attempt_id", run.column("attempt_id")[0].as_py())
 
     @property
     def instance(self) -> str:
@@ -374,6 +407,46 @@ class Warehouse:
         (a sequence) or `$name` (a mapping), never formatted into the SQL."""
         with self._connect(read_only=True) as con:
             return con.execute(sql, params).to_arrow_table()
+
+
+def _record_serving(con: duckdb.DuckDBPyConnection, run: pa.Table) -> None:
+    """Inside the publish's transaction: the published attempt's row, now the one serving its
+    date; every other attempt of the date stops serving (their rows are otherwise untouched)."""
+    attempt, as_of = run.column("attempt_id")[0].as_py(), run.column("as_of_date")[0].as_py()
+    con.execute('UPDATE runs SET serving = FALSE WHERE as_of_date = ? AND serving',
+                [as_of])
+    _replace_rows(con, "runs", run, "attempt_id", attempt)
+
+
+# `runs` before attempts were recorded: one row per run_id, no attempt_id, serving or gates.
+RUNS_BEFORE_ATTEMPTS = ("run_id", "as_of_date", "model_version", "started_at", "finished_at",
+                        "status", "rows_in", "rows_rejected", "firms_scored_model",
+                        "firms_scored_rules", "message", "config_fingerprint")
+
+
+def _migrate_runs_to_attempts(con: duckdb.DuckDBPyConnection) -> None:
+    """Inside ensure_schema's transaction: a `runs` table of the earlier contract becomes the
+    current one, each row its run's attempt 1, the latest succeeded run of each date serving
+    (what the date's partitions hold: the last publish replaced them), no gates recorded."""
+    columns = tuple(r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'runs' "
+        "ORDER BY ordinal_position").fetchall())
+    if columns != RUNS_BEFORE_ATTEMPTS:
+        return
+    q, legacy = contract.quote, "runs_before_attempts"
+    gates_type = contract.duckdb_type(contract.table("runs").column("gates"))
+    derived = {
+        "attempt_id": f"{q('run_id')} || '-1'",
+        "serving": f"{q('status')} = 'succeeded' AND ROW_NUMBER() OVER (PARTITION BY "
+                   f"{q('as_of_date')}, {q('status')} ORDER BY {q('finished_at')} DESC, "
+                   f"{q('run_id')} DESC) = 1",
+        "gates": f"CAST([] AS {gates_type})"}
+    select_sql = ", ".join(derived.get(c, q(c)) for c in contract.table("runs").names)
+    # Identifiers and expressions from the contract, not data.
+    con.execute(f"ALTER TABLE runs RENAME TO {q(legacy)}")
+    con.execute(contract.duckdb_ddl("runs"))
+    con.execute(f"INSERT INTO runs SELECT {select_sql} FROM {q(legacy)}")
+    con.execute(f"DROP TABLE {q(legacy)}")
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:

@@ -31,7 +31,7 @@ from smescore import cli
 from smescore import sqlfiles, sqlgen
 from smescore import tables
 from smescore.monitoring import metrics, report_data
-from smescore.warehouse import PublishError, Warehouse
+from smescore.warehouse import PublishError, Warehouse, run_record_table
 from tests import monitoring_services as services
 from tests import test_warehouse as tw
 from tests.bq_emulator import (LOCATION, PROJECT, bq_conn, bq_emulator,  # noqa: F401
@@ -162,7 +162,7 @@ def emulator_ddl(ddl: str) -> str:
     if not rest:
         return ddl
     inner, _, tail = rest.partition(">>")
-    return head + "ARRAY<STRUCT<" + inner.replace(" NOT NULL", "") + ">>" + tail
+    return head + "ARRAY<STRUCT<" + inner.replace(" NOT NULL", "") + ">>" + emulator_ddl(tail)
 
 
 def test_committed_ddl_applies_on_the_emulator(bq_conn, risk_dataset):
@@ -219,7 +219,7 @@ def test_write_to_bigquery_lands_rows_with_the_declared_schema(bq_conn, risk_dat
     test_client) -> tables it creates with the contract's schema, rows intact."""
     scores = tw.scores(D1, tw.D1_SCORES, "run-d1")
     run = tw.run_record(D1, "run-d1")
-    runs = pa.Table.from_pylist([run], schema=tables.arrow_schema("runs"))
+    runs = run_record_table(run)
     specs = {f"{PROJECT}:{risk_dataset}.landed_{n}": n for n in ("scores", "runs")}
     with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
         ((p | "CreateScores" >> beam.Create([scores.slice(0, 2), scores.slice(2)])
@@ -273,6 +273,10 @@ def test_publish_replaces_a_date_atomically_and_rerunning_leaves_no_duplicates(
         **{n: 0 for n in tables.TABLES}, "scores": 2, "portfolio_summary": 1, "drift": 4,
         "rejected_records": 1, "firm_segments": 2, "runs": 2}        # runs are kept per run_id
     assert counts(bq_conn, risk_dataset, {"as_of_date": D2})["scores"] == 4
+    runs = bq_conn.rows(f"SELECT attempt_id, serving FROM {bq_conn.ref(risk_dataset, 'runs')} "
+                        f"ORDER BY attempt_id")
+    assert [(r["attempt_id"], r["serving"]) for r in runs] == [
+        ("run-d1-1", False), ("run-d1b-1", True), ("run-d2-1", True)]   # one serving per date
     got = bq_conn.rows(f"SELECT enterprise_id, run_id, reasons FROM "
                        f"{bq_conn.ref(risk_dataset, 'scores')} WHERE as_of_date = @d "
                        f"ORDER BY enterprise_id", {"d": D1})
@@ -352,16 +356,25 @@ def test_bad_tables_are_refused_before_anything_is_touched(bq_conn, risk_dataset
     assert list(bq_conn.client.list_tables(f"{PROJECT}.{risk_dataset}")) == []
 
 
-def test_a_failed_run_is_upserted_by_run_id(bq_conn, risk_dataset):
+def test_a_failed_attempt_is_upserted_by_attempt_id(bq_conn, risk_dataset):
     sink = BigQueryRiskSink(bq_config(risk_dataset), bq_conn)
     sink.ensure_schema()
     first = {**tw.run_record(D2, "run-x", status="failed", message="first"), "rows_in": []}
     sink.record_failed_run(first)
-    sink.record_failed_run(tw.run_record(D2, "run-x", status="failed",
-                                         message="it's \"quoted\"; DROP TABLE runs; --"))
-    rows = [normal(r) for r in bq_rows(bq_conn, risk_dataset, "runs")]
-    assert rows == [normal({**tw.run_record(D2, "run-x", status="failed",
-                                            message="it's \"quoted\"; DROP TABLE runs; --")})]
+    gates = [{"gate": "feed_freshness", "subject": "invoices", "status": "breached",
+              "value": 61.0, "threshold": 7.0, "note": "latest 2026-08-31"},
+             {"gate": "score_psi", "subject": "all", "status": "overridden", "value": None,
+              "threshold": None, "note": None}]
+    again = {**tw.run_record(D2, "run-x", status="failed",
+                             message="it's \"quoted\"; DROP TABLE runs; --"), "gates": gates}
+    sink.record_failed_run(again)                       # the same attempt: replaced
+    sink.record_failed_run({**again, "attempt_id": "run-x-2"})     # the next one: added
+    rows = sorted((normal(r) for r in bq_rows(bq_conn, risk_dataset, "runs")),
+                  key=lambda r: r["attempt_id"])
+    assert rows == [normal(r) for r in (run_record_table(again).to_pylist()
+                                        + run_record_table({**again, "attempt_id": "run-x-2"})
+                                        .to_pylist())]
+    assert [r["serving"] for r in rows] == [False, False]
     with pytest.raises(ValueError, match="takes status 'failed'"):
         sink.record_failed_run(tw.run_record(D2, "run-y"))
 
@@ -708,13 +721,21 @@ def test_a_backtest_on_bigquery_writes_what_it_writes_from_files_to_duckdb(
     from models import backtest
     registry, version, _ = trained
     monkeypatch.setenv(bqlib.EMULATOR_ENV, bq_conn.emulator)
-    common = [f"--as_of={BACKTEST_AS_OF}", f"--registry={registry}", "--n_shards=4"]
+    # A year before the model's baseline date the score's PSI is at alert (1.37): the operator
+    # publishes it anyway, recorded as an override (the gates' records through BigQuery too).
+    common = [f"--as_of={BACKTEST_AS_OF}", f"--registry={registry}", "--n_shards=4",
+              "--override_gate=score_psi", "--override_reason=backtest cohort, a year back"]
     score_portfolio.run(common + ["--source=bigquery", "--sink=bigquery", f"--bq_project={PROJECT}",
                                   f"--feeds_dataset={bq_feeds}", f"--risk_dataset={risk_dataset}"],
                         save_main_session=False, progress=lambda m: None)
     wh = str(tmp_path / "risk.duckdb")
     score_portfolio.run(common + [f"--feeds={portfolio}", f"--warehouse={wh}"],
                         save_main_session=False, progress=lambda m: None)
+    overridden = [(g["gate"], g["status"], g["note"].endswith("overridden: backtest cohort, a "
+                                                              "year back"))
+                  for r in bq_rows(bq_conn, risk_dataset, "runs") for g in r["gates"]
+                  if g["status"] != "passed"]
+    assert overridden == [("score_psi", "overridden", True)]
     capsys.readouterr()
     assert cli.main(["backtest", f"--as-of={BACKTEST_AS_OF}", f"--bq-project={PROJECT}",
                      f"--feeds-dataset={bq_feeds}", f"--risk-dataset={risk_dataset}",

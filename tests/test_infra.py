@@ -134,6 +134,9 @@ NOT_IN_TEMPLATE = {
     "max_auc_drop": "the automatic rollback reads backtests from the DuckDB warehouse only",
     "pushgateway": "run metrics are read back from the DuckDB warehouse only",
     "report_dir": "a local folder: the template launcher's disk goes with its VM",
+    "gates_config": "the packaged gate thresholds ship with the image; a change is a release",
+    "lock_timeout": "the lock is the DuckDB warehouse's; BigQuery transactions serialise writers",
+    "create_warehouse": "the folder is the DuckDB warehouse's",
 }
 
 # Values each parameter must accept (and parse to), and values it must refuse.
@@ -154,6 +157,8 @@ EXAMPLES = {
     "max_rejected_share": (["0", "0.05", "1", "1.0"], ["5%", "1.5", "-0.1", ".05"]),
     "canary_share": (["0", "0.1", "1"], ["10%", "2", ""]),
     "require_gpu": (["true", "false"], ["yes", "1", "True "]),
+    "override_gate": (["score_psi", "feed_freshness"], ["score-psi", "all", ""]),
+    "override_reason": (["feed late, approved by the CRO (ticket 4711)"], ["ok", ""]),
 }
 
 

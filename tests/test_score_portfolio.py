@@ -17,6 +17,7 @@ from beam_jobs import score_portfolio
 from models import registry as model_registry
 from models.reasons import MIN_POINTS, TypicalFirm, on_risky_side
 from models.scorecard import ScoreScale
+from smescore.errors import GateBreached
 from transforms import catalog
 
 AS_OF = dt.date(2026, 10, 31)
@@ -254,11 +255,12 @@ def test_too_many_rejects_fail_before_publishing_and_keep_the_previous_partition
     feeds = tmp_path / "feeds"
     shutil.copytree(small_feeds, feeds)
     pacsv.write_csv(pa.Table.from_pylist(MALFORMED["invoices"] * 50), str(feeds / "invoices" / "bad.csv"))
-    with pytest.raises(score_portfolio.publish.RunFailed, match="nothing published"):
+    with pytest.raises(GateBreached, match=r"gate rejected_share breached for invoices: .*"
+                                           r"nothing published"):
         _score(feeds, registry, wh, "--max_rejected_share=0.0001")
     pd.testing.assert_frame_equal(before, _table(wh, "SELECT * FROM scores ORDER BY enterprise_id"))
     runs = _table(wh, "SELECT status, message FROM runs ORDER BY finished_at")
-    assert runs["status"].iloc[-1] == "failed" and "max_rejected_share" in runs["message"].iloc[-1]
+    assert runs["status"].iloc[-1] == "failed" and "rejected_share" in runs["message"].iloc[-1]
 
 
 def test_run_summary_reports_the_published_portfolio(scored):

@@ -49,7 +49,8 @@ def _columns(defs) -> list[dict]:
     """sqlglot ColumnDefs -> the contract's BigQuery schema form."""
     types = {exp.DataType.Type.TEXT: "STRING", exp.DataType.Type.DOUBLE: "FLOAT",
              exp.DataType.Type.BIGINT: "INTEGER", exp.DataType.Type.DATE: "DATE",
-             exp.DataType.Type.TIMESTAMPTZ: "TIMESTAMP", exp.DataType.Type.TIMESTAMP: "TIMESTAMP"}
+             exp.DataType.Type.TIMESTAMPTZ: "TIMESTAMP", exp.DataType.Type.TIMESTAMP: "TIMESTAMP",
+             exp.DataType.Type.BOOLEAN: "BOOLEAN"}
     out = []
     for d in defs:
         kinds = [c.args["kind"] for c in d.args.get("constraints", [])]

@@ -150,9 +150,9 @@ def test_contract_has_the_issue_tables_and_columns_in_order():
                         "calibration_status", "backtested_at"],
         "backtest_roc": ["as_of_date", "model_version", "false_positive_rate",
                          "true_positive_rate", "pd_cut"],
-        "runs": ["run_id", "as_of_date", "model_version", "started_at", "finished_at", "status",
-                 "rows_in", "rows_rejected", "firms_scored_model", "firms_scored_rules", "message",
-                 "config_fingerprint"],
+        "runs": ["attempt_id", "run_id", "as_of_date", "model_version", "started_at",
+                 "finished_at", "status", "rows_in", "rows_rejected", "firms_scored_model",
+                 "firms_scored_rules", "message", "config_fingerprint", "serving", "gates"],
         "rejected_records": ["run_id", "as_of_date", "feed", "record_json", "reason"],
         "firm_segments": ["as_of_date", "enterprise_id", "industry", "region", "run_id"],
     }
@@ -161,7 +161,7 @@ def test_contract_has_the_issue_tables_and_columns_in_order():
         assert t.partition_by == ("as_of_date" if t.name != "runs" else None)
         assert set(t.cluster_by) <= set(t.names) and 1 <= len(t.cluster_by) <= 4   # BigQuery: <= 4
         assert all(c.description and "\n" not in c.description for c in t.columns)
-    assert tables.table("runs").replaced_by == "run_id"
+    assert tables.table("runs").replaced_by == "attempt_id"
     assert [f.name for f in tables.table("scores").column("reasons").fields] == [
         "code", "feature", "points", "text_zh", "text_en"]
 
@@ -283,8 +283,13 @@ def test_republishing_a_date_with_fewer_rows_leaves_no_stale_rows(wh):
         ("E1", "run-d1b"), ("E2", "run-d1b")]
     assert rows_of(wh, "SELECT run_id, COUNT(*) FROM rejected_records GROUP BY 1") == [
         ("run-d1b", 2)]
-    # runs is keyed by run_id: both runs of the date stay on record
-    assert rows_of(wh, "SELECT run_id FROM runs ORDER BY 1") == [("run-d1",), ("run-d1b",)]
+    # runs is keyed by attempt: both runs of the date stay on record, the last published serves
+    assert rows_of(wh, "SELECT attempt_id, run_id, serving FROM runs ORDER BY 1") == [
+        ("run-d1-1", "run-d1", False), ("run-d1b-1", "run-d1b", True)]
+    # publishing the first run again (its own attempt 2) makes it the one serving
+    wh.publish(D1, d1_tables(), {**run_record(D1, "run-d1"), "attempt_id": "run-d1-2"})
+    assert rows_of(wh, "SELECT attempt_id, serving FROM runs ORDER BY 1") == [
+        ("run-d1-1", False), ("run-d1-2", True), ("run-d1b-1", False)]
 
 
 def test_a_failure_mid_publish_leaves_every_table_as_it_was(wh, monkeypatch):
@@ -518,12 +523,17 @@ def test_a_failed_run_is_recorded_and_no_data_is_touched(wh):
     failed = {**run_record(D1, "run-d1x", status="failed", message="RunFailed: too many rejects",
                            started_hour=3), "rows_in": [], "firms_scored_model": 0}
     wh.record_failed_run(failed)
-    wh.record_failed_run(failed)                       # idempotent: keyed by run_id
+    wh.record_failed_run(failed)                       # idempotent: keyed by attempt_id
+    # an attempt of the published run itself that failed: its own row, the published one intact
+    wh.record_failed_run({**failed, "run_id": "run-d1", "attempt_id": "run-d1-2"})
     after = dump(wh)
     assert {n: after[n] for n in PARTITIONED} == {n: before[n] for n in PARTITIONED}
-    assert rows_of(wh, "SELECT run_id, status, message, len(rows_in) FROM run_history") == [
-        ("run-d1x", "failed", "RunFailed: too many rejects", 0),
-        ("run-d1", "succeeded", "", 2)]
+    assert rows_of(wh, "SELECT attempt_id, status, serving, message, len(rows_in) "
+                       "FROM run_history") == [
+        ("run-d1-2", "failed", False, "RunFailed: too many rejects", 0),
+        ("run-d1x-1", "failed", False, "RunFailed: too many rejects", 0),
+        ("run-d1-1", "succeeded", True, "", 2)]
+    assert rows_of(wh, "SELECT DISTINCT as_of_date FROM latest_scores") == [(D1,)]
     with pytest.raises(ValueError, match="takes status 'failed'"):
         wh.record_failed_run(run_record(D1, "run-d1y"))
 
@@ -629,3 +639,31 @@ def test_query_is_read_only(three_dates, tmp_path):
     assert rows_of(three_dates, "SELECT COUNT(*) FROM scores") == [(9,)]
     with pytest.raises(FileNotFoundError, match="no warehouse at"):
         Warehouse(tmp_path / "nowhere.duckdb").query("SELECT 1")
+
+
+def test_a_warehouse_of_one_run_row_per_run_is_migrated_to_attempts(tmp_path):
+    """`runs` as it was before attempts: each row becomes its run's attempt 1, the latest
+    succeeded run of each date serving; the other tables are untouched."""
+    path = tmp_path / "old.duckdb"
+    wh = Warehouse(path)
+    wh.ensure_schema()
+    wh.publish(D1, d1_tables(), run_record(D1, "run-d1"))
+    wh.publish(D1, d1_tables("run-d1b", rows=D1_SCORES[:2]),
+               run_record(D1, "run-d1b", started_hour=2))
+    wh.record_failed_run(run_record(D1, "run-d1c", status="failed", started_hour=3))
+    wh.publish(D2, simple_tables(D2, D2_SCORES, "run-d2"), run_record(D2, "run-d2"))
+    before = dump(wh)
+    with duckdb.connect(str(path)) as con:        # back to the earlier contract's table
+        names = ", ".join(wh_module.RUNS_BEFORE_ATTEMPTS)
+        con.execute(f"CREATE TABLE legacy AS SELECT {names} FROM runs")
+        con.execute("DROP VIEW run_history")
+        con.execute("DROP VIEW latest_scores")
+        con.execute("DROP TABLE runs")
+        con.execute("ALTER TABLE legacy RENAME TO runs")
+    wh.ensure_schema()
+    wh.ensure_schema()                            # idempotent
+    after = dump(wh)
+    assert {n: after[n] for n in PARTITIONED} == {n: before[n] for n in PARTITIONED}
+    assert rows_of(wh, "SELECT attempt_id, status, serving, len(gates) FROM runs ORDER BY 1") == [
+        ("run-d1-1", "succeeded", False, 0), ("run-d1b-1", "succeeded", True, 0),
+        ("run-d1c-1", "failed", False, 0), ("run-d2-1", "succeeded", True, 0)]

@@ -36,6 +36,17 @@ NON_NEGATIVE = {
     "registry_events": (),
     "loans": ("balance", "days_past_due"),
 }
+# Plausibility bounds (absolute values, CNY, counts, days): a value beyond them is a data error,
+# not a firm, and is rejected with the bound named instead of becoming a feature (one invoice of
+# 1e15 CNY moved a firm from grade 4 to grade 1). Generous: ten times the largest real SME figure.
+PLAUSIBLE_MAX = {
+    "enterprises": {"registered_capital": 1e12, "legal_rep_age": 120},
+    "tax_filings": {"taxable_sales": 1e11, "vat_paid": 2e10, "si_headcount": 1e6},
+    "invoices": {"amount": 1e10},
+    "utility_bills": {"kwh": 1e10, "amount": 1e10, "days_overdue": 3660},
+    "registry_events": {"amount": 1e12},
+    "loans": {"balance": 1e11, "days_past_due": 3660},
+}
 CATEGORIES = {
     "enterprises": {"industry": feeds.INDUSTRY_SECTIONS, "province": feeds.PROVINCES,
                     "legal_form": feeds.LEGAL_FORMS},
@@ -158,6 +169,11 @@ def validate_table(feed_name: str, table: pa.Table) -> tuple[pa.Table, list[dict
                 checks.flag(v < 0, f"negative {field.name}")
             if pa.types.is_integer(field.type):
                 checks.flag(np.isfinite(v) & (v != np.round(v)), f"non-integer {field.name}")
+            bound = PLAUSIBLE_MAX[feed_name].get(field.name)
+            if bound is not None:
+                checks.flag(np.abs(np.nan_to_num(v)) > bound, lambda bad, c=field.name, b=bound, v=v:
+                            [f"implausible {c} {v[i]:.6g} (beyond {b:.6g})"
+                             for i in np.flatnonzero(bad)])
     for c, allowed in CATEGORIES.get(feed_name, {}).items():
         bad = (~typed[c].isin(allowed).fillna(False)).to_numpy() & typed[c].notna().to_numpy()
         checks.flag(bad, lambda b, c=c: [f"unknown {c} {typed[c].iloc[i]!r}" for i in np.flatnonzero(b)])

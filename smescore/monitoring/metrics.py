@@ -50,6 +50,12 @@ RUN_METRICS = (
     Metric("smescore_run_duration_seconds",
            "Wall time of the latest run, start to publish or failure."),
     Metric("smescore_run_finished_timestamp_seconds", "When the latest run ended (Unix time)."),
+    Metric("smescore_run_exit_code", "Exit code of the latest attempt: 0 published, 1 internal, "
+           "2 usage, 3 bad input, 4 gate breached, 5 service unavailable."),
+    Metric("smescore_gate_breached", "1 if the latest attempt found the gate breached for this "
+           "feed or feature (overridden or not), else 0.", ("gate", "subject")),
+    Metric("smescore_gate_overridden", "1 if the operator overrode the breached gate for the "
+           "latest attempt, else 0.", ("gate", "subject")),
 )
 # Pushed after a successful run only: they describe the data it published.
 PUBLISHED_METRICS = (
@@ -116,6 +122,16 @@ def run_samples(version: str, succeeded: bool, started_at: dt.datetime,
     return [Sample("smescore_run_success", v, 1.0 if succeeded else 0.0),
             Sample("smescore_run_duration_seconds", v, (finished_at - started_at).total_seconds()),
             Sample("smescore_run_finished_timestamp_seconds", v, unix_time(finished_at))]
+
+
+def attempt_samples(version: str, exit_code: int, gate_results: Sequence[Mapping]) -> list[Sample]:
+    """The attempt's exit code and each gate's outcome (runs.gates)."""
+    out = [Sample("smescore_run_exit_code", {"model_version": version}, float(exit_code))]
+    for g in gate_results:
+        labels = {"model_version": version, "gate": g["gate"], "subject": g["subject"]}
+        out += [Sample("smescore_gate_breached", labels, float(g["status"] != "passed")),
+                Sample("smescore_gate_overridden", labels, float(g["status"] == "overridden"))]
+    return out
 
 
 # The run's own rows only (run_id), so a rerun of another version never mixes in.
