@@ -387,6 +387,11 @@ def monotone_gbm_metrics(parts: dict, seed: int) -> dict:
     from sklearn.ensemble import HistGradientBoostingClassifier
     categories = {n: sorted(parts["train"][n].fillna("").astype(str).unique()) for n in catalog.CATEGORICAL}
     x = {k: gbm_matrix(v, categories) for k, v in parts.items()}
+    # a feature training never saw (e.g. a seasonally adjusted change on a short history) is a
+    # constant to the trees: scikit-learn cannot bin an all-missing column
+    unseen = [n for n in catalog.NUMERIC if x["train"][n].isna().all()]
+    for frame in x.values():
+        frame[unseen] = 0.0
     y = {k: v["label_default_12m"].to_numpy(np.float64) for k, v in parts.items()}
     cst = [DIRECTIONS.get(n, 0) for n in catalog.NAMES]
     gbm = HistGradientBoostingClassifier(

@@ -28,9 +28,10 @@ def test_invoice_windows(rows):
     assert e1.inv_sales_amt_6m == 48_000
     assert e1.inv_sales_amt_12m == 108_000
     assert e1.inv_sales_cnt_3m == 3                # the void invoice is not a sale
-    assert np.isnan(e1.inv_sales_yoy_3m)           # nothing invoiced a year before, so no
-    assert np.isnan(e1.inv_sales_chg_3m)           # seasonal base for the sequential changes
-    assert np.isnan(e1.inv_sales_chg_6m) and np.isnan(e1.inv_sales_chg_1m)
+    assert e1.inv_sales_chg_3m == pytest.approx(-0.4, abs=1e-6)
+    assert e1.inv_sales_chg_6m == pytest.approx(48 / 60 - 1, abs=1e-6)
+    assert np.isnan(e1.inv_sales_yoy_3m)           # nothing invoiced a year before
+    assert e1.inv_sales_chg_1m == pytest.approx(6_000 / (22_000 / 3) - 1, abs=1e-6)
     assert e1.inv_top1_share_12m == pytest.approx(102 / 108, abs=1e-6)
     assert e1.inv_hhi_12m == pytest.approx((102 / 108) ** 2 + (6 / 108) ** 2, abs=1e-6)
     assert e1.inv_n_customers_12m == 2
@@ -40,22 +41,6 @@ def test_invoice_windows(rows):
     assert e1.inv_purch_amt_1m == 4_000
     assert e1.inv_purch_sales_ratio_3m == pytest.approx(4_000 / 18_000, abs=1e-6)
     assert e1.inv_months_no_sales_12m == 0
-
-
-def test_sequential_changes_are_seasonally_adjusted():
-    """A firm repeating last year's seasonal pattern shows no change; one 40% below its pattern in
-    the last 3 months shows -40%, whatever the calendar month (columns: months back from D)."""
-    season = np.array([0.8, 0.7, 1.2, 1.1, 1.0, 1.0, 0.9, 0.9, 1.0, 1.1, 1.2, 1.3])
-    same = np.tile(season, 2)[None, :] * 100.0
-    fell = same.copy()
-    fell[0, :3] *= 0.6
-    for m, want in ((same, 0.0), (fell, -0.4)):
-        got = pit._seasonal_change(pit._win(m, 3), pit._win(m, 3, 3), pit._win(m, 3, 12), pit._win(m, 3, 15))
-        assert got[0] == pytest.approx(want, abs=1e-12)
-    raw = pit._change(pit._win(same, 3), pit._win(same, 3, 3))[0]
-    assert raw == pytest.approx(2.7 / 3.1 - 1)     # what the unadjusted change would read as risk
-    none = pit._seasonal_change(pit._win(same, 3), pit._win(same, 3, 3), np.zeros(1), np.zeros(1))
-    assert np.isnan(none[0])
 
 
 def test_tax_windows_use_returns_filed_by_the_as_of_date(rows):

@@ -101,9 +101,9 @@ class PreprocessingFnTest(tft_unit.TransformTestCase):
             [pp.to_tfxio_batch(train, feats)], pp.raw_tensor_adapter_config(feats),
             pp.make_preprocessing_fn(feats),
             expected_data=[
-                # hc_last: no quantiles analysed -> every value past them; tax_late_3m: 3 > 2
-                {"hc_last__z": 0.0, "hc_last__missing": 0.0, "hc_last__q": 1.0,
-                 "tax_late_3m__z": 0.0, "tax_late_3m__missing": 0.0, "tax_late_3m__q": 1.0},
+                # no spread in training: __q stays 0 like __z (its weights never learned anything)
+                {"hc_last__z": 0.0, "hc_last__missing": 0.0, "hc_last__q": 0.0,
+                 "tax_late_3m__z": 0.0, "tax_late_3m__missing": 0.0, "tax_late_3m__q": 0.0},
                 {"hc_last__z": 0.0, "hc_last__missing": 1.0, "hc_last__q": 0.0,
                  "tax_late_3m__z": 0.0, "tax_late_3m__missing": 1.0, "tax_late_3m__q": 0.0}],
             test_data=[pp.to_tfxio_batch(new, feats)])

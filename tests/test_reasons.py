@@ -51,9 +51,9 @@ def test_example_from_the_issue():
 def test_first_reason_says_worse_than_typical_with_both_values():
     (first, *_), _, _ = _reasons()
     assert first == {"code": CODES["inv_sales_chg_3m"], "feature": "inv_sales_chg_3m", "points": -40.0,
-                     "text_zh": "近3个月开票金额较前3个月（剔除季节因素）下降40%，低于多数企业（中位数增长2%）",
+                     "text_zh": "近3个月开票金额较前3个月下降40%，低于多数企业（中位数增长2%）",
                      "text_en": "Weaker growth in invoiced sales than most firms: down 40% in the last "
-                                "3 months vs the prior 3, seasonally adjusted (typical: up 2%)"}
+                                "3 months vs the prior 3 (typical: up 2%)"}
 
 
 def test_at_most_four_most_negative_first():

@@ -110,14 +110,6 @@ def _change(new, base):
     return np.minimum(_div(new, base) - 1.0, 10.0)
 
 
-def _seasonal_change(new, base, new_year_ago, base_year_ago):
-    """A change between two adjacent windows, seasonally adjusted: (new/base) over the same ratio
-    one year earlier, minus 1. Spring Festival or a summer peak moves every firm's raw change
-    with the calendar; the model must not read the season as risk (raw, the book's mean PD rose
-    a third from October to April with the true PD flat). NaN without a year-earlier base."""
-    return np.minimum(_div(_div(new, base), _div(new_year_ago, base_year_ago)) - 1.0, 10.0)
-
-
 def _win(m, w, start=0):
     return m[:, start:start + w].sum(axis=1)
 
@@ -176,19 +168,16 @@ def _invoice_features(fr, panel, ids, ref, as_of, hist):
         f[f"inv_sales_amt_{w}m"] = _win(s_amt, w)
         f[f"inv_sales_cnt_{w}m"] = _win(s_cnt, w)
         f[f"inv_purch_amt_{w}m"] = _win(p_amt, w)
-    f["inv_sales_chg_1m"] = _seasonal_change(s_amt[:, 0], _win(s_amt, 3, 1), s_amt[:, 12], _win(s_amt, 3, 13))
-    f["inv_sales_chg_3m"] = _seasonal_change(_win(s_amt, 3), _win(s_amt, 3, 3), _win(s_amt, 3, 12),
-                                             _win(s_amt, 3, 15))
-    f["inv_sales_chg_6m"] = _seasonal_change(_win(s_amt, 6), _win(s_amt, 6, 6), _win(s_amt, 6, 12),
-                                             _win(s_amt, 6, 18))
+    f["inv_sales_chg_1m"] = _change(s_amt[:, 0], _win(s_amt, 3, 1) / 3.0)
+    f["inv_sales_chg_3m"] = _change(_win(s_amt, 3), _win(s_amt, 3, 3))
+    f["inv_sales_chg_6m"] = _change(_win(s_amt, 6), _win(s_amt, 6, 6))
     f["inv_sales_yoy_3m"] = _change(_win(s_amt, 3), _win(s_amt, 3, 12))
     f["inv_sales_vol_12m"] = _cv(s_amt[:, :12])
     in_hist = np.arange(LOOKBACK)[None, :] < hist[:, None]
     f["inv_sales_slope_12m"] = _log_slope(s_amt[:, :12], in_hist[:, :12])
     f["inv_months_no_sales_12m"] = ((s_cnt[:, :12] == 0) & in_hist[:, :12]).sum(1).astype(np.float64)
     f["inv_avg_ticket_3m"] = _div(_win(s_amt, 3), _win(s_cnt, 3))
-    f["inv_purch_chg_3m"] = _seasonal_change(_win(p_amt, 3), _win(p_amt, 3, 3), _win(p_amt, 3, 12),
-                                             _win(p_amt, 3, 15))
+    f["inv_purch_chg_3m"] = _change(_win(p_amt, 3), _win(p_amt, 3, 3))
     f["inv_purch_sales_ratio_3m"] = _div(_win(p_amt, 3), _win(s_amt, 3))
     f["inv_void_ratio_3m"] = _div(_win(s_void, 3), _win(s_all, 3))
     f["inv_void_ratio_12m"] = _div(_win(s_void, 12), _win(s_all, 12))
@@ -252,7 +241,7 @@ def _tax_features(fr, panel, ref, as_of, est_month, s_amt):
     f = {}
     for w in (1, 3, 6, 12):
         f[f"tax_sales_{w}m"] = _masked_sum(ts, filed, w)
-    f["tax_sales_chg_3m"] = _seasonal_change(_win(ts, 3), _win(ts, 3, 3), _win(ts, 3, 12), _win(ts, 3, 15))
+    f["tax_sales_chg_3m"] = _change(_win(ts, 3), _win(ts, 3, 3))
     f["tax_sales_yoy_3m"] = _change(_win(ts, 3), _win(ts, 3, 12))
     f["tax_vat_3m"] = _masked_sum(vat, filed, 3)
     f["tax_vat_12m"] = _masked_sum(vat, filed, 12)
@@ -297,9 +286,7 @@ def _power_features(fr, panel, ref, as_of, est_month, hc_3):
     both = billed[:, 0] & billed[:, 12]
     f["pwr_yoy_1m"] = np.where(both, _change(kwh[:, 0], kwh[:, 12]), np.nan)
     f["pwr_yoy_3m"] = _change(_masked_sum(kwh, billed, 3), _masked_sum(kwh[:, 12:], billed[:, 12:], 3))
-    f["pwr_chg_3m"] = _seasonal_change(
-        _masked_sum(kwh, billed, 3), _masked_sum(kwh[:, 3:], billed[:, 3:], 3),
-        _masked_sum(kwh[:, 12:], billed[:, 12:], 3), _masked_sum(kwh[:, 15:], billed[:, 15:], 3))
+    f["pwr_chg_3m"] = _change(_masked_sum(kwh, billed, 3), _masked_sum(kwh[:, 3:], billed[:, 3:], 3))
     kwh12 = np.where(billed[:, :12], kwh[:, :12], np.nan)
     with _all_nan_is_nan():
         f["pwr_vol_12m"] = _div(np.nanstd(kwh12, axis=1), np.nanmean(kwh12, axis=1))

@@ -187,8 +187,9 @@ def _present_only(x: tf.Tensor, present: tf.Tensor) -> tf.SparseTensor:
     return values
 
 
-def _z_scores(treated: tf.Tensor, present: tf.Tensor) -> tf.Tensor:
-    """Column-wise (x - mean) / std over present values; 0 (the mean) where missing or std is 0.
+def _z_scores(treated: tf.Tensor, present: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(z, usable): column-wise (x - mean) / std over present values, 0 (the mean) where missing
+    or where the column has no spread in training (usable False).
 
     All numeric features go through as one [batch, k] matrix: one mean and one variance analyser
     for the whole catalogue instead of two per feature, which keeps the Beam graph (and the time
@@ -199,7 +200,7 @@ def _z_scores(treated: tf.Tensor, present: tf.Tensor) -> tf.Tensor:
     var = tft.var(values, reduce_instance_dims=False)
     usable = tf.math.is_finite(mean) & tf.math.is_finite(var) & (var > 0.0)
     z = (treated - mean) * tf.math.rsqrt(tf.where(usable, var, tf.ones_like(var)))
-    return tf.where(present & usable, z, tf.zeros_like(z))
+    return tf.where(present & usable, z, tf.zeros_like(z)), usable
 
 
 def _quantile_positions(raw: tf.Tensor, present: tf.Tensor, num_quantiles: int) -> tf.Tensor:
@@ -271,8 +272,11 @@ def _transform(inputs: dict[str, tf.Tensor], features: Sequence[catalog.Feature]
         raw = tf.stack([inputs[f.name] for f in numeric], axis=1)
         present = tf.math.is_finite(raw)
         treated = tf.stack([_treat(f, inputs[f.name]) for f in numeric], axis=1)
-        z = tf.unstack(_z_scores(treated, present), axis=1)
-        q = tf.unstack(_quantile_positions(raw, present, QUANTILES), axis=1)
+        z, usable = _z_scores(treated, present)
+        z = tf.unstack(z, axis=1)
+        # a feature without spread in training has untrained weights: like __z, __q stays 0
+        positions = _quantile_positions(raw, present, QUANTILES)
+        q = tf.unstack(tf.where(usable, positions, tf.zeros_like(positions)), axis=1)
         missing = tf.unstack(1.0 - tf.cast(present, tf.float32), axis=1)
         for i, feature in enumerate(numeric):
             outputs[transformed_name(feature.name, "z")] = z[i]
