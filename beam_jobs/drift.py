@@ -178,7 +178,11 @@ class Reference:
             lacking = [n for n in numeric if n not in distribution]
             if lacking:
                 raise ValueError(f"training_distribution has no range for {lacking}")
-            ranges = {n: (distribution[n]["min"], distribution[n]["max"]) for n in numeric}
+            # an input without spread in training (no value, or one) is zeroed by the TFT graph:
+            # the network never reads it, so no value of it can be out of the model's range
+            ranges = {n: (distribution[n]["min"], distribution[n]["max"]) for n in numeric
+                      if distribution[n]["min"] is not None
+                      and distribution[n]["max"] > distribution[n]["min"]}
         return cls({k: v for k, v in book.items() if k != "training_sample"}, sample, ranges)
 
     def warning(self, version: str) -> Optional[str]:

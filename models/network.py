@@ -249,6 +249,9 @@ def dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | N
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+FIT_NOISE = "NodeDef mentions attribute use_unbounded_threadpool"
+
+
 def fit(x_train, y_train, x_valid, y_valid, hp: HParams, log_dir: str | None = None,
         signs: np.ndarray | None = None):
     """Train with early stopping on validation AUC; returns (model, history dict). A monotone
@@ -263,10 +266,12 @@ def fit(x_train, y_train, x_valid, y_valid, hp: HParams, log_dir: str | None = N
     if log_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0,
                                                      write_graph=False, profile_batch=0))
-    history = model.fit(dataset(x_train, y_train, hp.batch_size, hp.seed),
-                        validation_data=dataset(x_valid, y_valid, 4096, None),
-                        epochs=hp.max_epochs, callbacks=callbacks, class_weight=class_weight,
-                        verbose=0)
+    # tf.data's native code logs a harmless graph-attribute mismatch of this TF build at ERROR
+    with runtime.native_stderr_filtered(runtime.NATIVE_NOISE + (FIT_NOISE,)):
+        history = model.fit(dataset(x_train, y_train, hp.batch_size, hp.seed),
+                            validation_data=dataset(x_valid, y_valid, 4096, None),
+                            epochs=hp.max_epochs, callbacks=callbacks, class_weight=class_weight,
+                            verbose=0)
     return to_plain_mlp(model), {k: [float(v) for v in vs] for k, vs in history.history.items()}
 
 

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import traceback
 
-from smescore.errors import EXIT_INTERNAL, SmescoreError
+from smescore.errors import EXIT_INTERNAL, EXIT_UNAVAILABLE, SmescoreError
 
 # What TensorFlow's native code prints on a CPU machine while it looks for CUDA, before its own
 # log level applies (absl writes everything to stderr until InitializeLog). None of it needs an
@@ -142,6 +142,25 @@ def progress(message: str) -> None:
     LOG.info("%s", message)
 
 
+def _unreachable(err: BaseException) -> bool:
+    """A network or cloud service that did not answer (BigQuery, Cloud Storage, a Pushgateway
+    behind a failed run): the transport's own error types, not a bug of ours."""
+    kinds = [ConnectionError, TimeoutError]
+    try:
+        import requests
+        kinds.append(requests.exceptions.ConnectionError)
+        kinds.append(requests.exceptions.Timeout)
+    except ImportError:
+        pass
+    try:
+        from google.api_core import exceptions as gexc
+        kinds += [gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.TooManyRequests,
+                  gexc.BadGateway, gexc.GatewayTimeout, gexc.RetryError]
+    except ImportError:
+        pass
+    return isinstance(err, tuple(kinds))
+
+
 def report_error(err: BaseException, debug: bool = False) -> int:
     """`smescore: <message>` on stderr for an operator's error (its class's exit code), else
     `smescore: internal error: ...` (exit 1); the traceback only with --debug."""
@@ -151,6 +170,10 @@ def report_error(err: BaseException, debug: bool = False) -> int:
     if isinstance(err, SmescoreError):
         print(f"smescore: {text}", file=sys.stderr)
         return err.exit_code
+    if _unreachable(err):
+        print(f"smescore: service unavailable: {type(err).__name__}: {text[:500]} (check the "
+              f"address, the network and the credentials, then retry)", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     print(f"smescore: internal error: {type(err).__name__}: {text[:500]} "
           f"(run with --debug for the traceback)", file=sys.stderr)
     return EXIT_INTERNAL

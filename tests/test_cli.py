@@ -454,3 +454,22 @@ def test_progress_is_info_and_one_live_line_on_a_terminal(monkeypatch):
             progress.advance("firms scored", 5)
             runtime.progress("[score] done")
         assert stream.getvalue() == expected
+
+
+@pytest.mark.parametrize("make_error", [
+    lambda: ConnectionRefusedError(111, "Connection refused"),
+    lambda: __import__("google.api_core.exceptions", fromlist=["x"]).ServiceUnavailable("503 backend"),
+    lambda: __import__("requests").exceptions.ConnectionError("Max retries exceeded with url"),
+])
+def test_an_unreachable_service_is_exit_5_in_one_line(make_error, capsys):
+    from smescore import runtime
+    assert runtime.report_error(make_error()) == 5
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("smescore: service unavailable: ")
+
+
+def test_a_bug_is_exit_1_in_one_line(capsys):
+    from smescore import runtime
+    assert runtime.report_error(KeyError("x")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error: KeyError" in err and "--debug" in err

@@ -231,6 +231,18 @@ def test_out_of_range_statuses_follow_the_thresholds(trained):
     assert {oor[f][3] for f in NUMERIC[3:]} == {"ok"}
 
 
+def test_an_input_without_spread_in_training_has_no_range(trained):
+    """The TFT graph zeroes an input training saw no spread of (no value, or one): the network
+    never reads it, so no value of it is out of the model's range."""
+    card = json.loads(json.dumps(trained[2]))
+    a, b, c = NUMERIC[:3]
+    card["training_distribution"][a].update(min=None, max=None)
+    card["training_distribution"][b].update(min=2.0, max=2.0)
+    card["training_distribution"][c].update(min=0.0, max=5.0)
+    ranges = drift.Reference.from_card(card).ranges
+    assert a not in ranges and b not in ranges and ranges[c] == (0.0, 5.0)
+
+
 def test_a_damaged_card_is_refused_rather_than_measured_in_part(trained):
     card = json.loads(json.dumps(trained[2]))
     del card["training_distribution"][NUMERIC[0]]

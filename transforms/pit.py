@@ -23,6 +23,17 @@ import pandas as pd
 from transforms import catalog, feeds
 
 LOOKBACK = 24  # months kept in the panels: 12-month windows plus their year-ago comparison
+# Changes against a base window: the months of history (months_history, uncapped) the base needs,
+# counted back from the reference month (tax and power panels end one period earlier). With less,
+# the base is partly before the firm's first record - before the feeds began, for most firms - and
+# the change would read the start of data collection as growth (a training snapshot 13 months
+# into the feeds compared 3 months of power with 1): the change is missing instead.
+BASE_WINDOW_MONTHS = {
+    "inv_sales_chg_1m": 4, "inv_sales_chg_3m": 6, "inv_sales_chg_6m": 12, "inv_sales_yoy_3m": 15,
+    "inv_purch_chg_3m": 6, "tax_sales_chg_3m": 7, "tax_sales_yoy_3m": 16,
+    "hc_chg_3m": 5, "hc_chg_6m": 8, "hc_chg_12m": 14,
+    "pwr_yoy_1m": 14, "pwr_yoy_3m": 16, "pwr_chg_3m": 7,
+}
 
 
 @contextlib.contextmanager
@@ -446,6 +457,9 @@ def compute_features(frames: FirmFrames, as_of: dt.date, outcome_end: dt.date | 
     f["ent_industry"] = ent["industry"].fillna("").to_numpy(object)
     f["ent_province"] = ent["province"].fillna("").to_numpy(object)
     f["ent_legal_form"] = ent["legal_form"].fillna("").to_numpy(object)
+
+    for name, months in BASE_WINDOW_MONTHS.items():
+        f[name] = np.where(hist >= months, f[name], np.nan)
 
     columns = {"enterprise_id": ids, "as_of_date": np.full(len(ids), np.datetime64(as_of, "D"))}
     for feat in catalog.FEATURES:
