@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import re
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
@@ -91,9 +92,9 @@ class SmescoreOptions(PipelineOptions):
                             help="BigQuery dataset of the risk tables (--sink=bigquery)")
         parser.add_argument("--bq_location", default="US", help="BigQuery location of the datasets")
         # An unattended night: gates before publishing, the warehouse checked first.
-        parser.add_argument("--gates_config", default=None,
-                            help="Publication gates JSON (default: packaged "
-                                 "smescore/config/gates.json)")
+        parser.add_argument("--gates_config", default=os.environ.get("SMESCORE_GATES_CONFIG"),
+                            help="Publication gates JSON (default: $SMESCORE_GATES_CONFIG, else "
+                                 "the packaged smescore/config/gates.json)")
         parser.add_argument("--override_gate", default=None, choices=GATES,
                             help="Publish although this gate is breached, for this run only "
                                  "(needs --override_reason; recorded in runs)")

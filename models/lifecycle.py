@@ -246,7 +246,7 @@ def validation_verdict(registry, version: str) -> dict:
         return {"status": "missing", "file": path, "failed_checks": []}
     try:
         result = model_registry.read_json(path)
-    except ValueError as err:            # not JSON: as good as a failed validation
+    except (ValueError, model_registry.RegistryError) as err:   # not JSON: as good as failed
         return {"status": "failed", "file": path, "n_checks": 0,
                 "failed_checks": [f"{model_registry.VALIDATION} unreadable: {err}"[:300]]}
     failed = [describe_check(c) for c in result.get("checks", []) if c.get("passed") is False]

@@ -252,10 +252,13 @@ def calibration(frame: pd.DataFrame) -> dict:
 
 
 def numeric_ranges(card: dict) -> dict[str, tuple[float, float]]:
-    """Training [min, max] of every numeric input, from the card's training distribution."""
+    """Training [min, max] of every numeric input the network reads, from the card's training
+    distribution: an input without spread in training (no value, or one) is zeroed by the TFT
+    graph, so no value of it is out of the model's range (as in the nightly drift table)."""
     dist = card.get("training_distribution") or {}
     return {f.name: (dist[f.name]["min"], dist[f.name]["max"]) for f in catalog.FEATURES
-            if not f.is_categorical and f.name in dist and dist[f.name].get("min") is not None}
+            if not f.is_categorical and f.name in dist and dist[f.name].get("min") is not None
+            and dist[f.name]["max"] > dist[f.name]["min"]}
 
 
 def out_of_range_shares(values: Mapping[str, np.ndarray], ranges: Mapping[str, tuple]) -> dict:

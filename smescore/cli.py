@@ -18,7 +18,7 @@ import sys
 
 import smescore
 from smescore import flags, runtime
-from smescore.errors import BadInput, UsageError
+from smescore.errors import BadInput, GateBreached, UsageError
 
 
 def _date(text: str) -> dt.date:
@@ -195,6 +195,8 @@ def cmd_promote(args, beam_args) -> int:
     try:
         entry = lifecycle.promote(args.registry, args.version, why=args.why, who=args.by,
                                   warehouse=_risk_tables(args), override=args.override)
+    except lifecycle.PromotionRefused as err:      # the validation gate: exit 4
+        raise GateBreached(f"promote: {err}") from err
     except lifecycle.LifecycleError as err:
         return _fail("promote", err)
     _print_entry(entry)

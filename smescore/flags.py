@@ -30,7 +30,8 @@ BEAM_FLAGS = ("Beam's own flags (--runner, --project, --region, --temp_location,
 ENVIRONMENT = """environment:
   SMESCORE_WAREHOUSE  default --warehouse of `report` and `query` (else out/demo/warehouse.duckdb)
   SMESCORE_REGISTRY   default --registry of `report`, `backtest`, `promote`, `rollback`,
-                      `challenger` (`report` else out/demo/registry)"""
+                      `challenger` (`report` else out/demo/registry)
+  SMESCORE_GATES_CONFIG  default --gates-config of `score` (else the packaged gates.json)"""
 
 
 def canonical(name: str) -> str:

@@ -6,11 +6,21 @@ real — generator, Beam on DirectRunner, TFT analyze/transform, a trained Saved
 from __future__ import annotations
 
 import datetime as dt
+import os
+
 from smescore import runtime
 
 runtime.tf_environment()
 
 import pytest  # noqa: E402
+
+# The session book's 30 months leave three training snapshot dates (April-June 2025): its October
+# nights really do reach outside that training range (a 12-month sales trend: 7.5% of firms, a
+# seasonal shift), so the out-of-range gate would rightly refuse every fixture night. The suite's
+# nights publish with it off; tests/test_faults.py and tests/test_drift.py test that gate and
+# metric themselves. The 36-month books of `make demo` and the acceptance runs pass it.
+os.environ.setdefault("SMESCORE_GATES_CONFIG",
+                      os.path.join(os.path.dirname(__file__), "short_book_gates.json"))
 
 END_DATE = dt.date(2026, 10, 31)
 FIRMS, MONTHS, SEED = 1200, 30, 11

@@ -721,9 +721,15 @@ def test_a_backtest_on_bigquery_writes_what_it_writes_from_files_to_duckdb(
     from models import backtest
     registry, version, _ = trained
     monkeypatch.setenv(bqlib.EMULATOR_ENV, bq_conn.emulator)
-    # A year before the model's baseline date the score's PSI is at alert (1.37): the operator
-    # publishes it anyway, recorded as an override (the gates' records through BigQuery too).
+    # A year before the model's baseline date, with a drift config that alerts on any score PSI:
+    # the operator publishes anyway, recorded as an override (the gates' records through BigQuery).
+    sensitive = tmp_path / "drift.json"
+    sensitive.write_text(json.dumps({"psi": {"warn": 0.0, "alert": 1e-6},
+                                     "missing_rate_change": {"warn": 0.05, "alert": 0.10},
+                                     "attribution_drift": {"warn": 0.25, "alert": 0.50},
+                                     "out_of_range": {"warn": 0.01, "alert": 0.05}}))
     common = [f"--as_of={BACKTEST_AS_OF}", f"--registry={registry}", "--n_shards=4",
+              f"--drift_config={sensitive}",
               "--override_gate=score_psi", "--override_reason=backtest cohort, a year back"]
     score_portfolio.run(common + ["--source=bigquery", "--sink=bigquery", f"--bq_project={PROJECT}",
                                   f"--feeds_dataset={bq_feeds}", f"--risk_dataset={risk_dataset}"],

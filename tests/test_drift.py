@@ -133,8 +133,12 @@ def test_every_feature_and_the_score_have_their_rows(run):
     for metric in ("psi", "psi_training_sample"):
         assert sorted(rows[(rows.metric == metric) & (rows.segment == "all")]["feature"]) == \
             sorted([*catalog.NAMES, tables.SCORE_FEATURE]), metric
-    for metric in ("out_of_range", "missing_rate_change"):
-        assert sorted(rows[rows.metric == metric]["feature"]) == sorted(NUMERIC), metric
+    assert sorted(rows[rows.metric == "missing_rate_change"]["feature"]) == sorted(NUMERIC)
+    # out of range: every input with spread in training (the others are zeroed by the TFT graph)
+    spread = [n for n in NUMERIC if card["training_distribution"][n]["min"] is not None
+              and card["training_distribution"][n]["max"] > card["training_distribution"][n]["min"]]
+    assert 0 < len(spread) < len(NUMERIC)        # the short book's year-on-year inputs have none
+    assert sorted(rows[rows.metric == "out_of_range"]["feature"]) == sorted(spread)
     assert len(rows[rows.metric == "attribution_drift"]) == len(catalog.NAMES)
     assert (rows["model_version"] == result["model_version"]).all()
     assert (rows["run_id"] == result["run_id"]).all()
@@ -189,7 +193,7 @@ def test_training_sample_psi_and_out_of_range_equal_an_independent_computation(
     for name in catalog.NAMES:
         assert got[("psi_training_sample", name)] == pytest.approx(
             _psi_by_pandas(model_features[name], sample["features"][name]), abs=1e-12), name
-        if name in NUMERIC:
+        if name in NUMERIC and ("out_of_range", name) in got:
             v = model_features[name].to_numpy(np.float64, na_value=np.nan)
             lo, hi = ranges[name]["min"], ranges[name]["max"]
             k = int(np.sum(~np.isnan(v) & ((v < lo) | (v > hi))))
@@ -253,16 +257,16 @@ def test_a_damaged_card_is_refused_rather_than_measured_in_part(trained):
 
 def test_an_older_trainers_card_measures_what_it_can_and_warns_once(run, trained, small_feeds,
                                                                    tmp_path, caplog):
-    """A card without the training sample references (an older trainer): the run succeeds with
-    the training-date rows, equal to the full run's, none of the new metrics, and one warning
-    (in the progress lines, the log and the run record)."""
+    """A card without the training sample's bins (an older trainer; its training distribution,
+    which the reasons need, is there): the run succeeds with every other row equal to the full
+    run's, no psi_training_sample, and one warning (progress lines, log and run record)."""
     src, version, _ = trained
     registry = tmp_path / "registry"
     shutil.copytree(src, registry)
     path = os.path.join(model_registry.Registry(str(registry)).version_dir(version),
                         model_registry.MODEL_CARD)
     card = model_registry.read_json(path)
-    del card["training_distribution"], card["baseline"]["training_sample"]
+    del card["baseline"]["training_sample"]
     model_registry.write_json_atomically(path, card)
     wh, lines = tmp_path / "risk.duckdb", []
     with caplog.at_level("WARNING", logger=publish.__name__):
@@ -271,14 +275,14 @@ def test_an_older_trainers_card_measures_what_it_can_and_warns_once(run, trained
                                       "--n_shards=4"], save_main_session=False,
                                      progress=lines.append)
     warned = [m for m in lines if "predates the training sample references" in m]
-    assert len(warned) == 1 and "psi_training_sample" in warned[0] and "out_of_range" in warned[0]
+    assert len(warned) == 1 and "psi_training_sample" in warned[0]
     assert len([r for r in caplog.records if "predates" in r.getMessage()]) == 1
     with duckdb.connect(str(wh), read_only=True) as con:
         rows = con.execute("SELECT * FROM drift ORDER BY metric, feature, segment").fetch_df()
         (status, message), = con.execute("SELECT status, message FROM runs").fetchall()
     assert status == "succeeded" and "predates the training sample references" in message
     assert result["drift"]["score_psi_training_sample"] is None
-    assert set(rows.metric) == {"psi", "missing_rate_change", "attribution_drift"}
+    assert set(rows.metric) == {"psi", "missing_rate_change", "attribution_drift", "out_of_range"}
     full = run[1]
     full = full[full.metric.isin(set(rows.metric))].sort_values(["metric", "feature", "segment"])
     assert rows[["feature", "segment", "metric", "value", "status"]].to_dict("records") == \

@@ -37,8 +37,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _argv(feeds, registry, warehouse, *extra) -> list[str]:
-    return [f"--feeds={feeds}", f"--as_of={AS_OF}", f"--registry={registry}",
-            f"--warehouse={warehouse}", "--n_shards=4", "--lock_timeout=0", *extra]
+    """The attempt's flags; an --as_of or --lock_timeout in `extra` replaces the default (a flag
+    given twice is refused)."""
+    given = {e.partition("=")[0] for e in extra}
+    defaults = [f"--as_of={AS_OF}", "--lock_timeout=0"]
+    return [f"--feeds={feeds}", f"--registry={registry}", f"--warehouse={warehouse}",
+            "--n_shards=4", *[d for d in defaults if d.partition("=")[0] not in given], *extra]
 
 
 def attempt(feeds, registry, warehouse, *extra) -> tuple[int, str, dict | None]:
@@ -428,7 +432,8 @@ def _sensitive_drift(tmp_path):
     config = tmp_path / "drift.json"
     config.write_text(json.dumps({"psi": {"warn": 0.0, "alert": 1e-6},
                                   "missing_rate_change": {"warn": 0.05, "alert": 0.10},
-                                  "attribution_drift": {"warn": 0.25, "alert": 0.50}}))
+                                  "attribution_drift": {"warn": 0.25, "alert": 0.50},
+                                  "out_of_range": {"warn": 0.01, "alert": 0.05}}))
     return config
 
 

@@ -286,9 +286,9 @@ def test_cli_promote_refuses_in_one_line_and_overrides(reg, capsys):
     assert cli.main(["promote", "v1", "--registry", root]) == 0
     write_validation(reg_folder(reg, "v2"), passed=False)
     capsys.readouterr()
-    assert cli.main(["promote", "v2", "--registry", root]) == 1
+    assert cli.main(["promote", "v2", "--registry", root]) == 4      # the validation gate
     err = capsys.readouterr().err
-    assert err.startswith("smescore promote: v2 failed validation") and err.count("\n") == 1
+    assert err.startswith("smescore: promote: v2 failed validation") and err.count("\n") == 1
     assert cli.main(["promote", "v2", "--registry", root, "--override", "pilot"]) == 0
     assert json.loads(capsys.readouterr().out)["override"] == "pilot"
     assert [e.get("override") for e in audit(reg)] == [None, "pilot"]
@@ -385,7 +385,7 @@ def scenario(trained, small_feeds, tmp_path_factory):
     registry, wh = str(tmp / "registry"), Warehouse(tmp / "risk.duckdb")
     shutil.copytree(source, registry)
     v2 = f"{v1}-degraded"
-    register_degraded_copy(registry, v1, v2, noise=1.0, seed=0)
+    register_degraded_copy(registry, v1, v2, noise=3.0, seed=0)
     out = {"v1": v1, "v2": v2, "registry": registry, "wh": wh}
     # The degraded v2 scores D a year before v1's baseline date: its score PSI (0.81) is at alert,
     # and the score_psi gate would rightly refuse to publish it. This scenario is about what the

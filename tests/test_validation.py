@@ -206,8 +206,9 @@ def test_the_jeffreys_test_flags_under_prediction_only():
 def test_out_of_range_shares_of_every_numeric_input(validated, direct):
     r, dist = validated["json"], validated["card"]["training_distribution"]
     by_feature = {x["feature"]: x for x in r["out_of_range"]}
-    numeric = [f.name for f in catalog.FEATURES if not f.is_categorical]
-    assert set(by_feature) == set(numeric)
+    numeric = [f.name for f in catalog.FEATURES if not f.is_categorical
+               and dist[f.name]["min"] is not None and dist[f.name]["max"] > dist[f.name]["min"]]
+    assert set(by_feature) == set(numeric)         # the inputs with spread in training
     for as_of in (LABELLED, LAST):
         model = direct[as_of]["model"]
         for name in numeric:
@@ -239,6 +240,9 @@ def test_monotonicity_on_the_exported_saved_model(validated, direct):
     assert set(rows) == {f.name for f in directional}
     assert r["monotonicity"]["n_firms"] == len(sample)
     for f in directional:
+        if not card["training_distribution"][f.name]["std"]:
+            assert rows[f.name]["note"] == "no training spread"
+            continue
         has = sample[f.name].notna().to_numpy()
         moved = sample[has].copy()
         moved[f.name] = moved[f.name] + f.risk_direction * card["training_distribution"][f.name]["std"]
@@ -388,9 +392,9 @@ def test_validate_and_promote_from_the_command_line(validated, small_feeds, caps
                     model_registry.Registry(registry).version_dir(candidate))
     os.remove(os.path.join(model_registry.Registry(registry).version_dir(candidate),
                            model_registry.VALIDATION))
-    assert cli.main(["promote", candidate, "--registry", registry]) == 1
+    assert cli.main(["promote", candidate, "--registry", registry]) == 4      # a gate refused
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"smescore promote: {candidate} has not been validated") and "\n" not in err
+    assert err.startswith(f"smescore: promote: {candidate} has not been validated") and "\n" not in err
     strict = _config(validated["tmp"], min_auc=0.99)
     assert cli.main(["validate", "--version", candidate, "--registry", registry, "--feeds",
                      small_feeds, "--dates", str(LABELLED), "--config", strict,
@@ -400,7 +404,7 @@ def test_validate_and_promote_from_the_command_line(validated, small_feeds, caps
     assert {"check": "min_auc", "scope": str(LABELLED)}.items() <= out["failed_checks"][0].items()
     assert out["report"] == os.path.join(model_registry.Registry(registry).version_dir(candidate),
                                          validation.REPORT_NAME) and os.path.exists(out["report"])
-    assert cli.main(["promote", candidate, "--registry", registry]) == 1
+    assert cli.main(["promote", candidate, "--registry", registry]) == 4      # a gate refused
     err = capsys.readouterr().err.strip()
     assert f"{candidate} failed validation: {len(out['failed_checks'])} of" in err
     assert "min_auc[2025-10-31]" in err and "--override" in err and "\n" not in err
