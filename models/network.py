@@ -276,4 +276,6 @@ def fit(x_train, y_train, x_valid, y_valid, hp: HParams, log_dir: str | None = N
 
 
 def raw_logit(model: keras.Model, x: np.ndarray) -> np.ndarray:
-    return model.predict(x.astype(np.float32), batch_size=8192, verbose=0)[:, 0].astype(np.float64)
+    with runtime.native_stderr_filtered(runtime.NATIVE_NOISE + (FIT_NOISE,)):
+        out = model.predict(x.astype(np.float32), batch_size=8192, verbose=0)
+    return out[:, 0].astype(np.float64)
