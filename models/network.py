@@ -8,17 +8,17 @@ Monotone by construction (constrained monotonic networks, Runje & Shankaranaraya
   `risk_direction` d
   carry the sign of d (d * |w|); missing flags, one-hot slots and direction-0 features stay free;
 - every later layer's weights are non-negative (|w|);
-- half of every hidden layer's units are convex (ReLU), half concave (-ReLU(-z)), so the net is
-  not limited to convex functions of its inputs.
+- every hidden layer mixes convex (ReLU), concave (-ReLU(-z)) and saturated (clip to [-1, 1])
+  units, 7:7:2, so the net is not limited to convex functions of its inputs.
 Each unit is non-decreasing in its input and every path from a directional input to the logit
 has the sign of d, so the logit (hence the PD) never moves against the declared direction when that
 feature alone changes. The TFT treatments of a numeric value (log1p, clipping, z-score) are
 non-decreasing too, so this holds for the raw values.
 
-After training, `to_plain_mlp` folds the absolute values and the concave units' signs into plain
-weights (-ReLU(-z) = s * ReLU(s * z) with s = -1): the deployed network is an ordinary Dense/ReLU
-stack, computing bit-for-bit the same logit, which the DeepLIFT explainer and shap.DeepExplainer
-handle unchanged.
+After training, `to_plain_mlp` folds the absolute values and the unit kinds into plain weights
+(-ReLU(-z) is ReLU(-z) read out with -1; clip(z, -1, 1) is ReLU(z + 1) - ReLU(z - 1) - 1): the
+deployed network is an ordinary Dense/ReLU stack computing the same logit (to float rounding),
+which the DeepLIFT explainer and shap.DeepExplainer handle unchanged.
 """
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def input_signs(columns, directions: dict[str, int]) -> np.ndarray:
 
 class MonotoneDense(keras.layers.Layer):
     """Dense layer whose kernel is sign-constrained per input row and whose units are convex
-    (ReLU), concave (-ReLU(-z)) or linear.
+    (ReLU), concave (-ReLU(-z)), saturated (clip to [-1, 1]) or linear.
 
     row_signs[i]: +1 -> weights >= 0, -1 -> weights <= 0, 0 -> free (one entry per input).
     unit_signs[j]: +1 convex ReLU, -1 concave, 2 saturated (clip to [-1, 1]), 0 linear (output).
