@@ -322,20 +322,24 @@ SECTIONS = (score_section, grade_section, drift_section, drivers_section, source
 
 # ----------------------------------------------------------------------------- assembly
 
-def render(d: ReportData) -> str:
+def page(title: str, header_html: str, sections) -> str:
+    """A self-contained HTML page: the header, then each Section's heading, body and figures."""
     import plotly.io as pio
     from plotly.offline import get_plotlyjs
     parts = []
-    for build in SECTIONS:
-        s = build(d)
+    for s in sections:
         parts.append(f"<h2>{_esc(s.title)}</h2>" + "".join(s.body))
         parts += [pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id,
                               config=PLOT_CONFIG) for div_id, fig in s.figures]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>smescore run report {_esc(d.as_of)}</title><style>{CSS}</style>"
+            f"<title>{_esc(title)}</title><style>{CSS}</style>"
             # plotly.js inline, once: the report works offline and fetches nothing.
             f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>'
-            + header(d) + "\n".join(parts) + "</body></html>\n")
+            + header_html + "\n".join(parts) + "</body></html>\n")
+
+
+def render(d: ReportData) -> str:
+    return page(f"smescore run report {d.as_of}", header(d), [build(d) for build in SECTIONS])
 
 
 def write_report(warehouse, as_of: dt.date, out: str, registry: str | None = None) -> str:

@@ -15,7 +15,7 @@ import tempfile
 import pandas as pd
 
 from smescore.monitoring import run_report
-from smescore.monitoring.run_report import BASELINE, PLOT_CONFIG, STATUS_COLOURS, THIS_RUN, Section
+from smescore.monitoring.run_report import BASELINE, STATUS_COLOURS, THIS_RUN, Section
 
 _esc, _note, _table, _figure = run_report._esc, run_report._note, run_report._table, run_report._figure
 TRUTH = "#2ca02c"
@@ -254,19 +254,8 @@ SECTIONS = (checks_section, discrimination_section, calibration_section, grade_s
 
 
 def render(result: dict) -> str:
-    import plotly.io as pio
-    from plotly.offline import get_plotlyjs
-    parts = []
-    for build in SECTIONS:
-        s = build(result)
-        parts.append(f"<h2>{_esc(s.title)}</h2>" + "".join(s.body))
-        parts += [pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id,
-                              config=PLOT_CONFIG) for div_id, fig in s.figures]
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>smescore validation {_esc(result['version'])}</title>"
-            f"<style>{run_report.CSS}</style>"
-            f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>'
-            + header(result) + "\n".join(parts) + "</body></html>\n")
+    return run_report.page(f"smescore validation {result['version']}", header(result),
+                           [build(result) for build in SECTIONS])
 
 
 def write_report(result: dict, out: str) -> str:
