@@ -21,6 +21,7 @@ from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptio
                                                   WorkerOptions)
 
 from beam_jobs import preflight
+from beam_jobs.inference import check_gpu
 from beam_jobs.options import SmescoreOptions
 from smescore import files
 from smescore.errors import UsageError
@@ -58,7 +59,6 @@ def check_runner(options: PipelineOptions) -> None:
     o = options.view_as(SmescoreOptions)
     if not is_dataflow(options):
         if o.require_gpu:
-            from beam_jobs.inference import check_gpu
             check_gpu("this machine")
         return
     if o.sink != "bigquery":
@@ -113,6 +113,7 @@ def remove_staging(folder: str) -> None:
 def job_description(job):
     """The worker environment Dataflow would receive for a job built by a dry run: the same Beam
     code that fills it in at submission, minus the uploads (staged file URLs are placeholders)."""
+    # Dataflow's API client only for a dry run's description: loading it costs every other run
     from apache_beam.runners.dataflow.internal import apiclient
     staging = job.options.view_as(GoogleCloudOptions).staging_location
     return apiclient.Environment(

@@ -4,6 +4,9 @@ The handler loads the hermetic SavedModel with `tf.saved_model.load` (no Keras i
 Keras 3 / legacy SavedModel problem does not arise) once per worker, calls the
 `score_and_explain` signature once per table and returns the table with `pd`, `logit`,
 `expected_logit` and `phi` (one attribution per catalogue feature) appended.
+
+TensorFlow is imported inside the functions that use it: Beam unpickles this handler on every
+worker, and the worker sets TensorFlow's environment (runtime.load_tensorflow) before it loads.
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 
 from beam_jobs.gates import GATES
 from smescore.bigquery import DATASET_RE, LOCATION_RE, PROJECT_RE
+from smescore import flags
 from smescore.errors import UsageError
 
 
@@ -295,7 +296,6 @@ REQUIRED = {"build_features": ("feeds", "as_of", "out"),
 
 def job_flags(job: str):
     """The argparse actions of `job`'s flags, in declaration order (smescore/flags.py)."""
-    from smescore import flags
     if job == "score_portfolio":
         return flags.declared(SmescoreOptions, exclude=NOT_SCORING)
     return flags.declared(SmescoreOptions, JOB_FLAGS[job])

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import glob
 import hashlib
 import json
 import logging
@@ -20,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs import drift, gates, score_rows, shadow, sinks
+from beam_jobs import drift, gates, score_rows, shadow, sinks, sources
 from models import lifecycle
 from models import registry as model_registry
 from models.rules import load_rules_config
@@ -29,7 +28,6 @@ from smescore import files, tables
 from smescore.errors import BadInput, UsageError
 from beam_jobs.risk_sinks import prestaged_tables, risk_reader, risk_sink
 from transforms import catalog
-from transforms import feeds as feed_contract
 
 log = logging.getLogger(__name__)
 SEGMENT_SCHEMA = pa.schema([("enterprise_id", pa.string()), ("industry", pa.string()),
@@ -120,18 +118,6 @@ def write_counts(counts: list[dict], path: str) -> None:
     them), staged like the risk tables (a gs:// path on Dataflow)."""
     sinks.write_sorted_parquet([pa.Table.from_pylist(counts, COUNTS_SCHEMA)], path, COUNTS_SCHEMA,
                                ["feed"])
-
-
-def input_fingerprint(feeds_dir: str) -> str:
-    """Content hash of every feed file (names and bytes, in a fixed order)."""
-    h = hashlib.sha256()
-    for feed in sorted(feed_contract.FEEDS):
-        for path in sorted(glob.glob(os.path.join(feeds_dir, feed, "*"))):
-            h.update(f"{feed}/{os.path.basename(path)}".encode())
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-    return h.hexdigest()
 
 
 def portfolio_summary(scores: pd.DataFrame, segments: pd.DataFrame, as_of, version) -> pd.DataFrame:
@@ -250,7 +236,7 @@ class RunContext:
             "canary_share": cfg.canary_share, "drift": dataclasses.asdict(drift_config)},
             sort_keys=True).encode()).hexdigest()
         run_id = hashlib.sha256(json.dumps(
-            [str(cfg.as_of), version, input_fp or input_fingerprint(cfg.feeds), config_fp]).encode()
+            [str(cfg.as_of), version, input_fp or sources.input_fingerprint(cfg.feeds), config_fp]).encode()
         ).hexdigest()[:20]
         scoring = score_rows.Scoring(scorecard.scale, scorecard.master_scale, rules.rules,
                                      version, run_id, typical)

@@ -54,6 +54,7 @@ class EmulatorApiClient:
         if name.startswith("__") or name in ("endpoint", "_client"):
             raise AttributeError(name)
         if self._client is None:
+            # Beam's BigQuery REST client only when a test points the sink at an emulator
             import httplib2
             from apache_beam.io.gcp.internal.clients import bigquery as bq_api
             self._client = bq_api.BigqueryV2(

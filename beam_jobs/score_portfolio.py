@@ -26,7 +26,7 @@ from beam_jobs import (dataflow, drift, entry, gates, monitor, preflight, publis
 from beam_jobs.inference import ChampionChallengersHandler
 from beam_jobs.options import ScoreConfig, config
 from beam_jobs.sources import feed_source
-from smescore import tables
+from smescore import runtime, tables
 from smescore.errors import BadInput, SmescoreError
 from transforms import feeds as feed_contract
 from transforms.beam_features import ComputeFeatures
@@ -214,6 +214,5 @@ def _run_started(options, cfg, source, run_ctx):
 
 
 if __name__ == "__main__":
-    from smescore import runtime
     sys.exit(entry.main("score_portfolio", lambda argv: run(argv, progress=runtime.progress),
                         doc=__doc__))

@@ -15,8 +15,13 @@ import os
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import sqlglot
+from sqlglot import exp
 
+from smescore import bigquery as bqlib
+from smescore import sqlfiles, sqlgen
 from smescore.errors import BadInput
 from transforms import arrow_coder, feeds  # noqa: F401  (arrow_coder: the pa.Table coder)
 
@@ -33,6 +38,24 @@ def _read_csv_as_strings(path: str) -> pa.Table:
 
 class FeedError(BadInput, FileNotFoundError):
     """A feed that cannot be read; the message names the feed and the file or folder."""
+
+
+def data_extent(feeds_dir: str) -> tuple[dt.date, dt.date]:
+    """First and last loan report month of a feeds folder: the span over which outcomes are known."""
+    months = pq.read_table(os.path.join(feeds_dir, "loans"), columns=["report_month"]).column(0)
+    return pc.min(months).as_py(), pc.max(months).as_py()
+
+
+def input_fingerprint(feeds_dir: str) -> str:
+    """Content hash of every feed file (names and bytes, in a fixed order)."""
+    h = hashlib.sha256()
+    for feed in sorted(feeds.FEEDS):
+        for path in sorted(glob.glob(os.path.join(feeds_dir, feed, "*"))):
+            h.update(f"{feed}/{os.path.basename(path)}".encode())
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()
 
 
 class LocalFilesSource:
@@ -83,16 +106,18 @@ class LocalFilesSource:
         return out
 
     def fingerprint(self) -> str:
-        from beam_jobs.publish import input_fingerprint
         return input_fingerprint(self.feeds_dir)
 
     def stage(self) -> dict[str, int]:
         """Nothing to stage: the pipeline reads the files."""
         return {}
 
+    def loan_month_range(self) -> tuple[dt.date, dt.date]:
+        """The loans feed's first and last report month: the span over which outcomes are known."""
+        return data_extent(self.feeds_dir)
+
     def last_loan_month(self) -> dt.date:
         """The loans feed's last report month (how far outcomes are known)."""
-        from models.train import data_extent
         return data_extent(self.feeds_dir)[1]
 
     def cleanup(self) -> None:
@@ -131,7 +156,6 @@ class BigQueryFeedSource:
     def __init__(self, bq, as_of: dt.date, conn=None, purpose: str = "nightly"):
         """`purpose` keeps the staging tables of a backtest (whose window ends on some night's
         date) apart from that night's."""
-        from smescore import bigquery as bqlib
         if not purpose.isalnum():
             raise ValueError(f"purpose {purpose!r} cannot name a staging table")
         self.bq, self.as_of, self.purpose = bq, as_of, purpose
@@ -146,7 +170,6 @@ class BigQueryFeedSource:
         return f"staging__feed_{feed}__{self.as_of:%Y%m%d}{suffix}"
 
     def queries(self) -> dict[str, str]:
-        from smescore import sqlfiles
         queries = sqlfiles.read_folder("bigquery", "feeds")
         missing = [f for f in feeds.FEEDS if f not in queries]
         if missing:
@@ -155,7 +178,7 @@ class BigQueryFeedSource:
 
     def check(self) -> None:
         """Fail before anything runs when a feed table or query is missing."""
-        from google.api_core.exceptions import NotFound
+        from google.api_core.exceptions import NotFound   # the client only where BigQuery is used
         self.queries()
         missing = []
         for feed in feeds.FEEDS:
@@ -173,9 +196,6 @@ class BigQueryFeedSource:
 
     def insert_sql(self, feed: str, query: str) -> str:
         """INSERT INTO <staging> (<feed columns>) <the feed query, tables qualified>."""
-        import sqlglot
-        from sqlglot import exp
-        from smescore import sqlgen
         select = sqlgen.qualified(query, self.bq.project, self.bq.feeds_dataset)
         target = exp.table_(self.staging_table(feed), db=self.bq.risk_dataset,
                             catalog=self.bq.project, quoted=True)
@@ -186,8 +206,7 @@ class BigQueryFeedSource:
 
     def stage(self) -> dict[str, int]:
         """Run every feed query into a fresh staging table; {feed: rows staged}."""
-        from google.cloud import bigquery
-        from smescore import bigquery as bqlib
+        from google.cloud import bigquery     # the BigQuery client only where BigQuery is used
         params = {"as_of_date": self.as_of}
         staged = {}
         for feed, query in self.queries().items():
@@ -221,11 +240,15 @@ class BigQueryFeedSource:
                 json.dumps(payload, sort_keys=True).encode()).hexdigest()
         return self._fingerprint
 
+    def loan_month_range(self) -> tuple[dt.date, dt.date]:
+        """The loans table's first and last report month, whatever the date."""
+        rows = self.conn.rows(f"SELECT MIN(report_month) AS first, MAX(report_month) AS last "
+                              f"FROM {self.conn.ref(self.bq.feeds_dataset, 'loans')}")
+        return rows[0]["first"], rows[0]["last"]
+
     def last_loan_month(self) -> dt.date:
         """The loans table's last report month (how far outcomes are known), whatever the date."""
-        rows = self.conn.rows(f"SELECT MAX(report_month) AS m FROM "
-                              f"{self.conn.ref(self.bq.feeds_dataset, 'loans')}")
-        return rows[0]["m"]
+        return self.loan_month_range()[1]
 
     def client_tables(self, feed: str) -> list[pa.Table]:
         """The staged rows read on the driver with the client (REST pages), as Arrow tables."""
@@ -254,7 +277,6 @@ class BigQueryFeedSource:
         return out
 
     def cleanup(self) -> None:
-        from smescore import bigquery as bqlib
         bqlib.drop_tables(self.conn, self.bq.risk_dataset,
                           [self.staging_table(f) for f in feeds.FEEDS])
 

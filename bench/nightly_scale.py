@@ -185,7 +185,7 @@ PROFILE_FUNCTIONS = (  # (stage, module, qualified name); cumulative time in the
     ("publish (driver, after the pipeline)", "beam_jobs.publish", "RunContext.publish"),
     ("  portfolio summary", "beam_jobs.publish", "portfolio_summary"),
     ("  DuckDB publish", "smescore.warehouse", "Warehouse.publish"),
-    ("input fingerprint (driver, before)", "beam_jobs.publish", "input_fingerprint"),
+    ("input fingerprint (driver, before)", "beam_jobs.sources", "input_fingerprint"),
 )
 
 

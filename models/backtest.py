@@ -10,25 +10,24 @@ Versions: every version that scored cohort firms for D, officially (`scores`: ch
 rows) or in shadow (`scores_shadow`), each on the firms it scored; and, given a registry, the
 current and the previous champion when they have no scores for D: they score the cohort's features
 as of D with their SavedModel (what the automatic rollback compares). A rerun replaces D's rows.
+
+This module holds the figures; beam_jobs/backtest.py runs the feature job and drives it.
 """
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
-import tempfile
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from models import lifecycle, performance
 from models import registry as model_registry
 from models.scorecard import load_scorecard_config
 from models.train import add_months
+from models import export    # after models.train, which sets TensorFlow's environment first
+import tensorflow as tf
 from smescore import tables
-from smescore.warehouse import reader
 from transforms import catalog
 
 RESCORE_BATCH = 100_000
@@ -43,15 +42,10 @@ def outcome_end(as_of: dt.date) -> dt.date:
     return add_months(as_of, performance.OUTCOME_MONTHS)
 
 
-def source_of(feeds):
-    """A feeds folder becomes its LocalFilesSource; a feed source is returned as it is."""
-    from beam_jobs.sources import LocalFilesSource
-    return LocalFilesSource(feeds) if isinstance(feeds, (str, os.PathLike)) else feeds
-
-
-def check_outcomes_observed(feeds, as_of: dt.date) -> None:
-    """Refuse until the loans feed holds every report month of the outcome window."""
-    last = source_of(feeds).last_loan_month()
+def check_outcomes_observed(source, as_of: dt.date) -> None:
+    """Refuse until the loans feed (a feed source: beam_jobs/sources.py) holds every report month
+    of the outcome window."""
+    last = source.last_loan_month()
     need = outcome_end(as_of)
     if last is None or (last.year, last.month) < (need.year, need.month):
         ends = f"{last:%Y-%m}" if last else "none"
@@ -78,32 +72,8 @@ def published_scores(wh, as_of: dt.date) -> pd.DataFrame:
             .drop_duplicates(["model_version", "enterprise_id"]).reset_index(drop=True))
 
 
-def labelled_features(source, as_of: dt.date, n_shards: int, beam_args=()
-                      ) -> tuple[pd.DataFrame, int]:
-    """Features and 12-month label of every firm as of D (the training-snapshot job over the
-    feeds `source` reads, through the outcome window), and how many records it rejected."""
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-    from beam_jobs import training_snapshots
-    source.check()
-    source.check_files()
-    work = tempfile.mkdtemp(prefix="smescore-backtest-")
-    try:
-        source.stage()
-        out = os.path.join(work, "features.parquet")
-        with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
-            training_snapshots.build_pipeline(p, source, [as_of], out, n_shards)
-        rejected = pq.read_metadata(out[: -len(".parquet")] + ".rejected.parquet").num_rows
-        return pq.read_table(out).to_pandas(), rejected
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        source.cleanup()
-
-
 def rescore(saved_model_path: str, frame: pd.DataFrame) -> np.ndarray:
     """Calibrated PD of each row through the SavedModel's serving signature alone."""
-    import tensorflow as tf
-    from models import export
     signature = tf.saved_model.load(saved_model_path).signatures[export.SCORE_SIGNATURE]
     parts = [signature(**export.raw_tensors(frame.iloc[i:i + RESCORE_BATCH]))["pd"].numpy()
              for i in range(0, len(frame), RESCORE_BATCH)]
@@ -148,18 +118,11 @@ def versions_to_rescore(reg: model_registry.Registry, published: set[str]
     return [v for v in todo if v not in skipped], skipped
 
 
-def run_backtest(as_of: dt.date, feeds, warehouse, registry: str | None = None,
-                 n_shards: int = 16, beam_args=(), progress=print) -> dict:
-    """`feeds`: a feeds folder or a feed source (beam_jobs.sources; a BigQuery one reads through
-    the outcome window, outcome_end(as_of)); `warehouse`: a DuckDB file or a risk-table sink that
-    reads too (a Warehouse, beam_jobs.risk_sinks.BigQueryRiskSink)."""
-    wh, source = reader(warehouse), source_of(feeds)
-    check_outcomes_observed(source, as_of)
-    scores = published_scores(wh, as_of)
-    if scores.empty:
-        raise BacktestError(f"no model scores of {as_of} in {wh!r}: run `smescore score "
-                            f"--as-of {as_of}` first")
-    features, n_rejected = labelled_features(source, as_of, n_shards, beam_args)
+def evaluate(as_of: dt.date, scores: pd.DataFrame, features: pd.DataFrame,
+             registry: str | None = None, progress=print) -> tuple[dict[str, pa.Table], dict]:
+    """D's published scores (`published_scores`) and labelled features (the training-snapshot
+    job as of D) -> the `performance` and `backtest_roc` rows of D, and a summary: per version
+    its figures over the whole cohort, and why any version was not scored."""
     cohort, n_in_default = cohort_of(scores, features, as_of)
     progress(f"[backtest] {as_of}: {len(cohort):,} model-scored firms, "
              f"{int(cohort['default'].sum()):,} defaults within {performance.OUTCOME_MONTHS} "
@@ -194,11 +157,9 @@ def run_backtest(as_of: dt.date, feeds, warehouse, registry: str | None = None,
             "observed_default_rate", "calibration_status")}}
         auc = "n/a" if whole["auc"] is None else f"{whole['auc']:.4f}"
         progress(f"[backtest] {version} ({how}): AUC {auc} on {whole['n_firms']:,} firms")
-    written = wh.replace_partitions(as_of, {
-        "performance": pa.Table.from_pylist(perf, schema=tables.arrow_schema("performance")),
-        "backtest_roc": pa.Table.from_pylist(roc, schema=tables.arrow_schema("backtest_roc"))})
-    return {"as_of_date": str(as_of), "outcome_months": performance.OUTCOME_MONTHS,
-            "cohort_firms": len(cohort), "cohort_defaults": int(cohort["default"].sum()),
-            "left_out_in_default_at_as_of": n_in_default, "feed_records_rejected": n_rejected,
-            "versions": summary, "not_scored": skipped, "rows": written,
-            "warehouse": getattr(wh, "path", repr(wh))}
+    rows = {"performance": pa.Table.from_pylist(perf, schema=tables.arrow_schema("performance")),
+            "backtest_roc": pa.Table.from_pylist(roc, schema=tables.arrow_schema("backtest_roc"))}
+    return rows, {"as_of_date": str(as_of), "outcome_months": performance.OUTCOME_MONTHS,
+                  "cohort_firms": len(cohort), "cohort_defaults": int(cohort["default"].sum()),
+                  "left_out_in_default_at_as_of": n_in_default,
+                  "versions": summary, "not_scored": skipped}

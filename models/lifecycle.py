@@ -27,6 +27,7 @@ from typing import Iterator, Optional
 
 from models import registry as model_registry
 from smescore.errors import GateBreached
+from smescore.warehouse import reader
 
 AUDIT_LOG = "audit.jsonl"
 LOCK = ".lifecycle.lock"
@@ -163,7 +164,6 @@ def latest_backtest(warehouse, version: str, as_of: Optional[dt.date] = None) ->
     """The version's backtest figures (segment 'all') of `as_of`, or of its latest backtested
     date; None when the risk tables hold none. `warehouse`: a DuckDB file or a reader of the risk
     tables (smescore.warehouse.reader)."""
-    from smescore.warehouse import reader
     wh = reader(warehouse)
     if not wh.has_table("performance"):
         return None                                # no warehouse yet, or one from before backtests

@@ -24,6 +24,9 @@ import os
 import shutil
 import tempfile
 
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems   # gs:// registries (a file system, no pipeline)
+
 from smescore import files
 from smescore.errors import BadInput
 
@@ -47,7 +50,6 @@ class Registry:
 
     def versions(self) -> list[str]:
         """Published versions: the folders holding a model card (local or gs://)."""
-        from apache_beam.io.filesystems import FileSystems
         found = FileSystems.match([os.path.join(self.root, VERSIONS, "*", MODEL_CARD)])[0]
         names = (m.path.replace("\\", "/").split("/")[-2] for m in found.metadata_list)
         return sorted(v for v in names if not v.startswith("."))
@@ -87,7 +89,6 @@ class Registry:
         return os.path.join(self.version_dir(version), SAVED_MODEL)
 
     def champion(self) -> str:
-        from apache_beam.io.filesystems import FileSystems
         path = os.path.join(self.root, CHAMPION)
         if not FileSystems.exists(path):
             raise RegistryError(f"no champion in registry {self.root!r}: run `smescore train` "
@@ -107,7 +108,6 @@ class Registry:
 
     def challengers(self) -> list[str]:
         """Versions scored in shadow next to the champion, in order; the first is the canary."""
-        from apache_beam.io.filesystems import FileSystems
         path = os.path.join(self.root, CHALLENGERS)
         if not FileSystems.exists(path):
             return []
@@ -133,8 +133,6 @@ class RegistryError(BadInput, FileNotFoundError):
 
 def read_json(path: str) -> dict:
     """A registry JSON file, on a local path or gs://."""
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
         text = fh.read()
     try:

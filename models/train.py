@@ -1,4 +1,7 @@
-"""`smescore train`: snapshots -> TFT -> network -> calibration -> SavedModel -> registry.
+"""Training: labelled snapshots -> TFT -> network -> calibration -> SavedModel -> registry.
+
+The snapshots come from the feeds through a Beam job; beam_jobs/train_job.py runs it and hands
+the frame to `Trainer.train_on` (this module builds no pipeline).
 
 Out-of-time and out-of-sample design: labelled snapshots at month-ends; the earliest dates train,
 the next ones validate (early stopping, calibration), the latest ones test, and validation and test
@@ -21,11 +24,20 @@ import zlib
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+
+# models.network first: it sets TensorFlow's environment (tf_keras) before TensorFlow loads
 from models import baseline, calibration, lifecycle, metrics, network, registry
-from transforms import catalog, feeds
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+
+from models import export
+from models.scorecard import ScoreScale
+from transforms import catalog, feeds, preprocessing
 
 MODEL_ELIGIBLE_MIN_HISTORY = 6     # months of feed history below which the cold-start rules score
 # Declared risk directions of the numeric features the network is monotone in.
@@ -65,12 +77,6 @@ def month_end(year: int, month: int) -> dt.date:
 def add_months(d: dt.date, n: int) -> dt.date:
     m = d.year * 12 + d.month - 1 + n
     return month_end(m // 12, m % 12 + 1)
-
-
-def data_extent(feeds_dir: str) -> tuple[dt.date, dt.date]:
-    """First and last loan report month: the span over which outcomes are known."""
-    months = pq.read_table(os.path.join(feeds_dir, "loans"), columns=["report_month"]).column(0)
-    return pc.min(months).as_py(), pc.max(months).as_py()
 
 
 def snapshot_dates(first: dt.date, as_of: dt.date) -> list[dt.date]:
@@ -154,51 +160,10 @@ class Trainer:
     def log(self, message: str) -> None:
         self.progress(f"[train {time.time() - self.t0:6.1f}s] {message}")
 
-    # --- data ---
-    def snapshots(self, work: str) -> tuple[pd.DataFrame, dict]:
-        from apache_beam.options.pipeline_options import PipelineOptions
-        import apache_beam as beam
-        from beam_jobs import training_snapshots
-        from beam_jobs.sources import LocalFilesSource
-
-        first, last = data_extent(self.cfg.feeds)
-        as_of = self.cfg.as_of or last
-        dates = snapshot_dates(first, as_of)
-        train_d, valid_d, test_d = split_dates(dates, self.cfg.valid_dates, self.cfg.test_dates)
-        self.log(f"{len(dates)} monthly snapshots {dates[0]}..{dates[-1]} "
-                 f"(train {len(train_d)}, valid {len(valid_d)}, test {len(test_d)})")
-        out = os.path.join(work, "snapshots.parquet")
-        source = LocalFilesSource(self.cfg.feeds)
-        source.check()
-        source.check_files()
-        # plus the training date itself (no labels yet): the reference population for drift
-        with beam.Pipeline(options=PipelineOptions(list(self.cfg.beam_args))) as p:
-            training_snapshots.build_pipeline(p, source, [*dates, as_of], out, self.cfg.n_shards)
-        frame = pq.read_table(out).to_pandas()
-        frame["as_of_date"] = pd.to_datetime(frame["as_of_date"]).dt.date
-        n_rejected = pq.read_table(out[: -len(".parquet")] + ".rejected.parquet").num_rows
-        self.log(f"snapshots: {len(frame):,} firm-dates, {n_rejected:,} feed records rejected")
-        split = {"as_of": as_of, "train": train_d, "valid": valid_d, "test": test_d,
-                 "reference": as_of, "rejected_records": n_rejected}
-        return frame, split
-
-    # --- the whole run ---
-    def run(self) -> tuple[str, dict]:
-        work = tempfile.mkdtemp(prefix="smescore-train-")
-        try:
-            frame, split = self.snapshots(work)
-            return self.train_on(frame, split, oracle_feeds=self.cfg.feeds)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-
     def train_on(self, frame: pd.DataFrame, split: dict, oracle_feeds: str | None = None
                  ) -> tuple[str, dict]:
         """Labelled snapshots -> a published registry version. `split` names the as-of dates of
         train/valid/test and the training date `as_of`."""
-        from transforms import preprocessing
-        import tensorflow as tf
-        import tensorflow_transform as tft
-        from models import export
 
         hp = self.cfg.hparams
         tf.keras.utils.set_random_seed(hp.seed)
@@ -286,7 +251,6 @@ class Trainer:
 
     def model_card(self, split, parts, hp, platt, test_metrics, benchmarks, oracle, history,
                    tft_dir, frame, background, drift_baseline, check) -> dict:
-        from models.scorecard import ScoreScale
         data_fp = frame_fingerprint(frame)
         transform_fp = folder_fingerprint(tft_dir)
         hp_dict = dataclasses.asdict(hp)
@@ -330,7 +294,6 @@ def to_batches(frame: pd.DataFrame, rows: int = 50_000) -> list[pa.RecordBatch]:
 
 
 def assemble_numpy(tft_dir: str, frame: pd.DataFrame, columns) -> np.ndarray:
-    from transforms import preprocessing
     transformed = preprocessing.transform_batches(tft_dir, to_batches(frame))
     return network.assemble(transformed, columns).numpy()
 
@@ -338,9 +301,6 @@ def assemble_numpy(tft_dir: str, frame: pd.DataFrame, columns) -> np.ndarray:
 def evaluation_pd(version_dir: str, frame: pd.DataFrame) -> np.ndarray:
     """The trainer's evaluation path, rebuilt from a registry version: TFT output, the bare
     network, Platt. The SavedModel must agree with it (it is the same computation in one graph)."""
-    import tensorflow_transform as tft
-    import tf_keras as keras
-    from transforms import preprocessing
     tft_dir = os.path.join(version_dir, registry.TRANSFORM_FN)
     columns = preprocessing.input_columns(tft.TFTransformOutput(tft_dir))
     x = assemble_numpy(tft_dir, frame, columns)
@@ -352,7 +312,6 @@ def evaluation_pd(version_dir: str, frame: pd.DataFrame) -> np.ndarray:
 
 def challenger_metrics(x_train, y_train, x_test, y_test, seed) -> dict:
     """Logistic regression on the same transformed inputs: the benchmark a network must beat."""
-    from sklearn.linear_model import LogisticRegression
     lr = LogisticRegression(C=0.1, max_iter=2000, random_state=seed)
     lr.fit(x_train, y_train)
     p = lr.predict_proba(x_test)[:, 1]
@@ -384,7 +343,6 @@ def monotone_gbm_metrics(parts: dict, seed: int) -> dict:
     """scikit-learn's HistGradientBoostingClassifier with `monotonic_cst` from the declared risk
     directions, on the same raw snapshots and split (early stopping on the validation firms): the
     industry's default choice, which the network must not lose to."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
     categories = {n: sorted(parts["train"][n].fillna("").astype(str).unique()) for n in catalog.CATEGORICAL}
     x = {k: gbm_matrix(v, categories) for k, v in parts.items()}
     # a feature training never saw (e.g. a seasonally adjusted change on a short history) is a
@@ -416,8 +374,6 @@ def monotone_gbm_metrics(parts: dict, seed: int) -> dict:
 
 def saved_model_check(path: str, test: pd.DataFrame, expected_pd: np.ndarray) -> float:
     """Score the test rows through the exported signature alone; the largest |Δpd|."""
-    import tensorflow as tf
-    from models import export
     loaded = tf.saved_model.load(path)
     got = loaded.signatures[export.SCORE_SIGNATURE](**export.raw_tensors(test))["pd"].numpy()
     return float(np.max(np.abs(got.astype(np.float64) - expected_pd)))
@@ -440,9 +396,6 @@ def reference_baseline(path: str, reference: pd.DataFrame, seed: int, n: int = 5
     snapshots: those span years in which feed histories were still short (the data window
     starts somewhere), so a book scored today would drift from them on history-length and
     year-on-year features alone."""
-    import tensorflow as tf
-    from models import export
-    from models.scorecard import ScoreScale
     rng = np.random.default_rng(seed + 1)
     idx = np.sort(rng.choice(len(reference), min(n, len(reference)), replace=False))
     sample = reference.iloc[idx].reset_index(drop=True)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
-import time
 from typing import Callable, Mapping, Optional
 
 import numpy as np
@@ -35,11 +34,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy import stats
 
-from models import lifecycle, metrics
-from models import registry as model_registry
+from models import metrics
 from models.scorecard import ConfigError, check_keys, config_fingerprint, finite_number, \
     read_json_config
-from models.train import add_months, data_extent, month_end
+from models.train import add_months, month_end
 from transforms import catalog
 from transforms import feeds as feed_contract
 
@@ -443,102 +441,6 @@ def pooled_figures(frames: list[pd.DataFrame], per_date: list[dict], cfg, grades
     return pooled
 
 
-def validate(registry: str, version: str, feeds: str, dates=None, out_dir: Optional[str] = None,
-             config: Optional[str] = None, n_shards: int = 16, beam_args=(), progress=print) -> dict:
-    """Validate `version` on the feeds; write validation.json into its folder and the HTML report
-    into `out_dir` (default: the version folder). Returns the validation result."""
-    from beam_jobs import walk_forward
-    from smescore.monitoring import validation_report
-    t0 = time.time()
-    timings = {}
-    reg = model_registry.Registry(registry)
-    if version not in reg.versions():
-        raise ValidationError(f"unknown model version {version!r}; the registry {registry!r} "
-                              f"holds {reg.versions()}")
-    card = reg.model_card(version)
-    if card.get("features") != list(catalog.NAMES):
-        raise ValidationError(f"{version} was trained on another feature catalogue than this "
-                              f"code's; validate it with the code that trained it")
-    cfg = load_config(config)
-    if not os.path.isdir(os.path.join(feeds, "loans")):
-        raise ValidationError(f"{feeds!r} is not a feeds folder (no loans/ in it): validation "
-                              f"needs the loans feed for its outcomes")
-    _, feeds_end = data_extent(feeds)
-    dates = sorted(set(dates)) if dates else walk_forward_dates(card, feeds_end)
-    late = [d for d in dates if d > feeds_end]
-    if late:
-        raise ValidationError(f"the feeds end {feeds_end}; cannot validate as of {late}")
-    roles = date_roles(card, dates)
-    progress(f"[validate] {version}: {len(dates)} dates {dates[0]}..{dates[-1]}")
-
-    table, n_rejected = walk_forward.labelled_snapshots(feeds, dates, n_shards, beam_args)
-    timings["features_s"] = time.time() - t0
-    progress(f"[validate] features: {table.num_rows:,} firm-dates, {n_rejected:,} feed records "
-             f"rejected ({timings['features_s']:.1f}s)")
-    book = walk_forward.BookScorer(reg.saved_model_path(version), version,
-                                   int(card.get("min_history_months") or 6), card)
-    truth = read_truth(feeds, dates)
-    ranges = numeric_ranges(card)
-    grades = list(book.scoring.master.grades)
-    frames, per_date, oor, points = [], [], {}, {}
-    last_model = None
-    t1 = time.time()
-    for as_of in dates:
-        scored = book.score(walk_forward.rows_of(table, as_of))
-        frame = scored.model_frame
-        if truth is not None:
-            frame = frame.merge(truth[truth["as_of_date"] == as_of].drop(columns="as_of_date"),
-                                on="enterprise_id", how="left")
-        frames.append(frame.assign(as_of_date=as_of))
-        per_date.append(date_figures(frame, as_of, roles[as_of], scored.counts, cfg, grades))
-        oor[str(as_of)] = out_of_range_shares(scored.model_values, ranges)
-        points[str(as_of)] = scored.mean_abs_points
-        last_model = scored.model_inputs
-        progress(f"[validate] {as_of}: {scored.counts['model_scored']:,} model-scored firms")
-    timings["scoring_s"] = time.time() - t1
-
-    pooled = pooled_figures(frames, per_date, cfg, grades)
-    rows_path = os.path.join(reg.version_dir(version), ROWS_NAME)
-    _write_rows(pd.concat(frames, ignore_index=True), rows_path)
-
-    t2 = time.time()
-    mono = walk_forward.monotonicity_sample(last_model, cfg.monotonicity_firms, cfg.seed)
-    mono_rows = monotonicity(book.serving_pd, mono, card, cfg.monotonicity_tolerance)
-    timings["monotonicity_s"] = time.time() - t2
-    result = {
-        "version": version, "model_card_as_of_date": card.get("as_of_date"),
-        "validated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        .replace("+00:00", "Z"),
-        "feeds": os.path.abspath(feeds), "feeds_end": str(feeds_end),
-        "feed_records_rejected": n_rejected,
-        "config": cfg.thresholds(), "config_fingerprint": cfg.fingerprint,
-        "min_history_months": book.min_history, "truth": truth is not None,
-        "dates": per_date, "pooled": pooled,
-        "out_of_range": _out_of_range_rows(oor, ranges),
-        "monotonicity": {"as_of_date": str(dates[-1]), "n_firms": len(next(iter(mono.values()))),
-                         "tolerance": cfg.monotonicity_tolerance, "features": mono_rows,
-                         "violations": int(sum(r["violations"] for r in mono_rows))},
-        "mean_abs_points": _points_rows(points, card),
-        "challengers": challengers(card),
-    }
-    result["checks"] = evaluate_checks(result, cfg)
-    result["passed"] = not failed_checks(result["checks"])
-    timings["total_s"] = time.time() - t0
-    result["timings"] = {k: round(v, 2) for k, v in timings.items()}
-    result = plain(result)
-    model_registry.write_json_atomically(
-        os.path.join(reg.version_dir(version), model_registry.VALIDATION), result)
-    out = os.path.join(out_dir or reg.version_dir(version), REPORT_NAME)
-    result_report = validation_report.write_report(result, out)
-    failed = failed_checks(result["checks"])
-    progress(f"[validate] {'PASSED' if result['passed'] else 'FAILED'}: {len(failed)} of "
-             f"{len(result['checks'])} checks failed"
-             + "".join(f"\n[validate]   {lifecycle.describe_check(c)}" for c in failed[:10])
-             + f"\n[validate] report {result_report}")
-    return {**result, "report": result_report, "rows": rows_path,
-            "validation_json": os.path.join(reg.version_dir(version), model_registry.VALIDATION)}
-
-
 def plain(x):
     """JSON-ready: numpy scalars as Python numbers, NaN as None, dates as ISO strings."""
     if isinstance(x, dict):
@@ -556,7 +458,7 @@ def plain(x):
     return x
 
 
-def _write_rows(frame: pd.DataFrame, path: str) -> None:
+def write_rows(frame: pd.DataFrame, path: str) -> None:
     columns = ["as_of_date", "enterprise_id", "pd", "grade", "score", "default",
                *(["true_pd"] if "true_pd" in frame else [])]
     table = pa.Table.from_pandas(frame[columns], preserve_index=False)
@@ -565,7 +467,7 @@ def _write_rows(frame: pd.DataFrame, path: str) -> None:
     os.replace(tmp, path)
 
 
-def _out_of_range_rows(oor: dict[str, dict[str, float]], ranges) -> list[dict]:
+def out_of_range_rows(oor: dict[str, dict[str, float]], ranges) -> list[dict]:
     rows = []
     for name, (lo, hi) in ranges.items():
         shares = {d: s[name] for d, s in oor.items()}
@@ -575,7 +477,7 @@ def _out_of_range_rows(oor: dict[str, dict[str, float]], ranges) -> list[dict]:
     return sorted(rows, key=lambda r: (-r["max_share"], r["feature"]))
 
 
-def _points_rows(points: dict[str, dict[str, float]], card: dict) -> list[dict]:
+def points_rows(points: dict[str, dict[str, float]], card: dict) -> list[dict]:
     """Mean |points| per feature at the last date, over all dates, and in the card's baseline."""
     last = max(points)
     trained = (card.get("baseline") or {}).get("mean_abs_points") or {}

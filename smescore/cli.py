@@ -60,13 +60,14 @@ def cmd_features(args, beam_args) -> int:
 
 def cmd_train(args, beam_args) -> int:
     runtime.load_tensorflow(args.debug)
+    from beam_jobs import train_job
     from models import network
-    from models.train import Trainer, TrainConfig
+    from models.train import TrainConfig
     hp = network.HParams(loss=args.loss, focal_alpha=args.focal_alpha, focal_gamma=args.focal_gamma,
                          max_epochs=args.max_epochs, seed=args.seed)
     cfg = TrainConfig(feeds=args.feeds, registry=args.registry, as_of=args.as_of, hparams=hp,
                       beam_args=tuple(beam_args))
-    version, card = Trainer(cfg, progress=_progress).run()
+    version, card = train_job.train(cfg, progress=_progress)
     m = card["metrics"]
     print(json.dumps({"version": version, "auc": m["test"]["auc"], "ks": m["test"]["ks"],
                       "challenger_auc": m["challenger_logistic_regression"]["auc"],
@@ -92,13 +93,14 @@ def _dates(text: str) -> list[dt.date]:
 
 
 def cmd_validate(args, beam_args) -> int:
+    from beam_jobs import walk_forward
     from models import validation
     from models.scorecard import ConfigError
     try:
-        result = validation.validate(args.registry, args.version, args.feeds, dates=args.dates,
-                                     out_dir=args.out_dir, config=args.config,
-                                     n_shards=args.n_shards, beam_args=beam_args,
-                                     progress=_progress)
+        result = walk_forward.validate(args.registry, args.version, args.feeds, dates=args.dates,
+                                       out_dir=args.out_dir, config=args.config,
+                                       n_shards=args.n_shards, beam_args=beam_args,
+                                       progress=_progress)
     except (validation.ValidationError, ConfigError) as err:
         return _fail("validate", err)
     pooled = result["pooled"]
@@ -150,6 +152,7 @@ def cmd_report(args, beam_args) -> int:
 
 def cmd_backtest(args, beam_args) -> int:
     runtime.load_tensorflow(args.debug)
+    from beam_jobs import backtest as backtest_job
     from models import backtest
     feeds, warehouse = args.feeds, args.warehouse
     if args.risk_dataset or args.feeds_dataset:          # BigQuery instead of files / DuckDB
@@ -172,9 +175,9 @@ def cmd_backtest(args, beam_args) -> int:
         raise UsageError("backtest: --feeds (or --feeds-dataset) and --warehouse (or "
                          "--risk-dataset) are needed")
     try:
-        result = backtest.run_backtest(args.as_of, feeds, warehouse, args.registry or None,
-                                       n_shards=args.n_shards, beam_args=beam_args,
-                                       progress=_progress)
+        result = backtest_job.run_backtest(args.as_of, feeds, warehouse, args.registry or None,
+                                           n_shards=args.n_shards, beam_args=beam_args,
+                                           progress=_progress)
     except backtest.BacktestError as err:
         return _fail("backtest", err)
     print(json.dumps(result, indent=2, default=str))

@@ -71,6 +71,7 @@ def specs_of(parser: argparse.ArgumentParser, dashes: bool) -> dict[str, Spec]:
 def beam_specs() -> dict[str, Spec]:
     """The flags Beam's own PipelineOptions classes declare (--runner, --project, ...), as Beam
     builds its parser: every direct subclass of PipelineOptions except smescore's."""
+    # Beam only once a command line is checked, so `smescore --help` stays instant
     from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
     parser = _BeamArgumentParser(allow_abbrev=False)
     seen = {}

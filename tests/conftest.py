@@ -37,12 +37,13 @@ def small_feeds(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def trained(small_feeds, tmp_path_factory):
     """(registry dir, version, model card) of a model trained on the small portfolio."""
+    from beam_jobs import train_job
     from models import network
-    from models.train import Trainer, TrainConfig
+    from models.train import TrainConfig
     registry = str(tmp_path_factory.mktemp("registry"))
     cfg = TrainConfig(feeds=small_feeds, registry=registry, background_size=100,
                       hparams=network.HParams(max_epochs=12, patience=4), n_shards=4)
-    version, card = Trainer(cfg, progress=lambda m: None).run()
+    version, card = train_job.train(cfg, progress=lambda m: None)
     return registry, version, card
 
 
@@ -52,14 +53,15 @@ def registry_with_challenger(trained, small_feeds, tmp_path_factory):
     real model (another seed, fewer epochs) as challenger, in a copy of the registry. Read only."""
     import shutil
     from models import network
+    from beam_jobs import train_job
     from models import registry as model_registry
-    from models.train import Trainer, TrainConfig
+    from models.train import TrainConfig
     src, champion, _ = trained
     reg_dir = str(tmp_path_factory.mktemp("reg") / "registry")
     shutil.copytree(src, reg_dir)
     cfg = TrainConfig(feeds=small_feeds, registry=reg_dir, background_size=100, n_shards=4,
                       hparams=network.HParams(max_epochs=6, patience=3, seed=8))
-    challenger, _ = Trainer(cfg, progress=lambda m: None).run()
+    challenger, _ = train_job.train(cfg, progress=lambda m: None)
     reg = model_registry.Registry(reg_dir)
     assert reg.champion() == champion != challenger
     reg.set_challengers([challenger])

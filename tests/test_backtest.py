@@ -13,6 +13,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from beam_jobs import backtest as backtest_job
+from beam_jobs.sources import LocalFilesSource
 from models import backtest, performance
 from smescore import tables
 from smescore.warehouse import PublishError, Warehouse
@@ -170,13 +172,13 @@ def test_a_failed_replace_leaves_the_date_as_it_was(wh, monkeypatch):
 def test_backtest_refuses_before_twelve_months_of_outcomes(small_feeds, tmp_path):
     # The small portfolio's loan reports end in 2026-10: 2025-10-31 is the last date with a
     # full year after it.
-    backtest.check_outcomes_observed(small_feeds, dt.date(2025, 10, 31))
+    backtest.check_outcomes_observed(LocalFilesSource(small_feeds), dt.date(2025, 10, 31))
     with pytest.raises(backtest.BacktestError,
                        match=r"ends with report month 2026-10; a 12-month backtest of 2025-11-30 "
                              r"needs report months through 2026-11"):
-        backtest.run_backtest(dt.date(2025, 11, 30), small_feeds, str(tmp_path / "none.duckdb"))
+        backtest_job.run_backtest(dt.date(2025, 11, 30), small_feeds, str(tmp_path / "none.duckdb"))
 
 
 def test_backtest_refuses_a_date_without_scores(small_feeds, wh):
     with pytest.raises(backtest.BacktestError, match="no model scores of 2025-10-31"):
-        backtest.run_backtest(D, small_feeds, wh.path)
+        backtest_job.run_backtest(D, small_feeds, wh.path)

@@ -718,7 +718,7 @@ def test_a_backtest_on_bigquery_writes_what_it_writes_from_files_to_duckdb(
     feeds as files and a DuckDB warehouse: the same performance rows; the automatic rollback reads
     them from BigQuery."""
     from beam_jobs import score_portfolio
-    from models import backtest
+    from beam_jobs import backtest
     registry, version, _ = trained
     monkeypatch.setenv(bqlib.EMULATOR_ENV, bq_conn.emulator)
     # A year before the model's baseline date, with a drift config that alerts on any score PSI:

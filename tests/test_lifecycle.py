@@ -378,7 +378,7 @@ def scenario(trained, small_feeds, tmp_path_factory):
     import contextlib
     import io
     import shutil
-    from models import backtest
+    from beam_jobs import backtest
     from tests.degraded import register_degraded_copy
     source, v1, _ = trained
     tmp = tmp_path_factory.mktemp("lifecycle")

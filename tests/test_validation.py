@@ -20,7 +20,9 @@ from sklearn.metrics import roc_auc_score
 from models import lifecycle, validation
 from models import registry as model_registry
 from models.scorecard import ConfigError, load_scorecard_config
-from models.train import add_months, data_extent
+from beam_jobs import walk_forward
+from beam_jobs.sources import data_extent
+from models.train import add_months
 from smescore import cli
 from tests import monitoring_services as services
 from transforms import catalog, feeds as feed_contract, pit
@@ -44,7 +46,7 @@ def validated(trained, small_feeds, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("validate")
     registry = str(tmp / "registry")
     shutil.copytree(source, registry)
-    result = validation.validate(registry, version, small_feeds, out_dir=str(tmp / "report"),
+    result = walk_forward.validate(registry, version, small_feeds, out_dir=str(tmp / "report"),
                                  config=_config(tmp), n_shards=4, progress=lambda m: None)
     rows = pq.read_table(result["rows"]).to_pandas()
     rows["as_of_date"] = pd.to_datetime(rows["as_of_date"]).dt.date

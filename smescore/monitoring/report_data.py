@@ -12,6 +12,7 @@ from typing import Optional
 import pandas as pd
 
 from models.baseline import SCORE_EDGES
+from models.registry import Registry
 from smescore.warehouse import reader
 from transforms import catalog
 
@@ -75,7 +76,6 @@ def model_card(registry: Optional[str], version: str) -> tuple[Optional[dict], s
     """The card, or None and why not (the report still renders, without the baseline)."""
     if not registry:
         return None, "No model registry given: the training baseline is not shown."
-    from models.registry import Registry
     try:
         return Registry(registry).model_card(version), ""
     except FileNotFoundError:
