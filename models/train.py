@@ -30,7 +30,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
 # models.network first: it sets TensorFlow's environment (tf_keras) before TensorFlow loads
-from models import baseline, calibration, lifecycle, metrics, network, registry
+from models import baseline, calibration, ground_truth, lifecycle, metrics, network, registry
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
@@ -136,10 +136,9 @@ def holdout_firms(enterprise_ids, share: float) -> np.ndarray:
 
 def oracle_auc(feeds_dir: str, test: pd.DataFrame) -> float | None:
     """AUC of the generator's true PD on the same test rows, when a ground truth is present."""
-    path = os.path.join(feeds_dir, feeds.GROUND_TRUTH_DIR)
-    if not os.path.isdir(path):
+    truth = ground_truth.read(feeds_dir)
+    if truth is None:
         return None
-    truth = pq.read_table(path, columns=["enterprise_id", "as_of_date", "true_pd_12m"]).to_pandas()
     truth["as_of_date"] = pd.to_datetime(truth["as_of_date"])
     keys = test[["enterprise_id", "as_of_date", "label_default_12m"]].copy()
     keys["as_of_date"] = pd.to_datetime(keys["as_of_date"])

@@ -34,12 +34,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy import stats
 
-from models import metrics
+from models import ground_truth, metrics
 from models.scorecard import ConfigError, check_keys, config_fingerprint, finite_number, \
     read_json_config
 from models.train import add_months, month_end
 from transforms import catalog
-from transforms import feeds as feed_contract
 
 CONFIG_RESOURCE = "validation.json"
 REPORT_NAME = "validation-report.html"
@@ -393,10 +392,9 @@ def failed_checks(checks: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------- the run
 
 def read_truth(feeds_dir: str, dates) -> Optional[pd.DataFrame]:
-    path = os.path.join(feeds_dir, feed_contract.GROUND_TRUTH_DIR)
-    if not os.path.isdir(path):
+    truth = ground_truth.read(feeds_dir)
+    if truth is None:
         return None
-    truth = pq.read_table(path, columns=["enterprise_id", "as_of_date", "true_pd_12m"]).to_pandas()
     truth["as_of_date"] = pd.to_datetime(truth["as_of_date"]).dt.date
     truth = truth[truth["as_of_date"].isin(set(dates))]
     return truth.rename(columns={"true_pd_12m": "true_pd"})

@@ -39,7 +39,7 @@ _progress = runtime.progress
 
 
 def cmd_generate(args, beam_args) -> int:
-    from smescore.generate import InvoiceShift, generate
+    from synth.generate import InvoiceShift, generate
     shift = (InvoiceShift(args.shift_industry, args.shift_drop, args.shift_months)
              if args.shift_industry else None)
     summary = generate(args.out, firms=args.firms, months=args.months, end_date=args.end_date,

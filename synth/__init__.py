@@ -1,4 +1,4 @@
-"""Building blocks of the synthetic feed generator (`smescore.generate`).
+"""Building blocks of the synthetic feed generator (`synth/generate.py`, `smescore generate`).
 
 calendar  month grid, Chinese New Year, daily activity and seasonal profiles
 firms     firmographics, controller groups, counterparties, ids

@@ -10,7 +10,7 @@ import hashlib
 
 import numpy as np
 
-from smescore.synth import calendar
+from synth import calendar
 from transforms import feeds
 
 # --- industry (GB/T 4754-2017 sections). Columns: portfolio weight, risk (logit), size (ln

@@ -4,7 +4,7 @@ ground truth.
 Writes `<out_dir>/<feed>/part-NNNNN.parquet` for every feed in transforms.feeds.FEEDS (exactly
 their schemas) and `<out_dir>/_ground_truth/ground_truth.parquet` (GROUND_TRUTH_SCHEMA): each
 firm's true 12-month PD and dominant risk driver at every month-end. How the book is simulated:
-smescore/synth/ (firms -> risk drivers and defaults -> monthly series -> feeds).
+synth/ (firms -> risk drivers and defaults -> monthly series -> feeds).
 
 Deterministic: the same arguments give byte-identical files.
 """
@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from smescore.synth import calendar, firms as firms_mod, invoices, oracle, risk, series, tables
+from synth import calendar, firms as firms_mod, invoices, oracle, risk, series, tables, truth
 from transforms import feeds
 
 BURN_IN_MONTHS = 24          # the risk process runs this long before the data starts
@@ -91,11 +91,11 @@ def generate(out_dir: str, firms: int, months: int, end_date: dt.date, seed: int
 
     def write(folder: str, table: pa.Table, part: int = 0, name: str | None = None) -> None:
         pq.write_table(table, os.path.join(out_dir, folder, name or f"part-{part:05d}.parquet"))
-        key = "ground_truth" if folder == feeds.GROUND_TRUTH_DIR else folder
+        key = "ground_truth" if folder == truth.GROUND_TRUTH_DIR else folder
         rows[key] = rows.get(key, 0) + table.num_rows
         say(f"{key}: {rows[key]:,} rows")
 
-    for folder in (*feeds.FEEDS, feeds.GROUND_TRUTH_DIR):
+    for folder in (*feeds.FEEDS, truth.GROUND_TRUTH_DIR):
         _fresh_folder(os.path.join(out_dir, folder))
     write("enterprises", tables.enterprises(book))
     write("tax_filings", tables.tax_filings(book, grid, monthly, end_day))
@@ -103,7 +103,7 @@ def generate(out_dir: str, firms: int, months: int, end_date: dt.date, seed: int
     write("registry_events", tables.registry_events(seed, book, grid, path, end_day))
     write("loans", tables.loans(seed, book, grid, orig, path))
     _write_invoices(seed, book, ops, grid, monthly, end_day, write, shift)
-    write(feeds.GROUND_TRUTH_DIR, tables.ground_truth(book, grid, path), name="ground_truth.parquet")
+    write(truth.GROUND_TRUTH_DIR, tables.ground_truth(book, grid, path), name="ground_truth.parquet")
 
     quality = oracle.summary(book, grid, path)
     summary = {"out_dir": out_dir, "firms": firms, "months": months,

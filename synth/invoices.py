@@ -14,11 +14,11 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 
-from smescore.synth import calendar
-from smescore.synth.calendar import MonthGrid
-from smescore.synth.firms import Firms, TradeNetwork, counterparty_ids
-from smescore.synth.series import Operations, Series
-from smescore.synth.tables import dates, strings, table
+from synth import calendar
+from synth.calendar import MonthGrid
+from synth.firms import Firms, TradeNetwork, counterparty_ids
+from synth.series import Operations, Series
+from synth.tables import dates, strings, table
 
 VOID_SHARE = 0.025               # issued in error, voided (and re-issued)
 RED_LETTER_SHARE = 0.015         # reversed later (returns, disputes): a separate red-letter invoice

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from smescore.synth import risk
-from smescore.synth.calendar import MonthGrid, month_end_day
-from smescore.synth.firms import Firms
+from synth import risk
+from synth.calendar import MonthGrid, month_end_day
+from synth.firms import Firms
 
 
 def cohort_months(grid: MonthGrid) -> np.ndarray:

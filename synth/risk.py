@@ -1,7 +1,7 @@
 """Named risk drivers, the monthly default hazard they imply, the defaults drawn from it, and the
 ground truth (true 12-month PD, dominant driver) at every month-end.
 
-The drivers (names = transforms.feeds.DRIVER_FAMILY) and the trace each leaves from its first month:
+The drivers (names = synth/truth.py's DRIVER_FAMILY) and the trace each leaves from its first month:
   sales_collapse     invoiced (and declared) sales fall 40-80% and stay down
   tax_arrears        VAT returns filed after the 15th of the next month, or not at all
   power_drop         electricity use falls 35-70% against the same month a year before
@@ -39,11 +39,11 @@ import dataclasses
 
 import numpy as np
 
-from smescore.synth.calendar import MonthGrid, month_of_days
-from smescore.synth.firms import Firms, stream
-from transforms import feeds
+from synth.calendar import MonthGrid, month_of_days
+from synth import truth
+from synth.firms import Firms, stream
 
-DRIVERS = tuple(feeds.DRIVER_FAMILY)          # ground-truth names, in a fixed order
+DRIVERS = tuple(truth.DRIVER_FAMILY)          # ground-truth names, in a fixed order
 NONE = -10**6                                 # onset month of a driver that never started
 NEVER = 10**6                                 # arrears / default month of a firm that never defaults
 RAMP_MONTHS = 2                               # DPD 30 at s, 60 at s+1, 90 (default) at s+2

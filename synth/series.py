@@ -11,10 +11,10 @@ import dataclasses
 
 import numpy as np
 
-from smescore.synth import calendar, firms as firms_mod
-from smescore.synth.calendar import MonthGrid
-from smescore.synth.firms import Firms, stream
-from smescore.synth.risk import NONE, RiskPath
+from synth import calendar, firms as firms_mod
+from synth.calendar import MonthGrid
+from synth.firms import Firms, stream
+from synth.risk import NONE, RiskPath
 from transforms import feeds
 
 BENIGN_DIP_RATE = 0.012          # a healthy firm's one- or two-month slump (lost order, repairs)

@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from smescore.synth import calendar, risk
-from smescore.synth.calendar import MonthGrid
-from smescore.synth.firms import Firms, stream
-from smescore.synth.series import Series
+from synth import calendar, risk
+from synth.calendar import MonthGrid
+from synth.firms import Firms, stream
+from synth.series import Series
+from synth import truth
 from transforms import feeds
 
 
@@ -23,7 +24,7 @@ def strings(values: np.ndarray, index: np.ndarray) -> pa.Array:
 
 
 def table(feed: str, columns: dict) -> pa.Table:
-    schema = feeds.FEEDS[feed].schema if feed in feeds.FEEDS else feeds.GROUND_TRUTH_SCHEMA
+    schema = feeds.FEEDS[feed].schema if feed in feeds.FEEDS else truth.GROUND_TRUTH_SCHEMA
     arrays = [columns[f.name] if isinstance(columns[f.name], (pa.Array, pa.ChunkedArray))
               else pa.array(columns[f.name], f.type) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)

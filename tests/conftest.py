@@ -28,7 +28,7 @@ FIRMS, MONTHS, SEED = 1200, 30, 11
 
 @pytest.fixture(scope="session")
 def small_feeds(tmp_path_factory) -> str:
-    from smescore.generate import generate
+    from synth.generate import generate
     out = str(tmp_path_factory.mktemp("feeds"))
     generate(out, firms=FIRMS, months=MONTHS, end_date=END_DATE, seed=SEED)
     return out

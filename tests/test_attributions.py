@@ -10,6 +10,7 @@ import pytest
 from models import export, network, registry as model_registry
 from models.explain import group_attributions
 from transforms import catalog, feeds
+from synth.truth import DRIVER_FAMILY, GROUND_TRUTH_DIR
 
 
 def test_saved_model_phi_equals_shap_deep_explainer(trained):
@@ -53,7 +54,7 @@ def driver_recovery(warehouse: str, feeds_dir: str, as_of) -> tuple[float, int]:
     with duckdb.connect(warehouse, read_only=True) as con:
         scores = con.execute("SELECT enterprise_id, reasons FROM scores WHERE as_of_date = ? "
                              "AND score_source = 'model'", [as_of]).fetch_df()
-    truth = pq.read_table(os.path.join(feeds_dir, feeds.GROUND_TRUTH_DIR)).to_pandas()
+    truth = pq.read_table(os.path.join(feeds_dir, GROUND_TRUTH_DIR)).to_pandas()
     truth = truth[pd.to_datetime(truth["as_of_date"]).dt.date == as_of]
     loans = pq.read_table(os.path.join(feeds_dir, "loans")).to_pandas()
     months = pd.to_datetime(loans["report_month"]).dt.to_period("M")
@@ -61,6 +62,6 @@ def driver_recovery(warehouse: str, feeds_dir: str, as_of) -> tuple[float, int]:
     bad = loans[(months > d) & (months <= d + 12) & (loans["days_past_due"] >= feeds.DEFAULT_DPD)]
     j = scores.merge(truth, on="enterprise_id")
     j = j[j["enterprise_id"].isin(bad["enterprise_id"]) & j["dominant_driver"].notna()]
-    hits = [feeds.DRIVER_FAMILY[drv] in {catalog.BY_NAME[r["feature"]].family for r in reasons}
+    hits = [DRIVER_FAMILY[drv] in {catalog.BY_NAME[r["feature"]].family for r in reasons}
             for drv, reasons in zip(j["dominant_driver"], j["reasons"])]
     return float(np.mean(hits)) if hits else float("nan"), len(hits)

@@ -535,7 +535,7 @@ def _sample(s) -> tuple:
 @pytest.fixture(scope="module")
 def portfolio(tmp_path_factory) -> str:
     """A small generated portfolio (the emulator's REST reads run at ~10k rows/s)."""
-    from smescore.generate import generate
+    from synth.generate import generate
     out = str(tmp_path_factory.mktemp("bq-portfolio"))
     generate(out, firms=150, months=30, end_date=END_DATE, seed=5)
     return out

@@ -324,7 +324,7 @@ def test_an_invoice_outage_in_one_industry_alerts_on_its_features_and_its_score(
     """The same portfolio as the session's (seed, size), but manufacturing (C) firms lose every
     e-invoice of the last 3 months. The model was trained on the unshifted book as of the same
     date, so without the shift every drift row is 0 and 'ok' (test above)."""
-    from smescore.generate import InvoiceShift, generate
+    from synth.generate import InvoiceShift, generate
     from tests.conftest import END_DATE, FIRMS, MONTHS, SEED
     registry, _, _ = trained
     feeds = str(tmp_path / "feeds")

@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from smescore.generate import generate
+from synth.generate import generate
 from transforms import feeds
+from synth.truth import DRIVER_FAMILY, GROUND_TRUTH_DIR, GROUND_TRUTH_SCHEMA
 
 END = dt.date(2026, 10, 31)
 FIRMS, MONTHS, SEED = 3000, 24, 7
@@ -27,7 +28,7 @@ def book(tmp_path_factory):
     summary = generate(out, firms=FIRMS, months=MONTHS, end_date=END, seed=SEED,
                        progress=messages.append)
     frames = {f: pq.read_table(os.path.join(out, f)).to_pandas() for f in feeds.FEEDS}
-    truth = pq.read_table(os.path.join(out, feeds.GROUND_TRUTH_DIR)).to_pandas()
+    truth = pq.read_table(os.path.join(out, GROUND_TRUTH_DIR)).to_pandas()
     return {"out": out, "summary": summary, "progress": messages, "truth": truth, **frames}
 
 
@@ -39,8 +40,8 @@ def test_every_feed_has_exactly_the_contract_schema(book):
     for name, feed in feeds.FEEDS.items():
         schema = pq.read_schema(os.path.join(book["out"], name, "part-00000.parquet"))
         assert schema.equals(feed.schema, check_metadata=True), name
-    truth = pq.read_schema(os.path.join(book["out"], feeds.GROUND_TRUTH_DIR, "ground_truth.parquet"))
-    assert truth.equals(feeds.GROUND_TRUTH_SCHEMA, check_metadata=True)
+    truth = pq.read_schema(os.path.join(book["out"], GROUND_TRUTH_DIR, "ground_truth.parquet"))
+    assert truth.equals(GROUND_TRUTH_SCHEMA, check_metadata=True)
 
 
 def test_rerun_writes_byte_identical_files(tmp_path):
@@ -103,7 +104,7 @@ def test_defaults_are_mostly_explained_by_named_drivers(book):
     positives = rows[rows["label"]]
     assert positives["driver"].notna().mean() >= 0.80
     assert book["summary"]["defaults_with_driver"] >= 0.80
-    assert set(rows["driver"].dropna()) <= set(feeds.DRIVER_FAMILY)
+    assert set(rows["driver"].dropna()) <= set(DRIVER_FAMILY)
     # firms with an active driver default several times as often as those without
     with_driver = rows["driver"].notna()
     assert rows.loc[with_driver, "label"].mean() > 3 * rows.loc[~with_driver, "label"].mean()
@@ -118,7 +119,7 @@ def test_ground_truth_covers_every_firm_at_every_month_end_after_it_opened(book)
     assert len(truth) == expected
     assert not truth.duplicated(["enterprise_id", "as_of_date"]).any()
     assert truth["true_pd_12m"].between(0, 1).all()
-    assert set(truth["dominant_driver"].dropna()) == set(feeds.DRIVER_FAMILY)
+    assert set(truth["dominant_driver"].dropna()) == set(DRIVER_FAMILY)
     # a borrower in arrears at D has a sealed default: the truth says so
     dpd = book["loans"].groupby(["enterprise_id", "report_month"])["days_past_due"].max().reset_index()
     late = truth.merge(dpd, left_on=["enterprise_id", "as_of_date"],
@@ -275,7 +276,7 @@ def test_rejects_bad_arguments(tmp_path):
 
 
 def test_invoice_shift_thins_one_industry_in_the_last_months_only(book, tmp_path):
-    from smescore.generate import InvoiceShift
+    from synth.generate import InvoiceShift
     out = str(tmp_path / "shifted")
     summary = generate(out, firms=FIRMS, months=MONTHS, end_date=END, seed=SEED,
                        shift=InvoiceShift("F", drop=0.30, months=2))
@@ -296,7 +297,7 @@ def test_invoice_shift_thins_one_industry_in_the_last_months_only(book, tmp_path
 
 
 def test_invoice_shift_arguments_are_checked():
-    from smescore.generate import InvoiceShift
+    from synth.generate import InvoiceShift
     with pytest.raises(ValueError, match="industry must be one of"):
         InvoiceShift("Z")
     with pytest.raises(ValueError, match=r"drop must lie in \(0, 1\]"):

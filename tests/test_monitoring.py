@@ -23,7 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_jobs import drift, score_portfolio
 from beam_jobs.options import ScoreConfig
 from smescore import cli, tables
-from smescore.generate import InvoiceShift, generate
+from synth.generate import InvoiceShift, generate
 from smescore.monitoring import metrics, report_data, run_report
 from smescore.warehouse import Warehouse, conform
 from tests import monitoring_services as services

@@ -26,6 +26,7 @@ from models.train import add_months
 from smescore import cli
 from tests import monitoring_services as services
 from transforms import catalog, feeds as feed_contract, pit
+from synth.truth import GROUND_TRUTH_DIR
 
 REPLICATES = 200
 LAST = dt.date(2026, 10, 31)
@@ -168,7 +169,7 @@ def test_auc_ks_gini_and_their_intervals_per_date_and_pooled(validated):
 
 def test_calibration_jeffreys_and_true_pd_per_date_and_grade(validated, small_feeds):
     rows, r = validated["rows"], validated["json"]
-    truth = pq.read_table(os.path.join(small_feeds, feed_contract.GROUND_TRUTH_DIR)).to_pandas()
+    truth = pq.read_table(os.path.join(small_feeds, GROUND_TRUTH_DIR)).to_pandas()
     truth["as_of_date"] = pd.to_datetime(truth["as_of_date"]).dt.date
     joined = rows.merge(truth, on=["enterprise_id", "as_of_date"], how="left")
     assert joined["true_pd_12m"].to_numpy() == pytest.approx(rows["true_pd"].to_numpy())

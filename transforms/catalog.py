@@ -18,7 +18,7 @@ import dataclasses
 import math
 import numbers
 
-# Risk families: what a reason is about. Generator drivers map onto these (feeds.DRIVER_FAMILY).
+# Risk families: what a reason is about. The generator's drivers map onto these (synth/truth.py).
 FAMILIES = (
     "sales", "purchases", "concentration", "invoice_quality", "tax_compliance", "headcount",
     "power", "governance", "litigation", "related_party", "firmographic", "history", "arrears",

@@ -139,22 +139,3 @@ FEEDS: dict[str, Feed] = {f.name: f for f in (
     ENTERPRISES, TAX_FILINGS, INVOICES, UTILITY_BILLS, REGISTRY_EVENTS, LOANS)}
 
 DEFAULT_DPD = 90  # 90+ days past due is a default (Basel)
-
-# Written by `smescore generate` beside the feeds, never read as a feature.
-GROUND_TRUTH_DIR = "_ground_truth"
-GROUND_TRUTH_SCHEMA = _schema(
-    ("enterprise_id", pa.string(), "Firm id"),
-    ("as_of_date", pa.date32(), "Month-end date the truth refers to"),
-    ("true_pd_12m", pa.float64(), "The generator's 12-month default probability for the firm at this date"),
-    ("dominant_driver", pa.string(), "Largest injected risk driver at this date (null if none active)"),
-)
-# Injected drivers and the feature family (transforms.catalog) that should explain each.
-DRIVER_FAMILY = {
-    "sales_collapse": "sales",
-    "tax_arrears": "tax_compliance",
-    "power_drop": "power",
-    "headcount_decline": "headcount",
-    "related_arrears": "related_party",
-    "legal_rep_churn": "governance",
-    "litigation": "litigation",
-}
