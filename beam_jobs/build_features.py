@@ -11,7 +11,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from beam_jobs import entry, sinks
 from beam_jobs.options import FeaturesConfig, config
 from beam_jobs.sources import LocalFilesSource
-from transforms.beam_features import FEATURE_SCHEMA, ComputeFeatures
+from transforms.beam_features import ComputeFeatures
+from transforms.featurize import FEATURE_SCHEMA
 
 
 def build_pipeline(p: beam.Pipeline, cfg: FeaturesConfig, source) -> None:

@@ -5,25 +5,23 @@ Keras 3 / legacy SavedModel problem does not arise) once per worker, calls the
 `score_and_explain` signature once per table and returns the table with `pd`, `logit`,
 `expected_logit` and `phi` (one attribution per catalogue feature) appended.
 
-TensorFlow is imported inside the functions that use it: Beam unpickles this handler on every
-worker, and the worker sets TensorFlow's environment (runtime.load_tensorflow) before it loads.
+The signature call itself is models/signature.py's `with_model_outputs`, the one the validation
+and the Python API call too. TensorFlow is imported inside the functions that use it: Beam
+unpickles this handler on every worker, and the worker sets TensorFlow's environment
+(runtime.load_tensorflow) before it loads.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from apache_beam.ml.inference.base import ModelHandler
 
 from smescore import runtime
 from smescore.errors import ServiceUnavailable
-from transforms import catalog, progress
-
-EXPLAIN_SIGNATURE = "score_and_explain"
-
+from models.signature import with_model_outputs
+from transforms import progress
 
 class NoGpuError(ServiceUnavailable, RuntimeError):
     """--require_gpu on a machine without a GPU (exit 5)."""
@@ -37,33 +35,6 @@ def check_gpu(where: str = "this worker") -> None:
         raise NoGpuError(f"--require_gpu is set but TensorFlow sees no GPU on {where}; check "
                          f"--dataflow_service_options=worker_accelerator=... and the worker image "
                          f"(infra/Dockerfile)")
-
-
-def raw_inputs(table: pa.Table) -> dict[str, np.ndarray]:
-    """Signature inputs from a feature table: float32 with NaN for missing, strings with ''."""
-    out = {}
-    for f in catalog.FEATURES:
-        col = table.column(f.name)
-        if f.is_categorical:
-            out[f.name] = np.asarray(pc.fill_null(col.cast(pa.string()), "").to_pylist(), dtype=object)
-        else:
-            out[f.name] = pc.fill_null(col.cast(pa.float32()), np.nan).to_numpy(zero_copy_only=False)
-    return out
-
-
-def with_model_outputs(table: pa.Table, model) -> pa.Table:
-    """The feature table with the model's `pd`, `logit`, `expected_logit` and `phi` appended."""
-    import tensorflow as tf
-    inputs = {k: tf.constant(v) for k, v in raw_inputs(table).items()}
-    out = model.signatures[EXPLAIN_SIGNATURE](**inputs)
-    phi = out["phi"].numpy().astype(np.float32)
-    return (table
-            .append_column("pd", pa.array(out["pd"].numpy().astype(np.float64)))
-            .append_column("logit", pa.array(out["logit"].numpy().astype(np.float64)))
-            .append_column("expected_logit",
-                           pa.array(out["expected_logit"].numpy().astype(np.float64)))
-            .append_column("phi", pa.FixedSizeListArray.from_arrays(
-                pa.array(phi.reshape(-1)), phi.shape[1])))
 
 
 class FeatureTableModelHandler(ModelHandler[pa.Table, pa.Table, Any]):

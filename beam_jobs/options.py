@@ -14,6 +14,7 @@ import re
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from beam_jobs.gates import GATES
+from models.eligibility import MIN_HISTORY_MONTHS
 from smescore.bigquery import DATASET_RE, LOCATION_RE, PROJECT_RE
 from smescore import flags
 from smescore.errors import UsageError
@@ -55,7 +56,7 @@ class SmescoreOptions(PipelineOptions):
                             help="Score with this version instead of the registry's champion")
         parser.add_argument("--n_shards", type=int, default=32,
                             help="Firm shards (a controller group never straddles two)")
-        parser.add_argument("--min_history_months", type=int, default=6,
+        parser.add_argument("--min_history_months", type=int, default=MIN_HISTORY_MONTHS,
                             help="Firms with less feed history go to the cold-start rules")
         parser.add_argument("--max_rejected_share", type=float, default=0.05,
                             help="Gate: fail before publishing when a larger share of any one "

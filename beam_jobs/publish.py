@@ -17,17 +17,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs import drift, gates, score_rows, shadow, sinks, sources
-from models import lifecycle
+from beam_jobs import drift, gates, shadow, sinks, sources
+from models import lifecycle, score_rows
 from models import registry as model_registry
 from models.rules import load_rules_config
 from models.scorecard import load_scorecard_config
 from smescore import files, tables
 from smescore.errors import BadInput, UsageError
 from beam_jobs.risk_sinks import prestaged_tables, risk_reader, risk_sink
-from transforms import catalog
 
 log = logging.getLogger(__name__)
 SEGMENT_SCHEMA = pa.schema([("enterprise_id", pa.string()), ("industry", pa.string()),
@@ -156,31 +154,6 @@ def drift_summary(drift_rows: pa.Table) -> dict:
     return out
 
 
-def check_model_features(version: str, card: dict) -> None:
-    """The SavedModel's signature takes the catalogue of the code that trained it: refuse to run a
-    version whose features differ from this code's, instead of dead-lettering every firm."""
-    trained, now = list(card.get("features", [])), list(catalog.NAMES)
-    if trained != now:
-        missing, extra = sorted(set(now) - set(trained)), sorted(set(trained) - set(now))
-        raise RunFailed(f"model {version} was trained on another feature catalogue "
-                        f"(features new since: {missing or 'none'}; dropped since: {extra or 'none'}"
-                        f"{'; same set, other order' if not missing and not extra else ''}); "
-                        f"retrain with `smescore train` or score with a matching version")
-
-
-SAVED_MODEL_FILES = ("saved_model.pb", "variables/variables.index")
-
-
-def check_saved_model(version: str, path: str) -> None:
-    """Refuse a version whose SavedModel lacks its graph or weights before the pipeline starts
-    (each worker would otherwise fail to load it, deep inside RunInference)."""
-    missing = [f for f in SAVED_MODEL_FILES if not FileSystems.exists(f"{path}/{f}")]
-    if missing:
-        raise BadInput(f"model {version}: the SavedModel at {path} has no {', '.join(missing)}; "
-                       f"restore or re-register the version, or score with another "
-                       f"--model_version")
-
-
 @dataclasses.dataclass
 class RunContext:
     cfg: object
@@ -218,7 +191,10 @@ class RunContext:
         challengers = tuple(v for v in reg.challengers() if v != version)
         cards = {v: reg.model_card(v) for v in (version, *challengers)}
         for v, card_v in cards.items():
-            check_model_features(v, card_v)
+            try:
+                model_registry.check_model_features(v, card_v)
+            except model_registry.ModelMismatch as err:
+                raise RunFailed(str(err)) from None
         typical = score_rows.typical_firms(cards)      # each version's reasons use its own card
         card = cards[version]
         roles = shadow.Roles(version, challengers, cfg.canary_share)
@@ -251,7 +227,7 @@ class RunContext:
             progress(f"[score] warning: {unmeasured}")
         paths = {v: reg.saved_model_path(v) for v in (version, *challengers)}
         for v, path in paths.items() if not dry_run else ():   # a dry run stays offline
-            check_saved_model(v, path)
+            model_registry.check_saved_model(v, path)
         attempt_id = "dry-run" if dry_run else next_attempt_id(risk_reader(cfg), run_id)
         return cls(cfg, scoring, roles, paths, card, reference, drift_config, config_fp,
                    started_at or _now(), progress,

@@ -22,35 +22,28 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from beam_jobs import (dataflow, drift, entry, gates, monitor, preflight, publish, risk_sinks,
-                       score_rows, shadow, sinks)
+                       shadow, sinks)
 from beam_jobs.inference import ChampionChallengersHandler
 from beam_jobs.options import ScoreConfig, config
 from beam_jobs.sources import feed_source
+from models import eligibility, score_rows
+from models.eligibility import IN_DEFAULT, MODEL, RULES
 from smescore import runtime, tables
 from smescore.errors import BadInput, SmescoreError
+from transforms import arrow_coder  # noqa: F401  (the pa.Table coder of score_rows' outputs)
 from transforms import feeds as feed_contract
 from transforms.beam_features import ComputeFeatures
 
-MODEL, RULES, IN_DEFAULT = "model", "rules", "in_default"
-
-
 class RouteFirms(beam.DoFn):
-    """Split a feature table: firms in default (grade D), thin history (rules), the rest (model)."""
+    """Split a feature table by models/eligibility.py: firms in default (grade D), thin history
+    (rules), the rest (model, the main output)."""
 
     def __init__(self, min_history_months: int):
         self.min_history = min_history_months
 
     def process(self, table):
-        import pyarrow.compute as pc
-        in_default = table.column("in_default").to_numpy(zero_copy_only=False)
-        thin = pc.less(table.column("months_history"), self.min_history).to_numpy(
-            zero_copy_only=False) & ~in_default
-        model = ~in_default & ~thin
-        for tag, mask in ((IN_DEFAULT, in_default), (RULES, thin)):
-            if mask.any():
-                yield beam.pvalue.TaggedOutput(tag, table.filter(mask))
-        if model.any():
-            yield table.filter(model)
+        for tag, part in eligibility.route(table, self.min_history).items():
+            yield part if tag == MODEL else beam.pvalue.TaggedOutput(tag, part)
 
 
 def failed_batch_records(failure):

@@ -20,9 +20,10 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from beam_jobs import drift, score_rows
-from models import baseline
+from beam_jobs import drift
+from models import baseline, score_rows
 from smescore import tables
+from transforms import arrow_coder  # noqa: F401  (the pa.Table coder of score_rows' outputs)
 
 OFFICIAL, SHADOW, SHADOW_FAILED, PAIRS = "official", "shadow", "shadow_failed", "pairs"
 _CANARY_SALT = b"smescore-canary:"

@@ -13,7 +13,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from beam_jobs import entry, sinks
 from beam_jobs.options import SnapshotConfig, config
 from beam_jobs.sources import LocalFilesSource
-from transforms.beam_features import FEATURE_SCHEMA, ComputeFeatures
+from transforms.beam_features import ComputeFeatures
+from transforms.featurize import FEATURE_SCHEMA
 
 
 def build_pipeline(p, source, as_of_dates, out: str, n_shards: int = 16) -> None:

@@ -2,8 +2,8 @@
 
 Features of every date come from one Beam job, the training-snapshot pipeline (the nightly's
 point-in-time features plus the 12-month label where it is observed). Each date is then scored
-in-process by the nightly job's own pieces: `RouteFirms` (in default / cold-start rules / model),
-the RunInference handler's `with_model_outputs` on the exported SavedModel, and score_rows'
+in-process by the nightly job's own pieces: the routing of models/eligibility.py (in default /
+cold-start rules / model), `with_model_outputs` on the exported SavedModel and models/score_rows.py's
 `model_rows`, `rules_rows` and `in_default_rows`; nothing is published. `validate` drives it and
 hands each date to the figures and checks of models/validation.py.
 """
@@ -25,10 +25,10 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_jobs import inference, score_rows, training_snapshots
-from beam_jobs.score_portfolio import IN_DEFAULT, MODEL, RULES, RouteFirms
+from beam_jobs import training_snapshots
 from beam_jobs.sources import LocalFilesSource, data_extent
-from models import export, lifecycle
+from models import eligibility, lifecycle, score_rows, signature
+from models.eligibility import IN_DEFAULT, MODEL, RULES
 from models import registry as model_registry
 from models import validation as v
 from models.rules import load_rules_config
@@ -84,13 +84,8 @@ class BookScorer:
 
     def route(self, table: pa.Table) -> dict[str, pa.Table]:
         """The nightly job's routing, applied to one table."""
-        parts = {MODEL: [], RULES: [], IN_DEFAULT: []}
-        for out in RouteFirms(self.min_history).process(table):
-            if isinstance(out, beam.pvalue.TaggedOutput):
-                parts[out.tag].append(out.value)
-            else:
-                parts[MODEL].append(out)
-        return {k: pa.concat_tables(v) if v else table.slice(0, 0) for k, v in parts.items()}
+        parts = eligibility.route(table, self.min_history)
+        return {k: parts.get(k, table.slice(0, 0)) for k in (MODEL, RULES, IN_DEFAULT)}
 
     def score(self, table: pa.Table) -> ScoredDate:
         routed = self.route(table)
@@ -99,7 +94,7 @@ class BookScorer:
         for start in range(0, model.num_rows, BATCH_ROWS):
             batch = model.slice(start, BATCH_ROWS)
             rows, attributions = score_rows.model_rows(
-                inference.with_model_outputs(batch, self.model), self.scoring)
+                signature.with_model_outputs(batch, self.model), self.scoring)
             scores.append(rows)
             sums = (attributions.select(["feature", "points"]).to_pandas()
                     .assign(points=lambda f: f["points"].abs()).groupby("feature")["points"].sum())
@@ -125,10 +120,10 @@ class BookScorer:
                           {f: abs_points.get(f, 0.0) / max(n_points, 1) for f in catalog.NAMES})
 
     def serving_pd(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """PDs through the SavedModel's serving signature (raw inputs as inference.raw_inputs)."""
-        signature = self.model.signatures[export.SCORE_SIGNATURE]
+        """PDs through the SavedModel's serving signature (raw inputs as signature.raw_inputs)."""
+        serving = self.model.signatures[signature.SCORE_SIGNATURE]
         n = len(next(iter(inputs.values())))
-        parts = [signature(**{k: tf.constant(v[i:i + BATCH_ROWS]) for k, v in inputs.items()})["pd"]
+        parts = [serving(**{k: tf.constant(v[i:i + BATCH_ROWS]) for k, v in inputs.items()})["pd"]
                  .numpy() for i in range(0, n, BATCH_ROWS)]
         return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
 
@@ -137,7 +132,7 @@ def monotonicity_sample(model_inputs: pa.Table, n: int, seed: int) -> dict[str, 
     """A seeded sample of at most n model-scored firms, as the signature's raw inputs."""
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(model_inputs.num_rows, min(n, model_inputs.num_rows), replace=False))
-    return inference.raw_inputs(model_inputs.take(pa.array(idx)))
+    return signature.raw_inputs(model_inputs.take(pa.array(idx)))
 
 
 def validate(registry: str, version: str, feeds: str, dates=None, out_dir: str | None = None,
@@ -171,7 +166,8 @@ def validate(registry: str, version: str, feeds: str, dates=None, out_dir: str |
     progress(f"[validate] features: {table.num_rows:,} firm-dates, {n_rejected:,} feed records "
              f"rejected ({timings['features_s']:.1f}s)")
     book = BookScorer(reg.saved_model_path(version), version,
-                                   int(card.get("min_history_months") or 6), card)
+                       int(card.get("min_history_months") or eligibility.MIN_HISTORY_MONTHS),
+                       card)
     truth = v.read_truth(feeds, dates)
     ranges = v.numeric_ranges(card)
     grades = list(book.scoring.master.grades)

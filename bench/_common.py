@@ -26,7 +26,6 @@ SEED = 7
 # Training needs >= 5 labelled month-end snapshots (12 months of history before and 12 observed
 # after each): a 24-month portfolio gives one, so the model is trained on its own 36-month book.
 TRAIN_MONTHS = 36
-MIN_HISTORY_MONTHS = 6      # the nightly job's default routing (--min_history_months)
 NIGHTLY_SHARDS = 32         # the nightly job's default --n_shards: one RunInference element per shard
 CLI = [sys.executable, "-m", "smescore.cli"]
 
@@ -174,7 +173,7 @@ def check_model_matches_catalog(reg, version: str) -> None:
 def make_scoring(reg, version: str, run_id: str = "bench"):
     """The Scoring the nightly job builds (packaged scorecard and cold-start rules, the version's
     typical firm from its model card)."""
-    from beam_jobs import score_rows
+    from models import score_rows
     from models.rules import load_rules_config
     from models.scorecard import load_scorecard_config
     scorecard = load_scorecard_config(None)
@@ -184,11 +183,9 @@ def make_scoring(reg, version: str, run_id: str = "bench"):
 
 
 def model_routed(table):
-    """The firms the nightly job sends to the model: not in default, >= 6 months of history."""
-    import pyarrow.compute as pc
-    keep = pc.and_(pc.invert(table.column("in_default")),
-                   pc.greater_equal(table.column("months_history"), MIN_HISTORY_MONTHS))
-    return table.filter(keep)
+    """The firms the nightly job sends to the model (models/eligibility.py, its default history)."""
+    from models import eligibility
+    return eligibility.route(table).get(eligibility.MODEL, table.slice(0, 0))
 
 
 def read_model_batches(path: str, batch_rows: int):

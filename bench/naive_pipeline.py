@@ -48,7 +48,7 @@ class NaiveModel:
         import tf_keras as keras
 
         from bench.bench_attributions import calibrated
-        from beam_jobs.inference import raw_inputs
+        from models.signature import raw_inputs
         from models import export, network, registry
         from transforms import preprocessing
 
@@ -91,10 +91,10 @@ class PerRowHandler(ModelHandler):
         import pyarrow as pa
         import tensorflow as tf
 
-        from beam_jobs.inference import raw_inputs
+        from models.signature import raw_inputs
         from models.explain import group_attributions
         from transforms import catalog, progress
-        from transforms.beam_features import FEATURE_SCHEMA
+        from transforms.featurize import FEATURE_SCHEMA
 
         position = {name: i for i, name in enumerate(catalog.NAMES)}
         for row in batch:
@@ -120,7 +120,7 @@ def one_row_table(result: dict):
     import numpy as np
     import pyarrow as pa
 
-    from transforms.beam_features import FEATURE_SCHEMA
+    from transforms.featurize import FEATURE_SCHEMA
     table = pa.Table.from_pylist([{k: result[k] for k in FEATURE_SCHEMA.names}], schema=FEATURE_SCHEMA)
     phi = np.asarray(result["phi"], np.float32)
     return (table.append_column("pd", pa.array([result["pd"]], pa.float64()))
@@ -139,7 +139,7 @@ def run_naive(features_path, version_dir, scoring, out_dir, beam_args, max_batch
     from apache_beam.ml.inference.base import RunInference
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_jobs import score_rows
+    from models import score_rows
 
     shutil.rmtree(out_dir, ignore_errors=True)
     os.makedirs(out_dir)

@@ -11,8 +11,8 @@ job's 32 shards give) and write the same two sorted Parquet files (scores, attri
        -> RunInference(ChampionChallengersHandler).with_exception_handling()
        -> ParDo(shadow.SplitOfficialAndShadow) (champion only: no challengers)
        -> sinks.WriteSortedParquet (scores; attributions)            -- as beam_jobs/score_portfolio.py
-  in-process: tf.saved_model.load -> per table: inference.raw_inputs -> `score_and_explain`
-       signature -> the output columns inference.with_model_outputs appends -> score_rows.model_rows
+  in-process: tf.saved_model.load -> per table: signature.raw_inputs -> `score_and_explain`
+       signature -> the output columns signature.with_model_outputs appends -> score_rows.model_rows
        -> sinks.write_sorted_parquet (scores; attributions)
 
 Each timed run covers everything either path must do on a fresh night: model load (and the XLA
@@ -96,7 +96,7 @@ def run_beam(features_path, batch_rows, saved_model, scoring, out_dir, beam_args
 
 # ---------------------------------------------------------------- in-process path
 def with_model_outputs(table, out):
-    """The columns inference.with_model_outputs appends (same dtypes, same order), from the
+    """The columns signature.with_model_outputs appends (same dtypes, same order), from the
     signature's outputs, so that the in-process split can time the signature call alone."""
     import numpy as np
     import pyarrow as pa
@@ -113,8 +113,9 @@ def run_in_process(features_path, batch_rows, saved_model, scoring, out_dir) -> 
     """(wall seconds, seconds per step) of the same work without Beam."""
     import tensorflow as tf
 
-    from beam_jobs import score_rows, sinks
-    from beam_jobs.inference import EXPLAIN_SIGNATURE, raw_inputs
+    from beam_jobs import sinks
+    from models import score_rows
+    from models.signature import EXPLAIN_SIGNATURE, raw_inputs
     from smescore import tables
 
     shutil.rmtree(out_dir, ignore_errors=True)

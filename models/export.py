@@ -11,10 +11,9 @@ import tensorflow as tf
 
 from models import network
 from models.explain import DeepLiftExplainer, dense_stack, fold_platt
+from models.signature import EXPLAIN_SIGNATURE, SCORE_SIGNATURE, frame_inputs
 from transforms import catalog
 
-SCORE_SIGNATURE = "serving_default"
-EXPLAIN_SIGNATURE = "score_and_explain"
 
 
 def raw_input_signature() -> dict[str, tf.TensorSpec]:
@@ -74,11 +73,5 @@ def export(path: str, tft_output, model, platt, background_x, columns) -> None:
 
 def raw_tensors(frame) -> dict[str, tf.Tensor]:
     """Feature columns of a pandas frame as the signature's inputs (missing: NaN / '')."""
-    out = {}
-    for f in catalog.FEATURES:
-        col = frame[f.name]
-        if f.is_categorical:
-            out[f.name] = tf.constant(col.fillna("").astype(str).to_numpy(object), tf.string)
-        else:
-            out[f.name] = tf.constant(col.to_numpy(np.float32, na_value=np.nan), tf.float32)
-    return out
+    return {f.name: tf.constant(values, tf.string if f.is_categorical else tf.float32)
+            for f, values in zip(catalog.FEATURES, frame_inputs(frame).values())}

@@ -29,6 +29,7 @@ from apache_beam.io.filesystems import FileSystems   # gs:// registries (a file 
 
 from smescore import files
 from smescore.errors import BadInput
+from transforms import catalog
 
 VERSIONS = "versions"
 CHAMPION = "champion.json"
@@ -39,6 +40,10 @@ TRANSFORM_FN = "transform_fn"
 BACKGROUND = "background.parquet"
 NETWORK = "network.keras"
 VALIDATION = "validation.json"
+
+
+class ModelMismatch(BadInput):
+    """A version this code cannot score: trained on another feature catalogue."""
 
 
 class Registry:
@@ -154,3 +159,29 @@ def write_json_atomically(path: str, payload: dict) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def check_model_features(version: str, card: dict) -> None:
+    """The SavedModel's signature takes the catalogue of the code that trained it: refuse to run a
+    version whose features differ from this code's, instead of dead-lettering every firm."""
+    trained, now = list(card.get("features", [])), list(catalog.NAMES)
+    if trained != now:
+        missing, extra = sorted(set(now) - set(trained)), sorted(set(trained) - set(now))
+        raise ModelMismatch(
+            f"model {version} was trained on another feature catalogue (features new since: "
+            f"{missing or 'none'}; dropped since: {extra or 'none'}"
+            f"{'; same set, other order' if not missing and not extra else ''}); retrain with "
+            f"`smescore train` or score with a matching version")
+
+
+SAVED_MODEL_FILES = ("saved_model.pb", "variables/variables.index")
+
+
+def check_saved_model(version: str, path: str) -> None:
+    """Refuse a version whose SavedModel lacks its graph or weights before the pipeline starts
+    (each worker would otherwise fail to load it, deep inside RunInference)."""
+    missing = [f for f in SAVED_MODEL_FILES if not FileSystems.exists(f"{path}/{f}")]
+    if missing:
+        raise BadInput(f"model {version}: the SavedModel at {path} has no {', '.join(missing)}; "
+                       f"restore or re-register the version, or score with another "
+                       f"--model_version")

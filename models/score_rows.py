@@ -1,11 +1,14 @@
 """From model outputs (or rules) to the rows of the risk tables. Pure functions over Arrow tables.
 
 Each function takes one batch (a shard's firms) and returns `scores` rows, plus `attributions`
-rows for model-scored firms, in the contract of smescore/tables.py.
+rows for model-scored firms, in the contract of smescore/tables.py. The nightly pipeline maps
+them over its shards (beam_jobs/), validation and the Python API (smescore/api.py) call them
+directly: one scoring, whoever drives it.
 
 No `from __future__ import annotations` here: Beam reads the return annotations (`pa.Table`) as
-the types of the PCollections these functions make, which gives them the Arrow table coder
-(transforms/arrow_coder.py) instead of pickling; string annotations would read as Any.
+the types of the PCollections these functions make, which gives them the Arrow table coder that
+the pipelines register (transforms/arrow_coder.py) instead of pickling; string annotations would
+read as Any.
 """
 import dataclasses
 from typing import Mapping
@@ -18,7 +21,7 @@ from models.reasons import TypicalFirm, reasons_for
 from models.rules import ColdStartRules
 from models.scorecard import MasterScale, ScoreScale
 from smescore import tables
-from transforms import arrow_coder, catalog, progress  # noqa: F401  (arrow_coder: see above)
+from transforms import catalog, progress
 from transforms.validate import record_json
 
 

@@ -30,7 +30,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
 # models.network first: it sets TensorFlow's environment (tf_keras) before TensorFlow loads
-from models import baseline, calibration, ground_truth, lifecycle, metrics, network, registry
+from models import (baseline, calibration, eligibility, ground_truth, lifecycle, metrics, network,
+                    registry)
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
@@ -39,7 +40,6 @@ from models import export
 from models.scorecard import ScoreScale
 from transforms import catalog, feeds, preprocessing
 
-MODEL_ELIGIBLE_MIN_HISTORY = 6     # months of feed history below which the cold-start rules score
 # Declared risk directions of the numeric features the network is monotone in.
 DIRECTIONS = {f.name: f.risk_direction for f in catalog.FEATURES
               if not f.is_categorical and f.risk_direction != 0}
@@ -53,7 +53,7 @@ class TrainConfig:
     hparams: network.HParams = network.HParams()
     valid_dates: int = 2
     test_dates: int = 2
-    min_history_months: int = MODEL_ELIGIBLE_MIN_HISTORY
+    min_history_months: int = eligibility.MIN_HISTORY_MONTHS
     background_size: int = 200
     holdout_share: float = 0.25    # firms never seen in training; validation and test use only them
     n_shards: int = 16
@@ -121,8 +121,8 @@ def folder_fingerprint(folder: str) -> str:
 
 def eligible(frame: pd.DataFrame, min_history: int) -> pd.DataFrame:
     """Rows the model learns from: labelled, not already in default, enough history."""
-    keep = (~frame["in_default"]) & (frame["months_history"] >= min_history) & \
-        frame["label_default_12m"].notna()
+    keep = eligibility.model_eligible(frame["in_default"], frame["months_history"], min_history) \
+        & frame["label_default_12m"].notna()
     return frame[keep.to_numpy()].reset_index(drop=True)
 
 
@@ -382,8 +382,8 @@ def reference_population(frame: pd.DataFrame, as_of, min_history: int) -> pd.Dat
     """The firms the model would score on the training date (not in default, enough history)."""
     if as_of is None:
         return frame.iloc[:0]
-    keep = (frame["as_of_date"] == as_of) & ~frame["in_default"] & \
-        (frame["months_history"] >= min_history)
+    keep = (frame["as_of_date"] == as_of) & \
+        eligibility.model_eligible(frame["in_default"], frame["months_history"], min_history)
     return frame[keep.to_numpy()].reset_index(drop=True)
 
 

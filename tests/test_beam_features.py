@@ -15,14 +15,14 @@ from beam_jobs import build_features, sinks
 from beam_jobs.sources import LocalFilesSource
 from tests import handmade
 from tests.shared_fs import SharedFileSystem
-from transforms import beam_features, catalog, pit
+from transforms import beam_features, catalog, featurize, pit
 
 
 def _run_features(feeds_dir, as_of_dates, out, with_labels=False, n_shards=3):
     with beam.Pipeline() as p:
         feats, _ = LocalFilesSource(feeds_dir).read(p) | beam_features.ComputeFeatures(
             as_of_dates, n_shards=n_shards, with_labels=with_labels)
-        feats | sinks.WriteSortedParquet(str(out), beam_features.FEATURE_SCHEMA,
+        feats | sinks.WriteSortedParquet(str(out), featurize.FEATURE_SCHEMA,
                                          ["as_of_date", "enterprise_id"])
     return pq.read_table(out).to_pandas()
 
@@ -129,7 +129,7 @@ def test_rows_spread_over_files_meet_in_their_shard_and_shuffle_files_are_remove
     with beam.Pipeline() as p:
         feats, _ = LocalFilesSource(feeds_dir).read(p) | beam_features.ComputeFeatures(
             [handmade.D], n_shards=2, shuffle_folder=folder)
-        feats | sinks.WriteSortedParquet(str(tmp_path / "f.parquet"), beam_features.FEATURE_SCHEMA,
+        feats | sinks.WriteSortedParquet(str(tmp_path / "f.parquet"), featurize.FEATURE_SCHEMA,
                                          ["as_of_date", "enterprise_id"])
     job = pq.read_table(tmp_path / "f.parquet").to_pandas()
     direct = pit.compute_features(pit.FirmFrames.from_tables(handmade.tables()), handmade.D)

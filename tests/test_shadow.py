@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from beam_jobs import drift, score_portfolio, score_rows, shadow
+from beam_jobs import drift, score_portfolio, shadow
+from models import score_rows
 from models import registry as model_registry
 from models.rules import load_rules_config
 from models.scorecard import load_scorecard_config

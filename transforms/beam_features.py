@@ -11,12 +11,11 @@ import zlib
 
 import apache_beam as beam
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import arrow_coder  # noqa: F401  (the pa.Table coder)
-from transforms import catalog, feeds, pit, progress, shard_files, validate
+from transforms import featurize, feeds, progress, shard_files, validate
 
 REJECTED = "rejected"
 NAMESPACE = "smescore"
@@ -102,8 +101,8 @@ def enterprises_by_shard(index: dict):
 
 
 class FeaturizeShard(beam.DoFn):
-    """All records of one shard -> one feature table per as-of date; duplicates rejected here,
-    where every record of a key is finally in one place."""
+    """All records of one shard -> one feature table per as-of date (transforms/featurize.py);
+    duplicates rejected there, where every record of a key is finally in one place."""
 
     def __init__(self, as_of_dates: tuple[dt.date, ...]):
         self.as_of_dates = tuple(as_of_dates)
@@ -115,33 +114,14 @@ class FeaturizeShard(beam.DoFn):
         for feed, part in parts:   # a file name, or a table (the firms, from the side input)
             tables.setdefault(feed, []).append(shard_files.read(part) if isinstance(part, str)
                                                else part)
-        merged = {}
-        for feed, ts in sorted(tables.items()):
-            table = pa.concat_tables(ts)
-            if feed != "enterprises":
-                table, rejects = validate.split_duplicates(feed, table)
-                for r in rejects:
-                    yield beam.pvalue.TaggedOutput(REJECTED, r)
-            merged[feed] = table
-        frames = pit.FirmFrames.from_tables(merged)
-        for as_of in self.as_of_dates:
-            features = pit.compute_features(frames, as_of, outcome_end)
-            self.firms.inc(len(features))
-            progress.advance("firms featurized", len(features))
-            if len(features):
-                yield features_to_arrow(features)
-
-
-FEATURE_SCHEMA = pa.schema(
-    [pa.field("enterprise_id", pa.string(), nullable=False),
-     pa.field("as_of_date", pa.date32(), nullable=False)]
-    + [pa.field(f.name, pa.string() if f.is_categorical else pa.float32()) for f in catalog.FEATURES]
-    + [pa.field("in_default", pa.bool_()), pa.field("months_history", pa.int32()),
-       pa.field("label_default_12m", pa.float32())])
-
-
-def features_to_arrow(frame: pd.DataFrame) -> pa.Table:
-    return pa.Table.from_pandas(frame, schema=FEATURE_SCHEMA, preserve_index=False)
+        features, rejects = featurize.featurize(
+            {feed: pa.concat_tables(ts) for feed, ts in tables.items()}, self.as_of_dates,
+            outcome_end)
+        for r in rejects:
+            yield beam.pvalue.TaggedOutput(REJECTED, r)
+        for table in features:
+            self.firms.inc(table.num_rows)
+            yield table
 
 
 def _max_report_month(table: pa.Table):

@@ -1,0 +1,124 @@
+"""The scoring core as plain functions, for a notebook or a server: no Beam, no warehouse.
+
+    from smescore import api
+    model = api.load_model("out/demo/registry")                   # the champion
+    features = api.compute_features(records, dt.date(2026, 10, 31)).features
+    scored = api.score(model, features)                           # scores, attributions
+
+`score` routes, scores and explains with the functions the nightly pipeline maps over its shards
+(models/eligibility.py, models/signature.py, models/score_rows.py) and returns rows in the
+contract of the `scores` and `attributions` tables (smescore/tables.py); `compute_features`
+validates records and computes the point-in-time features as the nightly job does
+(transforms/featurize.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from models import eligibility, score_rows, signature
+from models import registry as model_registry
+from models.rules import load_rules_config
+from models.scorecard import load_scorecard_config
+from smescore import runtime, tables
+from smescore.errors import BadInput
+from transforms import featurize
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringModel:
+    """A registry version, loaded: its SavedModel, model card and what turns a PD into a score."""
+    version: str
+    card: dict
+    saved_model: Any                  # tf.saved_model.load of the version's SavedModel
+    scoring: score_rows.Scoring
+    min_history_months: int
+
+
+class Features(NamedTuple):
+    features: pa.Table                # one row per firm (transforms/featurize.py FEATURE_SCHEMA)
+    rejected: list[dict]              # feed, record_json, reason of every record left out
+
+
+class Scored(NamedTuple):
+    scores: pa.Table                  # the `scores` table's rows, sorted by enterprise_id
+    attributions: pa.Table            # the `attributions` rows, by enterprise_id and feature
+
+
+def load_model(registry: str, version: str | None = None, *, scorecard_config: str | None = None,
+               rules_config: str | None = None, run_id: str = "api",
+               min_history_months: int = eligibility.MIN_HISTORY_MONTHS) -> ScoringModel:
+    """A version of the model registry (default: its champion) with the scorecard and
+    cold-start rules configs (default: the packaged ones, as the nightly job's defaults).
+    `run_id` is written into every row `score` returns."""
+    reg = model_registry.Registry(registry)
+    version = version or reg.champion()
+    if version not in reg.versions():
+        raise BadInput(f"unknown model version {version!r}; the registry {registry!r} holds "
+                       f"{reg.versions()}")
+    card = reg.model_card(version)
+    model_registry.check_model_features(version, card)
+    path = reg.saved_model_path(version)
+    model_registry.check_saved_model(version, path)
+    runtime.load_tensorflow()
+    # TensorFlow loads with the first model, after its environment is set (smescore/runtime.py)
+    import tensorflow as tf
+    scorecard = load_scorecard_config(scorecard_config)
+    rules = load_rules_config(rules_config, scorecard.scale)
+    scoring = score_rows.Scoring(scorecard.scale, scorecard.master_scale, rules.rules, version,
+                                 run_id, score_rows.typical_firms({version: card}))
+    return ScoringModel(version, card, tf.saved_model.load(path), scoring, min_history_months)
+
+
+def compute_features(records: Mapping[str, pa.Table | pd.DataFrame], as_of: dt.date) -> Features:
+    """Raw records of a set of firms, {feed: Arrow table or DataFrame} for every feed of
+    transforms/feeds.py, -> their features as of `as_of` and the records rejected (with the
+    reason). Related-party features look at the firm's controller group: give all its firms."""
+    tables, rejected = featurize.feature_tables(records, [as_of])
+    features = tables[0] if tables else featurize.FEATURE_SCHEMA.empty_table()
+    return Features(features, rejected)
+
+
+def feature_table(features: pa.Table | pd.DataFrame) -> pa.Table:
+    """A feature table or DataFrame (enterprise_id, as_of_date, the catalogue's features,
+    in_default, months_history; a label is not needed) in the feature schema."""
+    if isinstance(features, pa.Table):
+        features = features.to_pandas()
+    columns = [n for n in featurize.FEATURE_SCHEMA.names if n != "label_default_12m"]
+    missing = [n for n in columns if n not in features]
+    if missing:
+        raise BadInput(f"the features lack columns {missing}")
+    frame = features[columns].assign(label_default_12m=float("nan"))
+    return featurize.features_to_arrow(frame)
+
+
+def score(model: ScoringModel, features: pa.Table | pd.DataFrame) -> Scored:
+    """PD, score, grade, base points and up to four reasons per firm (`scores` rows), and the
+    points of every feature of the model-scored firms (`attributions` rows): firms in default get
+    grade D, firms with a short history the cold-start rules, the rest the model."""
+    routes = eligibility.route(feature_table(features), model.min_history_months)
+    scores, attributions = [], [tables.arrow_schema("attributions").empty_table()]
+    if eligibility.MODEL in routes:
+        rows, points = score_rows.model_rows(
+            signature.with_model_outputs(routes[eligibility.MODEL], model.saved_model),
+            model.scoring)
+        scores.append(rows)
+        attributions.append(points)
+    if eligibility.RULES in routes:
+        scores.append(score_rows.rules_rows(routes[eligibility.RULES], model.scoring))
+    if eligibility.IN_DEFAULT in routes:
+        scores.append(score_rows.in_default_rows(routes[eligibility.IN_DEFAULT], model.scoring))
+    scores = (pa.concat_tables(scores) if scores else
+              tables.arrow_schema("scores").empty_table())
+    return Scored(_sorted(scores, ["enterprise_id"]),
+                  _sorted(pa.concat_tables(attributions), ["enterprise_id", "feature"]))
+
+
+def _sorted(table: pa.Table, keys: list[str]) -> pa.Table:
+    return table.take(pc.sort_indices(table, [(k, "ascending") for k in keys]))

@@ -1,0 +1,81 @@
+"""The feature table of one group of firms from their records: validation, duplicates, features.
+
+The nightly job and the training snapshots call `featurize` once per shard of firms (Beam,
+transforms/beam_features.py); the Python API (smescore/api.py) calls `feature_tables` on the
+records it is given. Related-party features read the firm's controller group: give every firm of
+a group, as a shard does.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms import catalog, feeds, pit, progress, validate
+
+FEATURE_SCHEMA = pa.schema(
+    [pa.field("enterprise_id", pa.string(), nullable=False),
+     pa.field("as_of_date", pa.date32(), nullable=False)]
+    + [pa.field(f.name, pa.string() if f.is_categorical else pa.float32()) for f in catalog.FEATURES]
+    + [pa.field("in_default", pa.bool_()), pa.field("months_history", pa.int32()),
+       pa.field("label_default_12m", pa.float32())])
+
+
+def features_to_arrow(frame: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(frame, schema=FEATURE_SCHEMA, preserve_index=False)
+
+
+def featurize(tables: Mapping[str, pa.Table], as_of_dates: Sequence[dt.date],
+              outcome_end: dt.date | None = None) -> tuple[list[pa.Table], list[dict]]:
+    """Validated records of one group of firms (the enterprises already deduplicated) -> one
+    feature table per as-of date that has firms, and the duplicate records rejected here, where
+    every record of a key is finally in one place."""
+    merged, rejects = {}, []
+    for feed, table in sorted(tables.items()):
+        if feed != "enterprises":
+            table, dupes = validate.split_duplicates(feed, table)
+            rejects += dupes
+        merged[feed] = table
+    frames = pit.FirmFrames.from_tables(merged)
+    out = []
+    for as_of in as_of_dates:
+        features = pit.compute_features(frames, as_of, outcome_end)
+        progress.advance("firms featurized", len(features))
+        if len(features):
+            out.append(features_to_arrow(features))
+    return out, rejects
+
+
+def feature_tables(records: Mapping[str, pa.Table | pd.DataFrame], as_of_dates: Sequence[dt.date],
+                   outcome_end: dt.date | None = None) -> tuple[list[pa.Table], list[dict]]:
+    """Raw records of a set of firms ({feed: table or frame}, every feed of transforms/feeds.py)
+    -> their feature tables and every rejected record with its reason, as the nightly job
+    validates them: typed to the contract, duplicate firms and records of unknown firms rejected."""
+    missing = [f for f in feeds.FEEDS if f not in records]
+    if missing:
+        raise ValueError(f"records of feeds {missing} are missing; give every feed of "
+                         f"{list(feeds.FEEDS)} (an empty table for a feed without records)")
+    valid, rejects = {}, []
+    for feed in feeds.FEEDS:
+        table = records[feed]
+        if isinstance(table, pd.DataFrame):
+            table = pa.Table.from_pandas(table, preserve_index=False)
+        valid[feed], bad = validate.validate_table(feed, table)
+        rejects += bad
+    valid["enterprises"], dupes = validate.split_duplicates("enterprises", valid["enterprises"])
+    rejects += dupes
+    ids = valid["enterprises"].column("enterprise_id").combine_chunks()
+    for feed in feeds.FEEDS:
+        if feed == "enterprises":
+            continue
+        known = pc.is_in(valid[feed].column("enterprise_id"), value_set=ids).to_numpy(
+            zero_copy_only=False)
+        if not known.all():
+            rows = valid[feed].filter(pa.array(~known)).to_pandas(date_as_object=True)
+            rejects += validate.rejected(feed, rows, "unknown enterprise_id")
+        valid[feed] = valid[feed].filter(pa.array(known))
+    tables, more = featurize(valid, as_of_dates, outcome_end)
+    return tables, rejects + more
