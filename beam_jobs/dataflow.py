@@ -14,6 +14,7 @@ The documented GPU flags (README, "Run on Google Cloud"):
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 
 from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptions,
@@ -132,6 +133,15 @@ def stage_names(job) -> list[str]:
     return [n for n in transform_names(job) if n and "/" not in n and not n.startswith("ref_")]
 
 
+def inference_models(job) -> list[str]:
+    """The model versions the job's RunInference scores with (its step is named after them)."""
+    for name in transform_names(job):
+        found = re.search(r"/RunInference\[([^\]/]+)\]$", name)
+        if found:
+            return found.group(1).split("+")
+    return []
+
+
 def dry_run_summary(job) -> dict:
     """What `--dry_run=True` prints: the job Dataflow would receive, in brief."""
     env = job_description(job)
@@ -141,4 +151,4 @@ def dry_run_summary(job) -> dict:
             "machine_type": pool.machine_type,
             "service_options": list(env.service_options),
             "experiments": sorted(env.experiments),
-            "stages": stage_names(job)}
+            "stages": stage_names(job), "models": inference_models(job)}

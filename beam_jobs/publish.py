@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from beam_jobs import drift, gates, shadow, sinks, sources
+from beam_jobs import champion_challenger, drift, gates, sinks, sources
 from models import lifecycle, score_rows
 from models import registry as model_registry
 from models.rules import load_rules_config
@@ -158,7 +158,7 @@ def drift_summary(drift_rows: pa.Table) -> dict:
 class RunContext:
     cfg: object
     scoring: score_rows.Scoring
-    roles: shadow.Roles
+    roles: champion_challenger.Roles
     model_paths: dict            # version -> SavedModel path, the champion first
     card: dict                   # the champion's model card
     drift_reference: drift.Reference     # what drift is measured against, from the card
@@ -197,7 +197,7 @@ class RunContext:
                 raise RunFailed(str(err)) from None
         typical = score_rows.typical_firms(cards)      # each version's reasons use its own card
         card = cards[version]
-        roles = shadow.Roles(version, challengers, cfg.canary_share)
+        roles = champion_challenger.Roles(version, challengers, cfg.canary_share)
         try:
             reference = drift.Reference.from_card(card)
         except ValueError as err:
@@ -248,7 +248,7 @@ class RunContext:
         progress(f"[score] dry run: model {version} from {cfg.registry} (not read: no challengers, "
                  f"no drift baseline)")
         paths = {version: model_registry.Registry(cfg.registry).saved_model_path(version)}
-        return cls(cfg, scoring, shadow.Roles(version, (), cfg.canary_share), paths,
+        return cls(cfg, scoring, champion_challenger.Roles(version, (), cfg.canary_share), paths,
                    {"baseline": None}, drift.Reference(book=None),
                    drift.DriftConfig.load(cfg.drift_config), "dry-run", _now(), progress,
                    attempt_id="dry-run", gates_config=gates.GatesConfig.load(cfg.gates_config))

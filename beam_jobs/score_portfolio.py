@@ -13,107 +13,43 @@ the HTML run report.
 from __future__ import annotations
 
 import json
-import logging
-import os
 import sys
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from beam_jobs import (dataflow, drift, entry, gates, monitor, preflight, publish, risk_sinks,
-                       shadow, sinks)
+from beam_jobs import (dataflow, entry, gates, monitor, preflight, publish, risk_sinks,
+                       stages)
 from beam_jobs.inference import ChampionChallengersHandler
 from beam_jobs.options import ScoreConfig, config
 from beam_jobs.sources import feed_source
-from models import eligibility, score_rows
-from models.eligibility import IN_DEFAULT, MODEL, RULES
-from smescore import runtime, tables
+from smescore import runtime
 from smescore.errors import BadInput, SmescoreError
-from transforms import arrow_coder  # noqa: F401  (the pa.Table coder of score_rows' outputs)
 from transforms import feeds as feed_contract
 from transforms.beam_features import ComputeFeatures
 
-class RouteFirms(beam.DoFn):
-    """Split a feature table by models/eligibility.py: firms in default (grade D), thin history
-    (rules), the rest (model, the main output)."""
-
-    def __init__(self, min_history_months: int):
-        self.min_history = min_history_months
-
-    def process(self, table):
-        for tag, part in eligibility.route(table, self.min_history).items():
-            yield part if tag == MODEL else beam.pvalue.TaggedOutput(tag, part)
-
-
-def failed_batch_records(failure):
-    """A batch RunInference could not score: every firm in it becomes a rejected record."""
-    table, error = failure
-    ids = table.column("enterprise_id").to_pylist()
-    for firm in ids:
-        yield {"feed": "scoring", "record_json": score_rows.firm_json(firm),
-               "reason": f"inference failed: {type(error).__name__}: {error}"[:500]}
-
 
 def build_pipeline(p, cfg: ScoreConfig, source, run_ctx: publish.RunContext, staging: str) -> None:
+    """Feeds -> features -> ScorePortfolio -> StageRiskTables (beam_jobs/stages.py); the driver
+    publishes the staged tables after the pipeline (publish.RunContext.publish)."""
     scoring, roles = run_ctx.scoring, run_ctx.roles
     feeds = source.read(p)
     counts = [feeds[f] | f"Coverage[{f}]" >> gates.FeedCoverage(f, cfg.as_of)
               for f in feed_contract.FEEDS]
     features, rejected = feeds | "Features" >> ComputeFeatures([cfg.as_of], cfg.n_shards)
-    routed = features | "Route" >> beam.ParDo(RouteFirms(cfg.min_history_months)).with_outputs(
-        RULES, IN_DEFAULT, main=MODEL)
-    handler = ChampionChallengersHandler(run_ctx.model_paths, cfg.require_gpu)
-    inferred, dead = (routed[MODEL] | f"RunInference[{'+'.join(run_ctx.model_paths)}]"
-                      >> RunInference(handler).with_exception_handling())
-    model_out = inferred | "ScoreAndExplain" >> beam.ParDo(
-        shadow.SplitOfficialAndShadow(roles, scoring)).with_outputs(
-        shadow.SHADOW, shadow.SHADOW_FAILED, shadow.PAIRS, main=shadow.OFFICIAL)
-    official = model_out[shadow.OFFICIAL]
-    scores = [official | "ModelScores" >> beam.Map(lambda st: st[0]),
-              routed[RULES] | "ColdStartRules" >> beam.Map(score_rows.rules_rows, scoring),
-              routed[IN_DEFAULT] | "GradeD" >> beam.Map(score_rows.in_default_rows, scoring)]
-    attributions = official | "Attributions" >> beam.Map(lambda st: st[1])
-    dead_rows = dead.failed_inferences | "DeadLetter" >> beam.FlatMap(failed_batch_records)
-    drift_rows = (inferred | "ChampionOutputs" >> beam.Map(lambda out: out[roles.champion])
-                  | "Drift" >> drift.MeasureDrift(run_ctx.drift_reference, scoring.scale,
-                                                  run_ctx.drift_config, cfg.as_of,
-                                                  roles.champion, scoring.run_id))
-    comparison = model_out[shadow.PAIRS] | "CompareWithChampion" >> shadow.CompareWithChampion(
-        roles, scoring, cfg.as_of, scoring.run_id)
-
-    def stage(name):
-        return os.path.join(staging, f"{name}.parquet")
-
-    (scores | "AllScores" >> beam.Flatten() | "StageScores" >> sinks.WriteSortedParquet(
-        stage("scores"), tables.arrow_schema("scores"), ["enterprise_id"]))
-    model_out[shadow.SHADOW] | "StageShadowScores" >> sinks.WriteSortedParquet(
-        stage("scores_shadow"), tables.arrow_schema("scores_shadow"),
-        ["model_version", "enterprise_id"])
-    if cfg.sink == "bigquery":   # ~100 rows a firm: the workers load them, never the driver
-        (attributions | "StageAttributions" >> risk_sinks.StageToBigQuery(
-            risk_sinks.risk_sink(cfg), "attributions", cfg.as_of, scoring.run_id,
-            [roles.champion, *roles.challengers])
-         | "StageAttributionRows" >> beam.Map(publish.write_prestaged, "attributions",
-                                              stage("prestaged")))
-    else:
-        attributions | "StageAttributions" >> sinks.WriteSortedParquet(
-            stage("attributions"), tables.arrow_schema("attributions"),
-            ["enterprise_id", "feature"])
-    (drift_rows | "DriftTable" >> beam.Map(shadow.rows_table, "drift")
-     | "StageDrift" >> sinks.WriteSortedParquet(stage("drift"), tables.arrow_schema("drift"),
-                                                ["metric", "feature", "segment"]))
-    (comparison | "ComparisonTable" >> beam.Map(shadow.rows_table, "challenger_comparison")
-     | "StageComparison" >> sinks.WriteSortedParquet(
-         stage("challenger_comparison"), tables.arrow_schema("challenger_comparison"),
-         ["challenger_version", "metric", "from_grade", "to_grade"]))
-    ((rejected, dead_rows, model_out[shadow.SHADOW_FAILED]) | "AllRejected" >> beam.Flatten()
-     | "StageRejected" >> sinks.WriteRejected(stage("rejected")))
-    (counts | "AllCounts" >> beam.Flatten() | "CollectCounts" >> beam.combiners.ToList()
-     | "StageCounts" >> beam.Map(publish.write_counts, stage("rows_in")))
-    (features | "Firmographics" >> beam.Map(publish.segments_of)
-     | "StageSegments" >> sinks.WriteSortedParquet(stage("segments"), publish.SEGMENT_SCHEMA,
-                                                   ["enterprise_id"]))
+    night = features | "ScorePortfolio" >> stages.ScorePortfolio(
+        ChampionChallengersHandler(run_ctx.model_paths, cfg.require_gpu), roles, scoring,
+        cfg.as_of, run_ctx.drift_reference, run_ctx.drift_config, cfg.min_history_months)
+    to_bigquery = {"attributions": risk_sinks.StageToBigQuery(
+        risk_sinks.risk_sink(cfg), "attributions", cfg.as_of, scoring.run_id,
+        [roles.champion, *roles.challengers])} if cfg.sink == "bigquery" else {}
+    staged = {"scores": night.scores, "scores_shadow": night.shadow_scores,
+              "attributions": night.attributions, "drift": night.drift,
+              "challenger_comparison": night.comparison,
+              "rejected": (rejected, night.rejected) | "AllRejected" >> beam.Flatten(),
+              "rows_in": counts | "AllCounts" >> beam.Flatten(),
+              "segments": features | "Firmographics" >> beam.Map(publish.segments_of)}
+    _ = staged | "StageRiskTables" >> stages.StageRiskTables(staging, to_bigquery)
 
 
 def parse(argv=None, save_main_session=True):

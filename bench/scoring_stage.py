@@ -8,9 +8,8 @@ months of history), cut them into feature tables of --batch-rows rows (default: 
 job's 32 shards give) and write the same two sorted Parquet files (scores, attributions):
 
   Beam (DirectRunner, the nightly job's options): Create([path]) -> FlatMap(read + cut into tables)
-       -> RunInference(ChampionChallengersHandler).with_exception_handling()
-       -> ParDo(shadow.SplitOfficialAndShadow) (champion only: no challengers)
-       -> sinks.WriteSortedParquet (scores; attributions)            -- as beam_jobs/score_portfolio.py
+       -> stages.ScoreFirms (the nightly's: RunInference(ChampionChallengersHandler), the champion's
+          official rows) -> stages.StageRiskTables (scores; attributions)  -- beam_jobs/stages.py
   in-process: tf.saved_model.load -> per table: signature.raw_inputs -> `score_and_explain`
        signature -> the output columns signature.with_model_outputs appends -> score_rows.model_rows
        -> sinks.write_sorted_parquet (scores; attributions)
@@ -36,19 +35,18 @@ from bench._common import (add_common_args, count_model_rows, ensure_features, e
 
 
 # ---------------------------------------------------------------- Beam path
-def _raise_failed(failure):
-    table, error = failure
-    raise RuntimeError(f"RunInference failed on a table of {table.num_rows} firms: {error}")
+def _raise_failed(record):
+    raise RuntimeError(f"RunInference failed: {record['reason']}")
 
 
 def build_beam_stage(p, features_path: str, batch_rows: int, saved_model: str, scoring, out_dir: str,
                      max_tables: int | None = None):
-    """The nightly job's scoring stage from a features Parquet to sorted Parquet sinks."""
+    """The nightly job's stages (beam_jobs/stages.py: ScoreFirms, StageRiskTables) from a features
+    Parquet to sorted Parquet sinks."""
     import apache_beam as beam
     import pyarrow as pa
-    from apache_beam.ml.inference.base import RunInference
 
-    from beam_jobs import shadow
+    from beam_jobs import champion_challenger, stages
     from beam_jobs.inference import ChampionChallengersHandler
 
     def read(path):
@@ -56,30 +54,22 @@ def build_beam_stage(p, features_path: str, batch_rows: int, saved_model: str, s
         return batches[:max_tables] if max_tables else batches
 
     handler = ChampionChallengersHandler({scoring.model_version: saved_model})
-    roles = shadow.Roles(scoring.model_version, (), 0.0)
+    roles = champion_challenger.Roles(scoring.model_version, (), 0.0)
     feature_tables = (p | "FeaturesFile" >> beam.Create([features_path])
                       | "ReadFeatureTables" >> beam.FlatMap(read).with_output_types(pa.Table))
-    inferred, dead = (feature_tables | f"RunInference[{scoring.model_version}]"
-                      >> RunInference(handler).with_exception_handling())
-    model_out = inferred | "ScoreAndExplain" >> beam.ParDo(
-        shadow.SplitOfficialAndShadow(roles, scoring)).with_outputs(
-        shadow.SHADOW, shadow.SHADOW_FAILED, shadow.PAIRS, main=shadow.OFFICIAL)
-    _ = dead.failed_inferences | "FailLoudly" >> beam.Map(_raise_failed)
-    stage_model_outputs(model_out[shadow.OFFICIAL], out_dir)
+    firms = feature_tables | "ScoreFirms" >> stages.ScoreFirms(handler, roles, scoring)
+    _ = firms.rejected | "FailLoudly" >> beam.Map(_raise_failed)
+    _ = ({"scores": firms.scores, "attributions": firms.attributions}
+         | "StageRiskTables" >> stages.StageRiskTables(out_dir))
 
 
 def stage_model_outputs(model_out, out_dir: str) -> None:
     """(scores, attributions) tables -> the two sorted Parquet files the nightly job stages."""
     import apache_beam as beam
-    from beam_jobs import sinks
-    from smescore import tables
-    (model_out | "Scores" >> beam.Map(lambda st: st[0])
-     | "StageScores" >> sinks.WriteSortedParquet(os.path.join(out_dir, "scores.parquet"),
-                                                 tables.arrow_schema("scores"), ["enterprise_id"]))
-    (model_out | "Attributions" >> beam.Map(lambda st: st[1])
-     | "StageAttributions" >> sinks.WriteSortedParquet(
-         os.path.join(out_dir, "attributions.parquet"), tables.arrow_schema("attributions"),
-         ["enterprise_id", "feature"]))
+    from beam_jobs import stages
+    _ = ({"scores": model_out | "Scores" >> beam.Map(lambda st: st[0]),
+          "attributions": model_out | "Attributions" >> beam.Map(lambda st: st[1])}
+         | "StageRiskTables" >> stages.StageRiskTables(out_dir))
 
 
 def run_beam(features_path, batch_rows, saved_model, scoring, out_dir, beam_args,

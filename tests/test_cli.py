@@ -368,7 +368,7 @@ def test_the_readme_dry_run_builds_the_job_offline_with_a_model_version(capsys):
     assert rc == 0, err
     summary = json.loads(out)
     assert summary["dry_run"] is True
-    assert f"RunInference[{version}]" in summary["stages"] and "Drift" in summary["stages"]
+    assert summary["models"] == [version] and "ScorePortfolio" in summary["stages"]
     assert time.monotonic() - started < 120
 
 

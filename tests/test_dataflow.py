@@ -74,21 +74,27 @@ def test_dry_run_job_runs_every_transform_in_the_worker_image_with_the_project_p
 def test_dry_run_graph_holds_read_inference_attribution_and_write_stages(job, trained):
     _, version, _ = trained
     top = set(dataflow.stage_names(job))
-    assert f"RunInference[{version}]" in top
-    assert {"Features", "Route", "ScoreAndExplain", "Attributions", "ColdStartRules"} <= top
+    names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
+    # the nightly job is a composition of named composites (beam_jobs/stages.py)
+    assert {"Features", "ScorePortfolio", "StageRiskTables"} <= top
+    scoring = "ScorePortfolio/ScoreFirms/"
+    assert {f"{scoring}{s}" for s in ("Route", f"RunInference[{version}]", "ScoreAndExplain",
+                                      "Attributions", "ColdStartRules", "GradeD")} <= names
+    assert {"ScorePortfolio/Drift", "ScorePortfolio/CompareWithChampion"} <= names
     inference = [t for t in job.proto_pipeline.components.transforms.values()
-                 if t.unique_name == f"RunInference[{version}]"][0]
+                 if t.unique_name == f"{scoring}RunInference[{version}]"][0]
     assert inference.subtransforms                       # RunInference's own expansion
     # Feeds come from BigQuery (the staged feed queries, Storage Read API) ...
     assert {f"ReadFromBigQuery[{f}]" for f in feed_contract.FEEDS} <= top
     # ... the risk tables are staged as Parquet under --temp_location, which the driver
     # publishes into BigQuery in one transaction after the job, except the attributions (~100
     # rows a firm), which the workers load into the run's staging table with WriteToBigQuery.
-    assert {"StageScores", "StageAttributions", "StageRejected", "StageCounts", "StageSegments",
-            "StageDrift", "StageShadowScores", "StageComparison"} <= top
-    names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
-    assert "StageAttributions/Load/WriteToBigQuery" in names
-    assert not [n for n in names if n.startswith("StageAttributions/") and "Parquet" in n]
+    assert {f"StageRiskTables/Stage[{t}]" for t in (
+        "scores", "attributions", "rejected", "rows_in", "segments", "drift", "scores_shadow",
+        "challenger_comparison")} <= names
+    assert "StageRiskTables/Stage[attributions]/Load/WriteToBigQuery" in names
+    assert not [n for n in names if n.startswith("StageRiskTables/Stage[attributions]/")
+                and "Parquet" in n]
 
 
 def test_dry_run_through_the_job_entry_point_describes_the_job(trained):
@@ -97,7 +103,7 @@ def test_dry_run_through_the_job_entry_point_describes_the_job(trained):
                                   save_main_session=False, progress=lambda m: None)
     assert summary["dry_run"] is True and summary["sdk_container_image"] == IMAGE
     assert summary["service_options"] == [dataflow.GPU_SERVICE_OPTION]
-    assert f"RunInference[{version}]" in summary["stages"]
+    assert "ScorePortfolio" in summary["stages"] and summary["models"] == [version]
     assert not [s for s in summary["stages"] if s.startswith("ref_") or "/" in s]
 
 
@@ -107,7 +113,7 @@ def test_the_score_command_submits_with_bigquery_flags_instead_of_feeds_and_ware
     argv = ["score", "--as-of=2026-10-31", f"--registry={registry}", *DATAFLOW, *BIGQUERY]
     assert cli.main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["dry_run"] is True and f"RunInference[{version}]" in summary["stages"]
+    assert summary["dry_run"] is True and summary["models"] == [version]
 
 
 # --- refused before submission ----------------------------------------------------------------

@@ -8,7 +8,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beam_jobs import build_features
 from beam_jobs.inference import FeatureTableModelHandler
-from beam_jobs.score_portfolio import failed_batch_records
+from beam_jobs.stages import failed_batch_records
 from models import registry as model_registry
 from transforms import catalog
 

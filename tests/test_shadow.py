@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from beam_jobs import drift, score_portfolio, shadow
+from beam_jobs import champion_challenger, drift, score_portfolio
 from models import score_rows
 from models import registry as model_registry
 from models.rules import load_rules_config
@@ -24,13 +24,13 @@ AS_OF = dt.date(2026, 10, 31)
 
 def test_canary_choice_is_a_fixed_share_of_ids():
     ids = [f"91{i:016d}" for i in range(200_000)]
-    mask = shadow.canary_mask(ids, 0.10)
+    mask = champion_challenger.canary_mask(ids, 0.10)
     assert abs(mask.mean() - 0.10) < 0.003
-    assert (shadow.canary_mask(ids[::-1], 0.10)[::-1] == mask).all()   # per firm, not per order
-    assert not shadow.canary_mask(ids[:1000], 0.0).any()
-    assert shadow.canary_mask(ids[:1000], 1.0).all()
+    assert (champion_challenger.canary_mask(ids[::-1], 0.10)[::-1] == mask).all()   # per firm, not per order
+    assert not champion_challenger.canary_mask(ids[:1000], 0.0).any()
+    assert champion_challenger.canary_mask(ids[:1000], 1.0).all()
     # a 20% canary contains the 10% one: raising the share only adds firms
-    assert (shadow.canary_mask(ids, 0.20) | ~mask).all()
+    assert (champion_challenger.canary_mask(ids, 0.20) | ~mask).all()
 
 
 def test_spearman_from_counts_equals_scipy_with_ties():
@@ -39,7 +39,7 @@ def test_spearman_from_counts_equals_scipy_with_ties():
     b = np.clip(a + rng.integers(-8, 9, 5000), 0, 49)
     joint = np.zeros((40, 50), np.int64)
     np.add.at(joint, (a, b), 1)
-    assert shadow.spearman_from_counts(joint) == pytest.approx(stats.spearmanr(a, b)[0], abs=1e-12)
+    assert champion_challenger.spearman_from_counts(joint) == pytest.approx(stats.spearmanr(a, b)[0], abs=1e-12)
 
 
 def _run(feeds, reg, wh, *extra):
@@ -78,7 +78,7 @@ def test_canary_firms_get_the_challengers_official_score(shadow_run):
     result, t, champion, challenger = shadow_run
     scores, sh = t["scores"], t["scores_shadow"]
     model = scores[scores.score_source == "model"]
-    expected = shadow.canary_mask(model.enterprise_id.tolist(), 0.10)
+    expected = champion_challenger.canary_mask(model.enterprise_id.tolist(), 0.10)
     canary = model[expected]
     assert (model.model_role == np.where(expected, "canary", "champion")).all()
     assert (canary.model_version == challenger).all()
@@ -155,7 +155,7 @@ def test_each_version_states_its_reasons_beside_its_own_training_sample(registry
     scoring = score_rows.Scoring(scorecard.scale, scorecard.master_scale,
                                  load_rules_config(None, scorecard.scale).rules, champion, "run",
                                  score_rows.typical_firms(cards))
-    split = shadow.SplitOfficialAndShadow(shadow.Roles(champion, (challenger,), 0.1), scoring)
+    split = champion_challenger.SplitOfficialAndShadow(champion_challenger.Roles(champion, (challenger,), 0.1), scoring)
     assert scoring.typical.version == champion
     assert split._as(challenger).typical.version == challenger          # the canary's reasons
     assert split._as(challenger).typical.values == {

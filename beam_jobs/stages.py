@@ -1,0 +1,168 @@
+"""The nightly job's stages as named composites over the scoring core.
+
+    features ── ScorePortfolio ──► ScoredPortfolio(scores, shadow_scores, attributions, drift,
+                                                   comparison, rejected)
+       ScoreFirms: Route (models/eligibility.py) ─► RunInference[champion+challengers]
+                   ─► official / shadow (champion_challenger.py), ColdStartRules, GradeD
+       then Drift (drift.py) on the champion's outputs, CompareWithChampion per challenger
+    {table: rows} ── StageRiskTables ──► one sorted Parquet file per table in the staging folder
+
+beam_jobs/score_portfolio.py composes them; bench/scoring_stage.py runs ScoreFirms and
+StageRiskTables alone. Each takes its model handler from the caller, so the tests run them with a
+small handler of their own (tests/test_stages.py).
+"""
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import RunInference
+
+from beam_jobs import champion_challenger as cc
+from beam_jobs import drift, publish, sinks
+from models import eligibility, score_rows
+from models.eligibility import IN_DEFAULT, MODEL, RULES
+from smescore import tables
+from transforms import arrow_coder  # noqa: F401  (the pa.Table coder of score_rows' outputs)
+
+# Each staged table's sort order (the staged files, and so the published rows, never depend on
+# how the runner split the work).
+SORT_KEYS = {"scores": ["enterprise_id"], "scores_shadow": ["model_version", "enterprise_id"],
+             "attributions": ["enterprise_id", "feature"],
+             "drift": ["metric", "feature", "segment"],
+             "challenger_comparison": ["challenger_version", "metric", "from_grade", "to_grade"],
+             "segments": ["enterprise_id"]}
+
+
+class RouteFirms(beam.DoFn):
+    """Split a feature table by models/eligibility.py: firms in default (grade D), thin history
+    (rules), the rest (model, the main output)."""
+
+    def __init__(self, min_history_months: int):
+        self.min_history = min_history_months
+
+    def process(self, table):
+        for tag, part in eligibility.route(table, self.min_history).items():
+            yield part if tag == MODEL else beam.pvalue.TaggedOutput(tag, part)
+
+
+def failed_batch_records(failure):
+    """A batch RunInference could not score: every firm in it becomes a rejected record."""
+    table, error = failure
+    ids = table.column("enterprise_id").to_pylist()
+    for firm in ids:
+        yield {"feed": "scoring", "record_json": score_rows.firm_json(firm),
+               "reason": f"inference failed: {type(error).__name__}: {error}"[:500]}
+
+
+class FirmScores(NamedTuple):
+    scores: beam.PCollection            # official `scores` rows: model (champion/canary), rules, D
+    shadow_scores: beam.PCollection     # `scores_shadow` rows
+    attributions: beam.PCollection      # `attributions` rows of the official model scores
+    champion_outputs: beam.PCollection  # feature tables + the champion's pd, logit, phi
+    pairs: beam.PCollection             # (challenger, its and the champion's scores and grades)
+    rejected: beam.PCollection          # firms a model could not score (rejected-record dicts)
+
+
+class ScoreFirms(beam.PTransform):
+    """Feature tables -> FirmScores: route, score with every model version in one RunInference
+    pass (`handler` yields {version: output table}), official and shadow rows, rules, grade D."""
+
+    def __init__(self, handler, roles: cc.Roles, scoring: score_rows.Scoring,
+                 min_history_months: int = eligibility.MIN_HISTORY_MONTHS):
+        super().__init__()
+        self.handler, self.roles, self.scoring = handler, roles, scoring
+        self.min_history = min_history_months
+
+    def expand(self, features) -> FirmScores:
+        s, champion = self.scoring, self.roles.champion
+        routed = features | "Route" >> beam.ParDo(RouteFirms(self.min_history)).with_outputs(
+            RULES, IN_DEFAULT, main=MODEL)
+        inferred, dead = (routed[MODEL] | f"RunInference[{'+'.join(self.versions)}]"
+                          >> RunInference(self.handler).with_exception_handling())
+        split = inferred | "ScoreAndExplain" >> beam.ParDo(
+            cc.SplitOfficialAndShadow(self.roles, s)).with_outputs(
+            cc.SHADOW, cc.SHADOW_FAILED, cc.PAIRS, main=cc.OFFICIAL)
+        official = split[cc.OFFICIAL]
+        scores = ((official | "ModelScores" >> beam.Map(lambda st: st[0]),
+                   routed[RULES] | "ColdStartRules" >> beam.Map(score_rows.rules_rows, s),
+                   routed[IN_DEFAULT] | "GradeD" >> beam.Map(score_rows.in_default_rows, s))
+                  | "AllScores" >> beam.Flatten())
+        rejected = ((dead.failed_inferences | "DeadLetter" >> beam.FlatMap(failed_batch_records),
+                     split[cc.SHADOW_FAILED]) | "Unscored" >> beam.Flatten())
+        return FirmScores(scores, split[cc.SHADOW],
+                          official | "Attributions" >> beam.Map(lambda st: st[1]),
+                          inferred | "ChampionOutputs" >> beam.Map(lambda out: out[champion]),
+                          split[cc.PAIRS], rejected)
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        return (self.roles.champion, *self.roles.challengers)
+
+
+class ScoredPortfolio(NamedTuple):
+    scores: beam.PCollection           # `scores` tables
+    shadow_scores: beam.PCollection    # `scores_shadow` tables
+    attributions: beam.PCollection     # `attributions` tables
+    drift: beam.PCollection            # `drift` tables
+    comparison: beam.PCollection       # `challenger_comparison` tables
+    rejected: beam.PCollection         # rejected-record dicts of firms no model could score
+
+
+class ScorePortfolio(beam.PTransform):
+    """Feature tables -> ScoredPortfolio: ScoreFirms, the champion's drift against the model
+    card's references and each challenger's comparison with the champion."""
+
+    def __init__(self, handler, roles: cc.Roles, scoring: score_rows.Scoring, as_of,
+                 drift_reference: drift.Reference, drift_config: drift.DriftConfig,
+                 min_history_months: int = eligibility.MIN_HISTORY_MONTHS):
+        super().__init__()
+        self.firms = ScoreFirms(handler, roles, scoring, min_history_months)
+        self.roles, self.scoring, self.as_of = roles, scoring, as_of
+        self.drift_reference, self.drift_config = drift_reference, drift_config
+
+    def expand(self, features) -> ScoredPortfolio:
+        s, run_id = self.scoring, self.scoring.run_id
+        firms = features | "ScoreFirms" >> self.firms
+        drift_rows = (firms.champion_outputs
+                      | "Drift" >> drift.MeasureDrift(self.drift_reference, s.scale,
+                                                      self.drift_config, self.as_of,
+                                                      self.roles.champion, run_id)
+                      | "DriftTable" >> beam.Map(cc.rows_table, "drift"))
+        comparison = (firms.pairs
+                      | "CompareWithChampion" >> cc.CompareWithChampion(self.roles, s, self.as_of,
+                                                                        run_id)
+                      | "ComparisonTable" >> beam.Map(cc.rows_table, "challenger_comparison"))
+        return ScoredPortfolio(firms.scores, firms.shadow_scores, firms.attributions, drift_rows,
+                               comparison, firms.rejected)
+
+
+class StageRiskTables(beam.PTransform):
+    """{name: PCollection} -> one sorted Parquet file per name in `staging` (`<name>.parquet`),
+    which the driver publishes after the pipeline (publish.RunContext.publish). Names: the risk
+    tables of SORT_KEYS, `segments` (the firms' segments for the summary), `rejected` (dicts) and
+    `rows_in` (the feeds' coverage counts). A name in `to_bigquery` is loaded by the workers with
+    that transform instead (attributions on BigQuery: ~100 rows a firm never pass the driver)."""
+
+    def __init__(self, staging: str, to_bigquery: dict | None = None):
+        super().__init__()
+        self.staging, self.to_bigquery = staging, dict(to_bigquery or {})
+
+    def expand(self, staged: dict):
+        for name, rows in sorted(staged.items()):
+            path = os.path.join(self.staging, f"{name}.parquet")
+            if name in self.to_bigquery:
+                (rows | f"Stage[{name}]" >> self.to_bigquery[name]
+                 | f"Prestaged[{name}]" >> beam.Map(publish.write_prestaged, name,
+                                                    os.path.join(self.staging, "prestaged")))
+            elif name == "rejected":
+                rows | f"Stage[{name}]" >> sinks.WriteRejected(path)
+            elif name == "rows_in":
+                (rows | f"Collect[{name}]" >> beam.combiners.ToList()
+                 | f"Stage[{name}]" >> beam.Map(publish.write_counts, path))
+            else:
+                schema = (publish.SEGMENT_SCHEMA if name == "segments" else
+                          tables.arrow_schema(name))
+                rows | f"Stage[{name}]" >> sinks.WriteSortedParquet(path, schema, SORT_KEYS[name])
+        return beam.pvalue.PDone(next(iter(staged.values())).pipeline)
