@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from beam_jobs.risk_sinks import risk_reader
+from beam_jobs.risk_sinks import open_risk_tables
 from smescore.errors import EXIT_INTERNAL, EXIT_OK, SmescoreError
 from smescore.monitoring import metrics, run_report
 
@@ -24,7 +24,7 @@ def _now() -> dt.datetime:
 def run_succeeded(cfg, run_ctx, result: dict) -> dict:
     """After publish: push the published run's metrics (replacing the group), write the report."""
     finished = _now()
-    tables = risk_reader(cfg)      # no I/O until read
+    tables = open_risk_tables(cfg)      # no I/O until read
     if cfg.pushgateway:
         version = run_ctx.scoring.model_version
         try:
@@ -58,7 +58,7 @@ def run_failed(cfg, run_ctx, err: BaseException) -> None:
         version = run_ctx.scoring.model_version
         samples = (metrics.run_samples(version, False, run_ctx.started_at, _now())
                    + metrics.attempt_samples(version, exit_code(err), run_ctx.gates))
-        metrics.push(cfg.pushgateway, metrics.instance_of(risk_reader(cfg)), samples, replace=False,
+        metrics.push(cfg.pushgateway, metrics.instance_of(open_risk_tables(cfg)), samples, replace=False,
                      progress=run_ctx.progress)
 
 
@@ -73,5 +73,5 @@ def attempt_failed(cfg, record: dict, err: BaseException, progress=print) -> Non
         version = record["model_version"]
         samples = (metrics.run_samples(version, False, record["started_at"], _now())
                    + metrics.attempt_samples(version, exit_code(err), []))
-        metrics.push(cfg.pushgateway, metrics.instance_of(risk_reader(cfg)), samples,
+        metrics.push(cfg.pushgateway, metrics.instance_of(open_risk_tables(cfg)), samples,
                      replace=False, progress=progress)

@@ -25,7 +25,7 @@ from models.rules import load_rules_config
 from models.scorecard import load_scorecard_config
 from smescore import files, tables
 from smescore.errors import BadInput, UsageError
-from beam_jobs.risk_sinks import prestaged_tables, risk_reader, risk_sink
+from beam_jobs.risk_sinks import open_risk_tables, prestaged_tables
 
 log = logging.getLogger(__name__)
 SEGMENT_SCHEMA = pa.schema([("enterprise_id", pa.string()), ("industry", pa.string()),
@@ -72,9 +72,9 @@ def record_unstarted(cfg, err: BaseException, started_at: dt.datetime, progress=
         record["attempt_id"] = f"{run_id}-?"        # never create a warehouse the operator refused
         return record
     try:
-        sink = risk_sink(cfg)
+        sink = open_risk_tables(cfg)
         sink.ensure_schema()
-        record["attempt_id"] = next_attempt_id(risk_reader(cfg), run_id)
+        record["attempt_id"] = next_attempt_id(open_risk_tables(cfg), run_id)
         sink.record_failed_run(record)
     except Exception as record_err:  # noqa: BLE001 - the original error matters more
         progress(f"[score] could not record the failed attempt: {type(record_err).__name__}: "
@@ -184,7 +184,7 @@ class RunContext:
             return cls._offline(cfg, progress)
         rolled_back = None
         if not cfg.model_version and not dry_run:   # a forced version is the operator's call
-            rolled_back = lifecycle.automatic_rollback(reg, risk_reader(cfg), cfg.max_auc_drop)
+            rolled_back = lifecycle.automatic_rollback(reg, open_risk_tables(cfg), cfg.max_auc_drop)
             if rolled_back:
                 progress(f"[score] {rolled_back}")
         version = cfg.model_version or reg.champion()
@@ -228,7 +228,7 @@ class RunContext:
         paths = {v: reg.saved_model_path(v) for v in (version, *challengers)}
         for v, path in paths.items() if not dry_run else ():   # a dry run stays offline
             model_registry.check_saved_model(v, path)
-        attempt_id = "dry-run" if dry_run else next_attempt_id(risk_reader(cfg), run_id)
+        attempt_id = "dry-run" if dry_run else next_attempt_id(open_risk_tables(cfg), run_id)
         return cls(cfg, scoring, roles, paths, card, reference, drift_config, config_fp,
                    started_at or _now(), progress,
                    "; ".join(m for m in (rolled_back, unmeasured) if m), attempt_id,
@@ -282,7 +282,7 @@ class RunContext:
             "as_of_date": pa.array([self.cfg.as_of] * rejected.num_rows, pa.date32()),
             "feed": rejected.column("feed"), "record_json": rejected.column("record_json"),
             "reason": rejected.column("reason")})
-        wh = risk_sink(self.cfg)
+        wh = open_risk_tables(self.cfg)
         wh.ensure_schema()
         published = {
             "scores": scores, "scores_shadow": read("scores_shadow"), "drift": drift_rows,
@@ -324,7 +324,7 @@ class RunContext:
                    for r in rejected.column("feed").value_counts().to_pylist()}
         results = gates.evaluate(config, cfg.as_of, cfg.max_rejected_share, coverage, by_feed,
                                  n_model, drift_rows.to_pylist(),
-                                 gates.previous_night(risk_reader(cfg), cfg.as_of))
+                                 gates.previous_night(open_risk_tables(cfg), cfg.as_of))
         self.gates = gates.apply_overrides(results, cfg.override_gates, cfg.override_reason)
         for r in self.gates:
             if r["status"] == "overridden":
@@ -337,7 +337,7 @@ class RunContext:
     def fail(self, err: BaseException) -> None:
         """Record the failed run; its data partitions are not touched."""
         try:
-            wh = risk_sink(self.cfg)
+            wh = open_risk_tables(self.cfg)
             wh.ensure_schema()
             message = f"{type(err).__name__}: {err}" + (f" ({self.note})" if self.note else "")
             wh.record_failed_run(self.run_record("failed", message[:2000]))

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import sinks
+from beam_jobs.options import BigQueryConfig
 from smescore import bigquery as bqlib
 from smescore import tables as contract
 from smescore.warehouse import (PublishError, Warehouse, conform_run_rows, prepare_publish,
@@ -160,6 +161,11 @@ class BigQueryRiskSink:
     def has_table(self, name: str) -> bool:
         return self.tables.has_table(name)
 
+    @property
+    def instance(self) -> str:
+        """The Pushgateway grouping key's instance: the dataset the job publishes into."""
+        return self.tables.instance
+
     def table_spec(self, table: str) -> str:
         return f"{self.bq.project}:{self.dataset}.{table}"
 
@@ -289,17 +295,20 @@ class BigQueryRiskSink:
         self.conn.query(sql, params)
 
 
-def risk_sink(cfg, conn: Optional[bqlib.Connection] = None):
-    """The sink `cfg.sink` names: 'duckdb' (--warehouse file) or 'bigquery' (--risk_dataset)."""
-    if cfg.sink == "duckdb":
-        return Warehouse(cfg.warehouse, lock_timeout=getattr(cfg, "lock_timeout", 0.0))
-    if cfg.sink == "bigquery":
-        return BigQueryRiskSink(cfg.bigquery, conn, cfg.bigquery.temp_location)
-    raise ValueError(f"unknown --sink {cfg.sink!r}")
-
-
-def risk_reader(cfg, conn: Optional[bqlib.Connection] = None):
-    """What reads back the tables `cfg.sink` writes, in DuckDB's SQL (smescore.warehouse.reader):
-    for the metrics, the run report and the automatic rollback."""
-    sink = risk_sink(cfg, conn)
-    return sink.tables if isinstance(sink, BigQueryRiskSink) else sink
+def open_risk_tables(where, conn: Optional[bqlib.Connection] = None):
+    """The risk tables, to write and to read back through one interface
+    (smescore.warehouse.RiskTableStore), whichever engine holds them:
+    a DuckDB file's path -> its Warehouse; a BigQueryConfig -> its `risk_dataset`
+    (BigQueryRiskSink); a job's config -> what its --sink names (--warehouse, or the BigQuery
+    flags); risk tables already open are returned as they are."""
+    if isinstance(where, (str, os.PathLike)):
+        return Warehouse(where)
+    if isinstance(where, BigQueryConfig):
+        return BigQueryRiskSink(where, conn, where.temp_location)
+    if hasattr(where, "sink"):
+        if where.sink == "duckdb":
+            return Warehouse(where.warehouse, lock_timeout=getattr(where, "lock_timeout", 0.0))
+        if where.sink == "bigquery":
+            return BigQueryRiskSink(where.bigquery, conn, where.bigquery.temp_location)
+        raise ValueError(f"unknown --sink {where.sink!r}")
+    return where

@@ -41,7 +41,7 @@ def build_pipeline(p, cfg: ScoreConfig, source, run_ctx: publish.RunContext, sta
         ChampionChallengersHandler(run_ctx.model_paths, cfg.require_gpu), roles, scoring,
         cfg.as_of, run_ctx.drift_reference, run_ctx.drift_config, cfg.min_history_months)
     to_bigquery = {"attributions": risk_sinks.StageToBigQuery(
-        risk_sinks.risk_sink(cfg), "attributions", cfg.as_of, scoring.run_id,
+        risk_sinks.open_risk_tables(cfg), "attributions", cfg.as_of, scoring.run_id,
         [roles.champion, *roles.challengers])} if cfg.sink == "bigquery" else {}
     staged = {"scores": night.scores, "scores_shadow": night.shadow_scores,
               "attributions": night.attributions, "drift": night.drift,
@@ -123,7 +123,7 @@ def _run_started(options, cfg, source, run_ctx):
     try:
         source.check_files()      # an unreadable feed file: a failed run, recorded and pushed
         if prestaged:
-            risk_sinks.risk_sink(cfg).create_staging(run_ctx.scoring.run_id, prestaged)
+            risk_sinks.open_risk_tables(cfg).create_staging(run_ctx.scoring.run_id, prestaged)
         build(options, cfg, source, run_ctx, staging).run().wait_until_finish()
         result = run_ctx.publish(staging)
     except BaseException as err:
@@ -135,7 +135,7 @@ def _run_started(options, cfg, source, run_ctx):
         source.cleanup()
         if prestaged:
             try:
-                risk_sinks.risk_sink(cfg).drop_staging(run_ctx.scoring.run_id, prestaged)
+                risk_sinks.open_risk_tables(cfg).drop_staging(run_ctx.scoring.run_id, prestaged)
             except Exception as err:  # noqa: BLE001 - they expire in a day; the run's error matters
                 run_ctx.progress(f"[score] could not drop the staging tables {prestaged}: {err}")
     # Outside the try: the tables are published, so nothing monitoring does can mark the run failed.

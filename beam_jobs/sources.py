@@ -22,6 +22,7 @@ from sqlglot import exp
 
 from smescore import bigquery as bqlib
 from smescore import sqlfiles, sqlgen
+from smescore import tables as contract
 from smescore.errors import BadInput
 from transforms import arrow_coder, feeds  # noqa: F401  (arrow_coder: the pa.Table coder)
 
@@ -124,14 +125,10 @@ class LocalFilesSource:
         """Nothing to clean up: the files belong to whoever wrote them."""
 
 
-_BQ_TYPES = {pa.string(): "STRING", pa.date32(): "DATE", pa.float64(): "FLOAT",
-             pa.int32(): "INTEGER", pa.int64(): "INTEGER", pa.bool_(): "BOOLEAN"}
-
-
 def feed_schema_fields(feed: str) -> list[dict]:
     """The feed's Arrow schema in BigQuery's JSON form (every column NULLABLE: validation, not
     the table, rejects a missing value with a reason)."""
-    return [{"name": f.name, "type": _BQ_TYPES[f.type], "mode": "NULLABLE",
+    return [{"name": f.name, "type": contract.BIGQUERY_TYPES[f.type], "mode": "NULLABLE",
              "description": (f.metadata or {}).get(b"description", b"").decode()}
             for f in feeds.FEEDS[feed].schema]
 

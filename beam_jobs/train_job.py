@@ -1,11 +1,13 @@
 """`smescore train`: the training-snapshot job over the feeds, then the trainer (models/train.py).
 
-The pipeline layer drives the core: this module reads the feeds (a feed source, as the nightly
-job does), builds the labelled monthly snapshots with Beam, and hands the frame to
-`Trainer.train_on`, which knows nothing of Beam.
+The pipeline layer drives the core: this module reads the feeds through a feed source, the same
+ones the nightly job reads (local files, or BigQuery with `--feeds-dataset`), builds the labelled
+monthly snapshots with Beam, and hands the frame to `Trainer.train_on`, which knows nothing of
+Beam.
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import tempfile
@@ -16,7 +18,7 @@ import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import training_snapshots
-from beam_jobs.sources import LocalFilesSource
+from beam_jobs.sources import BigQueryFeedSource, LocalFilesSource
 from models.train import Trainer, TrainConfig, snapshot_dates, split_dates
 
 
@@ -44,6 +46,15 @@ def snapshots(trainer: Trainer, source, work: str) -> tuple[pd.DataFrame, dict]:
     split = {"as_of": as_of, "train": train_d, "valid": valid_d, "test": test_d,
              "reference": as_of, "rejected_records": n_rejected}
     return frame, split
+
+
+def bigquery_source(bq, as_of=None, conn=None) -> BigQueryFeedSource:
+    """The feeds in BigQuery (beam_jobs/options.py BigQueryConfig) as of the training date, by
+    default the loans table's last report month; the feed queries stage into the risk dataset
+    under their own names (purpose 'training')."""
+    if as_of is None:
+        as_of = BigQueryFeedSource(bq, dt.date.max, conn).loan_month_range()[1]
+    return BigQueryFeedSource(bq, as_of, conn, purpose="training")
 
 
 def train(cfg: TrainConfig, progress=print, source=None) -> tuple[str, dict]:

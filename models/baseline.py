@@ -1,7 +1,7 @@
 """The training baseline stored with a model version: what drift is measured against.
 
-Bins are fixed here, at training time, from the reference population (DESIGN.md: PSI with bins
-fixed from the training baseline). Numeric features: decile edges of the present values plus a
+Bins are fixed here, at training time, from the reference population (PSI with bins fixed from
+the training baseline, so that the same firm always falls in the same bin; README "Monitoring"). Numeric features: decile edges of the present values plus a
 missing bin; categorical features: each category's share plus an 'other' bin; the score: fixed
 50-point bands.
 """

@@ -181,7 +181,7 @@ def schema_fields(name_or_fields) -> list:
 def _shape(fields) -> list[tuple]:
     """(name, type, mode, subfields) of a schema, ignoring descriptions; FLOAT64/INT64 spelt as
     the API spells them."""
-    alias = {"FLOAT64": "FLOAT", "INT64": "INTEGER", "BOOL": "BOOLEAN", "STRUCT": "RECORD"}
+    alias = {**{ddl: api for api, ddl in sqlgen.DDL_TYPES.items()}, "STRUCT": "RECORD"}
     return [(f.name, alias.get(f.field_type, f.field_type), f.mode or "NULLABLE",
              _shape(f.fields)) for f in fields]
 

@@ -65,9 +65,22 @@ def cmd_train(args, beam_args) -> int:
     from models.train import TrainConfig
     hp = network.HParams(loss=args.loss, focal_alpha=args.focal_alpha, focal_gamma=args.focal_gamma,
                          max_epochs=args.max_epochs, seed=args.seed)
-    cfg = TrainConfig(feeds=args.feeds, registry=args.registry, as_of=args.as_of, hparams=hp,
-                      beam_args=tuple(beam_args))
-    version, card = train_job.train(cfg, progress=_progress)
+    source = None
+    if args.feeds_dataset:             # the feed tables in BigQuery instead of a feeds folder
+        from beam_jobs.options import BigQueryConfig
+        from smescore import bigquery as bqlib
+        if not (args.bq_project and args.risk_dataset):
+            raise UsageError("train from BigQuery: --feeds-dataset needs --bq-project and "
+                             "--risk-dataset (where the feed queries stage their rows)")
+        bq = BigQueryConfig(args.bq_project, args.feeds_dataset, args.risk_dataset,
+                            args.bq_location, None)
+        source = train_job.bigquery_source(bq, args.as_of,
+                                           bqlib.Connection(args.bq_project, args.bq_location))
+    elif not args.feeds:
+        raise UsageError("train: --feeds (or --feeds-dataset) is needed")
+    cfg = TrainConfig(feeds=args.feeds or repr(source), registry=args.registry, as_of=args.as_of,
+                      hparams=hp, beam_args=tuple(beam_args))
+    version, card = train_job.train(cfg, progress=_progress, source=source)
     m = card["metrics"]
     print(json.dumps({"version": version, "auc": m["test"]["auc"], "ks": m["test"]["ks"],
                       "challenger_auc": m["challenger_logistic_regression"]["auc"],
@@ -125,15 +138,19 @@ def _bigquery_flags(c, feeds: bool = False) -> None:
 
 
 def _risk_tables(args):
-    """The --warehouse file, or with --risk-dataset the risk tables in BigQuery (a reader)."""
-    if not args.risk_dataset:
-        return args.warehouse
+    """The risk tables of --warehouse, or with --risk-dataset those in BigQuery, opened by
+    beam_jobs.risk_sinks.open_risk_tables (None when neither is given)."""
+    from beam_jobs.options import BigQueryConfig
+    from beam_jobs.risk_sinks import open_risk_tables
     from smescore import bigquery as bqlib
+    if not args.risk_dataset:
+        return open_risk_tables(args.warehouse)
     if not args.bq_project:
         raise UsageError("--risk-dataset needs --bq-project")
     try:
-        return bqlib.RiskTables(bqlib.Connection(args.bq_project, args.bq_location),
-                                args.risk_dataset)
+        return open_risk_tables(BigQueryConfig(args.bq_project, None, args.risk_dataset,
+                                               args.bq_location, None),
+                                bqlib.Connection(args.bq_project, args.bq_location))
     except ValueError as err:          # names that cannot be a project and dataset
         raise UsageError(str(err)) from None
 
@@ -157,7 +174,7 @@ def cmd_backtest(args, beam_args) -> int:
     feeds, warehouse = args.feeds, args.warehouse
     if args.risk_dataset or args.feeds_dataset:          # BigQuery instead of files / DuckDB
         from beam_jobs.options import BigQueryConfig
-        from beam_jobs.risk_sinks import BigQueryRiskSink
+        from beam_jobs.risk_sinks import open_risk_tables
         from beam_jobs.sources import BigQueryFeedSource
         from smescore import bigquery as bqlib
         names = [(args.bq_project, bqlib.PROJECT_RE), (args.risk_dataset, bqlib.DATASET_RE),
@@ -167,7 +184,7 @@ def cmd_backtest(args, beam_args) -> int:
                              "--feeds-dataset, or --feeds) are needed")
         bq = BigQueryConfig(args.bq_project, args.feeds_dataset, args.risk_dataset,
                             args.bq_location, None)
-        warehouse = BigQueryRiskSink(bq)
+        warehouse = open_risk_tables(bq)
         if args.feeds_dataset:     # the feed queries run through the end of the outcome window
             feeds = BigQueryFeedSource(bq, backtest.outcome_end(args.as_of), warehouse.conn,
                                        purpose="backtest")
@@ -262,7 +279,9 @@ def _generate(g) -> None:
 
 
 def _train(t) -> None:
-    flags.add(t, "feeds", required=True, help="feeds folder: <feeds>/<feed>/*.parquet|csv")
+    flags.add(t, "feeds", default=None,
+              help="feeds folder: <feeds>/<feed>/*.parquet|csv (or --feeds-dataset)")
+    _bigquery_flags(t, feeds=True)
     flags.add(t, "registry", required=True, help="model registry folder to add the version to")
     flags.add(t, "as_of", type=_date, default=None,
               help="training date (default: the last loan report month in the feeds)")

@@ -404,7 +404,8 @@ def arrow_schema(name: str) -> pa.Schema:
 
 _DUCKDB_TYPES = {pa.bool_(): "BOOLEAN", pa.date32(): "DATE", pa.string(): "VARCHAR", pa.float64(): "DOUBLE",
                  pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.timestamp("us"): "TIMESTAMP"}
-_BIGQUERY_TYPES = {pa.bool_(): "BOOLEAN", pa.date32(): "DATE", pa.string(): "STRING", pa.float64(): "FLOAT",
+# Arrow -> BigQuery API column types, for the risk tables and the feed tables alike
+BIGQUERY_TYPES = {pa.bool_(): "BOOLEAN", pa.date32(): "DATE", pa.string(): "STRING", pa.float64(): "FLOAT",
                    pa.int32(): "INTEGER", pa.int64(): "INTEGER", pa.timestamp("us"): "TIMESTAMP"}
 
 
@@ -431,7 +432,7 @@ def duckdb_ddl(name: str) -> str:
 
 def _bigquery_field(column: Column) -> dict:
     field = {"name": column.name,
-             "type": "RECORD" if column.fields else _BIGQUERY_TYPES[column.type],
+             "type": "RECORD" if column.fields else BIGQUERY_TYPES[column.type],
              "mode": column.mode, "description": column.description}
     if column.fields:
         field["fields"] = [_bigquery_field(f) for f in column.fields]

@@ -22,7 +22,7 @@ import os
 import pathlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import duckdb
 import pyarrow as pa
@@ -274,6 +274,37 @@ def _replace_rows(con: duckdb.DuckDBPyConnection, name: str, rows: pa.Table, key
         con.unregister(_INCOMING)
 
 
+class RiskTableStore(Protocol):
+    """The risk tables, whichever engine holds them: `Warehouse` (a DuckDB file) and
+    beam_jobs.risk_sinks.BigQueryRiskSink (a BigQuery dataset), both opened by
+    beam_jobs.risk_sinks.open_risk_tables and held to the same contract tests
+    (tests/test_risk_tables.py). Reads take DuckDB's SQL with `?` values on either engine."""
+
+    def ensure_schema(self) -> None:
+        """Create the contract's tables and views where missing; refuse a drifted table."""
+
+    def publish(self, as_of_date: dt.date, tables: Mapping[str, pa.Table],
+                run_record: Mapping[str, Any], challengers: Sequence[str] = ()) -> dict[str, int]:
+        """Replace the date's rows of every given table and record the run, atomically."""
+
+    def replace_partitions(self, as_of_date: dt.date, tables: Mapping[str, pa.Table]
+                           ) -> dict[str, int]:
+        """Replace the date's rows of tables no scoring run writes (a backtest's), atomically."""
+
+    def record_failed_run(self, run_record: Mapping[str, Any]) -> None:
+        """Upsert a failed attempt's `runs` row; no data touched."""
+
+    def query(self, sql: str, params=()) -> pa.Table:
+        """Rows of a read in DuckDB's SQL."""
+
+    def has_table(self, name: str) -> bool:
+        """Whether the table exists (False too before any publication)."""
+
+    @property
+    def instance(self) -> str:
+        """Where the tables live (the metrics' grouping key)."""
+
+
 class Warehouse:
     """The risk tables in a DuckDB file at `path` (created by `ensure_schema`)."""
 
@@ -470,10 +501,11 @@ def _check_existing(con: duckdb.DuckDBPyConnection, name: str) -> None:
                            f"{[(n, str(t)) for n, t in expected]}")
 
 
-def reader(risk_tables) -> "Warehouse":
-    """What reads the risk tables: a DuckDB file's path becomes its Warehouse; a reader (a
-    Warehouse, smescore.bigquery.RiskTables: `query(sql, [values])` in DuckDB's dialect,
-    `has_table`, `instance`) is returned as it is."""
+def reader(risk_tables) -> "RiskTableStore":
+    """The risk tables a core function is handed: a DuckDB file's path becomes its Warehouse;
+    open risk tables (a RiskTableStore, or smescore.bigquery.RiskTables, which reads only) are
+    returned as they are. The pipelines and the CLI open them with
+    beam_jobs.risk_sinks.open_risk_tables."""
     if isinstance(risk_tables, (str, os.PathLike)):
         return Warehouse(risk_tables)
     return risk_tables

@@ -23,7 +23,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beam_jobs.options import BigQueryConfig, ScoreConfig
 from beam_jobs.risk_sinks import (BigQueryRiskSink, EmulatorApiClient, StageToBigQuery,
-                                  WriteRiskTables, risk_sink, staged_rows)
+                                  WriteRiskTables, open_risk_tables, staged_rows)
 from beam_jobs.sources import BigQueryFeedSource, LocalFilesSource, feed_source
 from models import lifecycle
 from smescore import bigquery as bqlib
@@ -147,11 +147,11 @@ def test_config_for_bigquery_needs_no_files():
     assert cfg.bigquery == BigQueryConfig("my-risk-project", "sme_feeds", "sme_risk",
                                           "europe-west3", "gs://risk-bucket/tmp")
     assert isinstance(feed_source(cfg), BigQueryFeedSource)
-    assert repr(risk_sink(cfg)) == "BigQuery(my-risk-project.sme_risk)"
+    assert repr(open_risk_tables(cfg)) == "BigQuery(my-risk-project.sme_risk)"
     files = ScoreConfig.from_options(PipelineOptions([
         "--as_of=2026-10-31", "--registry=r", "--feeds=f", "--warehouse=w.duckdb"]))
     assert files.bigquery is None and isinstance(feed_source(files), LocalFilesSource)
-    assert isinstance(risk_sink(files), Warehouse)
+    assert isinstance(open_risk_tables(files), Warehouse)
 
 
 # ----------------------------------------------------------------------------- DDL and schema
@@ -608,6 +608,31 @@ def test_feed_source_stages_the_parameterised_queries_and_feeds_the_same_feature
                           | f"Tag[{tag}]" >> beam.Map(lambda t, tag=tag: (tag, t)))
         assert_that(tagged | beam.Flatten() | beam.combiners.ToDict(), same_features)
     source.cleanup()
+    assert staging_tables(bq_conn, risk_dataset) == []
+
+
+def test_training_reads_its_feeds_from_bigquery_and_makes_the_same_model_as_from_files(
+        bq_conn, bq_feeds, risk_dataset, portfolio, monkeypatch, tmp_path, capsys):
+    """`smescore train --feeds-dataset`: training reads the feeds through the nightly job's feed
+    source (beam_jobs/train_job.py), so from BigQuery it learns from the same snapshots as from
+    the files and registers the same model version."""
+    monkeypatch.setenv(bqlib.EMULATOR_ENV, bq_conn.emulator)
+    common = ["--max-epochs=4"]
+    versions, cards = {}, {}
+    for where, flags in (("files", [f"--feeds={portfolio}"]),
+                         ("bigquery", [f"--bq-project={PROJECT}", f"--feeds-dataset={bq_feeds}",
+                                       f"--risk-dataset={risk_dataset}",
+                                       f"--bq-location={LOCATION}"])):
+        registry = str(tmp_path / where)
+        assert cli.main(["train", f"--registry={registry}", *common, *flags]) == 0
+        versions[where] = json.loads(capsys.readouterr().out)["version"]
+        with open(os.path.join(registry, "versions", versions[where], "model_card.json")) as fh:
+            cards[where] = json.load(fh)
+    assert versions["bigquery"] == versions["files"]
+    assert cards["bigquery"]["fingerprints"] == cards["files"]["fingerprints"]
+    assert cards["bigquery"]["rows"] == cards["files"]["rows"]
+    assert cards["bigquery"]["metrics"]["test"] == cards["files"]["metrics"]["test"]
+    assert cards["files"]["oracle_auc"] is not None and cards["bigquery"]["oracle_auc"] is None
     assert staging_tables(bq_conn, risk_dataset) == []
 
 

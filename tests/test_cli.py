@@ -1,7 +1,7 @@
 """The command line an operator types at 2 am: flags that cannot mislead, one-line errors with the
 documented exit codes, quiet logs, outputs the group can read, `--help` and `--version`.
 
-The refused invocations are the ones the night's review ran into (issue 11): each is refused before
+The refused invocations are the ones a night's review ran into: each is refused before
 anything runs, on one line, with exit code 2.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""An unattended night, one fault at a time (issue 11): each attempt ends with its documented exit
+"""An unattended night, one fault at a time: each attempt ends with its documented exit
 code and a one-line message naming the feed, file or gate and the numbers; the published rows of
 every risk table stay byte-identical; the attempt gets its own `runs` row (the published attempt's
 row untouched) and pushes its metrics to a real Pushgateway.

@@ -135,7 +135,7 @@ def test_reasons_are_the_biggest_negative_points_where_worse_than_typical_one_pe
 
 def test_every_reason_is_worse_than_typical_and_says_both_values_in_chinese_and_english(
         scored, trained):
-    """The acceptance figures of issue 10 for reasons, on a real run of the fixture book."""
+    """The acceptance figures for reasons (README "The model"), on a real run of the fixture book."""
     warehouse, _ = scored
     typical = _typical(trained)
     s = _table(warehouse, "SELECT enterprise_id, reasons FROM scores WHERE score_source='model'")

@@ -218,15 +218,16 @@ def published_samples(warehouse, result: Mapping, model_card: Mapping,
     return out
 
 
-def registry_of(samples: Iterable[Sample]) -> CollectorRegistry:
-    """A registry of its own (never the process-wide default) holding just these samples."""
-    registry, gauges = CollectorRegistry(), {}
+def collectors_of(samples: Iterable[Sample]) -> CollectorRegistry:
+    """Prometheus collectors of their own (never the process-wide default) holding just these
+    samples ("registry" in this project means the model registry)."""
+    collectors, gauges = CollectorRegistry(), {}
     for s in samples:
         m = METRICS[s.metric]
         if m.name not in gauges:
-            gauges[m.name] = Gauge(m.name, m.help, m.label_names, registry=registry)
+            gauges[m.name] = Gauge(m.name, m.help, m.label_names, registry=collectors)
         gauges[m.name].labels(**{k: s.labels[k] for k in m.label_names}).set(float(s.value))
-    return registry
+    return collectors
 
 
 def push(gateway: str, instance: str, samples: Sequence[Sample], replace: bool,
@@ -238,7 +239,7 @@ def push(gateway: str, instance: str, samples: Sequence[Sample], replace: bool,
     """
     send = push_to_gateway if replace else pushadd_to_gateway
     try:
-        send(gateway, job=JOB, registry=registry_of(samples), grouping_key={"instance": instance},
+        send(gateway, job=JOB, registry=collectors_of(samples), grouping_key={"instance": instance},
              timeout=PUSH_TIMEOUT_S)
     except Exception as err:  # noqa: BLE001 - any push error (DNS, refused, HTTP 4xx/5xx) is logged
         message = (f"METRICS PUSH FAILED: {len(samples)} samples to Pushgateway {gateway} "
