@@ -15,6 +15,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 
 from beam_jobs.gates import GATES
 from models.eligibility import MIN_HISTORY_MONTHS
+from transforms.featurize import DEFAULT_SHARDS
 from smescore.bigquery import DATASET_RE, LOCATION_RE, PROJECT_RE
 from smescore import flags
 from smescore.errors import UsageError
@@ -54,7 +55,7 @@ class SmescoreOptions(PipelineOptions):
         parser.add_argument("--warehouse", help="DuckDB file of the risk tables")
         parser.add_argument("--model_version", default=None,
                             help="Score with this version instead of the registry's champion")
-        parser.add_argument("--n_shards", type=int, default=32,
+        parser.add_argument("--n_shards", type=int, default=DEFAULT_SHARDS,
                             help="Firm shards (a controller group never straddles two)")
         parser.add_argument("--min_history_months", type=int, default=MIN_HISTORY_MONTHS,
                             help="Firms with less feed history go to the cold-start rules")

@@ -20,13 +20,14 @@ from smescore import runtime  # noqa: E402
 
 runtime.tf_environment()
 
+from transforms.featurize import DEFAULT_SHARDS  # noqa: E402  (the nightly's --n_shards)
+
 DEFAULT_WORK = "/tmp/bench-smescore"
 END_DATE = "2026-10-31"
 SEED = 7
 # Training needs >= 5 labelled month-end snapshots (12 months of history before and 12 observed
 # after each): a 24-month portfolio gives one, so the model is trained on its own 36-month book.
 TRAIN_MONTHS = 36
-NIGHTLY_SHARDS = 32         # the nightly job's default --n_shards: one RunInference element per shard
 CLI = [sys.executable, "-m", "smescore.cli"]
 
 
@@ -49,10 +50,9 @@ def log(message: str) -> None:
 
 
 def child_env() -> dict:
-    env = dict(os.environ)
-    env.update(TF_USE_LEGACY_KERAS="1", TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONHASHSEED="0")
-    return env
+    """This process's environment (TensorFlow's variables set above, smescore/runtime.py) with a
+    fixed hash seed for the child processes."""
+    return {**os.environ, "PYTHONHASHSEED": "0"}
 
 
 def run_logged(cmd: list[str], log_path: str) -> float:
@@ -200,7 +200,7 @@ def count_model_rows(path: str) -> int:
     return model_routed(pq.read_table(path, columns=["in_default", "months_history"])).num_rows
 
 
-def nightly_batch_rows(n_rows: int, shards: int = NIGHTLY_SHARDS) -> int:
+def nightly_batch_rows(n_rows: int, shards: int = DEFAULT_SHARDS) -> int:
     """Rows per RunInference element in the nightly job: model firms spread over --n_shards."""
     return max(1, math.ceil(n_rows / shards))
 

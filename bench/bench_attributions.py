@@ -13,10 +13,11 @@ for each chunk size and jit setting asked for.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from smescore import runtime
+
+runtime.tf_environment()      # before TensorFlow loads (smescore/runtime.py)
 
 import numpy as np  # noqa: E402
 import shap  # noqa: E402

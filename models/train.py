@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
@@ -38,7 +37,7 @@ import tf_keras as keras
 
 from models import export
 from models.scorecard import ScoreScale
-from transforms import catalog, feeds, preprocessing
+from transforms import catalog, preprocessing
 
 # Declared risk directions of the numeric features the network is monotone in.
 DIRECTIONS = {f.name: f.risk_direction for f in catalog.FEATURES
@@ -163,7 +162,6 @@ class Trainer:
                  ) -> tuple[str, dict]:
         """Labelled snapshots -> a published registry version. `split` names the as-of dates of
         train/valid/test and the training date `as_of`."""
-
         hp = self.cfg.hparams
         tf.keras.utils.set_random_seed(hp.seed)
         tf.config.experimental.enable_op_determinism()

@@ -2,7 +2,7 @@
 
     from smescore import api
     model = api.load_model("out/demo/registry")                   # the champion
-    features = api.compute_features(records, dt.date(2026, 10, 31)).features
+    features = api.compute_features(records, dt.date(2026, 10, 31))
     scored = api.score(model, features)                           # scores, attributions
 
 `score` routes, scores and explains with the functions the nightly pipeline maps over its shards
@@ -28,6 +28,7 @@ from models.rules import load_rules_config
 from models.scorecard import load_scorecard_config
 from smescore import runtime, tables
 from smescore.errors import BadInput
+from smescore.warehouse import conform
 from transforms import featurize
 
 
@@ -44,6 +45,7 @@ class ScoringModel:
 class Features(NamedTuple):
     features: pa.Table                # one row per firm (transforms/featurize.py FEATURE_SCHEMA)
     rejected: list[dict]              # feed, record_json, reason of every record left out
+    shards: list[pa.Table]            # the same rows cut into the nightly job's shards
 
 
 class Scored(NamedTuple):
@@ -76,13 +78,17 @@ def load_model(registry: str, version: str | None = None, *, scorecard_config: s
     return ScoringModel(version, card, tf.saved_model.load(path), scoring, min_history_months)
 
 
-def compute_features(records: Mapping[str, pa.Table | pd.DataFrame], as_of: dt.date) -> Features:
+def compute_features(records: Mapping[str, pa.Table | pd.DataFrame], as_of: dt.date,
+                     n_shards: int = featurize.DEFAULT_SHARDS) -> Features:
     """Raw records of a set of firms, {feed: Arrow table or DataFrame} for every feed of
     transforms/feeds.py, -> their features as of `as_of` and the records rejected (with the
-    reason). Related-party features look at the firm's controller group: give all its firms."""
-    tables, rejected = featurize.feature_tables(records, [as_of])
-    features = tables[0] if tables else featurize.FEATURE_SCHEMA.empty_table()
-    return Features(features, rejected)
+    reason). Related-party features look at the firm's controller group: give all its firms.
+    `shards` cuts the firms as the nightly job does with the same --n_shards: `score` calls the
+    model once per shard, as RunInference does, so the float32 rounding is the nightly's too."""
+    shards, rejected = featurize.feature_tables(records, [as_of], n_shards=n_shards)
+    features = (_sorted(pa.concat_tables(shards), ["enterprise_id"]) if shards
+                else featurize.FEATURE_SCHEMA.empty_table())
+    return Features(features, rejected, shards)
 
 
 def feature_table(features: pa.Table | pd.DataFrame) -> pa.Table:
@@ -98,26 +104,35 @@ def feature_table(features: pa.Table | pd.DataFrame) -> pa.Table:
     return featurize.features_to_arrow(frame)
 
 
-def score(model: ScoringModel, features: pa.Table | pd.DataFrame) -> Scored:
+def score(model: ScoringModel, features) -> Scored:
     """PD, score, grade, base points and up to four reasons per firm (`scores` rows), and the
-    points of every feature of the model-scored firms (`attributions` rows): firms in default get
-    grade D, firms with a short history the cold-start rules, the rest the model."""
-    routes = eligibility.route(feature_table(features), model.min_history_months)
-    scores, attributions = [], [tables.arrow_schema("attributions").empty_table()]
-    if eligibility.MODEL in routes:
-        rows, points = score_rows.model_rows(
-            signature.with_model_outputs(routes[eligibility.MODEL], model.saved_model),
-            model.scoring)
-        scores.append(rows)
-        attributions.append(points)
-    if eligibility.RULES in routes:
-        scores.append(score_rows.rules_rows(routes[eligibility.RULES], model.scoring))
-    if eligibility.IN_DEFAULT in routes:
-        scores.append(score_rows.in_default_rows(routes[eligibility.IN_DEFAULT], model.scoring))
-    scores = (pa.concat_tables(scores) if scores else
-              tables.arrow_schema("scores").empty_table())
-    return Scored(_sorted(scores, ["enterprise_id"]),
-                  _sorted(pa.concat_tables(attributions), ["enterprise_id", "feature"]))
+    points of every feature of the model-scored firms (`attributions` rows), as the nightly job
+    publishes them: firms in default get grade D, firms with a short history the cold-start
+    rules, the rest the model. `features`: a feature table or DataFrame (one model call), a list
+    of them (one call each), or `compute_features`' result (one call per shard: the nightly's
+    rows to the last digit; other cuts of the same firms may differ in the float32 rounding of
+    pd and points, never in score, grade or reasons)."""
+    batches = (features.shards if isinstance(features, Features) else
+               list(features) if isinstance(features, (list, tuple)) else [features])
+    scores = [tables.arrow_schema("scores").empty_table()]
+    attributions = [tables.arrow_schema("attributions").empty_table()]
+    for batch in batches:
+        routes = eligibility.route(feature_table(batch), model.min_history_months)
+        if eligibility.MODEL in routes:
+            rows, points = score_rows.model_rows(
+                signature.with_model_outputs(routes[eligibility.MODEL], model.saved_model),
+                model.scoring)
+            scores.append(rows)
+            attributions.append(points)
+        if eligibility.RULES in routes:
+            scores.append(score_rows.rules_rows(routes[eligibility.RULES], model.scoring))
+        if eligibility.IN_DEFAULT in routes:
+            scores.append(score_rows.in_default_rows(routes[eligibility.IN_DEFAULT],
+                                                     model.scoring))
+    # in the tables' contract as published: NaN is NULL (smescore/warehouse.py conform)
+    return Scored(conform("scores", _sorted(pa.concat_tables(scores), ["enterprise_id"])),
+                  conform("attributions", _sorted(pa.concat_tables(attributions),
+                                                  ["enterprise_id", "feature"])))
 
 
 def _sorted(table: pa.Table, keys: list[str]) -> pa.Table:

@@ -27,9 +27,12 @@ def nightly(small_feeds, trained, tmp_path_factory):
                          f"--warehouse={warehouse}", "--n_shards=4"],
                         save_main_session=False, progress=lambda m: None)
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        return {"scores": con.execute("SELECT * EXCLUDE (run_id) FROM scores ORDER BY ALL").fetch_arrow_table(),
-                "attributions": con.execute("SELECT * FROM attributions ORDER BY ALL").fetch_arrow_table()} | {
-            "run_id": con.execute("SELECT DISTINCT run_id FROM scores").fetchall()}
+        read = {"scores": "SELECT * EXCLUDE (run_id) FROM scores ORDER BY ALL",
+                "attributions": "SELECT * FROM attributions ORDER BY ALL",
+                "run_id": "SELECT DISTINCT run_id FROM scores"}
+        out = {name: con.execute(sql).fetch_arrow_table() for name, sql in read.items()}
+    out["run_id"] = out["run_id"].column("run_id")[0].as_py()
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +51,8 @@ def test_records_in_nightly_rows_out_to_the_last_digit(nightly, records, trained
     registry, version, _ = trained
     model = api.load_model(registry)
     assert model.version == version
-    features, rejected = api.compute_features(records, AS_OF)
-    assert rejected == []
+    features = api.compute_features(records, AS_OF, n_shards=4)     # the nightly's --n_shards
+    assert features.rejected == [] and len(features.shards) == 4
     scored = api.score(model, features)
     assert scored.scores.column_names == nightly["scores"].column_names + ["run_id"]
     assert set(scored.scores.column("run_id").to_pylist()) == {"api"}
@@ -57,26 +60,36 @@ def test_records_in_nightly_rows_out_to_the_last_digit(nightly, records, trained
         got = _published(getattr(scored, name))
         assert got.num_rows == nightly[name].num_rows > 1000
         assert got.schema == nightly[name].schema
-        # every value to its last digit (repr: the shortest exact form, NaN equal to NaN)
+        # every value to its last digit (repr: the shortest exact form)
         assert repr(got.to_pylist()) == repr(nightly[name].to_pylist()), name
     assert {"model", "rules"} <= set(scored.scores.column("score_source").to_pylist())
 
 
 def test_a_dataframe_of_features_scores_the_same(nightly, records, trained):
-    """The notebook case: a pandas DataFrame of raw feature values, no label column."""
+    """The notebook case: a pandas DataFrame of raw feature values, no label column. Scored in
+    one model call it gets the same scores, grades and reasons, and PDs and points within the
+    float32 rounding of another batch; cut as the nightly's shards, the same rows to the digit."""
     registry, version, _ = trained
-    model = api.load_model(registry, version, run_id=nightly["run_id"][0][0])
-    frame = api.compute_features(records, AS_OF).features.to_pandas().drop(
-        columns="label_default_12m")
-    scored = api.score(model, frame)
-    assert set(scored.scores.column("run_id").to_pylist()) == {nightly["run_id"][0][0]}
-    assert repr(_published(scored.scores).to_pylist()) == repr(nightly["scores"].to_pylist())
-    one = scored.scores.filter(pc.equal(scored.scores.column("score_source"), "model")).slice(0, 1)
-    row = one.to_pylist()[0]
-    points = scored.attributions.filter(pc.equal(scored.attributions.column("enterprise_id"),
-                                                 row["enterprise_id"]))
-    # base points + the features' points = the unclamped score (PDO scale, DESIGN of the scores)
-    assert row["base_points"] + pc.sum(points.column("points")).as_py() == pytest.approx(
+    model = api.load_model(registry, version, run_id=nightly["run_id"])
+    features = api.compute_features(records, AS_OF, n_shards=4)
+    frame = features.features.to_pandas().drop(columns="label_default_12m")
+    whole = api.score(model, frame)
+    assert set(whole.scores.column("run_id").to_pylist()) == {nightly["run_id"]}
+    got, want = _published(whole.scores).to_pandas(), nightly["scores"].to_pandas()
+    assert (got[["enterprise_id", "score_source", "score", "grade"]]
+            .equals(want[["enterprise_id", "score_source", "score", "grade"]]))
+    assert got["reasons"].map(repr).equals(want["reasons"].map(repr))
+    assert np.nanmax(np.abs(got["pd"] - want["pd"])) < 1e-6
+    points = _published(whole.attributions).to_pandas()["points"]
+    assert np.max(np.abs(points - nightly["attributions"].to_pandas()["points"])) < 1e-3
+    by_shard = api.score(model, [t.to_pandas() for t in features.shards])
+    assert repr(_published(by_shard.attributions).to_pylist()) == repr(
+        nightly["attributions"].to_pylist())
+    row = whole.scores.filter(pc.equal(whole.scores.column("score_source"), "model")).to_pylist()[0]
+    firm = whole.attributions.filter(pc.equal(whole.attributions.column("enterprise_id"),
+                                              row["enterprise_id"]))
+    # base points + the features' points = the unclamped score (the PDO scale)
+    assert row["base_points"] + pc.sum(firm.column("points")).as_py() == pytest.approx(
         model.scoring.scale.score_from_logit(np.log(row["pd"] / (1 - row["pd"]))), abs=1.0)
     assert 1 <= len(row["reasons"]) <= 4
 
@@ -89,7 +102,7 @@ def test_bad_records_are_rejected_with_a_reason_and_the_rest_scored(records, tra
     few = {feed: (invoices if feed == "invoices" else t.slice(0, 0))
            for feed, t in records.items()}
     few["enterprises"] = records["enterprises"]
-    features, rejected = api.compute_features(few, AS_OF)
+    features, rejected, _ = api.compute_features(few, AS_OF)
     reasons = sorted(r["reason"] for r in rejected)
     assert len(reasons) == 2 and reasons[1] == "unknown enterprise_id"
     assert "amount" in reasons[0] and "negative" in reasons[0]

@@ -7,7 +7,6 @@ Firms are sharded by their controller, so related parties meet in one shard.
 from __future__ import annotations
 
 import datetime as dt
-import zlib
 
 import apache_beam as beam
 import numpy as np
@@ -46,16 +45,11 @@ class ValidateBatch(beam.DoFn):
             yield good
 
 
-def shard_of(controller_ids, n_shards: int) -> np.ndarray:
-    """Stable across runs, processes and machines (unlike Python's hash)."""
-    return np.array([zlib.crc32(c.encode()) % n_shards for c in controller_ids], dtype=np.int64)
-
-
 def build_firm_index(tables: list[pa.Table], n_shards: int) -> dict:
     """The portfolio's firms (deduplicated) with their shard; one small side input for all feeds."""
     table = pa.concat_tables(tables) if tables else feeds.ENTERPRISES.schema.empty_table()
     table, rejects = validate.split_duplicates("enterprises", table)
-    shard = shard_of(table.column("controller_id").to_pylist(), n_shards)
+    shard = featurize.shard_of(table.column("controller_id").to_pylist(), n_shards)
     return {"enterprises": table.append_column("shard", pa.array(shard)),
             "rejects": rejects,
             "ids": table.column("enterprise_id").combine_chunks(), "shards": shard}

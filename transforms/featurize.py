@@ -8,13 +8,17 @@ a group, as a shard does.
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import catalog, feeds, pit, progress, validate
+
+DEFAULT_SHARDS = 32     # firm shards of a nightly run (--n_shards), so of the API's model calls
 
 FEATURE_SCHEMA = pa.schema(
     [pa.field("enterprise_id", pa.string(), nullable=False),
@@ -22,6 +26,12 @@ FEATURE_SCHEMA = pa.schema(
     + [pa.field(f.name, pa.string() if f.is_categorical else pa.float32()) for f in catalog.FEATURES]
     + [pa.field("in_default", pa.bool_()), pa.field("months_history", pa.int32()),
        pa.field("label_default_12m", pa.float32())])
+
+
+def shard_of(controller_ids, n_shards: int) -> np.ndarray:
+    """A firm's shard: by its controller, so related parties meet in one shard. Stable across
+    runs, processes and machines (unlike Python's hash)."""
+    return np.array([zlib.crc32(c.encode()) % n_shards for c in controller_ids], dtype=np.int64)
 
 
 def features_to_arrow(frame: pd.DataFrame) -> pa.Table:
@@ -50,9 +60,11 @@ def featurize(tables: Mapping[str, pa.Table], as_of_dates: Sequence[dt.date],
 
 
 def feature_tables(records: Mapping[str, pa.Table | pd.DataFrame], as_of_dates: Sequence[dt.date],
-                   outcome_end: dt.date | None = None) -> tuple[list[pa.Table], list[dict]]:
+                   outcome_end: dt.date | None = None, n_shards: int = 1
+                   ) -> tuple[list[pa.Table], list[dict]]:
     """Raw records of a set of firms ({feed: table or frame}, every feed of transforms/feeds.py)
-    -> their feature tables and every rejected record with its reason, as the nightly job
+    -> their feature tables, one per shard (as the nightly job cuts them with --n_shards) and
+    as-of date, and every rejected record with its reason, validated as the nightly job
     validates them: typed to the contract, duplicate firms and records of unknown firms rejected."""
     missing = [f for f in feeds.FEEDS if f not in records]
     if missing:
@@ -77,5 +89,15 @@ def feature_tables(records: Mapping[str, pa.Table | pd.DataFrame], as_of_dates: 
             rows = valid[feed].filter(pa.array(~known)).to_pandas(date_as_object=True)
             rejects += validate.rejected(feed, rows, "unknown enterprise_id")
         valid[feed] = valid[feed].filter(pa.array(known))
-    tables, more = featurize(valid, as_of_dates, outcome_end)
-    return tables, rejects + more
+    shard = shard_of(valid["enterprises"].column("controller_id").to_pylist(), n_shards)
+    firms = pa.Table.from_pydict({"enterprise_id": valid["enterprises"].column("enterprise_id"),
+                                  "shard": shard})
+    tables = []
+    for s in np.unique(shard):
+        ids = firms.filter(pc.equal(firms.column("shard"), s)).column("enterprise_id")
+        part = {feed: t.filter(pc.is_in(t.column("enterprise_id"), value_set=ids.combine_chunks()))
+                for feed, t in valid.items()}
+        features, more = featurize(part, as_of_dates, outcome_end)
+        tables += features
+        rejects += more
+    return tables, rejects
