@@ -4,12 +4,12 @@ modules import project modules at their top (the CLI alone defers them, see smes
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 import subprocess
 import sys
 
-import grimp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("smescore", "beam_jobs", "transforms", "models", "synth", "bench")
@@ -39,39 +39,51 @@ def plant(root: str, module: str, line: str) -> None:
 
 def import_cycles(root: str) -> list[list[str]]:
     """Strongly connected components (Tarjan) of more than one module, or a module importing
-    itself, in the graph of direct imports grimp finds (function-level imports included)."""
-    sys.path.insert(0, root)
-    try:
-        graph = grimp.build_graph(*PACKAGES, cache_dir=None)
-    finally:
-        sys.path.remove(root)
-    for pkg in PACKAGES:                   # the copies' modules, not the ones this run imported
-        assert graph.find_children(pkg)
-    edges = {m: sorted(graph.find_modules_directly_imported_by(m)) for m in sorted(graph.modules)}
-    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+    itself, in the graph of direct imports grimp finds (function-level imports included), in a
+    fresh interpreter: grimp locates a package through the import system, so one this process
+    already imported would be read from there instead of from `root`."""
+    result = subprocess.run([sys.executable, "-c", _COUNT_CYCLES, *PACKAGES], cwd=root,
+                            env={**os.environ, "PYTHONPATH": root}, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
-    def visit(v):
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in edges[v]:
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while not component or component[-1] != v:
-                component.append(stack.pop())
-                on_stack.discard(component[-1])
-            if len(component) > 1 or v in edges[v]:
-                cycles.append(sorted(component))
 
-    for module in edges:
-        if module not in index:
-            visit(module)
-    return cycles
+_COUNT_CYCLES = """
+import importlib.util, json, os, sys
+import grimp
+packages = sys.argv[1:]
+graph = grimp.build_graph(*packages, cache_dir=None)
+for pkg in packages:         # read from the folder asked for, not an installed copy
+    origin = importlib.util.find_spec(pkg).origin
+    assert os.path.dirname(os.path.dirname(origin)) == os.getcwd(), (pkg, origin)
+edges = {m: sorted(graph.find_modules_directly_imported_by(m)) for m in sorted(graph.modules)}
+index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+sys.setrecursionlimit(10_000)
+
+def visit(v):
+    index[v] = low[v] = len(index)
+    stack.append(v)
+    on_stack.add(v)
+    for w in edges[v]:
+        if w not in index:
+            visit(w)
+            low[v] = min(low[v], low[w])
+        elif w in on_stack:
+            low[v] = min(low[v], index[w])
+    if low[v] == index[v]:
+        component = []
+        while not component or component[-1] != v:
+            component.append(stack.pop())
+            on_stack.discard(component[-1])
+        if len(component) > 1 or v in edges[v]:
+            cycles.append(sorted(component))
+
+for module in edges:
+    if module not in index:
+        visit(module)
+print(json.dumps(sorted(cycles)))
+"""
 
 
 def test_the_import_contracts_hold():
