@@ -1,4 +1,4 @@
-"""The scoring core as plain functions, for a notebook or a server: no Beam, no warehouse.
+"""The scoring core as plain functions, for a notebook or a server: no Beam, nothing written.
 
     from smescore import api
     model = api.load_model("out/demo/registry")                   # the champion
