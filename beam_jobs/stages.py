@@ -155,7 +155,7 @@ class StageRiskTables(beam.PTransform):
             if name in self.to_bigquery:
                 (rows | f"Stage[{name}]" >> self.to_bigquery[name]
                  | f"Prestaged[{name}]" >> beam.Map(publish.write_prestaged, name,
-                                                    os.path.join(self.staging, "prestaged")))
+                                                    os.path.join(self.staging, "prestaged.parquet")))
             elif name == "rejected":
                 rows | f"Stage[{name}]" >> sinks.WriteRejected(path)
             elif name == "rows_in":
