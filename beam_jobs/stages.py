@@ -152,10 +152,10 @@ class StageRiskTables(beam.PTransform):
     def expand(self, staged: dict):
         for name, rows in sorted(staged.items()):
             path = os.path.join(self.staging, f"{name}.parquet")
-            if name in self.to_bigquery:
+            if name in self.to_bigquery:      # the rows loaded, counted for the publication
+                counted = os.path.join(self.staging, "prestaged.parquet")
                 (rows | f"Stage[{name}]" >> self.to_bigquery[name]
-                 | f"Prestaged[{name}]" >> beam.Map(publish.write_prestaged, name,
-                                                    os.path.join(self.staging, "prestaged.parquet")))
+                 | f"Prestaged[{name}]" >> beam.Map(publish.write_prestaged, name, counted))
             elif name == "rejected":
                 rows | f"Stage[{name}]" >> sinks.WriteRejected(path)
             elif name == "rows_in":
