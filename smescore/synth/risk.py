@@ -40,6 +40,7 @@ import dataclasses
 import numpy as np
 
 from smescore.synth.calendar import MonthGrid, month_of_days
+from smescore.synth import truth
 from smescore.synth.firms import Firms, stream
 from transforms import feeds
 
@@ -273,10 +274,11 @@ class _Book:
 
 def simulate(seed: int, firms: Firms, grid: MonthGrid, loans: Originations,
              can_show_power: np.ndarray, can_show_headcount: np.ndarray,
-             params: RiskParams = RiskParams()) -> RiskPath:
+             params: RiskParams = RiskParams(), plain_truth: bool = False) -> RiskPath:
     """Month by month (vectorised over firms): distress, driver onsets, hazard, arrears draws.
     Drops need a visible baseline: no power drop without a power account, no headcount decline
-    below three insured staff."""
+    below three insured staff. The true PD comes from truth.expected_pd; `plain_truth` computes
+    the same numbers the slow, plain way (_expected_pd), for the tests."""
     rng = stream(seed, "risk")
     p = params
     n, T, B = firms.n, grid.burn_in + grid.months, grid.burn_in
@@ -287,9 +289,11 @@ def simulate(seed: int, firms: Firms, grid: MonthGrid, loans: Originations,
     pd_12m = np.zeros((n, T), np.float32)
     contrib = np.zeros((n, T, len(DRIVERS)), np.float32)
     truth_rng = stream(seed, "truth")
+    groups = truth.Groups.of(firms.controller)
+    first_month = loans.first_month
 
     def borrowing(w):
-        return loans.first_month <= grid.first + w
+        return first_month <= grid.first + w
 
     for j in range(T):
         w = j - B
@@ -300,8 +304,12 @@ def simulate(seed: int, firms: Firms, grid: MonthGrid, loans: Originations,
         h = book.hazard(c, age)
         hazard[:, j], contrib[:, j] = h, c
         if w >= 0:
-            pd_12m[:, j] = _expected_pd(book, truth_rng, h, j, w, age, allowed, borrowing,
-                                        params.truth_paths)
+            if plain_truth:
+                pd_12m[:, j] = _expected_pd(book, truth_rng, h, j, w, age, allowed, borrowing,
+                                            params.truth_paths)
+            else:
+                pd_12m[:, j] = truth.expected_pd(book, truth_rng, h, j, w, age, allowed, borrowing,
+                                                 params.truth_paths, groups)
 
         # Arrears start in month w+1 with probability h. In the burn-in a firm that would have
         # defaulted is replaced by a fresh one (the window starts with a performing book).
