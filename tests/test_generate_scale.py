@@ -1,5 +1,6 @@
 """The generator at scale: the sparse ground truth (synth/truth.py) gives exactly the numbers of
-the plain one, and the files are the bytes the plain generator wrote."""
+the plain one, the files are the bytes the plain generator wrote, and a book written in chunks
+of firms (synth/chunks.py) holds the same rows."""
 from __future__ import annotations
 
 import datetime as dt
@@ -7,10 +8,13 @@ import hashlib
 import os
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from smescore.generate import generate
-from smescore.synth import calendar, firms as firms_mod, risk, series, truth
+from smescore.synth import calendar, chunks, firms as firms_mod, risk, series, truth
+from transforms import feeds
 
 END = dt.date(2026, 10, 31)
 
@@ -92,3 +96,34 @@ def test_groups_give_the_plain_related_arrears(small_book):
     assert seen == {0.0, 1.0, 1.25}
     mates = groups.around(np.array([int(np.argmax(np.bincount(book.controller)[book.controller]))]))
     assert len(mates) == np.bincount(book.controller).max() > 1
+
+
+def test_chunks_of_firms_write_the_same_rows(tmp_path):
+    """Chunks of 128 firms (3 chunks, the last short): the same rows in the same order, in one
+    part file per chunk, as the whole book at once (the pinned files above)."""
+    whole, chunked = str(tmp_path / "whole"), str(tmp_path / "chunked")
+    a = generate(whole, firms=300, months=24, end_date=END, seed=7)
+    b = generate(chunked, firms=300, months=24, end_date=END, seed=7, chunk_firms=128)
+    assert a["rows"] == b["rows"]
+    assert {k: v for k, v in a.items() if k not in ("out_dir", "elapsed_s")} == \
+        {k: v for k, v in b.items() if k not in ("out_dir", "elapsed_s")}
+    for folder in (*feeds.FEEDS, feeds.GROUND_TRUTH_DIR):
+        parts = sorted(os.listdir(os.path.join(chunked, folder)))
+        per_firm = folder not in ("enterprises", "registry_events", "invoices")
+        assert len(parts) == (3 if per_firm else 1), folder
+        read = [pq.read_table(os.path.join(d, folder, p)) for d in (whole, chunked)
+                for p in sorted(os.listdir(os.path.join(d, folder)))]
+        one = pq.read_table(os.path.join(whole, folder))
+        assert pa.concat_tables(read[len(read) - len(parts):]).equals(one), folder
+    first = pq.read_table(os.path.join(chunked, "loans", "part-00001.parquet"))
+    assert first.column("enterprise_id")[0].as_py() == "E0000129"     # numbered from the chunk
+    assert first.column("loan_id")[0].as_py().startswith("L00000129-")
+
+
+def test_split_stream_refuses_chunks_out_of_order():
+    split = chunks.SplitStream(np.random.default_rng(1), chunks.bounds(10, 4))
+    with pytest.raises(RuntimeError, match="chunk 0 draws first"):
+        split.chunk(1)
+    with pytest.raises(ValueError, match="chunk 0 draws 5 rows, it has 4 firms"):
+        split.chunk(0).random((5, 2))
+    assert chunks.bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]

@@ -142,7 +142,6 @@ class RiskPath:
     hazard: np.ndarray             # [n, T] h_t, the probability of arrears starting in t+1
     pd_12m: np.ndarray             # [n, T] 12-month PD implied at month-end t (before arrears)
     dominant: np.ndarray           # [n, T] int8 index into DRIVERS, -1 = no driver active
-    contribution: np.ndarray       # [n, T, 7] float32 logit contributions (for diagnostics)
     onset: dict                    # flow drivers: window month of onset (NONE = never)
     depth: dict                    # flow drivers: fractional drop
     tax_arrears: np.ndarray        # [n, T] bool: returns filed late / skipped this month
@@ -287,7 +286,7 @@ def simulate(seed: int, firms: Firms, grid: MonthGrid, loans: Originations,
                "headcount_decline": can_show_headcount}
     hazard = np.zeros((n, T), np.float32)
     pd_12m = np.zeros((n, T), np.float32)
-    contrib = np.zeros((n, T, len(DRIVERS)), np.float32)
+    dominant = np.zeros((n, T), np.int8)
     truth_rng = stream(seed, "truth")
     groups = truth.Groups.of(firms.controller)
     first_month = loans.first_month
@@ -302,7 +301,10 @@ def simulate(seed: int, firms: Firms, grid: MonthGrid, loans: Originations,
         book.step_drivers(rng.random((n, 8)), j, w, age, exists, allowed)
         c = book.contributions(j, w)
         h = book.hazard(c, age)
-        hazard[:, j], contrib[:, j] = h, c
+        hazard[:, j] = h
+        # the largest contribution as float32 (as the month's contributions were once kept)
+        c32 = c.astype(np.float32)
+        dominant[:, j] = np.where(c32.max(axis=1) > 0, c32.argmax(axis=1), -1)
         if w >= 0:
             if plain_truth:
                 pd_12m[:, j] = _expected_pd(book, truth_rng, h, j, w, age, allowed, borrowing,
@@ -319,9 +321,8 @@ def simulate(seed: int, firms: Firms, grid: MonthGrid, loans: Originations,
         else:
             book.replace(draw, j)
 
-    dominant = np.where(contrib.max(axis=2) > 0, contrib.argmax(axis=2), -1).astype(np.int8)
     return RiskPath(burn_in=B, hazard=hazard, pd_12m=pd_12m, dominant=dominant,
-                    contribution=contrib, onset=book.onset, depth=book.depth,
+                    onset=book.onset, depth=book.depth,
                     tax_arrears=book.tax[:, :T], events={e: v[:, :T] for e, v in book.events.items()},
                     arrears_start=book.arrears)
 
