@@ -30,7 +30,7 @@ from transforms import feeds
 
 BURN_IN_MONTHS = 24          # the risk process runs this long before the data starts
 ROWS_PER_INVOICE_PART = 4_000_000
-CHUNK_FIRMS = 50_000         # default firms per chunk of the per-firm feeds (bounds the series' memory)
+CHUNK_FIRMS = 50_000         # default firms per chunk of the per-firm feeds (the series' memory)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -137,7 +137,8 @@ class _Baseline:
         if moved.any():
             r = rows[moved]
             for d in risk.FLOWS:
-                c[moved, _COLUMN[d]] = self.flow.scale[d][r] * self.flow.weight(w - path.onset[d][r])
+                c[moved, _COLUMN[d]] = (self.flow.scale[d][r]
+                                        * self.flow.weight(w - path.onset[d][r]))
         touched = path.touched[rows]
         if touched.any():
             c[touched, _COLUMN["related_arrears"]] = self.groups.related(rows[touched],
