@@ -55,31 +55,26 @@ def table_bytes(source: str, as_of: dt.date, work: str) -> dict:
         con.execute(f"CREATE OR REPLACE TABLE night_compact AS SELECT {columns_sql} "
                     f"FROM attribution_summary WHERE as_of_date = ?", [as_of])
     out = {}
-    for name in (*contract.TABLES, ):
+    for name in contract.TABLES:
         path = os.path.join(work, f"one-{name}.duckdb")
         if os.path.exists(path):
             os.remove(path)
         Warehouse(path).ensure_schema()
         empty = used_bytes(path)
+        table_sql = contract.quote("night_compact" if name == "attributions_compact" else name)
+        with duckdb.connect(source, read_only=True) as src:
+            rows = src.execute(f"SELECT * FROM {table_sql} WHERE as_of_date = ?",
+                               [as_of]).to_arrow_table()
         with duckdb.connect(path) as con:
-            con.execute("ATTACH ? AS src (READ_ONLY)", [source])
-            table_sql = contract.quote(name)
-            if name == "attributions_compact":
-                con.execute("INSERT INTO attributions_compact SELECT * FROM src.night_compact")
-            elif name == "runs":
-                con.execute("INSERT INTO runs SELECT * FROM src.runs WHERE as_of_date = ?", [as_of])
-            else:
-                con.execute(f"INSERT INTO {table_sql} SELECT * FROM src.{table_sql} "
-                            f"WHERE as_of_date = ?", [as_of])
-            rows = con.execute(f"SELECT COUNT(*) FROM {table_sql}").fetchone()[0]
-            con.execute("DETACH src")
-        out[name] = (int(rows), used_bytes(path) - empty)
+            con.register("night_rows", rows)
+            con.execute(f"INSERT INTO {contract.quote(name)} SELECT * FROM night_rows")
+        out[name] = (rows.num_rows, used_bytes(path) - empty)
         os.remove(path)
     return out
 
 
 def copy_night(con, base: dt.date, day: dt.date) -> None:
-    """The base night's rows of every date-partitioned table (and its run) again, as of `day`."""
+    """The `base` night's rows of every date-partitioned table (and its run) again, as of `day`."""
     for name, t in contract.TABLES.items():
         if t.partition_by != "as_of_date" or name == "attributions_compact":
             continue
@@ -103,9 +98,9 @@ def simulate(source: str, as_of: dt.date, nights: int, work: str, policy) -> lis
     trace = []
     for k in range(nights):
         day = first + dt.timedelta(days=k)
-        if k:
+        if k:           # the night before is the latest, so the policy still keeps it whole
             with duckdb.connect(path) as con:
-                copy_night(con, first, day)
+                copy_night(con, day - dt.timedelta(days=1), day)
         report = retention.apply(path, policy)
         trace.append({"night": day.isoformat(), "compacted": report["dates"],
                       "used_bytes": report["used_bytes_after"],
