@@ -26,7 +26,7 @@ from typing import Callable, Optional
 import duckdb
 
 from smescore import tables as contract
-from smescore.errors import BadInput
+from smescore.errors import BadInput, SmescoreError
 from smescore.warehouse import Warehouse
 
 ENV = "SMESCORE_RETENTION_CONFIG"          # a policy file for the nightly job's hook
@@ -165,6 +165,6 @@ def after_publish(warehouse: Optional[str], progress: Callable[[str], None]) -> 
         return None
     try:
         return apply(warehouse, Policy.load(os.environ.get(ENV)), progress=progress)
-    except (BadInput, duckdb.Error, OSError) as err:
+    except (SmescoreError, duckdb.Error, OSError) as err:     # BadInput, a held lock, disk
         progress(f"[retain] retention not applied to {warehouse}: {type(err).__name__}: {err}")
         return {"warehouse": warehouse, "error": f"{type(err).__name__}: {err}"}

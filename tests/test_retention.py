@@ -170,3 +170,19 @@ def test_bigquery_ddl_expires_attribution_partitions_by_the_policy():
     assert "OPTIONS(partition_expiration_days=7, description=" in ddl
     assert "partition_expiration_days" not in sqlgen.bigquery_ddl("scores")
     assert "partition_expiration_days" not in sqlgen.bigquery_ddl("attributions_compact")
+
+
+def test_the_hook_reports_a_failure_instead_of_raising(tmp_path, monkeypatch):
+    """The night is published when the hook runs: a broken policy file is said, not raised."""
+    from smescore.warehouse import Warehouse
+    path = str(tmp_path / "w.duckdb")
+    Warehouse(path).ensure_schema()
+    said = []
+    monkeypatch.setenv(retention.ENV, str(tmp_path / "missing.json"))
+    result = retention.after_publish(path, said.append)
+    assert result["error"].startswith("BadInput: retention config ")
+    assert "missing.json" in result["error"]
+    assert said and said[0].startswith(f"[retain] retention not applied to {path}")
+    assert retention.after_publish(None, said.append) is None        # BigQuery: not this hook
+    monkeypatch.delenv(retention.ENV)
+    assert retention.after_publish(path, said.append)["dates"] == []
