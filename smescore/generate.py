@@ -2,11 +2,13 @@
 ground truth.
 
 Writes `<out_dir>/<feed>/part-NNNNN.parquet` for every feed in transforms.feeds.FEEDS (exactly
-their schemas) and `<out_dir>/_ground_truth/ground_truth.parquet` (GROUND_TRUTH_SCHEMA): each
-firm's true 12-month PD and dominant risk driver at every month-end. How the book is simulated:
+their schemas) and `<out_dir>/_ground_truth/ground_truth.parquet` (GROUND_TRUTH_SCHEMA; one
+`part-NNNNN.parquet` per chunk of firms when the book is bigger than a chunk): each firm's true
+12-month PD and dominant risk driver at every month-end. How the book is simulated:
 smescore/synth/ (firms -> risk drivers and defaults -> monthly series -> feeds).
 
-Deterministic: the same arguments give byte-identical files.
+Deterministic: the same arguments give byte-identical files; the chunk size changes only how the
+per-firm feeds are split into part files, never a row.
 """
 from __future__ import annotations
 

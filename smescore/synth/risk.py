@@ -39,8 +39,8 @@ import dataclasses
 
 import numpy as np
 
-from smescore.synth.calendar import MonthGrid, month_of_days
 from smescore.synth import truth
+from smescore.synth.calendar import MonthGrid, month_of_days
 from smescore.synth.firms import Firms, stream
 from transforms import feeds
 
