@@ -23,7 +23,7 @@ from beam_jobs import (dataflow, entry, gates, monitor, preflight, publish, risk
 from beam_jobs.inference import ChampionChallengersHandler
 from beam_jobs.options import ScoreConfig, config
 from beam_jobs.sources import feed_source
-from smescore import runtime
+from smescore import retention, runtime
 from smescore.errors import BadInput, SmescoreError
 from transforms import feeds as feed_contract
 from transforms.beam_features import ComputeFeatures
@@ -138,7 +138,10 @@ def _run_started(options, cfg, source, run_ctx):
                 risk_sinks.open_risk_tables(cfg).drop_staging(run_ctx.scoring.run_id, prestaged)
             except Exception as err:  # noqa: BLE001 - they expire in a day; the run's error matters
                 run_ctx.progress(f"[score] could not drop the staging tables {prestaged}: {err}")
-    # Outside the try: the tables are published, so nothing monitoring does can mark the run failed.
+    # Outside the try: the tables are published, so nothing monitoring or retention does can mark
+    # the run failed.
+    result["retention"] = retention.after_publish(
+        cfg.warehouse if cfg.sink == "duckdb" else None, run_ctx.progress)
     return monitor.run_succeeded(cfg, run_ctx, result)
 
 

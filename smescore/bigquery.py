@@ -24,7 +24,7 @@ from typing import Any, Optional
 import sqlglot
 from sqlglot import exp
 
-from smescore import flags, runtime, sqlfiles, sqlgen
+from smescore import flags, retention, runtime, sqlfiles, sqlgen
 from smescore.errors import UsageError
 from smescore import tables as contract
 
@@ -194,7 +194,11 @@ def table_resource(conn: Connection, dataset: str, name: str, table_name: Option
     resource = bigquery.Table(conn.table_id(dataset, table_name or name), schema=schema_fields(name))
     resource.description = t.description
     if t.partition_by:
-        resource.time_partitioning = bigquery.TimePartitioning(field=t.partition_by)
+        # the retention policy's age rule, on the table itself (not on a run's staging copy)
+        expiry = None if table_name not in (None, name) else \
+            retention.Policy.load().expiration_days(name)
+        resource.time_partitioning = bigquery.TimePartitioning(
+            field=t.partition_by, expiration_ms=expiry * 86_400_000 if expiry else None)
     resource.clustering_fields = list(t.cluster_by) or None
     return resource
 

@@ -39,11 +39,12 @@ _progress = runtime.progress
 
 
 def cmd_generate(args, beam_args) -> int:
-    from synth.generate import InvoiceShift, generate
+    from synth.generate import CHUNK_FIRMS, InvoiceShift, generate
     shift = (InvoiceShift(args.shift_industry, args.shift_drop, args.shift_months)
              if args.shift_industry else None)
     summary = generate(args.out, firms=args.firms, months=args.months, end_date=args.end_date,
-                       seed=args.seed, progress=_progress, shift=shift)
+                       seed=args.seed, progress=_progress, shift=shift,
+                       chunk_firms=args.chunk_firms or CHUNK_FIRMS)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -262,6 +263,22 @@ def cmd_query(args, beam_args) -> int:
     return 0
 
 
+def cmd_retain(args, beam_args) -> int:
+    from smescore import retention
+    result = retention.apply(args.warehouse, retention.Policy.load(args.config),
+                             dry_run=args.dry_run, progress=_progress)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _retain(r) -> None:
+    flags.add(r, "warehouse", required=True, help="DuckDB file of the risk tables")
+    flags.add(r, "config", default=None,
+              help="retention policy file (default: the packaged smescore/config/retention.json)")
+    flags.add(r, "dry_run", action="store_true",
+              help="say which dates would be compacted and change nothing")
+
+
 def _generate(g) -> None:
     flags.add(g, "out", required=True, help="feeds folder to write (<out>/<feed>/*.parquet)")
     flags.add(g, "firms", type=_positive, default=10_000, help="firms in the portfolio")
@@ -269,6 +286,9 @@ def _generate(g) -> None:
     flags.add(g, "end_date", type=_date, default=dt.date(2026, 10, 31),
               help="last day the feeds cover, YYYY-MM-DD")
     flags.add(g, "seed", type=int, default=7, help="random seed (same seed, same feeds)")
+    flags.add(g, "chunk_firms", type=_positive, default=None,
+              help="firms per chunk of the per-firm feeds, default 50,000 (memory only: the "
+                   "rows do not change)")
     flags.add(g, "shift_industry", default=None, metavar="SECTION",
               help="inject a data shift: invoices of this industry section (A..T; C is "
                    "manufacturing) drop in the last months")
@@ -394,6 +414,8 @@ COMMANDS = {
                  False, cmd_rollback),
     "challenger": ("add, remove or list the challengers (audited)", _challenger, None, False,
                    cmd_challenger),
+    "retain": ("apply the retention policy: compact the attributions of dates it no longer keeps "
+               "in full (idempotent)", _retain, None, False, cmd_retain),
     "query": ("run SQL on the warehouse (views: latest_scores, grade_distribution, "
               "top_risk_drivers, grade_migration, run_history)", _query, None, False, cmd_query),
 }

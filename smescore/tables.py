@@ -176,6 +176,32 @@ ATTRIBUTIONS = Table(
     replaced_by="as_of_date",
 )
 
+ATTRIBUTIONS_COMPACT = Table(
+    name="attributions_compact",
+    description="The attributions of dates the retention policy compacted "
+                "(smescore/config/retention.json): per model version, segment and business "
+                "feature, what the firms' rows added up to. The view attribution_summary reads "
+                "these for compacted dates and the full rows for the others.",
+    columns=(
+        _as_of_date("the attribution"),
+        _model_version(),
+        _col("segment_type", pa.string(), "How the book is cut: 'all', 'industry' or 'region'.",
+             allowed=("all", "industry", "region")),
+        _col("segment", pa.string(), "'all', the industry section letter or the province "
+             "('unknown' for a firm without segments that date)."),
+        _col("feature", pa.string(), "Business feature."),
+        _col("n_firms", pa.int64(), "Model-scored firms with an attribution for the feature."),
+        _col("n_negative", pa.int64(), "Of them, firms whose points for the feature are below 0."),
+        _col("sum_points", pa.float64(), "Sum of the firms' points for the feature."),
+        _col("mean_points", pa.float64(), "Mean points (sum_points / n_firms)."),
+        _col("mean_abs_points", pa.float64(), "Mean |points|: what attribution drift compares."),
+        _col("mean_phi", pa.float64(), "Mean attribution in calibrated log-odds."),
+    ),
+    partition_by="as_of_date",
+    cluster_by=("model_version", "segment_type", "feature"),
+    replaced_by="as_of_date",
+)
+
 PORTFOLIO_SUMMARY = Table(
     name="portfolio_summary",
     description="Per as-of date and segment: firms, mean PD, expected defaults, score percentiles.",
@@ -385,7 +411,8 @@ BACKTEST_ROC = Table(
 )
 
 TABLES: dict[str, Table] = {t.name: t for t in
-                            (SCORES, SCORES_SHADOW, ATTRIBUTIONS, PORTFOLIO_SUMMARY, DRIFT,
+                            (SCORES, SCORES_SHADOW, ATTRIBUTIONS, ATTRIBUTIONS_COMPACT,
+                             PORTFOLIO_SUMMARY, DRIFT,
                              CHALLENGER_COMPARISON, PERFORMANCE, BACKTEST_ROC, RUNS,
                              REJECTED_RECORDS, FIRM_SEGMENTS)}
 

@@ -2,11 +2,13 @@
 ground truth.
 
 Writes `<out_dir>/<feed>/part-NNNNN.parquet` for every feed in transforms.feeds.FEEDS (exactly
-their schemas) and `<out_dir>/_ground_truth/ground_truth.parquet` (GROUND_TRUTH_SCHEMA): each
-firm's true 12-month PD and dominant risk driver at every month-end. How the book is simulated:
+their schemas) and `<out_dir>/_ground_truth/ground_truth.parquet` (GROUND_TRUTH_SCHEMA; one
+`part-NNNNN.parquet` per chunk of firms when the book is bigger than a chunk): each firm's true
+12-month PD and dominant risk driver at every month-end. How the book is simulated:
 synth/ (firms -> risk drivers and defaults -> monthly series -> feeds).
 
-Deterministic: the same arguments give byte-identical files.
+Deterministic: the same arguments give byte-identical files; the chunk size changes only how the
+per-firm feeds are split into part files, never a row.
 """
 from __future__ import annotations
 
@@ -24,11 +26,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from synth import calendar, firms as firms_mod, invoices, oracle, risk, series, tables, truth
+from synth import (calendar, chunks, firms as firms_mod, invoices, oracle, risk, series,
+                   tables, truth)
 from transforms import feeds
 
 BURN_IN_MONTHS = 24          # the risk process runs this long before the data starts
 ROWS_PER_INVOICE_PART = 4_000_000
+CHUNK_FIRMS = 50_000         # default firms per chunk of the per-firm feeds (the series' memory)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,13 +69,15 @@ class InvoiceShift:
 
 def generate(out_dir: str, firms: int, months: int, end_date: dt.date, seed: int,
              progress: Callable[[str], None] | None = None,
-             shift: InvoiceShift | None = None) -> dict:
+             shift: InvoiceShift | None = None, chunk_firms: int = CHUNK_FIRMS) -> dict:
     """Generate `firms` firms over the `months` calendar months ending with end_date's month.
 
     Returns a summary: rows per feed, the 12-month default rate and the oracle AUC of the ground
     truth over the as-of dates end_date-24 .. end_date-12 months (firms established and not in
     default at the date), the share of (default, as-of date 1..12 months before it) pairs with a
     named driver active, and elapsed seconds. `shift` injects a data shift into the invoices.
+    The monthly series, tax filings, bills, loans and ground truth are built `chunk_firms` firms
+    at a time (one part file each); the rows are the same whatever the chunk size.
     """
     _check(firms, months, end_date)
     say = progress or (lambda message: None)
@@ -85,7 +91,6 @@ def generate(out_dir: str, firms: int, months: int, end_date: dt.date, seed: int
     say(f"simulating risk: {firms:,} firms x {months} months (+{BURN_IN_MONTHS} burn-in)")
     path = risk.simulate(seed, book, grid, orig, can_show_power=ops.has_power,
                          can_show_headcount=ops.si_headcount0 >= 3)
-    monthly = series.build(seed, book, ops, grid, path, end_day)
 
     rows = {}
 
@@ -98,12 +103,9 @@ def generate(out_dir: str, firms: int, months: int, end_date: dt.date, seed: int
     for folder in (*feeds.FEEDS, truth.GROUND_TRUTH_DIR):
         _fresh_folder(os.path.join(out_dir, folder))
     write("enterprises", tables.enterprises(book))
-    write("tax_filings", tables.tax_filings(book, grid, monthly, end_day))
-    write("utility_bills", tables.utility_bills(book, grid, monthly, ops.tariff, end_day))
+    levels = _write_chunks(seed, book, ops, orig, grid, path, end_day, chunk_firms, write)
     write("registry_events", tables.registry_events(seed, book, grid, path, end_day))
-    write("loans", tables.loans(seed, book, grid, orig, path))
-    _write_invoices(seed, book, ops, grid, monthly, end_day, write, shift)
-    write(truth.GROUND_TRUTH_DIR, tables.ground_truth(book, grid, path), name="ground_truth.parquet")
+    _write_invoices(seed, book, ops, grid, levels, end_day, write, shift)
 
     quality = oracle.summary(book, grid, path)
     summary = {"out_dir": out_dir, "firms": firms, "months": months,
@@ -118,12 +120,36 @@ def generate(out_dir: str, firms: int, months: int, end_date: dt.date, seed: int
     return summary
 
 
-def _write_invoices(seed, book, ops, grid, monthly, end_day, write, shift=None) -> None:
-    """Consecutive months grouped into parts of at most ~ROWS_PER_INVOICE_PART rows."""
-    maker = invoices.InvoiceMaker(seed, book, ops, grid, monthly,
+def _write_chunks(seed, book, ops, orig, grid, path, end_day, chunk_firms, write):
+    """The per-firm feeds and the ground truth, chunk by chunk of firms; returns what the
+    invoices need of the series for the whole book. One chunk writes the files the whole-book
+    generator always wrote (the ground truth as ground_truth.parquet)."""
+    n = book.n
+    spans = chunks.bounds(n, chunk_firms)
+    draws = {name: chunks.SplitStream(firms_mod.stream(seed, name), spans)
+             for name in ("series", "loan-balances")}
+    levels = chunks.InvoiceLevels.empty(n, grid.months)
+    for c, (lo, hi) in enumerate(spans):
+        f, p = chunks.rows(book, n, lo, hi), chunks.rows(path, n, lo, hi)
+        o = chunks.rows(ops, n, lo, hi)
+        monthly = series.build(seed, f, o, grid, p, end_day, rng=draws["series"].chunk(c))
+        levels.fill(lo, monthly)
+        write("tax_filings", tables.tax_filings(f, grid, monthly, end_day), c)
+        write("utility_bills", tables.utility_bills(f, grid, monthly, o.tariff, end_day), c)
+        write("loans", tables.loans(seed, f, grid, chunks.rows(orig, n, lo, hi), p,
+                                    rng=draws["loan-balances"].chunk(c), first_firm=lo), c)
+        write(truth.GROUND_TRUTH_DIR, tables.ground_truth(f, grid, p), c,
+              name="ground_truth.parquet" if len(spans) == 1 else None)
+    return levels
+
+
+def _write_invoices(seed, book, ops, grid, levels, end_day, write, shift=None) -> None:
+    """Consecutive months grouped into parts of at most ~ROWS_PER_INVOICE_PART rows; `levels`:
+    the series the invoices read (chunks.InvoiceLevels), for every firm."""
+    maker = invoices.InvoiceMaker(seed, book, ops, grid, levels,
                                   firms_mod.draw_trade_network(seed, book, "sales"),
                                   firms_mod.draw_trade_network(seed, book, "purchase"), end_day)
-    expected = invoices.expected_rows(book, ops, monthly)
+    expected = invoices.expected_rows(book, ops, levels)
     part, batch, size = 0, [], 0.0
     for w in range(grid.months):
         if batch and size + expected[w] > ROWS_PER_INVOICE_PART:

@@ -39,8 +39,8 @@ import dataclasses
 
 import numpy as np
 
+from synth import expected_pd, truth
 from synth.calendar import MonthGrid, month_of_days
-from synth import truth
 from synth.firms import Firms, stream
 
 DRIVERS = tuple(truth.DRIVER_FAMILY)          # ground-truth names, in a fixed order
@@ -141,7 +141,6 @@ class RiskPath:
     hazard: np.ndarray             # [n, T] h_t, the probability of arrears starting in t+1
     pd_12m: np.ndarray             # [n, T] 12-month PD implied at month-end t (before arrears)
     dominant: np.ndarray           # [n, T] int8 index into DRIVERS, -1 = no driver active
-    contribution: np.ndarray       # [n, T, 7] float32 logit contributions (for diagnostics)
     onset: dict                    # flow drivers: window month of onset (NONE = never)
     depth: dict                    # flow drivers: fractional drop
     tax_arrears: np.ndarray        # [n, T] bool: returns filed late / skipped this month
@@ -273,10 +272,11 @@ class _Book:
 
 def simulate(seed: int, firms: Firms, grid: MonthGrid, loans: Originations,
              can_show_power: np.ndarray, can_show_headcount: np.ndarray,
-             params: RiskParams = RiskParams()) -> RiskPath:
+             params: RiskParams = RiskParams(), plain_truth: bool = False) -> RiskPath:
     """Month by month (vectorised over firms): distress, driver onsets, hazard, arrears draws.
     Drops need a visible baseline: no power drop without a power account, no headcount decline
-    below three insured staff."""
+    below three insured staff. The true PD comes from expected_pd.expected_pd; `plain_truth` computes
+    the same numbers the slow, plain way (_expected_pd), for the tests."""
     rng = stream(seed, "risk")
     p = params
     n, T, B = firms.n, grid.burn_in + grid.months, grid.burn_in
@@ -285,11 +285,13 @@ def simulate(seed: int, firms: Firms, grid: MonthGrid, loans: Originations,
                "headcount_decline": can_show_headcount}
     hazard = np.zeros((n, T), np.float32)
     pd_12m = np.zeros((n, T), np.float32)
-    contrib = np.zeros((n, T, len(DRIVERS)), np.float32)
+    dominant = np.zeros((n, T), np.int8)
     truth_rng = stream(seed, "truth")
+    groups = expected_pd.Groups.of(firms.controller)
+    first_month = loans.first_month
 
     def borrowing(w):
-        return loans.first_month <= grid.first + w
+        return first_month <= grid.first + w
 
     for j in range(T):
         w = j - B
@@ -298,10 +300,17 @@ def simulate(seed: int, firms: Firms, grid: MonthGrid, loans: Originations,
         book.step_drivers(rng.random((n, 8)), j, w, age, exists, allowed)
         c = book.contributions(j, w)
         h = book.hazard(c, age)
-        hazard[:, j], contrib[:, j] = h, c
+        hazard[:, j] = h
+        # the largest contribution as float32 (as the month's contributions were once kept)
+        c32 = c.astype(np.float32)
+        dominant[:, j] = np.where(c32.max(axis=1) > 0, c32.argmax(axis=1), -1)
         if w >= 0:
-            pd_12m[:, j] = _expected_pd(book, truth_rng, h, j, w, age, allowed, borrowing,
-                                        params.truth_paths)
+            if plain_truth:
+                pd_12m[:, j] = _expected_pd(book, truth_rng, h, j, w, age, allowed, borrowing,
+                                            params.truth_paths)
+            else:
+                pd_12m[:, j] = expected_pd.expected_pd(book, truth_rng, h, j, w, age, allowed, borrowing,
+                                                 params.truth_paths, groups)
 
         # Arrears start in month w+1 with probability h. In the burn-in a firm that would have
         # defaulted is replaced by a fresh one (the window starts with a performing book).
@@ -311,9 +320,8 @@ def simulate(seed: int, firms: Firms, grid: MonthGrid, loans: Originations,
         else:
             book.replace(draw, j)
 
-    dominant = np.where(contrib.max(axis=2) > 0, contrib.argmax(axis=2), -1).astype(np.int8)
     return RiskPath(burn_in=B, hazard=hazard, pd_12m=pd_12m, dominant=dominant,
-                    contribution=contrib, onset=book.onset, depth=book.depth,
+                    onset=book.onset, depth=book.depth,
                     tax_arrears=book.tax[:, :T], events={e: v[:, :T] for e, v in book.events.items()},
                     arrears_start=book.arrears)
 

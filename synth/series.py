@@ -113,8 +113,9 @@ def _after_onset(onset, months, lead=0):
 
 
 def build(seed: int, firms: Firms, ops: Operations, grid: MonthGrid, path: RiskPath,
-          end_day: int) -> Series:
-    rng = stream(seed, "series")
+          end_day: int, rng=None) -> Series:
+    """`rng`: the draws of a chunk of firms (chunks.SplitStream); default the whole book's."""
+    rng = stream(seed, "series") if rng is None else rng
     n, M = firms.n, grid.months
     months = np.arange(M)
     month_idx = grid.index(months)

@@ -137,11 +137,12 @@ def _event_amount(rng, kind, firms, firm):
 
 
 def loans(seed: int, firms: Firms, grid: MonthGrid, orig: risk.Originations,
-          path: risk.RiskPath) -> pa.Table:
+          path: risk.RiskPath, rng=None, first_firm: int = 0) -> pa.Table:
     """Month-end snapshots of each loan from origination on. DPD 30, 60, 90 in the three months
     ending with the default month, then +30 a month; balances freeze (with interest) once
     payments stop. A second loan of the same borrower goes into arrears with the first."""
-    rng = stream(seed, "loan-balances")
+    # `rng`, `first_firm`: a chunk of firms (chunks.SplitStream), numbered from first_firm
+    rng = stream(seed, "loan-balances") if rng is None else rng
     n, M = firms.n, grid.months
     revenue = np.exp(firms.log_revenue)
     amount1 = np.clip(np.round(revenue * np.exp(rng.normal(np.log(0.2), 0.5, n)), -4), 3e4, 3e7)
@@ -173,7 +174,8 @@ def loans(seed: int, firms: Firms, grid: MonthGrid, orig: risk.Originations,
     firm, w, k, day, balance, dpd = (np.concatenate(x) for x in zip(*rows))
     order = np.lexsort((w, k, firm))
     firm, w, k, day, balance, dpd = (a[order] for a in (firm, w, k, day, balance, dpd))
-    loan_ids = np.array([f"L{i + 1:08d}-{j + 1}" for i in range(n) for j in range(2)], dtype=object)
+    loan_ids = np.array([f"L{i + 1:08d}-{j + 1}" for i in range(first_firm, first_firm + n)
+                         for j in range(2)], dtype=object)
     return table("loans", {
         "loan_id": strings(loan_ids, firm * 2 + k),
         "enterprise_id": strings(firms.enterprise_id, firm),

@@ -136,6 +136,9 @@ def test_contract_has_the_issue_tables_and_columns_in_order():
                           "model_role", "pd", "score", "grade", "base_points", "reasons", "run_id"],
         "attributions": ["as_of_date", "enterprise_id", "model_version", "feature", "value",
                          "value_text", "phi", "points"],
+        "attributions_compact": ["as_of_date", "model_version", "segment_type", "segment",
+                                 "feature", "n_firms", "n_negative", "sum_points", "mean_points",
+                                 "mean_abs_points", "mean_phi"],
         "portfolio_summary": ["as_of_date", "model_version", "segment_type", "segment", "n_firms",
                               "mean_pd", "expected_defaults", "score_p10", "score_p50",
                               "score_p90", "share_of_firms"],
@@ -605,7 +608,8 @@ VIEW_FILES = sorted((pathlib.Path(wh_module.VIEWS_DIR)).glob("*.sql"))
 
 def test_the_views_are_there():
     assert [p.stem for p in VIEW_FILES] == [
-        "backtest_history", "drift_history", "grade_distribution", "grade_migration",
+        "attribution_summary", "backtest_history", "drift_history", "grade_distribution",
+        "grade_migration",
         "latest_scores", "run_history", "top_risk_drivers", "top_risk_drivers_by_industry"]
 
 

@@ -11,4 +11,4 @@ CREATE TABLE IF NOT EXISTS `attributions` (
 )
 PARTITION BY `as_of_date`
 CLUSTER BY `model_version`, `feature`, `enterprise_id`
-OPTIONS(description="One row per model-scored firm and business feature: SHAP value in log-odds and the score points it is worth.");
+OPTIONS(partition_expiration_days=7, description="One row per model-scored firm and business feature: SHAP value in log-odds and the score points it is worth.");
