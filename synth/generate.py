@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from synth import (calendar, chunks, firms as firms_mod, invoices, oracle, risk, series,
+from synth import (calendar, chunks, firms as firms_mod, invoices, oracle, risk, series, simulation,
                    tables, truth)
 from transforms import feeds
 
@@ -89,7 +89,7 @@ def generate(out_dir: str, firms: int, months: int, end_date: dt.date, seed: int
     ops = series.draw_operations(seed, book)
     orig = risk.draw_originations(seed, book, grid)
     say(f"simulating risk: {firms:,} firms x {months} months (+{BURN_IN_MONTHS} burn-in)")
-    path = risk.simulate(seed, book, grid, orig, can_show_power=ops.has_power,
+    path = simulation.simulate(seed, book, grid, orig, can_show_power=ops.has_power,
                          can_show_headcount=ops.si_headcount0 >= 3)
 
     rows = {}

@@ -39,7 +39,7 @@ import dataclasses
 
 import numpy as np
 
-from synth import expected_pd, truth
+from synth import truth
 from synth.calendar import MonthGrid, month_of_days
 from synth.firms import Firms, stream
 
@@ -268,62 +268,6 @@ class _Book:
             self.cum[e][firms_mask, : j + 2] = 0
         self.tax[firms_mask, : j + 1] = False
         self.distress[firms_mask] = False
-
-
-def simulate(seed: int, firms: Firms, grid: MonthGrid, loans: Originations,
-             can_show_power: np.ndarray, can_show_headcount: np.ndarray,
-             params: RiskParams = RiskParams(), plain_truth: bool = False) -> RiskPath:
-    """Month by month (vectorised over firms): distress, driver onsets, hazard, arrears draws.
-    Drops need a visible baseline: no power drop without a power account, no headcount decline
-    below three insured staff. The true PD comes from expected_pd.expected_pd; `plain_truth` computes
-    the same numbers the slow, plain way (_expected_pd), for the tests."""
-    rng = stream(seed, "risk")
-    p = params
-    n, T, B = firms.n, grid.burn_in + grid.months, grid.burn_in
-    book = _Book(rng, firms, T, p)
-    allowed = {"sales_collapse": np.ones(n, bool), "power_drop": can_show_power,
-               "headcount_decline": can_show_headcount}
-    hazard = np.zeros((n, T), np.float32)
-    pd_12m = np.zeros((n, T), np.float32)
-    dominant = np.zeros((n, T), np.int8)
-    truth_rng = stream(seed, "truth")
-    groups = expected_pd.Groups.of(firms.controller)
-    first_month = loans.first_month
-
-    def borrowing(w):
-        return first_month <= grid.first + w
-
-    for j in range(T):
-        w = j - B
-        age = grid.first + w - firms.established_month
-        exists = age >= 0
-        book.step_drivers(rng.random((n, 8)), j, w, age, exists, allowed)
-        c = book.contributions(j, w)
-        h = book.hazard(c, age)
-        hazard[:, j] = h
-        # the largest contribution as float32 (as the month's contributions were once kept)
-        c32 = c.astype(np.float32)
-        dominant[:, j] = np.where(c32.max(axis=1) > 0, c32.argmax(axis=1), -1)
-        if w >= 0:
-            if plain_truth:
-                pd_12m[:, j] = _expected_pd(book, truth_rng, h, j, w, age, allowed, borrowing,
-                                            params.truth_paths)
-            else:
-                pd_12m[:, j] = expected_pd.expected_pd(book, truth_rng, h, j, w, age, allowed, borrowing,
-                                                 params.truth_paths, groups)
-
-        # Arrears start in month w+1 with probability h. In the burn-in a firm that would have
-        # defaulted is replaced by a fresh one (the window starts with a performing book).
-        draw = exists & borrowing(w) & (book.arrears == NEVER) & (rng.random(n) < h)
-        if w >= -1:
-            book.arrears[draw] = w + 1
-        else:
-            book.replace(draw, j)
-
-    return RiskPath(burn_in=B, hazard=hazard, pd_12m=pd_12m, dominant=dominant,
-                    onset=book.onset, depth=book.depth,
-                    tax_arrears=book.tax[:, :T], events={e: v[:, :T] for e, v in book.events.items()},
-                    arrears_start=book.arrears)
 
 
 def _expected_pd(book: "_Book", rng, h, j, w, age, allowed, borrowing, paths: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from synth.generate import generate
-from synth import calendar, chunks, expected_pd, firms as firms_mod, risk, series
+from synth import calendar, chunks, expected_pd, firms as firms_mod, risk, series, simulation, truth
 from transforms import feeds
 
 END = dt.date(2026, 10, 31)
@@ -61,7 +61,7 @@ def small_book():
 def test_sparse_truth_equals_the_plain_expectation_bit_for_bit(small_book, paths):
     book, grid, ops, loans = small_book
     params = risk.RiskParams(truth_paths=paths)
-    runs = [risk.simulate(11, book, grid, loans, ops.has_power, ops.si_headcount0 >= 3,
+    runs = [simulation.simulate(11, book, grid, loans, ops.has_power, ops.si_headcount0 >= 3,
                           params=params, plain_truth=plain) for plain in (True, False)]
     plain, sparse = (r.pd_12m[:, r.burn_in:] for r in runs)
     assert plain.shape == (700, 14)
@@ -107,7 +107,7 @@ def test_chunks_of_firms_write_the_same_rows(tmp_path):
     assert a["rows"] == b["rows"]
     assert {k: v for k, v in a.items() if k not in ("out_dir", "elapsed_s")} == \
         {k: v for k, v in b.items() if k not in ("out_dir", "elapsed_s")}
-    for folder in (*feeds.FEEDS, feeds.GROUND_TRUTH_DIR):
+    for folder in (*feeds.FEEDS, truth.GROUND_TRUTH_DIR):
         parts = sorted(os.listdir(os.path.join(chunked, folder)))
         per_firm = folder not in ("enterprises", "registry_events", "invoices")
         assert len(parts) == (3 if per_firm else 1), folder
