@@ -104,14 +104,18 @@ def load_model_set(registry_dir: str, canary_share: float = DEFAULT_CANARY_SHARE
     scoring = score_rows.Scoring(scorecard.scale, scorecard.master_scale, rules.rules,
                                  state.champion, SERVICE_RUN_ID, score_rows.typical_firms(cards))
     models = {v: tf.saved_model.load(reg.saved_model_path(v)) for v in versions}
+    for model in models.values():
+        warm_up(model)
     return ModelSet(state, scoring, shadow.Roles(state.champion, state.challengers, canary_share),
                     models, min_history_months, dt.datetime.now(dt.timezone.utc))
 
 
-def registry_files(registry_dir: str) -> tuple[str, str]:
-    """The two files a promote, rollback or challenger change rewrites (atomically)."""
-    return (os.path.join(registry_dir, model_registry.CHAMPION),
-            os.path.join(registry_dir, model_registry.CHALLENGERS))
+def warm_up(model) -> None:
+    """One call on a firm with every feature missing: the first call of a loaded SavedModel
+    optimises its graph (seconds), which belongs to loading, not to the first request."""
+    with_model_outputs(feature_table([{"enterprise_id": "warm-up", "features": {},
+                                       "in_default": False, "months_history": 0}],
+                                     [dt.date(2000, 1, 31)]), model)
 
 
 # ----------------------------------------------------------------------------- features

@@ -70,7 +70,7 @@ def _svg(score: Mapping, lang: Lang, scale: ScoreScale) -> str:
     lo, hi = min(totals), max(totals)
     pad = max(5.0, (hi - lo) * 0.08)
     lo, hi = lo - pad, hi + pad
-    label_w, bar_w, row_h = 260, 420, 26
+    label_w, bar_w, row_h = 400, 380, 26     # labels: the catalogue's full descriptions
     height = row_h * (len(steps) + 2) + 30
 
     def x(v):
