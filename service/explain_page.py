@@ -61,7 +61,7 @@ def waterfall_steps(score: Mapping, top: int = TOP_FEATURES) -> list[tuple[str, 
     return steps
 
 
-def _svg(score: Mapping, lang: Lang, scale: ScoreScale) -> str:
+def _svg(score: Mapping, lang: Lang) -> str:
     base = score["base_points"]
     steps = waterfall_steps(score)
     totals = [base]
@@ -129,7 +129,7 @@ def render(score: Mapping, values: Mapping, typical: TypicalFirm | None, lang: L
         parts.append(e(_t("in_default", lang)) + "</p>")
     else:
         parts.append(e(_t("published", lang, lo=int(scale.min_score), hi=int(scale.max_score)))
-                     + "</p>" + _svg(score, lang, scale))
+                     + "</p>" + _svg(score, lang))
     parts.append(f'<h2>{e(_t("reasons", lang))}</h2><ol class="reasons">')
     parts += [f'<li data-code="{e(r["code"])}" data-points="{r["points"]!r}">'
               f'{e(r["text_zh"] if lang == "zh" else r["text_en"])} ({r["points"]:+.1f})</li>'
