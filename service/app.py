@@ -22,6 +22,7 @@ import json
 import logging
 import time
 
+import orjson
 import pyarrow as pa
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -70,7 +71,8 @@ class Service:
         self.metrics = ServiceMetrics()
         self.models: core.ModelSet | None = None
         self.batcher = DynamicBatcher(self._score_batch, cfg.max_batch_rows,
-                                      cfg.max_wait_ms / 1000, self.metrics.batch_rows.observe)
+                                      cfg.max_wait_ms / 1000, self.metrics.batch_rows.observe,
+                                      core.batch_table)
         self.feed_store = FeedStore(cfg.feeds) if cfg.feeds else None
         self._watcher: asyncio.Task | None = None
 
@@ -92,7 +94,8 @@ class Service:
             for sh in s.shadow:
                 self.metrics.shadow.labels(sh.get("model_version") or "unknown",
                                            "failed" if sh.get("error") else "ok").inc()
-                shadow_log.info(json.dumps(_shadow_line(s.row, sh), default=str))
+                if shadow_log.isEnabledFor(logging.INFO):
+                    shadow_log.info(json.dumps(_shadow_line(s.row, sh), default=str))
         return scored
 
     async def start(self) -> None:
@@ -132,7 +135,7 @@ class Service:
             self.install(models)
             self.metrics.swaps.labels("swapped").inc()
 
-    async def score(self, table: pa.Table) -> list:
+    async def score(self, table) -> list:
         if self.models is None:
             raise HTTPException(503, "models are still loading")
         return await self.batcher.submit(table)
@@ -156,6 +159,12 @@ def firm_score(s: core.Scored) -> dict:
             "points": s.points, "reasons": row["reasons"],
             "shadow": [{k: sh.get(k) for k in ("model_version", "model_role", "pd", "score",
                                                 "grade", "error")} for sh in s.shadow]}
+
+
+def _json(payload) -> Response:
+    """The answer as JSON, serialised once (orjson), without FastAPI re-validating what the
+    scoring core produced against the response model (which stays, for the OpenAPI page)."""
+    return Response(orjson.dumps(payload), media_type="application/json")
 
 
 def _role(scored: list) -> str:
@@ -243,9 +252,9 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
     # -------------------------------------------------------------- scoring
 
     async def _score_features(request: Request, body: schemas.FeaturesRequest) -> list:
-        rows = [f.model_dump() for f in body.firms]
-        table = core.feature_table(rows, [f.as_of_date for f in body.firms])
-        scored = await service.score(table)
+        rows = core.FeatureRows([f.model_dump() for f in body.firms],
+                                [f.as_of_date for f in body.firms])
+        scored = await service.score(rows)
         request.state.role = _role(scored)
         return scored
 
@@ -269,13 +278,14 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
     @app.post("/v1/score/features", response_model=schemas.ScoresResponse,
               summary="Score firms from their feature values (one or many)")
     async def score_features(request: Request, body: schemas.FeaturesRequest):
-        return {"scores": [firm_score(s) for s in await _score_features(request, body)]}
+        return _json({"scores": [firm_score(s) for s in await _score_features(request, body)]})
 
     @app.post("/v1/score/records", response_model=schemas.FirmScore,
               summary="Score a firm from its raw feed records (and its related firms')")
     async def score_records(request: Request, body: schemas.RecordsRequest):
-        return firm_score(await _score_records(request, body.enterprise_id, body.as_of_date,
-                                               _tables(body.records), strict=True))
+        return _json(firm_score(await _score_records(request, body.enterprise_id,
+                                                     body.as_of_date, _tables(body.records),
+                                                     strict=True)))
 
     def _from_feeds(enterprise_id: str) -> dict:
         if service.feed_store is None:
@@ -290,8 +300,8 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
              summary="Score a firm from the service's feed folder")
     async def score_firm(request: Request, enterprise_id: str, as_of_date: dt.date = Query(...)):
         tables = await asyncio.to_thread(_from_feeds, enterprise_id)
-        return firm_score(await _score_records(request, enterprise_id, as_of_date, tables,
-                                               strict=False))
+        return _json(firm_score(await _score_records(request, enterprise_id, as_of_date, tables,
+                                                     strict=False)))
 
     def _page(s: core.Scored, lang: str) -> HTMLResponse:
         models = service.models

@@ -19,13 +19,14 @@ import pyarrow as pa
 
 @dataclasses.dataclass
 class _Pending:
-    table: pa.Table
+    table: object           # anything with num_rows that `combine` turns into a table
     future: asyncio.Future
 
 
 class DynamicBatcher:
     def __init__(self, score: Callable[[pa.Table], list], max_rows: int = 256,
-                 max_wait_s: float = 0.002, observe_batch: Callable[[int], None] = lambda n: None):
+                 max_wait_s: float = 0.002, observe_batch: Callable[[int], None] = lambda n: None,
+                 combine: Callable[[list], pa.Table] = pa.concat_tables):
         if max_rows < 1 or max_wait_s < 0:
             raise ValueError(f"max_rows must be >= 1 and max_wait_s >= 0, got {max_rows}, "
                              f"{max_wait_s}")
@@ -33,6 +34,7 @@ class DynamicBatcher:
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
         self.observe_batch = observe_batch
+        self.combine = combine      # runs on the model thread, off the event loop
         self._queue: list[_Pending] = []
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -52,8 +54,9 @@ class DynamicBatcher:
                 pass
         self._executor.shutdown(wait=True)
 
-    async def submit(self, table: pa.Table) -> list:
-        """The scored rows of `table`, in order (whatever else was in its batch)."""
+    async def submit(self, table) -> list:
+        """The scored rows of `table` (a pa.Table, or what `combine` takes), in order, whatever
+        else was in its batch."""
         future = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(table, future))
         self._wakeup.set()
@@ -85,9 +88,10 @@ class DynamicBatcher:
             if self._queue:
                 self._wakeup.set()           # the rest goes in the next batch
             self.observe_batch(rows)
-            table = pa.concat_tables([p.table for p in batch])
+            parts = [p.table for p in batch]
             try:
-                scored = await loop.run_in_executor(self._executor, self.score, table)
+                scored = await loop.run_in_executor(
+                    self._executor, lambda: self.score(self.combine(parts)))
             except Exception as err:  # noqa: BLE001 - every request of the batch gets the error
                 for p in batch:
                     if not p.future.done():

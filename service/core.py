@@ -196,6 +196,35 @@ def feature_table(rows: list[dict], as_of_dates: list[dt.date]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=FEATURE_SCHEMA)
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureRows:
+    """Feature values of a request, made into a table with the rest of its batch (one table
+    per batch is cheaper than one per request)."""
+    rows: list
+    as_of_dates: list
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.rows)
+
+
+def batch_table(parts: list) -> pa.Table:
+    """A batch's parts (feature tables and FeatureRows), in order, as one feature table."""
+    tables, rows, dates = [], [], []
+    for part in parts:
+        if isinstance(part, FeatureRows):
+            rows += part.rows
+            dates += part.as_of_dates
+            continue
+        if rows:
+            tables.append(feature_table(rows, dates))
+            rows, dates = [], []
+        tables.append(part)
+    if rows:
+        tables.append(feature_table(rows, dates))
+    return pa.concat_tables(tables)
+
+
 # ----------------------------------------------------------------------------- scoring
 
 @dataclasses.dataclass
