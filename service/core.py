@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
 
 import numpy as np
 import pyarrow as pa
