@@ -11,7 +11,7 @@ job's 32 shards give) and write the same two sorted Parquet files (scores, attri
        -> RunInference(ChampionChallengersHandler).with_exception_handling()
        -> ParDo(shadow.SplitOfficialAndShadow) (champion only: no challengers)
        -> sinks.WriteSortedParquet (scores; attributions)            -- as beam_jobs/score_portfolio.py
-  in-process: tf.saved_model.load -> per table: inference.raw_inputs -> `score_and_explain`
+  in-process: tf.saved_model.load -> per table: inference.padded_inputs -> `score_and_explain`
        signature -> the output columns inference.with_model_outputs appends -> score_rows.model_rows
        -> sinks.write_sorted_parquet (scores; attributions)
 
@@ -100,11 +100,13 @@ def with_model_outputs(table, out):
     signature's outputs, so that the in-process split can time the signature call alone."""
     import numpy as np
     import pyarrow as pa
-    phi = out["phi"].numpy().astype(np.float32)
+    n = table.num_rows                    # the inputs were padded (inference.padded_inputs)
+    phi = out["phi"].numpy()[:n].astype(np.float32)
     return (table
-            .append_column("pd", pa.array(out["pd"].numpy().astype(np.float64)))
-            .append_column("logit", pa.array(out["logit"].numpy().astype(np.float64)))
-            .append_column("expected_logit", pa.array(out["expected_logit"].numpy().astype(np.float64)))
+            .append_column("pd", pa.array(out["pd"].numpy()[:n].astype(np.float64)))
+            .append_column("logit", pa.array(out["logit"].numpy()[:n].astype(np.float64)))
+            .append_column("expected_logit",
+                           pa.array(out["expected_logit"].numpy()[:n].astype(np.float64)))
             .append_column("phi", pa.FixedSizeListArray.from_arrays(pa.array(phi.reshape(-1)),
                                                                     phi.shape[1])))
 
@@ -114,7 +116,7 @@ def run_in_process(features_path, batch_rows, saved_model, scoring, out_dir) -> 
     import tensorflow as tf
 
     from beam_jobs import score_rows, sinks
-    from beam_jobs.inference import EXPLAIN_SIGNATURE, raw_inputs
+    from beam_jobs.inference import EXPLAIN_SIGNATURE, padded_inputs
     from smescore import tables
 
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -136,7 +138,7 @@ def run_in_process(features_path, batch_rows, saved_model, scoring, out_dir) -> 
     lap("read + cut")
     scores, attributions = [], []
     for i, table in enumerate(batches):
-        inputs = {k: tf.constant(v) for k, v in raw_inputs(table).items()}
+        inputs = {k: tf.constant(v) for k, v in padded_inputs(table).items()}
         lap("raw_inputs")
         out = signature(**inputs)
         lap("signature (first call)" if i == 0 else "signature")
