@@ -16,7 +16,8 @@ setuptools.setup(
     version=VERSION,
     description="Nightly SME credit rescoring from alternative data, with reasons",
     python_requires=">=3.11,<3.12",
-    packages=setuptools.find_packages(include=["smescore*", "beam_jobs*", "transforms*", "models*", "synth*"])
+    packages=setuptools.find_packages(include=["smescore*", "beam_jobs*", "transforms*", "models*", "synth*",
+                                               "service*"])
     + ["smescore.sql"],
     # sql/ (DDL, views, feed queries) ships inside the package as smescore/sql; see
     # smescore/sqlfiles.py.

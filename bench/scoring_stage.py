@@ -10,7 +10,7 @@ job's 32 shards give) and write the same two sorted Parquet files (scores, attri
   Beam (DirectRunner, the nightly job's options): Create([path]) -> FlatMap(read + cut into tables)
        -> stages.ScoreFirms (the nightly's: RunInference(ChampionChallengersHandler), the champion's
           official rows) -> stages.StageRiskTables (scores; attributions)  -- beam_jobs/stages.py
-  in-process: tf.saved_model.load -> per table: signature.raw_inputs -> `score_and_explain`
+  in-process: tf.saved_model.load -> per table: signature.padded_inputs -> `score_and_explain`
        signature -> the output columns signature.with_model_outputs appends -> score_rows.model_rows
        -> sinks.write_sorted_parquet (scores; attributions)
 
@@ -90,11 +90,13 @@ def with_model_outputs(table, out):
     signature's outputs, so that the in-process split can time the signature call alone."""
     import numpy as np
     import pyarrow as pa
-    phi = out["phi"].numpy().astype(np.float32)
+    n = table.num_rows                    # the inputs were padded (signature.padded_inputs)
+    phi = out["phi"].numpy()[:n].astype(np.float32)
     return (table
-            .append_column("pd", pa.array(out["pd"].numpy().astype(np.float64)))
-            .append_column("logit", pa.array(out["logit"].numpy().astype(np.float64)))
-            .append_column("expected_logit", pa.array(out["expected_logit"].numpy().astype(np.float64)))
+            .append_column("pd", pa.array(out["pd"].numpy()[:n].astype(np.float64)))
+            .append_column("logit", pa.array(out["logit"].numpy()[:n].astype(np.float64)))
+            .append_column("expected_logit",
+                           pa.array(out["expected_logit"].numpy()[:n].astype(np.float64)))
             .append_column("phi", pa.FixedSizeListArray.from_arrays(pa.array(phi.reshape(-1)),
                                                                     phi.shape[1])))
 
@@ -105,7 +107,7 @@ def run_in_process(features_path, batch_rows, saved_model, scoring, out_dir) -> 
 
     from beam_jobs import sinks
     from models import score_rows
-    from models.signature import EXPLAIN_SIGNATURE, raw_inputs
+    from models.signature import EXPLAIN_SIGNATURE, padded_inputs
     from smescore import tables
 
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -127,7 +129,7 @@ def run_in_process(features_path, batch_rows, saved_model, scoring, out_dir) -> 
     lap("read + cut")
     scores, attributions = [], []
     for i, table in enumerate(batches):
-        inputs = {k: tf.constant(v) for k, v in raw_inputs(table).items()}
+        inputs = {k: tf.constant(v) for k, v in padded_inputs(table).items()}
         lap("raw_inputs")
         out = signature(**inputs)
         lap("signature (first call)" if i == 0 else "signature")

@@ -392,6 +392,26 @@ def _query(q) -> None:
     flags.add(q, "max_rows", type=_positive, default=50, help="rows printed at most")
 
 
+def _serve_flags(c) -> None:
+    from service import commands
+    commands.serve_flags(c)
+
+
+def _cmd_serve(args, beam_args) -> int:
+    from service import commands
+    return commands.cmd_serve(args, beam_args)
+
+
+def _explain_flags(c) -> None:
+    from service import commands
+    commands.explain_flags(c)
+
+
+def _cmd_explain(args, beam_args) -> int:
+    from service import commands
+    return commands.cmd_explain(args, beam_args)
+
+
 # name: (what it does, its own flags, the Beam job whose flags it takes, Beam flags too?, run)
 COMMANDS = {
     "generate": ("write synthetic feeds with a known ground truth", _generate, None, False,
@@ -416,6 +436,10 @@ COMMANDS = {
                    cmd_challenger),
     "retain": ("apply the retention policy: compact the attributions of dates it no longer keeps "
                "in full (idempotent)", _retain, None, False, cmd_retain),
+    "serve": ("the scoring service: one firm (or many) on demand over HTTP, the nightly "
+              "job's scores", _serve_flags, None, False, _cmd_serve),
+    "explain": ("one firm's score explained: a waterfall of points, reasons, values beside the "
+                "typical firm's (HTML or PNG)", _explain_flags, None, False, _cmd_explain),
     "query": ("run SQL on the warehouse (views: latest_scores, grade_distribution, "
               "top_risk_drivers, grade_migration, run_history)", _query, None, False, cmd_query),
 }

@@ -1,0 +1,224 @@
+"""Load test of the scoring service on localhost: p50 / p95 / p99 latency and requests/s for
+feature-value requests and raw-record requests at 1, 8 and 32 concurrent clients, then a hot swap
+(a promote in the middle of the load: failed requests, and the model version of later answers).
+
+    python -m bench.serve_load --registry DIR --feeds DIR [--seconds 15] [--clients 1,8,32]
+        [--firms 200] [--hot-swap VERSION] [--json FILE]
+
+`smescore serve` runs as its own process (uvicorn, one worker, dynamic batching) on a copy of the
+registry (the hot swap promotes in the copy); the clients are asyncio tasks over one httpx
+connection pool each, in this process. Each request is one firm: feature values of a firm
+(computed here with the service's own feature path from the feeds) or its raw feed records with
+its related firms'. Bounded: every level runs --seconds, requests time out after 30 s. On a shared
+machine the figures move with the neighbours' load: say so beside them.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import math
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+import numpy as np
+
+from bench._common import CLI, child_env, log, repo_root
+
+AS_OF = "2026-10-31"
+
+
+def _feature_body(row: dict) -> dict:
+    from transforms import catalog
+
+    def plain(v):
+        return None if isinstance(v, float) and math.isnan(v) else v
+    return {"firms": [{"enterprise_id": row["enterprise_id"], "as_of_date": str(row["as_of_date"]),
+                       "months_history": row["months_history"], "in_default": row["in_default"],
+                       "features": {f: plain(row[f]) for f in catalog.NAMES}}]}
+
+
+def request_bodies(feeds: str, firms: int, as_of: dt.date, seed: int = 7):
+    """(feature-value bodies, raw-record bodies) of `firms` firms drawn with `seed`."""
+    from service import core, parity
+    from service.feed_store import FeedStore
+    store = FeedStore(feeds)
+    ids = sorted(store.controller)
+    chosen = [ids[i] for i in np.random.default_rng(seed).choice(len(ids), min(firms, len(ids)),
+                                                                 replace=False)]
+    features, records = [], []
+    for firm in chosen:
+        tables = store.group_of(firm)
+        table, _ = core.features_from_records(tables, as_of, strict=False)
+        rows = {r["enterprise_id"]: r for r in table.to_pylist()}
+        if firm not in rows:
+            continue                      # established after the date
+        features.append(_feature_body(rows[firm]))
+        records.append({"enterprise_id": firm, "as_of_date": str(as_of),
+                        "records": parity.records_json(tables)})
+    return features, records
+
+
+def start_service(registry: str, feeds: str | None, port: int, key_file: str, log_path: str):
+    cmd = [*CLI, "serve", "--registry", registry, "--port", str(port), "--api-key-file", key_file]
+    if feeds:
+        cmd += ["--feeds", feeds]
+    fh = open(log_path, "w", encoding="utf-8")
+    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=child_env(),
+                            cwd=repo_root())
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the service exited {proc.returncode}; see {log_path}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    proc.terminate()
+    raise RuntimeError(f"the service was not ready in 300 s; see {log_path}")
+
+
+async def load(url: str, key: str, path: str, bodies: list, clients: int, seconds: float) -> dict:
+    """`clients` workers, each sending one request after another for `seconds`."""
+    latencies, statuses, versions = [], {}, []
+    stop = time.monotonic() + seconds
+
+    async def worker(k: int):
+        limits = httpx.Limits(max_connections=1)
+        async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": key}, timeout=30,
+                                     limits=limits) as c:
+            i = k
+            while time.monotonic() < stop:
+                start = time.monotonic()
+                try:
+                    r = await c.post(path, json=bodies[i % len(bodies)])
+                    status = r.status_code
+                except httpx.HTTPError as err:
+                    status = type(err).__name__
+                    r = None
+                end = time.monotonic()
+                latencies.append(end - start)
+                statuses[status] = statuses.get(status, 0) + 1
+                if r is not None and status == 200:
+                    body = r.json()
+                    answer = body["scores"][0] if "scores" in body else body
+                    versions.append((start, end, answer["model_version"], answer["model_role"]))
+                i += clients
+
+    began = time.monotonic()
+    await asyncio.gather(*(worker(k) for k in range(clients)))
+    wall = time.monotonic() - began
+    lat = np.asarray(latencies) * 1000
+    return {"path": path, "clients": clients, "requests": len(lat), "seconds": round(wall, 2),
+            "requests_per_s": round(len(lat) / wall, 1),
+            "p50_ms": round(float(np.percentile(lat, 50)), 1),
+            "p95_ms": round(float(np.percentile(lat, 95)), 1),
+            "p99_ms": round(float(np.percentile(lat, 99)), 1),
+            "statuses": {str(k): v for k, v in statuses.items()}, "versions": versions}
+
+
+async def hot_swap(url: str, key: str, registry: str, version: str, bodies: list,
+                   clients: int, seconds: float) -> dict:
+    """Promote `version` in the middle of a load run; failed requests and versions after it."""
+    from models import lifecycle
+
+    async def promote_later():
+        await asyncio.sleep(seconds / 3)
+        at = time.monotonic()
+        await asyncio.to_thread(lifecycle.promote, registry, version, why="bench hot swap",
+                                override="bench/serve_load.py hot swap")
+        return at
+
+    promote = asyncio.create_task(promote_later())
+    result = await load(url, key, "/v1/score/features", bodies, clients, seconds)
+    promoted_at = await promote
+    versions = result.pop("versions")
+    # before the swap the promoted version already answers for the canary firms (role canary);
+    # after it, as the champion
+    first_new = min((end for start, end, v, role in versions
+                     if v == version and role == "champion" and start > promoted_at), default=None)
+    after = [v for start, end, v, _ in versions if first_new is not None and start > first_new]
+    failed = sum(n for s, n in result["statuses"].items() if s != "200")
+    return {**result, "promoted": version, "failed_requests": failed,
+            "swap_seen_after_s": None if first_new is None else round(first_new - promoted_at, 2),
+            "answers_after_swap": len(after),
+            "answers_after_swap_with_old_version": sum(v != version for v in after)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--registry", required=True)
+    p.add_argument("--feeds", required=True)
+    p.add_argument("--as-of", default=AS_OF)
+    p.add_argument("--firms", type=int, default=200, help="distinct firms the requests cycle over")
+    p.add_argument("--clients", default="1,8,32")
+    p.add_argument("--seconds", type=float, default=15.0, help="per level")
+    p.add_argument("--port", type=int, default=18080)
+    p.add_argument("--hot-swap", default=None, metavar="VERSION",
+                   help="promote this version (in the registry copy) during a last run")
+    p.add_argument("--hot-swap-clients", type=int, default=8)
+    p.add_argument("--work", default="/tmp/bench-serve")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    os.makedirs(args.work, exist_ok=True)
+    registry = tempfile.mkdtemp(prefix="registry-", dir=args.work)
+    shutil.rmtree(registry)
+    shutil.copytree(args.registry, registry)
+    key = secrets.token_urlsafe(24)
+    key_file = os.path.join(args.work, "api_keys")
+    with open(key_file, "w", encoding="utf-8") as fh:
+        fh.write(key + "\n")
+    log(f"[bench] request bodies for {args.firms} firms")
+    features, records = request_bodies(args.feeds, args.firms, dt.date.fromisoformat(args.as_of))
+    log(f"[bench] starting the service (registry copy {registry})")
+    proc = start_service(registry, None, args.port, key_file,
+                         os.path.join(args.work, "serve.log"))
+    url = f"http://127.0.0.1:{args.port}"
+    results = {"machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start",
+               "levels": []}
+    try:
+        for path, bodies in (("/v1/score/features", features), ("/v1/score/records", records)):
+            asyncio.run(load(url, key, path, bodies, 1, 3.0))          # warm-up, not counted
+            for clients in (int(c) for c in args.clients.split(",")):
+                r = asyncio.run(load(url, key, path, bodies, clients, args.seconds))
+                r.pop("versions")
+                results["levels"].append(r)
+                log(f"[bench] {path} x{clients}: {r['requests_per_s']} req/s, p50 {r['p50_ms']} "
+                    f"p95 {r['p95_ms']} p99 {r['p99_ms']} ms, statuses {r['statuses']}")
+        if args.hot_swap:
+            r = asyncio.run(hot_swap(url, key, registry, args.hot_swap, features,
+                                     args.hot_swap_clients, max(args.seconds, 12)))
+            results["hot_swap"] = r
+            log(f"[bench] hot swap to {args.hot_swap}: {r['failed_requests']} failed of "
+                f"{r['requests']}, new version seen {r['swap_seen_after_s']} s after the promote, "
+                f"{r['answers_after_swap_with_old_version']} old answers after it")
+        metrics = httpx.get(f"{url}/metrics").text
+        rows = {line.split()[0]: float(line.split()[-1]) for line in metrics.splitlines()
+                if line.startswith(("smescore_service_batch_rows_sum ",
+                                    "smescore_service_batch_rows_count "))}
+        calls = rows.get("smescore_service_batch_rows_count", 0)
+        results["model_calls"] = int(calls)
+        results["mean_firms_per_model_call"] = (
+            round(rows["smescore_service_batch_rows_sum"] / calls, 2) if calls else None)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    results["load_average_end"] = round(os.getloadavg()[0], 1)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(results, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,355 @@
+"""The scoring service: FastAPI over the nightly scoring core (service/core.py).
+
+    POST /v1/score/features        feature values of one firm or many -> scores
+    POST /v1/score/records         a firm's raw feed records (and its related firms') -> its score
+    GET  /v1/firms/{id}/score      the same from the feed folder (--feeds), as of ?as_of_date=
+    GET  /v1/firms/{id}/explain    the explanation page (HTML) from the feed folder
+    POST /v1/explain/records       the explanation page from raw records
+    GET  /healthz /readyz /metrics /docs
+
+Scores come from the registry's champion (the canary's share from the first challenger), every
+challenger scored in shadow and logged. A promote, rollback or challenger change in the registry is
+picked up by a watcher, which loads the new models beside the old ones and swaps them in one
+assignment: a batch already running finishes with the models it started with.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import logging
+import time
+
+import orjson
+import pyarrow as pa
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+
+from service import core, explain_page, schemas
+from service.batching import DynamicBatcher
+from service.feed_store import FeedStore
+from service.metrics import ServiceMetrics
+from service.security import DEFAULT_MAX_BODY_BYTES, AccessMiddleware
+
+log = logging.getLogger("smescore.service")
+shadow_log = logging.getLogger("smescore.service.shadow")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceConfig:
+    registry: str
+    feeds: str | None = None
+    api_keys: tuple[bytes, ...] | None = ()     # None: no key needed (tests, a local demo)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    canary_share: float = core.DEFAULT_CANARY_SHARE
+    min_history_months: int = core.DEFAULT_MIN_HISTORY_MONTHS
+    scorecard_config: str | None = None
+    rules_config: str | None = None
+    max_batch_rows: int = 256
+    max_wait_ms: float = 2.0
+    watch_interval_s: float = 1.0
+
+    def __post_init__(self):
+        if self.api_keys is not None and not self.api_keys:
+            raise ValueError("no API key configured: give --api-key-file or $SMESCORE_API_KEYS "
+                             "(or --no-auth for a local demo)")
+        if not 0 <= self.canary_share <= 1:
+            raise ValueError(f"canary share must be in [0, 1], got {self.canary_share}")
+
+
+class Service:
+    """The models in force, the batcher and the registry watcher."""
+
+    def __init__(self, cfg: ServiceConfig):
+        self.cfg = cfg
+        self.metrics = ServiceMetrics()
+        self.models: core.ModelSet | None = None
+        self.batcher = DynamicBatcher(self._score_batch, cfg.max_batch_rows,
+                                      cfg.max_wait_ms / 1000, self.metrics.batch_rows.observe,
+                                      core.batch_table)
+        self.feed_store = FeedStore(cfg.feeds) if cfg.feeds else None
+        self._watcher: asyncio.Task | None = None
+
+    def load(self, state: core.RegistryState | None = None) -> core.ModelSet:
+        return core.load_model_set(self.cfg.registry, self.cfg.canary_share,
+                                   self.cfg.min_history_months, self.cfg.scorecard_config,
+                                   self.cfg.rules_config, state)
+
+    def install(self, models: core.ModelSet) -> None:
+        self.models = models             # one assignment: the next batch sees the new set
+        self.metrics.serving(models.champion, models.state.challengers)
+        log.info("serving champion %s, challengers %s", models.champion,
+                 list(models.state.challengers) or "none")
+
+    def _score_batch(self, table: pa.Table) -> list:
+        models = self.models             # this batch's models, whatever happens meanwhile
+        scored = core.score_table(models, table)
+        for s in scored:
+            for sh in s.shadow:
+                self.metrics.shadow.labels(sh.get("model_version") or "unknown",
+                                           "failed" if sh.get("error") else "ok").inc()
+                if shadow_log.isEnabledFor(logging.INFO):
+                    shadow_log.info(json.dumps(_shadow_line(s.row, sh), default=str))
+        return scored
+
+    async def start(self) -> None:
+        self.install(await asyncio.to_thread(self.load))
+        self.batcher.start()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._watcher:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self.batcher.stop()
+
+    async def _watch(self) -> None:
+        """Poll the registry's champion and challengers; load and swap on a change."""
+        failed_state = None
+        while True:
+            await asyncio.sleep(self.cfg.watch_interval_s)
+            try:
+                state = await asyncio.to_thread(core.RegistryState.read, self.cfg.registry)
+            except Exception as err:  # noqa: BLE001 - mid-change or broken: keep serving
+                log.warning("registry %s unreadable, still serving %s: %s", self.cfg.registry,
+                            self.models.champion, err)
+                continue
+            if state == self.models.state or state == failed_state:
+                continue
+            try:
+                models = await asyncio.to_thread(self.load, state)
+            except Exception as err:  # noqa: BLE001 - a bad new version must not stop the old
+                failed_state = state
+                self.metrics.swaps.labels("failed").inc()
+                log.error("could not load %s, still serving %s: %s", state, self.models.champion,
+                          err)
+                continue
+            failed_state = None
+            self.install(models)
+            self.metrics.swaps.labels("swapped").inc()
+
+    async def score(self, table) -> list:
+        if self.models is None:
+            raise HTTPException(503, "models are still loading")
+        return await self.batcher.submit(table)
+
+
+def _shadow_line(row: dict, sh: dict) -> dict:
+    """What the shadow log keeps of a challenger's score: ids and results, never feed records."""
+    return {"enterprise_id": row["enterprise_id"], "as_of_date": str(row["as_of_date"]),
+            "official_version": row["model_version"], "official_score": row["score"],
+            **{k: sh.get(k) for k in ("model_version", "model_role", "pd", "score", "grade",
+                                      "error")}}
+
+
+def firm_score(s: core.Scored) -> dict:
+    row = s.row
+    base = row["base_points"]
+    return {"enterprise_id": row["enterprise_id"], "as_of_date": row["as_of_date"],
+            "model_version": row["model_version"], "model_role": row["model_role"],
+            "score_source": row["score_source"], "pd": row["pd"], "score": row["score"],
+            "grade": row["grade"], "base_points": None if base != base else base,
+            "points": s.points, "reasons": row["reasons"],
+            "shadow": [{k: sh.get(k) for k in ("model_version", "model_role", "pd", "score",
+                                                "grade", "error")} for sh in s.shadow]}
+
+
+def _json(payload) -> Response:
+    """The answer as JSON, serialised once (orjson), without FastAPI re-validating what the
+    scoring core produced against the response model (which stays, for the OpenAPI page)."""
+    return Response(orjson.dumps(payload), media_type="application/json")
+
+
+def _role(scored: list) -> str:
+    roles = {s.row["model_role"] if s.row["score_source"] == "model" else s.row["score_source"]
+             for s in scored}
+    return roles.pop() if len(roles) == 1 else "mixed"
+
+
+def _problem_response(status: int, error: str, detail: list[dict]) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+def create_app(cfg: ServiceConfig) -> FastAPI:
+    service = Service(cfg)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await service.start()
+        yield
+        await service.stop()
+
+    app = FastAPI(title="smescore scoring service", version="1",
+                  description=__doc__.split("\n\n")[0], lifespan=lifespan,
+                  responses={401: {"model": schemas.ErrorResponse},
+                             413: {"model": schemas.ErrorResponse},
+                             422: {"model": schemas.ErrorResponse}})
+    app.state.service = service
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, err: RequestValidationError):
+        errors = err.errors()
+        if any(e["type"] == "json_invalid" for e in errors):
+            e = next(e for e in errors if e["type"] == "json_invalid")
+            return _problem_response(400, f"malformed JSON at character {e['loc'][-1]}: "
+                                          f"{e.get('ctx', {}).get('error', e['msg'])}", [])
+        # the offending values are not echoed back (they may be a firm's records)
+        detail = [{"loc": [str(x) if not isinstance(x, int) else x for x in e["loc"]],
+                   "msg": e["msg"]} for e in errors]
+        first = detail[0]
+        return _problem_response(422, f"invalid request: {'.'.join(map(str, first['loc']))}: "
+                                      f"{first['msg']}" + (f" (and {len(detail) - 1} more)"
+                                                           if len(detail) > 1 else ""), detail)
+
+    @app.exception_handler(core.RecordsRejected)
+    async def rejected(request: Request, err: core.RecordsRejected):
+        detail = [{"loc": ["body", "records", p["feed"], p["index"],
+                           *([p["field"]] if p["field"] else [])], "msg": p["reason"]}
+                  for p in err.problems]
+        return _problem_response(422, f"{len(detail)} feed record(s) rejected by the nightly "
+                                      f"validation; first: {detail[0]['loc'][2]}[{detail[0]['loc'][3]}]"
+                                      f": {detail[0]['msg']}", detail)
+
+    @app.exception_handler(core.FirmNotScorable)
+    async def not_scorable(request: Request, err: core.FirmNotScorable):
+        return _problem_response(422, str(err), [])
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException):
+        return JSONResponse({"error": str(err.detail)}, status_code=err.status_code,
+                            headers=getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, err: Exception):
+        log.error("internal error on %s: %s: %s", request.url.path, type(err).__name__, err)
+        return JSONResponse({"error": "internal error (logged); the service goes on"},
+                            status_code=500)
+
+    # added first, so it runs inside the measuring middleware: its 401s and 413s are counted
+    app.add_middleware(AccessMiddleware, keys=cfg.api_keys, max_body_bytes=cfg.max_body_bytes)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            endpoint = _endpoint(app, request.scope)
+            role = getattr(request.state, "role", "none")
+            service.metrics.latency.labels(endpoint, role).observe(time.perf_counter() - start)
+            service.metrics.requests.labels(endpoint, str(status)).inc()
+
+    # -------------------------------------------------------------- scoring
+
+    async def _score_features(request: Request, body: schemas.FeaturesRequest) -> list:
+        rows = core.FeatureRows([f.model_dump() for f in body.firms],
+                                [f.as_of_date for f in body.firms])
+        scored = await service.score(rows)
+        request.state.role = _role(scored)
+        return scored
+
+    async def _score_records(request: Request, enterprise_id: str, as_of: dt.date,
+                             tables: dict, strict: bool) -> core.Scored:
+        features, _ = await asyncio.to_thread(core.features_from_records, tables, as_of, strict)
+        ids = features.column("enterprise_id").to_pylist()
+        if enterprise_id not in ids:
+            raise core.FirmNotScorable(
+                f"no firm {enterprise_id!r} on {as_of}: the records need its enterprises row, "
+                f"established on or before {as_of}")
+        one = features.slice(ids.index(enterprise_id), 1)
+        scored = (await service.score(one))[0]
+        request.state.role = _role([scored])
+        return scored
+
+    def _tables(records) -> dict:
+        return {feed: core.feed_table(feed, [r.model_dump() for r in getattr(records, feed)])
+                for feed in core.FEEDS}
+
+    @app.post("/v1/score/features", response_model=schemas.ScoresResponse,
+              summary="Score firms from their feature values (one or many)")
+    async def score_features(request: Request, body: schemas.FeaturesRequest):
+        return _json({"scores": [firm_score(s) for s in await _score_features(request, body)]})
+
+    @app.post("/v1/score/records", response_model=schemas.FirmScore,
+              summary="Score a firm from its raw feed records (and its related firms')")
+    async def score_records(request: Request, body: schemas.RecordsRequest):
+        return _json(firm_score(await _score_records(request, body.enterprise_id,
+                                                     body.as_of_date, _tables(body.records),
+                                                     strict=True)))
+
+    def _from_feeds(enterprise_id: str) -> dict:
+        if service.feed_store is None:
+            raise HTTPException(404, "this service has no feed folder (start it with --feeds); "
+                                     "POST the records to /v1/score/records instead")
+        tables = service.feed_store.group_of(enterprise_id)
+        if tables is None:
+            raise HTTPException(404, f"no firm {enterprise_id!r} in the feeds")
+        return tables
+
+    @app.get("/v1/firms/{enterprise_id}/score", response_model=schemas.FirmScore,
+             summary="Score a firm from the service's feed folder")
+    async def score_firm(request: Request, enterprise_id: str, as_of_date: dt.date = Query(...)):
+        tables = await asyncio.to_thread(_from_feeds, enterprise_id)
+        return _json(firm_score(await _score_records(request, enterprise_id, as_of_date, tables,
+                                                     strict=False)))
+
+    def _page(s: core.Scored, lang: str) -> HTMLResponse:
+        models = service.models
+        typical = models.scoring.typical_firms.get(s.row["model_version"])
+        return HTMLResponse(explain_page.render(firm_score(s), s.values, typical, lang,
+                                                models.scoring.scale))
+
+    @app.get("/v1/firms/{enterprise_id}/explain", response_class=HTMLResponse,
+             summary="The explanation page of a firm's score, from the feed folder")
+    async def explain_firm(request: Request, enterprise_id: str, as_of_date: dt.date = Query(...),
+                           lang: explain_page.Lang = Query("zh")):
+        tables = await asyncio.to_thread(_from_feeds, enterprise_id)
+        return _page(await _score_records(request, enterprise_id, as_of_date, tables, False), lang)
+
+    @app.post("/v1/explain/records", response_class=HTMLResponse,
+              summary="The explanation page of a firm's score, from its raw feed records")
+    async def explain_records(request: Request, body: schemas.RecordsRequest,
+                              lang: explain_page.Lang = Query("zh")):
+        return _page(await _score_records(request, body.enterprise_id, body.as_of_date,
+                                          _tables(body.records), strict=True), lang)
+
+    # -------------------------------------------------------------- operations
+
+    @app.get("/healthz", summary="The process answers")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Models loaded: ready to score")
+    async def readyz():
+        models = service.models
+        if models is None:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return {"status": "ready", "champion": models.champion,
+                "challengers": list(models.state.challengers),
+                "canary": models.roles.canary, "canary_share": models.roles.canary_share,
+                "loaded_at": models.loaded_at.isoformat()}
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics():
+        return Response(generate_latest(service.metrics.registry),
+                        media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _endpoint(app: FastAPI, scope) -> str:
+    """The route template a request is for (bounded label values), matched or not."""
+    for route in app.router.routes:
+        if route.matches(scope)[0] == Match.FULL:
+            return route.path
+    return "unmatched"

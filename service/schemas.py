@@ -1,0 +1,134 @@
+"""Requests and responses of the scoring service, as pydantic models (they make the OpenAPI page).
+
+Feed records are typed from the feed contract (transforms/feeds.py), one model per feed, with
+unknown columns refused; feature values from the catalogue (transforms/catalog.py), every feature
+named (null = missing), unknown names refused. Numbers must be JSON numbers and flags JSON booleans:
+"12.5" in quotes is a wrong type, not a number.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal, Optional, Union
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, Strict, create_model
+
+from transforms import catalog, feeds
+
+MAX_FIRMS_PER_REQUEST = 1000
+
+Number = Union[Annotated[int, Strict()], Annotated[float, Strict()]]
+Text = Annotated[str, Strict()]
+Flag = Annotated[bool, Strict()]
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _python_type(t: pa.DataType):
+    if pa.types.is_date32(t):
+        return dt.date
+    if pa.types.is_boolean(t):
+        return Flag
+    if pa.types.is_integer(t):
+        return Annotated[int, Strict()]
+    if pa.types.is_floating(t):
+        return Number
+    return Text
+
+
+def _record_model(feed: feeds.Feed) -> type[BaseModel]:
+    fields = {f.name: (Optional[_python_type(f.type)],
+                       Field(None, description=f.metadata[b"description"].decode()))
+              for f in feed.schema}
+    name = "".join(p.title() for p in feed.name.split("_")) + "Record"
+    return create_model(name, __base__=_Closed, __doc__=feed.description, **fields)
+
+
+RECORD_MODELS = {name: _record_model(feed) for name, feed in feeds.FEEDS.items()}
+
+FeedRecords = create_model(
+    "FeedRecords", __base__=_Closed,
+    __doc__="Feed records of the firm and of its related firms (same controller_id): every "
+            "record the nightly job would read for them, any date (later ones are ignored).",
+    **{name: (list[model], Field(default_factory=list)) for name, model in RECORD_MODELS.items()})
+
+
+def _feature_type(f: catalog.Feature):
+    return Optional[Text] if f.is_categorical else Optional[Number]
+
+
+FeatureValues = create_model(
+    "FeatureValues", __base__=_Closed,
+    __doc__="Every catalogue feature of the firm as of the date (null: missing), as the nightly "
+            "feature table holds it.",
+    **{f.name: (_feature_type(f), Field(..., description=f.desc_en)) for f in catalog.FEATURES})
+
+
+class FirmFeatures(_Closed):
+    enterprise_id: Text = Field(..., min_length=1, max_length=64)
+    as_of_date: dt.date
+    months_history: Annotated[int, Strict()] = Field(
+        ..., ge=0, description="Months of invoice/tax/power history (cold-start rules below 6)")
+    in_default: Flag = Field(False, description="Already 90+ days past due at the date (grade D)")
+    features: FeatureValues
+
+
+class FeaturesRequest(_Closed):
+    firms: list[FirmFeatures] = Field(..., min_length=1, max_length=MAX_FIRMS_PER_REQUEST)
+
+
+class RecordsRequest(_Closed):
+    enterprise_id: Text = Field(..., min_length=1, max_length=64)
+    as_of_date: dt.date
+    records: FeedRecords
+
+
+class Reason(BaseModel):
+    code: str
+    feature: str
+    points: float
+    text_zh: str
+    text_en: str
+
+
+class ShadowScore(BaseModel):
+    model_version: Optional[str] = None
+    model_role: str
+    pd: Optional[float] = None
+    score: Optional[int] = None
+    grade: Optional[str] = None
+    error: Optional[str] = None
+
+
+class FirmScore(BaseModel):
+    enterprise_id: str
+    as_of_date: dt.date
+    model_version: str
+    model_role: Literal["champion", "canary"] = Field(
+        ..., description="champion, or canary: the first challenger's score is the official one")
+    score_source: Literal["model", "rules", "in_default"]
+    pd: float
+    score: int
+    grade: str
+    base_points: Optional[float] = Field(None, description="null for firms in default")
+    points: dict[str, float] = Field(..., description="score points per feature (model: every "
+                                     "feature; cold-start rules: the rule features)")
+    reasons: list[Reason]
+    shadow: list[ShadowScore] = Field(default_factory=list,
+                                      description="challengers scored in shadow (not official)")
+
+
+class ScoresResponse(BaseModel):
+    scores: list[FirmScore]
+
+
+class Problem(BaseModel):
+    loc: list[Union[str, int]]
+    msg: str
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    detail: list[Problem] = Field(default_factory=list)

@@ -1,0 +1,90 @@
+"""Dynamic batching (service/batching.py) on its own: concurrent requests share one call, the
+batch never passes max_rows, every request gets its own rows back in order, a failed call fails
+only its own batch, and a lone request waits no longer than max_wait_s."""
+import asyncio
+import threading
+import time
+
+import pyarrow as pa
+import pytest
+
+from service.batching import DynamicBatcher
+
+
+def _table(tag: str, n: int) -> pa.Table:
+    return pa.table({"firm": [f"{tag}-{i}" for i in range(n)]})
+
+
+class Recorder:
+    def __init__(self, delay=0.05, fail_on=None):
+        self.calls, self.delay, self.fail_on = [], delay, fail_on
+        self.threads = set()
+
+    def __call__(self, table):
+        self.threads.add(threading.get_ident())
+        firms = table.column("firm").to_pylist()
+        self.calls.append(firms)
+        time.sleep(self.delay)             # the model call: the next batch gathers meanwhile
+        if self.fail_on and any(f.startswith(self.fail_on) for f in firms):
+            raise RuntimeError("champion failed")
+        return [f"scored {f}" for f in firms]
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+def test_concurrent_requests_share_calls_and_get_their_own_rows():
+    rec = Recorder()
+
+    async def main():
+        b = DynamicBatcher(rec, max_rows=16, max_wait_s=0.01)
+        b.start()
+        out = await asyncio.gather(*(b.submit(_table(f"r{k}", 1 + k % 3)) for k in range(40)))
+        await b.stop()
+        return out
+
+    out = _run(main())
+    for k, rows in enumerate(out):
+        assert rows == [f"scored r{k}-{i}" for i in range(1 + k % 3)]
+    assert sum(len(c) for c in rec.calls) == sum(1 + k % 3 for k in range(40))
+    assert len(rec.calls) < 40 / 2                    # shared: far fewer calls than requests
+    assert max(len(c) for c in rec.calls) <= 16
+    assert len(rec.threads) == 1                      # one model call at a time, off the loop
+
+
+def test_a_failed_call_fails_its_batch_only():
+    rec = Recorder(fail_on="bad")
+
+    async def main():
+        b = DynamicBatcher(rec, max_rows=4, max_wait_s=0.005)
+        b.start()
+        first = await asyncio.gather(b.submit(_table("bad", 4)), return_exceptions=True)
+        second = await b.submit(_table("good", 2))
+        await b.stop()
+        return first, second
+
+    first, second = _run(main())
+    assert isinstance(first[0], RuntimeError) and "champion failed" in str(first[0])
+    assert second == ["scored good-0", "scored good-1"]
+
+
+def test_a_lone_request_waits_at_most_the_wait_bound():
+    rec = Recorder(delay=0.0)
+
+    async def main():
+        b = DynamicBatcher(rec, max_rows=256, max_wait_s=0.02)
+        b.start()
+        await b.submit(_table("warm", 1))
+        start = time.perf_counter()
+        await b.submit(_table("alone", 1))
+        took = time.perf_counter() - start
+        await b.stop()
+        return took
+
+    assert 0.015 <= _run(main()) < 0.5
+
+
+def test_bad_limits_are_refused():
+    with pytest.raises(ValueError, match="max_rows must be >= 1"):
+        DynamicBatcher(lambda t: [], max_rows=0)
