@@ -12,7 +12,7 @@ import sys
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("smescore", "beam_jobs", "transforms", "models", "synth", "bench")
+PACKAGES = ("smescore", "beam_jobs", "transforms", "models", "synth", "bench", "service")
 LINT_IMPORTS = os.path.join(os.path.dirname(sys.executable), "lint-imports")
 
 
