@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_jobs import champion_challenger as shadow
+from beam_jobs import champion_challenger
 from models import eligibility, score_rows
 from models import registry as model_registry
 from models.eligibility import IN_DEFAULT, MODEL, RULES
@@ -72,7 +72,7 @@ class RegistryState:
 class ModelSet:
     state: RegistryState
     scoring: score_rows.Scoring
-    roles: shadow.Roles
+    roles: champion_challenger.Roles
     models: dict            # version -> loaded SavedModel, the champion first
     min_history_months: int
     loaded_at: dt.datetime
@@ -106,7 +106,7 @@ def load_model_set(registry_dir: str, canary_share: float = DEFAULT_CANARY_SHARE
     models = {v: tf.saved_model.load(reg.saved_model_path(v)) for v in versions}
     for model in models.values():
         warm_up(model)
-    return ModelSet(state, scoring, shadow.Roles(state.champion, state.challengers, canary_share),
+    return ModelSet(state, scoring, champion_challenger.Roles(state.champion, state.challengers, canary_share),
                     models, min_history_months, dt.datetime.now(dt.timezone.utc))
 
 
@@ -311,27 +311,27 @@ def _score_model_part(ms: ModelSet, table: pa.Table, found: dict) -> None:
     canary = ms.roles.canary
     # The split below draws the canary with this same call; recomputed here only to put its rows
     # back in request order (checked against the ids it yields).
-    mask = (shadow.canary_mask(ids, ms.roles.canary_share)
+    mask = (champion_challenger.canary_mask(ids, ms.roles.canary_share)
             if isinstance(outputs.get(canary), pa.Table) else np.zeros(len(ids), bool))
     official = [positions[~mask], positions[mask]]
     champion_shadow_first = bool(mask.any())   # the canary firms' champion scores come first
-    split = shadow.SplitOfficialAndShadow(ms.roles, ms.scoring)
+    split = champion_challenger.SplitOfficialAndShadow(ms.roles, ms.scoring)
     for out in split.process(outputs):
-        tag = getattr(out, "tag", shadow.OFFICIAL)
+        tag = getattr(out, "tag", champion_challenger.OFFICIAL)
         value = getattr(out, "value", out)
-        if tag == shadow.OFFICIAL:
+        if tag == champion_challenger.OFFICIAL:
             scores, attributions = value
             pos = official.pop(0)
             _check_ids(scores, ids, positions, pos)
             _rows_by_position(scores, pos, found, "row")
             _attribution_points(attributions, pos, found)
-        elif tag == shadow.SHADOW:
+        elif tag == champion_challenger.SHADOW:
             pos = positions[mask] if champion_shadow_first else positions
             champion_shadow_first = False
             _check_ids(value, ids, positions, pos)
             for p, row in zip(pos, value.to_pylist()):
                 found.setdefault(int(p), {}).setdefault("shadow", []).append(row)
-        elif tag == shadow.SHADOW_FAILED:
+        elif tag == champion_challenger.SHADOW_FAILED:
             p = positions[ids.index(json.loads(value["record_json"])["enterprise_id"])]
             found.setdefault(int(p), {}).setdefault("shadow", []).append(
                 {"model_role": "challenger", "error": value["reason"]})

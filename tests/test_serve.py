@@ -21,7 +21,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from beam_jobs import build_features, score_portfolio, shadow
+from beam_jobs import build_features, champion_challenger, score_portfolio
 from models.signature import with_model_outputs
 from models import lifecycle
 from service import core, parity
@@ -106,7 +106,7 @@ def test_feature_values_give_the_nightly_scores_exactly(client, book, beam_featu
                      ("in_default", "champion")}
     canary = [f for f, a in answers.items() if a["model_role"] == "canary"]
     model = [f for f, a in answers.items() if a["score_source"] == "model"]
-    assert sorted(canary) == sorted(np.asarray(model)[shadow.canary_mask(model, 0.10)])
+    assert sorted(canary) == sorted(np.asarray(model)[champion_challenger.canary_mask(model, 0.10)])
     assert all(answers[f]["model_version"] == book[4] for f in canary)
 
 
