@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
-from importlib import resources
 from typing import Mapping, Optional, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from smescore import tables
+from smescore import config, tables
 from smescore.errors import BadInput, GateBreached
 from transforms import feeds as feed_contract
 
@@ -45,18 +43,8 @@ class GatesConfig:
 
     @classmethod
     def load(cls, path: Optional[str] = None) -> "GatesConfig":
-        where = path or "smescore/config/gates.json"
-        try:
-            if path:
-                with open(path, encoding="utf-8") as fh:
-                    raw = json.load(fh)
-            else:
-                raw = json.loads(resources.files("smescore.config").joinpath("gates.json")
-                                 .read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise BadInput(f"gates config {where}: cannot read it ({type(err).__name__}: "
-                           f"{str(err).splitlines()[0]}); fix the file or pass --gates_config") \
-                from None
+        raw, where = config.read_json("gates.json", path, "gates config",
+                                      "; fix the file or pass --gates_config")
         try:
             return cls._parse(raw)
         except (TypeError, ValueError, KeyError) as err:

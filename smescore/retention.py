@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
-from importlib import resources
 from typing import Callable, Optional
 
 import duckdb
 
+from smescore import config
 from smescore import tables as contract
 from smescore.errors import BadInput, SmescoreError
 from smescore.warehouse import Warehouse
@@ -50,17 +49,7 @@ class Policy:
     @classmethod
     def load(cls, path: Optional[str] = None) -> "Policy":
         """The packaged policy, or the file at `path`; BadInput naming the file and the key."""
-        where = path or "smescore/config/retention.json"
-        try:
-            if path:
-                with open(path, encoding="utf-8") as fh:
-                    raw = json.load(fh)
-            else:
-                raw = json.loads(resources.files("smescore.config").joinpath("retention.json")
-                                 .read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise BadInput(f"retention config {where}: cannot read it ({type(err).__name__}: "
-                           f"{str(err).splitlines()[0]})") from None
+        raw, where = config.read_json("retention.json", path, "retention config")
         try:
             section = raw["attributions"]
             unknown, missing = sorted(set(section) - _KEYS), sorted(_KEYS - set(section))
