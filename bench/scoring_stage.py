@@ -11,7 +11,7 @@ job's 32 shards give) and write the same two sorted Parquet files (scores, attri
        -> stages.ScoreFirms (the nightly's: RunInference(ChampionChallengersHandler), the champion's
           official rows) -> stages.StageRiskTables (scores; attributions)  -- beam_jobs/stages.py
   in-process: tf.saved_model.load -> per table: signature.padded_inputs -> `score_and_explain`
-       signature -> the output columns signature.with_model_outputs appends -> score_rows.model_rows
+       signature -> the output columns signature.append_outputs appends -> score_rows.model_rows
        -> sinks.write_sorted_parquet (scores; attributions)
 
 Each timed run covers everything either path must do on a fresh night: model load (and the XLA
@@ -85,29 +85,13 @@ def run_beam(features_path, batch_rows, saved_model, scoring, out_dir, beam_args
 
 
 # ---------------------------------------------------------------- in-process path
-def with_model_outputs(table, out):
-    """The columns signature.with_model_outputs appends (same dtypes, same order), from the
-    signature's outputs, so that the in-process split can time the signature call alone."""
-    import numpy as np
-    import pyarrow as pa
-    n = table.num_rows                    # the inputs were padded (signature.padded_inputs)
-    phi = out["phi"].numpy()[:n].astype(np.float32)
-    return (table
-            .append_column("pd", pa.array(out["pd"].numpy()[:n].astype(np.float64)))
-            .append_column("logit", pa.array(out["logit"].numpy()[:n].astype(np.float64)))
-            .append_column("expected_logit",
-                           pa.array(out["expected_logit"].numpy()[:n].astype(np.float64)))
-            .append_column("phi", pa.FixedSizeListArray.from_arrays(pa.array(phi.reshape(-1)),
-                                                                    phi.shape[1])))
-
-
 def run_in_process(features_path, batch_rows, saved_model, scoring, out_dir) -> tuple[float, dict]:
     """(wall seconds, seconds per step) of the same work without Beam."""
     import tensorflow as tf
 
     from beam_jobs import sinks
     from models import score_rows
-    from models.signature import EXPLAIN_SIGNATURE, padded_inputs
+    from models.signature import EXPLAIN_SIGNATURE, append_outputs, padded_inputs
     from smescore import tables
 
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -133,7 +117,7 @@ def run_in_process(features_path, batch_rows, saved_model, scoring, out_dir) -> 
         lap("raw_inputs")
         out = signature(**inputs)
         lap("signature (first call)" if i == 0 else "signature")
-        table = with_model_outputs(table, out)
+        table = append_outputs(table, out)
         lap("append outputs")
         s, a = score_rows.model_rows(table, scoring)
         scores.append(s)

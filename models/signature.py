@@ -72,7 +72,12 @@ def with_model_outputs(table: pa.Table, model) -> pa.Table:
     appended (one call of the explain signature, padded: see ROW_BLOCK)."""
     import tensorflow as tf
     inputs = {k: tf.constant(v) for k, v in padded_inputs(table).items()}
-    out = model.signatures[EXPLAIN_SIGNATURE](**inputs)
+    return append_outputs(table, model.signatures[EXPLAIN_SIGNATURE](**inputs))
+
+
+def append_outputs(table: pa.Table, out) -> pa.Table:
+    """`table` with the explain signature's outputs for its rows appended (the padding rows
+    dropped): pd, logit, expected_logit as float64, phi as a fixed-size float32 list."""
     n = table.num_rows
     phi = out["phi"].numpy()[:n].astype(np.float32)
     return (table
