@@ -4,8 +4,9 @@ The snapshots come from the feeds through a Beam job; beam_jobs/train_job.py run
 the frame to `Trainer.train_on` (this module builds no pipeline).
 
 Out-of-time and out-of-sample design: labelled snapshots at month-ends; the earliest dates train,
-the next ones validate (early stopping, calibration), the latest ones test, and validation and test
-use only firms held out of training (see `holdout_firms`). The model card carries the test
+the next ones validate (early stopping), the latest ones test, and validation and test use only
+firms held out of training (see `holdout_firms`); Platt calibration uses every held-out firm-date
+before the test dates (`calibration_firms`). The model card carries the test
 metrics, the challenger's, the generator's oracle AUC when a ground truth is present, and the
 baseline that drift and SHAP need later.
 """
@@ -133,6 +134,15 @@ def holdout_firms(enterprise_ids, share: float) -> np.ndarray:
     return buckets < share * 10_000
 
 
+def calibration_firms(frame: pd.DataFrame, split: dict, held_out: np.ndarray) -> pd.DataFrame:
+    """What Platt calibration is fitted on: every held-out firm-date before the test dates (the
+    validation firms, and the held-out firms at the training dates, which the network never saw).
+    The validation dates alone hold ~150 defaults on the 10k book, which left about +-8% noise in
+    the PD level between otherwise equal models; the test dates stay out of it."""
+    before_test = frame["as_of_date"].isin(list(split["train"]) + list(split["valid"])).to_numpy()
+    return frame[before_test & held_out].reset_index(drop=True)
+
+
 def oracle_auc(feeds_dir: str, test: pd.DataFrame) -> float | None:
     """AUC of the generator's true PD on the same test rows, when a ground truth is present."""
     truth = ground_truth.read(feeds_dir)
@@ -179,6 +189,7 @@ class Trainer:
             for name, part in parts.items():
                 self.log(f"{name}: {len(part):,} firm-dates, default rate "
                          f"{part.label_default_12m.mean():.2%}")
+            calibration_part = calibration_firms(frame, split, held_out)
 
             tft_dir = os.path.join(staging, registry.TRANSFORM_FN)
             preprocessing.analyze_and_transform(to_batches(parts["train"]), tft_dir, work)
@@ -186,6 +197,8 @@ class Trainer:
             columns = preprocessing.input_columns(tft_output)
             x = {name: assemble_numpy(tft_dir, part, columns) for name, part in parts.items()}
             y = {name: part["label_default_12m"].to_numpy(np.float32) for name, part in parts.items()}
+            x["calibration"] = assemble_numpy(tft_dir, calibration_part, columns)
+            y["calibration"] = calibration_part["label_default_12m"].to_numpy(np.float32)
             self.log(f"TFT analysed on train; model input width {x['train'].shape[1]}")
 
             signs = network.input_signs(columns, DIRECTIONS)
@@ -193,7 +206,11 @@ class Trainer:
                                          log_dir=os.path.join(staging, "logs"), signs=signs)
             self.log(f"network trained ({'monotone' if hp.monotone else 'unconstrained'}): "
                      f"{len(history['loss'])} epochs, best val AUC {max(history['val_auc']):.4f}")
-            platt = calibration.fit_platt(network.raw_logit(model, x["valid"]), y["valid"])
+            platt = calibration.fit_platt(network.raw_logit(model, x["calibration"]), y["calibration"])
+            self.calibration_sample = {"firm_dates": len(calibration_part),
+                                       "defaults": int(y["calibration"].sum())}
+            self.log(f"Platt calibration on {len(calibration_part):,} held-out firm-dates "
+                     f"({self.calibration_sample['defaults']} defaults)")
             test_pd = platt.pd(network.raw_logit(model, x["test"]))
             test_metrics = metrics.summary(y["test"], test_pd)
             challenger = challenger_metrics(x["train"], y["train"], x["test"], y["test"], hp.seed)
@@ -272,7 +289,9 @@ class Trainer:
             "hyperparameters": hp_dict,
             "design": design,
             "training_history": history,
-            "calibration": {"method": "platt", "a": platt.a, "b": platt.b},
+            "calibration": {"method": "platt", "a": platt.a, "b": platt.b,
+                            "fitted_on": "held-out firms at the training and validation dates",
+                            **self.calibration_sample},
             "metrics": {"test": test_metrics, **benchmarks, "oracle_auc": oracle},
             "oracle_auc": oracle,
             "saved_model_max_abs_pd_diff": check,
@@ -321,7 +340,7 @@ def unconstrained_metrics(x: dict, y: dict, hp: network.HParams) -> dict:
     what monotonicity costs (or gains) in discrimination, reported in the model card."""
     free = dataclasses.replace(hp, monotone=False)
     model, history = network.fit(x["train"], y["train"], x["valid"], y["valid"], free)
-    platt = calibration.fit_platt(network.raw_logit(model, x["valid"]), y["valid"])
+    platt = calibration.fit_platt(network.raw_logit(model, x["calibration"]), y["calibration"])
     p = platt.pd(network.raw_logit(model, x["test"]))
     return {"model": "unconstrained_mlp", "auc": metrics.auc(y["test"], p), "ks": metrics.ks(y["test"], p),
             "mean_pd": float(p.mean()), "epochs": len(history["loss"])}

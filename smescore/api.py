@@ -29,7 +29,7 @@ from models.scorecard import load_scorecard_config
 from smescore import runtime, tables
 from smescore.errors import BadInput
 from smescore.warehouse import conform
-from transforms import featurize
+from transforms import book_relative, featurize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,16 +79,31 @@ def load_model(registry: str, version: str | None = None, *, scorecard_config: s
 
 
 def compute_features(records: Mapping[str, pa.Table | pd.DataFrame], as_of: dt.date,
-                     n_shards: int = featurize.DEFAULT_SHARDS) -> Features:
+                     n_shards: int = featurize.DEFAULT_SHARDS,
+                     book_medians: book_relative.Medians | None = None) -> Features:
     """Raw records of a set of firms, {feed: Arrow table or DataFrame} for every feed of
     transforms/feeds.py, -> their features as of `as_of` and the records rejected (with the
     reason). Related-party features look at the firm's controller group: give all its firms.
     `shards` cuts the firms as the nightly job does with the same --n_shards: `score` calls the
-    model once per shard, as RunInference does, so the float32 rounding is the nightly's too."""
+    model once per shard, as RunInference does, so the float32 rounding is the nightly's too.
+
+    The changes are read against the book (transforms/book_relative.py): by default the records
+    are the book, and its medians are taken over them; to score a few firms of a larger book,
+    pass that book's `book_medians` at `as_of` (`book_medians_of` its features)."""
     shards, rejected = featurize.feature_tables(records, [as_of], n_shards=n_shards)
+    medians = {as_of: book_medians} if book_medians is not None else book_relative.book_medians(shards)
+    shards = [book_relative.adjust(shard, medians) for shard in shards]
     features = (_sorted(pa.concat_tables(shards), ["enterprise_id"]) if shards
                 else featurize.FEATURE_SCHEMA.empty_table())
     return Features(features, rejected, shards)
+
+
+def book_medians_of(records: Mapping[str, pa.Table | pd.DataFrame], as_of: dt.date
+                    ) -> book_relative.Medians:
+    """The book's median of each book-relative change at `as_of`, over the records of the whole
+    book: what `compute_features` reads a few of its firms against."""
+    shards, _ = featurize.feature_tables(records, [as_of])
+    return book_relative.book_medians(shards).get(as_of, book_relative.medians([]))
 
 
 def feature_table(features: pa.Table | pd.DataFrame) -> pa.Table:

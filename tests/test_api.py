@@ -94,6 +94,26 @@ def test_a_dataframe_of_features_scores_the_same(nightly, records, trained):
     assert 1 <= len(row["reasons"]) <= 4
 
 
+def test_a_few_firms_read_against_their_book_get_the_books_features(records):
+    """One controller group scored alone: its changes read against the whole book's medians
+    (`book_medians_of`) equal the book's own rows; read against the group itself they do not
+    (every change would be its gap to two or three firms)."""
+    book = api.compute_features(records, AS_OF).features
+    ent = records["enterprises"].to_pandas()
+    controller = ent["controller_id"].value_counts().index[0]         # the largest group
+    firms = set(ent.loc[ent["controller_id"] == controller, "enterprise_id"])
+    few = {feed: t.filter(pc.is_in(t.column("enterprise_id"), value_set=pa.array(sorted(firms))))
+           for feed, t in records.items()}
+    alone = api.compute_features(few, AS_OF, n_shards=1,
+                                 book_medians=api.book_medians_of(records, AS_OF)).features
+    mine = book.filter(pc.is_in(book.column("enterprise_id"), value_set=pa.array(sorted(firms))))
+    assert alone.num_rows == mine.num_rows == len(firms) >= 2
+    assert repr(alone.to_pylist()) == repr(mine.to_pylist())
+    unanchored = api.compute_features(few, AS_OF, n_shards=1).features
+    assert (unanchored.column("inv_sales_chg_3m").to_pylist()
+            != mine.column("inv_sales_chg_3m").to_pylist())
+
+
 def test_bad_records_are_rejected_with_a_reason_and_the_rest_scored(records, trained):
     registry, _, _ = trained
     invoices = records["invoices"].slice(0, 5).to_pandas()

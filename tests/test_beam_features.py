@@ -15,7 +15,13 @@ from beam_jobs import build_features, sinks
 from beam_jobs.sources import LocalFilesSource
 from tests import handmade
 from tests.shared_fs import SharedFileSystem
-from transforms import beam_features, catalog, featurize, pit
+from transforms import beam_features, book_relative, catalog, featurize, pit
+
+
+def _direct(tables, as_of):
+    """The in-process features of a whole book, read against that book as the job reads them."""
+    table = featurize.features_to_arrow(pit.compute_features(pit.FirmFrames.from_tables(tables), as_of))
+    return book_relative.adjust(table, book_relative.book_medians([table])).to_pandas()
 
 
 def _run_features(feeds_dir, as_of_dates, out, with_labels=False, n_shards=3):
@@ -33,7 +39,7 @@ def test_feature_job_writes_what_the_function_computes(tmp_path):
     build_features.run([f"--feeds={feeds_dir}", "--as_of=2026-06-30", f"--out={out}",
                         "--n_shards=3"], save_main_session=False)
     job = pq.read_table(out).to_pandas()
-    direct = pit.compute_features(pit.FirmFrames.from_tables(handmade.tables()), handmade.D)
+    direct = _direct(handmade.tables(), handmade.D)
     assert list(job["enterprise_id"]) == ["E1", "E2", "E4"]
     pd.testing.assert_frame_equal(job[list(catalog.NAMES)], direct[list(catalog.NAMES)],
                                   check_dtype=False)
@@ -104,7 +110,7 @@ def test_malformed_records_are_rejected_with_reasons_and_the_rest_unchanged(tmp_
         "non-integer days_overdue", "unknown industry 'Z'"}
     assert reasons["B7"] == "unknown enterprise_id"
     job = pq.read_table(out).to_pandas()
-    clean = pit.compute_features(pit.FirmFrames.from_tables(handmade.tables()), handmade.D)
+    clean = _direct(handmade.tables(), handmade.D)
     pd.testing.assert_frame_equal(job[list(catalog.NAMES)], clean[list(catalog.NAMES)],
                                   check_dtype=False)
 
@@ -132,7 +138,7 @@ def test_rows_spread_over_files_meet_in_their_shard_and_shuffle_files_are_remove
         feats | sinks.WriteSortedParquet(str(tmp_path / "f.parquet"), featurize.FEATURE_SCHEMA,
                                          ["as_of_date", "enterprise_id"])
     job = pq.read_table(tmp_path / "f.parquet").to_pandas()
-    direct = pit.compute_features(pit.FirmFrames.from_tables(handmade.tables()), handmade.D)
+    direct = _direct(handmade.tables(), handmade.D)
     pd.testing.assert_frame_equal(job[list(catalog.NAMES)], direct[list(catalog.NAMES)],
                                   check_dtype=False)
     assert not shuffle.exists()

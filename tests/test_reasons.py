@@ -51,9 +51,11 @@ def test_example_from_the_issue():
 def test_first_reason_says_worse_than_typical_with_both_values():
     (first, *_), _, _ = _reasons()
     assert first == {"code": CODES["inv_sales_chg_3m"], "feature": "inv_sales_chg_3m", "points": -40.0,
-                     "text_zh": "近3个月开票金额较前3个月下降40%，低于多数企业（中位数增长2%）",
-                     "text_en": "Weaker growth in invoiced sales than most firms: down 40% in the last "
-                                "3 months vs the prior 3 (typical: up 2%)"}
+                     "text_zh": "近3个月开票金额较前3个月低于全部企业中位数40%，低于多数企业"
+                                "（中位数高于全部企业中位数2%）",
+                     "text_en": "Weaker growth in invoiced sales than most firms: 40% below the "
+                                "book's median in the last 3 months vs the prior 3 (typical: 2% "
+                                "above the book's median)"}
 
 
 def test_at_most_four_most_negative_first():
@@ -165,11 +167,14 @@ def test_typical_firm_from_the_model_card():
      "Fewer customers than most firms: 2 in the last 12 months (typical: 9)"),
     ("reg_litig_12m", 2.0, 0.0, "近12个月涉诉2次，多于多数企业（中位数0次）",
      "More lawsuits against the firm than most firms: 2 in the last 12 months (typical: 0)"),
-    ("tax_sales_yoy_3m", -0.4, 0.02, "近3期申报销售额同比下降40%，低于多数企业（中位数增长2%）",
-     "Weaker growth in declared taxable sales than most firms: down 40% in the last 3 periods, "
-     "year on year (typical: up 2%)"),
-    ("hc_chg_12m", -0.25, 0.0, "社保缴纳人数同比下降25%，低于多数企业（中位数基本持平）",
-     "Weaker growth in insured headcount than most firms: down 25% year on year (typical: flat)"),
+    # changes are read against the book's median change at the date (transforms/book_relative.py)
+    ("tax_sales_yoy_3m", -0.4, 0.02,
+     "近3期申报销售额同比低于全部企业中位数40%，低于多数企业（中位数高于全部企业中位数2%）",
+     "Weaker growth in declared taxable sales than most firms: 40% below the book's median in "
+     "the last 3 periods, year on year (typical: 2% above the book's median)"),
+    ("hc_chg_12m", -0.25, 0.0, "社保缴纳人数同比低于全部企业中位数25%，低于多数企业（中位数与全部企业中位数持平）",
+     "Weaker growth in insured headcount than most firms: 25% below the book's median year on "
+     "year (typical: level with the book's median)"),
     ("inv_top1_share_12m", 0.62, 0.31, "近12个月第一大客户销售占比62%，高于多数企业（中位数31%）",
      "Higher share of sales to the largest customer than most firms: 62% in the last 12 months "
      "(typical: 31%)"),
@@ -186,9 +191,10 @@ def test_typical_firm_from_the_model_card():
      "Fewer employees with social insurance than most firms: 2 in the latest period (typical: 9)"),
     ("ent_age_years", 1.5, 8.25, "企业成立1.5年，短于多数企业（中位数8.2年）",
      "Younger than most firms: 1.5 years since establishment (typical: 8.2 years)"),
-    ("inv_sales_slope_12m", -0.05, 0.01, "近12个月开票金额趋势月均-4.9%，低于多数企业（中位数月均+1.0%）",
-     "Weaker trend in invoiced sales than most firms: -4.9% a month over the last 12 months "
-     "(typical: +1.0% a month)"),
+    ("inv_sales_slope_12m", -0.05, 0.01,
+     "近12个月开票金额趋势月均低于全部企业中位数4.9%，低于多数企业（中位数月均高于全部企业中位数1.0%）",
+     "Weaker trend in invoiced sales than most firms: 4.9% a month below the book's median over "
+     "the last 12 months (typical: 1.0% a month above the book's median)"),
     ("inv_purch_sales_ratio_3m", 1.8, 0.7, "近3个月进项与销项金额之比1.80，高于多数企业（中位数0.70）",
      "Higher purchases-to-sales ratio than most firms: 1.80 in the last 3 months (typical: 0.70)"),
     ("tax_months_since_late", 2.0, 9.0, "距最近一次逾期申报2个月，短于多数企业（中位数9个月）",

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import arrow_coder  # noqa: F401  (the pa.Table coder)
-from transforms import featurize, feeds, progress, shard_files, validate
+from transforms import book_relative, featurize, feeds, progress, shard_files, validate
 
 REJECTED = "rejected"
 NAMESPACE = "smescore"
@@ -127,7 +127,7 @@ class ComputeFeatures(beam.PTransform):
     """dict feed -> PCollection[pa.Table]  ==>  (features: PCollection[pa.Table], rejected records).
 
     One implementation for training snapshots (many as-of dates, with labels) and the nightly
-    run (one date).
+    run (one date). The changes come out read against the book (ReadAgainstTheBook).
     """
 
     def __init__(self, as_of_dates, n_shards: int = 32, with_labels: bool = False,
@@ -172,4 +172,32 @@ class ComputeFeatures(beam.PTransform):
         # Every shard featurized: its files are no longer needed.
         _ = (feats.features | "ShardsDone" >> beam.combiners.Count.Globally()
              | "RemoveShuffleFiles" >> beam.Map(lambda _, f: shard_files.remove(f), folder))
-        return feats.features, rejects | "AllRejected" >> beam.Flatten()
+        return (feats.features | "AgainstTheBook" >> ReadAgainstTheBook(),
+                rejects | "AllRejected" >> beam.Flatten())
+
+
+def _values_by_date(table: pa.Table):
+    """(ISO date, present values): a string key, which every runner encodes deterministically."""
+    for d, values in book_relative.present_values(table).items():
+        yield d.isoformat(), values
+
+
+def _medians_by_date(pairs) -> dict:
+    return {dt.date.fromisoformat(d): m for d, m in pairs}
+
+
+class ReadAgainstTheBook(beam.PTransform):
+    """Feature tables -> the same tables with the book-relative changes less the whole book's
+    median at each as-of date (transforms/book_relative.py). The medians need every shard: the
+    present values of each (a few floats a firm) meet per date, and the exact medians come back
+    to every shard as a small side input."""
+
+    def expand(self, features):
+        medians = (features
+                   | "PresentValues" >> beam.FlatMap(_values_by_date)
+                   | "ByDate" >> beam.GroupByKey()
+                   | "Medians" >> beam.MapTuple(lambda d, parts: (d, book_relative.medians(parts)))
+                   | "AllDates" >> beam.combiners.ToList()
+                   | "AsDict" >> beam.Map(_medians_by_date))
+        return features | "Adjust" >> beam.Map(
+            book_relative.adjust, beam.pvalue.AsSingleton(medians)).with_output_types(pa.Table)

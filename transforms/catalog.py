@@ -47,6 +47,7 @@ class Feature:
     worse_en: str = ""
     unit_zh: str = ""       # what a 'number' counts in Chinese: 张 (invoices), 家 (firms); default 个
     cap: float | None = None  # values above it count as it (see CAPS below)
+    book_relative: bool = False  # the value less the book's median at the date (BOOK_RELATIVE)
     code: str = ""          # stable reason code, filled in below
 
     @property
@@ -352,9 +353,19 @@ FEATURES: tuple[Feature, ...] = tuple([
 # loan adds 30 days a month for ever). Beyond these values risk no longer changes anyway.
 CAPS: dict[str, float] = {"hist_months": 12.0, "ent_age_years": 30.0, "rel_max_dpd_12m": 180.0}
 
+# Changes read against the book (transforms/book_relative.py): every firm's change less the
+# median change of the whole book at the same date, so that seasons, the Spring Festival's date and
+# the economy, which move every firm at once, do not read as the firm's own risk.
+BOOK_RELATIVE: tuple[str, ...] = tuple(f.name for f in FEATURES if f.kind in ("pct_change", "slope"))
+_VS_BOOK_ZH, _VS_BOOK_EN = "（相对全部企业同期中位数）", ", against the book's median at the date"
+
 for _i, _f in enumerate(FEATURES):
     object.__setattr__(_f, "code", f"R{_i + 1:03d}")
     object.__setattr__(_f, "cap", CAPS.get(_f.name))
+    if _f.name in BOOK_RELATIVE:
+        object.__setattr__(_f, "book_relative", True)
+        object.__setattr__(_f, "desc_zh", _f.desc_zh + _VS_BOOK_ZH)
+        object.__setattr__(_f, "desc_en", _f.desc_en + _VS_BOOK_EN)
 
 BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
@@ -438,6 +449,8 @@ def render_value(feature: Feature, value, lang: str) -> str:
         names = CATEGORY_NAMES.get(feature.name, {}).get(str(value))
         return str(value) if names is None else names[0 if zh else 1]
     v = float(value)
+    if feature.book_relative:
+        return _gap_to_book(k, v, zh)
     if k == "pct_change":
         pct = round(abs(v) * 100)
         if pct == 0:
@@ -471,6 +484,19 @@ def render_value(feature: Feature, value, lang: str) -> str:
         pct = (math.exp(v) - 1) * 100
         return f"月均{pct:+.1f}%" if zh else f"{pct:+.1f}% a month"
     return f"{v:.2f}"
+
+
+def _gap_to_book(kind: str, v: float, zh: bool) -> str:
+    """A change read against the book's median change (transforms/book_relative.py): how much
+    higher or lower than the book's, in percent (a trend: percent a month)."""
+    pct = abs((math.exp(v) - 1) * 100 if kind == "slope" else v * 100)
+    shown = _percent(pct)
+    if shown in ("0%", "0.0%"):
+        return "与全部企业中位数持平" if zh else "level with the book's median"
+    per_month_zh, per_month_en = ("月均", " a month") if kind == "slope" else ("", "")
+    if zh:
+        return f"{per_month_zh}{'低于' if v < 0 else '高于'}全部企业中位数{shown}"
+    return f"{shown}{per_month_en} {'below' if v < 0 else 'above'} the book's median"
 
 
 def is_missing(value) -> bool:

@@ -116,9 +116,12 @@ def _div(a, b):
     return out
 
 
+CHANGE_CAP = 10.0      # +1000%: one tiny base cannot dominate
+
+
 def _change(new, base):
     """Relative change new/base - 1, capped at +1000% so one tiny base cannot dominate."""
-    return np.minimum(_div(new, base) - 1.0, 10.0)
+    return np.minimum(_div(new, base) - 1.0, CHANGE_CAP)
 
 
 def _win(m, w, start=0):
