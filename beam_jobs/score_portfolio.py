@@ -125,6 +125,7 @@ def _run_started(options, cfg, source, run_ctx):
         if prestaged:
             risk_sinks.open_risk_tables(cfg).create_staging(run_ctx.scoring.run_id, prestaged)
         build(options, cfg, source, run_ctx, staging).run().wait_until_finish()
+        run_ctx.progress(f"[score] pipeline finished; publishing {staging}")
         result = run_ctx.publish(staging)
     except BaseException as err:
         run_ctx.fail(err)

@@ -91,6 +91,7 @@ STAGES = (  # (name, pattern in a progress line) — first time each is seen
     ("features: first shard done", re.compile(r"firms featurized")),
     ("inference: first batch scored", re.compile(r"firms scored\[model\]")),
     ("run started (driver)", re.compile(r"\[score\] run ")),
+    ("pipeline finished (publication starts)", re.compile(r"\[score\] pipeline finished")),
     ("published", re.compile(r"\[score\] published")),
 )
 
