@@ -56,15 +56,17 @@ def build_firm_index(tables: list[pa.Table], n_shards: int) -> dict:
 
 
 class KeyByShard(beam.DoFn):
-    """(shard, (feed, file holding the rows of that shard)); records of firms not in the portfolio
-    are rejected. The rows go to a file and only its name into the shuffle (see shard_files)."""
+    """A parked feed batch (its file name) -> (shard, (feed, file holding the rows of that
+    shard)); records of firms not in the portfolio are rejected. The rows go to a file and only
+    its name into the shuffle (see shard_files)."""
 
     def __init__(self, feed: str, folder: str):
         self.feed = feed
         self.folder = folder
         self.unknown = _counter(f"rows_rejected[{feed}]")
 
-    def process(self, table: pa.Table, index: dict):
+    def process(self, parked: str, index: dict):
+        table = shard_files.read(parked)
         firm = pc.index_in(table.column("enterprise_id"), value_set=index["ids"])
         unknown = firm.is_null().to_numpy(zero_copy_only=False)
         shard = np.full(table.num_rows, -1, np.int64)
@@ -154,7 +156,9 @@ class ComputeFeatures(beam.PTransform):
         for feed in feeds.FEEDS:
             if feed == "enterprises":
                 continue
-            res = valid[feed] | f"KeyByShard[{feed}]" >> beam.ParDo(
+            # Batches wait for the firm index as file names, not rows (shard_files.park).
+            parked = valid[feed] | f"Park[{feed}]" >> beam.Map(shard_files.park, folder, feed)
+            res = parked | f"KeyByShard[{feed}]" >> beam.ParDo(
                 KeyByShard(feed, folder), beam.pvalue.AsSingleton(index)).with_outputs(
                 REJECTED, main="keyed")
             keyed.append(res.keyed)
