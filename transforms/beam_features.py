@@ -89,11 +89,13 @@ class KeyByShard(beam.DoFn):
                     self.folder, self.feed, int(shard[start]), rows))
 
 
-def enterprises_by_shard(index: dict):
+def enterprises_by_shard(index: dict, folder: str):
+    """The firms of each shard, into the shuffle as a file name like every other feed's rows."""
     ent = index["enterprises"]
     shard = ent.column("shard").to_numpy()
     for s in np.unique(shard):
-        yield int(s), ("enterprises", ent.filter(pa.array(shard == s)).drop(["shard"]))
+        rows = ent.filter(pa.array(shard == s)).drop(["shard"])
+        yield int(s), ("enterprises", shard_files.write(folder, "enterprises", int(s), rows))
 
 
 class FeaturizeShard(beam.DoFn):
@@ -107,7 +109,7 @@ class FeaturizeShard(beam.DoFn):
     def process(self, element, outcome_end=None):
         _, parts = element
         tables = {}
-        for feed, part in parts:   # a file name, or a table (the firms, from the side input)
+        for feed, part in parts:   # a file name (shard_files), or a table
             tables.setdefault(feed, []).append(shard_files.read(part) if isinstance(part, str)
                                                else part)
         features, rejects = featurize.featurize(
@@ -152,7 +154,7 @@ class ComputeFeatures(beam.PTransform):
         index = (valid["enterprises"] | "CollectFirms" >> beam.combiners.ToList()
                  | "IndexFirms" >> beam.Map(build_firm_index, self.n_shards))
         rejects.append(index | "DuplicateFirms" >> beam.FlatMap(lambda i: i["rejects"]))
-        keyed = [index | "FirmsByShard" >> beam.FlatMap(enterprises_by_shard)]
+        keyed = [index | "FirmsByShard" >> beam.FlatMap(enterprises_by_shard, folder)]
         for feed in feeds.FEEDS:
             if feed == "enterprises":
                 continue
