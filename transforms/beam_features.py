@@ -46,10 +46,12 @@ class ValidateBatch(beam.DoFn):
 
 
 def build_firm_index(tables: list[pa.Table], n_shards: int) -> dict:
-    """The portfolio's firms (deduplicated) with their shard; one small side input for all feeds."""
+    """The portfolio's firms (deduplicated) with their shard: at least `n_shards` shards, more
+    for a large book (featurize.shard_count); one side input for all feeds."""
     table = pa.concat_tables(tables) if tables else feeds.ENTERPRISES.schema.empty_table()
     table, rejects = validate.split_duplicates("enterprises", table)
-    shard = featurize.shard_of(table.column("controller_id").to_pylist(), n_shards)
+    shards = featurize.shard_count(table.num_rows, n_shards)     # more for a large book
+    shard = featurize.shard_of(table.column("controller_id").to_pylist(), shards)
     return {"enterprises": table.append_column("shard", pa.array(shard)),
             "rejects": rejects,
             "ids": table.column("enterprise_id").combine_chunks(), "shards": shard}
