@@ -100,7 +100,8 @@ def feature_tables(records: Mapping[str, pa.Table | pd.DataFrame], as_of_dates: 
             rows = valid[feed].filter(pa.array(~known)).to_pandas(date_as_object=True)
             rejects += validate.rejected(feed, rows, "unknown enterprise_id")
         valid[feed] = valid[feed].filter(pa.array(known))
-    shard = shard_of(valid["enterprises"].column("controller_id").to_pylist(), n_shards)
+    shard = shard_of(valid["enterprises"].column("controller_id").to_pylist(),
+                     shard_count(valid["enterprises"].num_rows, n_shards))
     firms = pa.Table.from_pydict({"enterprise_id": valid["enterprises"].column("enterprise_id"),
                                   "shard": shard})
     tables = []
