@@ -246,10 +246,10 @@ def _conform_or_check(name: str, rows, check):
     the table and column as for an Arrow table) and returned as it is: the engine loads its files
     and conforms what differs (NaN -> NULL) as it does (`_insert_sql`)."""
     if isinstance(rows, StagedTable):
-        for _ in rows.conformed(check):
-            pass
         if not rows.paths:
             raise ValueError(f"table {name!r}: a staged table needs at least one file")
+        for _ in rows.conformed(check):
+            pass
         return rows
     return check(rows)
 
