@@ -56,7 +56,8 @@ class SmescoreOptions(PipelineOptions):
         parser.add_argument("--model_version", default=None,
                             help="Score with this version instead of the registry's champion")
         parser.add_argument("--n_shards", type=int, default=DEFAULT_SHARDS,
-                            help="Firm shards (a controller group never straddles two)")
+                            help="Firm shards, at least (a controller group never straddles "
+                                 "two; a book of over 3,200 firms a shard gets more)")
         parser.add_argument("--min_history_months", type=int, default=MIN_HISTORY_MONTHS,
                             help="Firms with less feed history go to the cold-start rules")
         parser.add_argument("--max_rejected_share", type=float, default=0.05,

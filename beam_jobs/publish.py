@@ -11,11 +11,11 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from beam_jobs import champion_challenger, drift, gates, sinks, sources
@@ -26,10 +26,9 @@ from models.scorecard import load_scorecard_config
 from smescore import files, tables
 from smescore.errors import BadInput, UsageError
 from beam_jobs.risk_sinks import open_risk_tables, prestaged_tables
+from smescore.warehouse import StagedTable
 
 log = logging.getLogger(__name__)
-SEGMENT_SCHEMA = pa.schema([("enterprise_id", pa.string()), ("industry", pa.string()),
-                            ("region", pa.string())])
 
 
 class RunFailed(BadInput):
@@ -83,20 +82,69 @@ def record_unstarted(cfg, err: BaseException, started_at: dt.datetime, progress=
     return record
 
 
-def segments_of(features: pa.Table) -> pa.Table:
-    return pa.table({"enterprise_id": features.column("enterprise_id"),
-                     "industry": features.column("ent_industry"),
-                     "region": features.column("ent_province")}, schema=SEGMENT_SCHEMA)
-
-
-def firm_segments(segments: pa.Table, as_of, run_id: str) -> pa.Table:
-    """The staged firmographics as the `firm_segments` risk table."""
-    n = segments.num_rows
+def firm_segments_of(features: pa.Table, as_of, run_id: str) -> pa.Table:
+    """A feature table's firmographics as `firm_segments` rows of the run."""
+    n = features.num_rows
     return pa.table({"as_of_date": pa.array([as_of] * n, pa.date32()),
-                     "enterprise_id": segments.column("enterprise_id"),
-                     "industry": segments.column("industry"), "region": segments.column("region"),
+                     "enterprise_id": features.column("enterprise_id"),
+                     "industry": features.column("ent_industry"),
+                     "region": features.column("ent_province"),
                      "run_id": pa.array([run_id] * n, pa.string())},
                     schema=tables.arrow_schema("firm_segments"))
+
+
+SCORE_COUNTS_SCHEMA = pa.schema([("score_source", pa.string()), ("model_role", pa.string()),
+                                 ("firms", pa.int64())])
+
+
+def stage_summary(staging: str, as_of, version: str, scores_rows: int, segment_rows: int) -> int:
+    """On a worker, once the staged `scores` and `firm_segments` files are written (their row
+    counts arrive as side inputs, which orders this step after them): `portfolio_summary.parquet`
+    and `score_counts.parquet` (firms per score source and model role: what the driver's gates
+    and result need), read from the columns they use. Returns the summary's rows."""
+    scores = pq.read_table(os.path.join(staging, "scores.parquet"), columns=[
+        "enterprise_id", "score", "pd", "grade", "score_source", "model_role"])
+    segments = pq.read_table(os.path.join(staging, "firm_segments.parquet"),
+                             columns=["enterprise_id", "industry", "region"])
+    summary = portfolio_summary(scores.drop_columns(["model_role"]).to_pandas(),
+                                segments.to_pandas(), as_of, version)
+    table = pa.Table.from_pandas(summary, schema=tables.arrow_schema("portfolio_summary"),
+                                 preserve_index=False)
+    sinks.publish_file(lambda tmp: pq.write_table(table, tmp),
+                       os.path.join(staging, "portfolio_summary.parquet"))
+    counts = scores.group_by(["score_source", "model_role"]).aggregate([([], "count_all")])
+    counts = counts.select(["score_source", "model_role", "count_all"]).rename_columns(
+        SCORE_COUNTS_SCHEMA.names)
+    sinks.write_sorted_parquet([counts], os.path.join(staging, "score_counts.parquet"),
+                               SCORE_COUNTS_SCHEMA, ["score_source", "model_role"])
+    return table.num_rows
+
+
+COUNTS_SCHEMA = pa.schema([("score_source", pa.string()), ("model_role", pa.string()),
+                                 ("firms", pa.int64())])
+
+
+def stage_summary(staging: str, as_of, version: str, scores_rows: int, segment_rows: int) -> int:
+    """On a worker, once the staged `scores` and `firm_segments` files are written (their row
+    counts arrive as side inputs, which orders this step after them): `portfolio_summary.parquet`
+    and `score_counts.parquet` (firms per score source and model role: what the driver's gates
+    and result need), read from the columns they use. Returns the summary's rows."""
+    scores = pq.read_table(os.path.join(staging, "scores.parquet"), columns=[
+        "enterprise_id", "score", "pd", "grade", "score_source", "model_role"])
+    segments = pq.read_table(os.path.join(staging, "firm_segments.parquet"),
+                             columns=["enterprise_id", "industry", "region"])
+    summary = portfolio_summary(scores.drop_columns(["model_role"]).to_pandas(),
+                                segments.to_pandas(), as_of, version)
+    table = pa.Table.from_pandas(summary, schema=tables.arrow_schema("portfolio_summary"),
+                                 preserve_index=False)
+    sinks.publish_file(lambda tmp: pq.write_table(table, tmp),
+                       os.path.join(staging, "portfolio_summary.parquet"))
+    counts = scores.group_by(["score_source", "model_role"]).aggregate([([], "count_all")])
+    counts = counts.select(["score_source", "model_role", "count_all"]).rename_columns(
+        SCORE_COUNTS_SCHEMA.names)
+    sinks.write_sorted_parquet([counts], os.path.join(staging, "score_counts.parquet"),
+                               SCORE_COUNTS_SCHEMA, ["score_source", "model_role"])
+    return table.num_rows
 
 
 PRESTAGED_SCHEMA = pa.schema([("table", pa.string()), ("rows", pa.int64())])
@@ -263,20 +311,34 @@ class RunContext:
                 "message": message, "config_fingerprint": self.config_fingerprint}
 
     def publish(self, staging: str) -> dict:
+        """The staged tables into the risk tables, after the gates. The driver reads only small
+        files (counts, drift, comparison, rejected records, the summary); the per-firm tables go
+        as StagedTable (DuckDB copies the files in) or, on BigQuery, are already loaded by the
+        workers (prestaged.parquet holds their counts)."""
+        with tempfile.TemporaryDirectory(prefix="smescore-publish-") as local:
+            return self._publish(staging, local)
+
+    def _publish(self, staging: str, local: str) -> dict:
         def read(name):
             return pq.read_table(os.path.join(staging, f"{name}.parquet"))
 
-        scores, rejected = read("scores"), read("rejected")
-        coverage = read("rows_in").to_pylist()
+        def staged(name):      # DuckDB reads local files; a gs:// staging folder is copied down
+            path = os.path.join(staging, f"{name}.parquet")
+            if files.is_remote(path):
+                path = files.download(path, os.path.join(local, f"{name}.parquet"))
+            return StagedTable.of(path)
+
+        rejected, coverage = read("rejected"), read("rows_in").to_pylist()
         rows_in = [{"feed": c["feed"], "rows": c["rows"]} for c in coverage]
         self.rows_in = rows_in
-        counts = scores.column("score_source").value_counts().to_pylist()
-        by_source = {c["values"]: c["counts"] for c in counts}
+        by_source, n_canary = {}, 0
+        for c in read("score_counts").to_pylist():
+            by_source[c["score_source"]] = by_source.get(c["score_source"], 0) + c["firms"]
+            n_canary += c["firms"] if c["model_role"] == "canary" else 0
+        n_firms = sum(by_source.values())
         n_model, n_rules = by_source.get("model", 0), by_source.get("rules", 0)
         drift_rows = read("drift")
         self.check_gates(coverage, rejected, n_model, drift_rows)
-        summary = portfolio_summary(scores.to_pandas(), read("segments").to_pandas(),
-                                    self.cfg.as_of, self.scoring.model_version)
         rejected_rows = pa.table({
             "run_id": pa.array([self.scoring.run_id] * rejected.num_rows, pa.string()),
             "as_of_date": pa.array([self.cfg.as_of] * rejected.num_rows, pa.date32()),
@@ -284,33 +346,38 @@ class RunContext:
             "reason": rejected.column("reason")})
         wh = open_risk_tables(self.cfg)
         wh.ensure_schema()
-        published = {
-            "scores": scores, "scores_shadow": read("scores_shadow"), "drift": drift_rows,
-            "challenger_comparison": read("challenger_comparison"),
-            "portfolio_summary": pa.Table.from_pandas(
-                summary, schema=tables.arrow_schema("portfolio_summary"), preserve_index=False),
-            "rejected_records": rejected_rows.cast(tables.arrow_schema("rejected_records")),
-            "firm_segments": firm_segments(read("segments"), self.cfg.as_of, self.scoring.run_id)}
-        prestaged = {}
-        if prestaged_tables(self.cfg):     # already in the run's BigQuery staging tables
-            prestaged = {"prestaged": {r["table"]: r["rows"] for r in read("prestaged").to_pylist()}}
+        published = {"drift": drift_rows, "challenger_comparison": read("challenger_comparison"),
+                     "rejected_records": rejected_rows.cast(
+                         tables.arrow_schema("rejected_records"))}
+        prestaged, load_bytes = {}, {}
+        if prestaged_tables(self.cfg):     # loaded by the workers into BigQuery staging tables
+            for r in read("prestaged").to_pylist():
+                prestaged[r["table"]], load_bytes[r["table"]] = r["rows"], r["load_bytes"]
+            missing = set(prestaged_tables(self.cfg)) - set(prestaged)
+            if missing:
+                raise RuntimeError(f"the workers did not load {sorted(missing)} (staging "
+                                   f"{staging})")
+            extra = {"prestaged": prestaged}
         else:
-            published["attributions"] = read("attributions")
+            published.update({name: staged(name) for name in (
+                "scores", "scores_shadow", "attributions", "firm_segments")})
+            published["portfolio_summary"] = read("portfolio_summary")
+            extra = {}
         target = self.cfg.warehouse or repr(wh)
         wh.publish(self.cfg.as_of, published, self.run_record(
             "succeeded", self.note, rows_in, rejected.num_rows, n_model, n_rules),
-            challengers=self.roles.challengers, **prestaged)
+            challengers=self.roles.challengers, **extra)
         result = {"run_id": self.scoring.run_id, "as_of_date": str(self.cfg.as_of),
-                  "model_version": self.scoring.model_version, "firms": scores.num_rows,
+                  "model_version": self.scoring.model_version, "firms": n_firms,
                   "firms_scored_model": n_model, "firms_scored_rules": n_rules,
                   "firms_in_default": by_source.get("in_default", 0),
                   "rows_in": {r["feed"]: r["rows"] for r in rows_in},
                   "rows_rejected": rejected.num_rows, "warehouse": target,
-                  "challengers": list(self.roles.challengers),
-                  "firms_canary": pc.sum(pc.equal(scores.column("model_role"), "canary")).as_py()
-                  or 0,
+                  "challengers": list(self.roles.challengers), "firms_canary": n_canary,
                   "drift": drift_summary(drift_rows), "message": self.note}
-        self.progress(f"[score] published {scores.num_rows:,} scores "
+        if load_bytes:
+            result["load_bytes"] = load_bytes
+        self.progress(f"[score] published {n_firms:,} scores "
                       f"({n_model:,} model, {n_rules:,} rules) into {target}")
         return result
 

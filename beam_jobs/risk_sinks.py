@@ -1,17 +1,19 @@
 """Where a run's risk tables go: the DuckDB warehouse file (the embedded default) or a BigQuery
-dataset. Both take the same call, `publish(as_of_date, {table: Arrow table}, run_record)`, check
-the tables against the contract first (smescore.warehouse.prepare_publish), and replace the date's
-rows in every table and the run's row in `runs` atomically.
+dataset. Both take the same call, `publish(as_of_date, {table: rows}, run_record)` (rows: an Arrow
+table, or a StagedTable of Parquet files streamed batch by batch), check the tables against the
+contract first (smescore.warehouse.prepare_publish), and replace the date's rows in every table
+and the run's row in `runs` atomically.
 
-BigQuery: WriteToBigQuery (file loads) lands every table in a run-scoped staging table, declared
-with the contract's schema — the attributions from the nightly pipeline's workers
-(StageToBigQuery), the rest from the driver; then ONE multi-statement transaction deletes the
-date's rows and inserts the staged ones, table by table; then the staging tables are dropped. A
-failure before or inside the transaction leaves the published rows as they were.
+BigQuery: Parquet load jobs land every table in a run-scoped staging table, declared with the
+contract's schema — the per-firm tables and the summary from the nightly pipeline's workers
+(ParquetLoader, WORKER_LOADED), the small rest from the driver; then ONE multi-statement
+transaction deletes the date's rows and inserts the staged ones, table by table; then the staging
+tables are dropped. A failure before or inside the transaction leaves the published rows as they
+were.
 """
 from __future__ import annotations
 
-import atexit
+import dataclasses
 import datetime as dt
 import functools
 import os
@@ -20,117 +22,79 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
-import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import sinks
 from beam_jobs.options import BigQueryConfig
 from smescore import bigquery as bqlib
+from smescore import files
 from smescore import tables as contract
-from smescore.warehouse import (PublishError, Warehouse, conform_run_rows, prepare_publish,
-                                prepare_replace, run_record_table)
+from smescore.warehouse import (PublishError, StagedTable, Warehouse, conform, conform_run_rows,
+                                prepare_publish, prepare_replace, run_record_table)
+
+
+# The risk tables of a firm each (and the summary computed from them) that the nightly pipeline's
+# workers load into BigQuery themselves (ParquetLoader): nothing per firm passes the driver.
+WORKER_LOADED = ("scores", "scores_shadow", "attributions", "firm_segments", "portfolio_summary")
 
 
 def prestaged_tables(cfg) -> tuple[str, ...]:
-    """The risk tables the nightly pipeline loads into BigQuery itself (StageToBigQuery) instead
-    of staging them for the driver: the attributions, ~100 rows a firm."""
-    return ("attributions",) if cfg.sink == "bigquery" else ()
+    """The risk tables the workers load into the run's BigQuery staging tables (WORKER_LOADED);
+    none for the DuckDB warehouse, which the driver fills from the staged files."""
+    return WORKER_LOADED if cfg.sink == "bigquery" else ()
 
 
-class EmulatorApiClient:
-    """WriteToBigQuery's `test_client` for an emulator: Beam's own BigQuery API client pointed at
-    the emulator's endpoint, anonymous. Made lazily, and pickled as the endpoint alone, because
-    Beam pickles the transforms that carry it."""
-
-    def __init__(self, endpoint: str):
-        self.endpoint = endpoint.rstrip("/")
-        self._client = None
-
-    def __getstate__(self):
-        return {"endpoint": self.endpoint, "_client": None}
-
-    def __getattr__(self, name):
-        if name.startswith("__") or name in ("endpoint", "_client"):
-            raise AttributeError(name)
-        if self._client is None:
-            # Beam's BigQuery REST client only when a test points the sink at an emulator
-            import httplib2
-            from apache_beam.io.gcp.internal.clients import bigquery as bq_api
-            self._client = bq_api.BigqueryV2(
-                url=f"{self.endpoint}/bigquery/v2/", get_credentials=False, credentials=None,
-                http=httplib2.Http(timeout=30), response_encoding="utf8")
-        return getattr(self._client, name)
+def write_load_file(rows: pa.Table | StagedTable, name: str, path: str, check=None) -> int:
+    """A risk table's rows, conformed to the contract batch by batch (`check`: a table -> the
+    conformed table; default `conform`), as one Parquet load file at `path`; its size in bytes.
+    A staged table is streamed, never read whole."""
+    check = check or functools.partial(conform, name)
+    pieces = rows.conformed(check) if isinstance(rows, StagedTable) else [check(rows)]
+    with pq.ParquetWriter(path, contract.arrow_schema(name)) as writer:
+        for piece in pieces:
+            writer.write_table(piece)
+    return os.path.getsize(path)
 
 
-class StagedRow(dict):
-    """A risk-table row and the table it is loaded into: WriteToBigQuery picks each element's
-    destination, so the rows of every table go through ONE write (and one set of load jobs).
-    It is written out as the plain row."""
-    __slots__ = ("table_spec",)
+LOADED_SCHEMA = pa.schema([("table", pa.string()), ("rows", pa.int64()),
+                           ("load_bytes", pa.int64())])
 
 
-def staged_rows(table: pa.Table, table_spec: str):
-    """Arrow rows as WriteToBigQuery takes them: dicts of Python values (dates and timestamps are
-    written as ISO text; conform() already turned NaN into NULL)."""
-    for row in table.to_pylist():
-        out = StagedRow(row)
-        out.table_spec = table_spec
-        yield out
+@dataclasses.dataclass(frozen=True)
+class ParquetLoader:
+    """The workers' side of a BigQuery publication: a risk table the pipeline staged (a sorted
+    Parquet file) -> checked against the contract and conformed, batch by batch -> one Parquet
+    load job into the run's staging table. Only its row count and load bytes go on (to
+    `prestaged.parquet`, which the driver checks and publishes in its transaction), so rows of
+    this size never pass through the driver. Picklable: the client is made where it runs."""
+    bq: BigQueryConfig
+    emulator: Optional[str]
+    as_of_date: dt.date
+    run_id: str
+    versions: tuple[str, ...]
+
+    def __call__(self, name: str, staged_path: str) -> dict:
+        conn = bqlib.Connection(self.bq.project, self.bq.location, self.emulator)
+        check = functools.partial(self._check, name)
+        with tempfile.TemporaryDirectory(prefix="smescore-load-") as work:
+            local = staged_path
+            if files.is_remote(staged_path):
+                local = files.download(staged_path, os.path.join(work, "staged.parquet"))
+            load_file = os.path.join(work, f"{name}.parquet")
+            size = write_load_file(StagedTable.of(local), name, load_file, check)
+            rows = bqlib.load_parquet(conn, self.bq.risk_dataset,
+                                      bqlib.staging_name(self.run_id, name), load_file)
+        return {"table": name, "rows": rows, "load_bytes": size}
+
+    def _check(self, name: str, table: pa.Table) -> pa.Table:
+        return conform_run_rows(name, table, self.as_of_date, self.run_id, list(self.versions))
 
 
-def read_staged(path_and_spec: tuple[str, str]):
-    path, table_spec = path_and_spec
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
-        yield from staged_rows(pa.Table.from_batches([batch]), table_spec)
-
-
-def _destination(row: StagedRow) -> str:
-    return row.table_spec
-
-
-def _schema_of(destination, schemas: dict) -> dict:
-    """The contract schema of a destination (Beam hands over a TableReference or its text)."""
-    if not isinstance(destination, str):
-        destination = f"{destination.projectId}:{destination.datasetId}.{destination.tableId}"
-    return schemas[destination]
-
-
-@beam.ptransform_fn
-def WriteRiskTables(pcoll, tables_by_spec: Mapping[str, str], test_client=None,
-                    temp_location=None, validate: bool = True):
-    """PCollection[StagedRow] -> every row loaded into its table (PROJECT:DATASET.TABLE), replacing
-    what the table held; `tables_by_spec` names the risk table each destination holds, whose
-    contract schema WriteToBigQuery declares."""
-    schemas = {spec: {"fields": contract.bigquery_schema(name)}
-               for spec, name in tables_by_spec.items()}
-    return pcoll | "WriteToBigQuery" >> beam.io.WriteToBigQuery(
-        _destination, schema=functools.partial(_schema_of, schemas=schemas),
-        method=beam.io.WriteToBigQuery.Method.FILE_LOADS,
-        create_disposition=beam.io.BigQueryDisposition.CREATE_IF_NEEDED,
-        write_disposition=beam.io.BigQueryDisposition.WRITE_TRUNCATE,
-        custom_gcs_temp_location=temp_location, test_client=test_client, validate=validate)
-
-
-def conformed_rows(table: pa.Table, name: str, table_spec: str, as_of_date: dt.date, run_id: str,
-                   versions: Sequence[str]):
-    """One piece of a run's risk table, checked against the contract, as WriteToBigQuery rows."""
-    return staged_rows(conform_run_rows(name, table, as_of_date, run_id, versions), table_spec)
-
-
-@beam.ptransform_fn
-def StageToBigQuery(pcoll, sink: "BigQueryRiskSink", name: str, as_of_date: dt.date, run_id: str,
-                    versions: Sequence[str]):
-    """PCollection[pa.Table] of one risk table -> the run's staging table of it, loaded by the
-    workers, so that rows of this size never pass through the driver. A piece that breaks the
-    contract fails the job, and nothing is published. Returns the PCollection of its row count."""
-    spec = sink.table_spec(bqlib.staging_name(run_id, name))
-    test_client, temp_location, validate = sink.load_settings()
-    (pcoll | "Rows" >> beam.FlatMap(conformed_rows, name, spec, as_of_date, run_id, list(versions))
-     | "Load" >> WriteRiskTables({spec: name}, test_client=test_client,
-                                 temp_location=temp_location, validate=validate))
-    return pcoll | "CountRows" >> sinks.TotalRows()
+def write_loaded(loaded: list[dict], path: str) -> None:
+    """The rows and load bytes of every table the workers loaded (read back at publish)."""
+    sinks.write_sorted_parquet([pa.Table.from_pylist(loaded, LOADED_SCHEMA)], path,
+                               LOADED_SCHEMA, ["table"])
 
 
 class BigQueryRiskSink:
@@ -140,12 +104,10 @@ class BigQueryRiskSink:
     from --temp_location); against an emulator a local folder is used.
     """
 
-    def __init__(self, bq, conn: Optional[bqlib.Connection] = None,
-                 temp_location: Optional[str] = None):
+    def __init__(self, bq, conn: Optional[bqlib.Connection] = None):
         self.bq = bq
         self.dataset = bq.risk_dataset
         self.conn = conn or bqlib.Connection(bq.project, bq.location)
-        self.temp_location = temp_location
         self.tables = bqlib.RiskTables(self.conn, self.dataset)   # reads them back
 
     def __repr__(self) -> str:
@@ -169,16 +131,9 @@ class BigQueryRiskSink:
     def table_spec(self, table: str) -> str:
         return f"{self.bq.project}:{self.dataset}.{table}"
 
-    def load_settings(self, work: Optional[str] = None) -> tuple:
-        """(test_client, temp_location, validate) for WriteToBigQuery: against an emulator, Beam's
-        API client pointed at it and a local folder for the load files (under `work`, else a
-        fresh one); in production the default client and --temp_location (gs://)."""
-        emulator = self.conn.emulator
-        if not emulator:
-            return None, self.temp_location, True
-        temp = tempfile.mkdtemp(prefix="loads-", dir=work)
-        atexit.register(shutil.rmtree, temp, True)
-        return EmulatorApiClient(emulator), temp, False
+    def loader(self, as_of_date: dt.date, run_id: str, versions: Sequence[str]) -> ParquetLoader:
+        """What the pipeline's workers load the run's large tables with (prestaged_tables)."""
+        return ParquetLoader(self.bq, self.conn.emulator, as_of_date, run_id, tuple(versions))
 
     def create_staging(self, run_id: str, names: Sequence[str]) -> None:
         """Empty staging tables of the run (contract schema, expiring after STAGING_TTL), replacing
@@ -190,30 +145,23 @@ class BigQueryRiskSink:
     def drop_staging(self, run_id: str, names: Sequence[str]) -> None:
         bqlib.drop_tables(self.conn, self.dataset, [bqlib.staging_name(run_id, n) for n in names])
 
-    def _load(self, staged: Mapping[str, str], tables: Mapping[str, pa.Table], work: str) -> None:
-        """One DirectRunner pipeline: every Arrow table, via Parquet, into its staging table."""
-        test_client, temp, validate = self.load_settings(work)
-        options = PipelineOptions(["--runner=DirectRunner", f"--project={self.bq.project}",
-                                   *([f"--temp_location={temp}"] if temp else [])])
-        specs, files = {}, []
-        for name, table in tables.items():
-            spec = self.table_spec(staged[name])
-            specs[spec] = name
-            files.append((os.path.join(work, f"{name}.parquet"), spec))
-            pq.write_table(table, files[-1][0])
-        with beam.Pipeline(options=options) as p:
-            (p | "StagedFiles" >> beam.Create(files)
-             | "Rows" >> beam.FlatMap(read_staged)
-             | "LoadStaging" >> WriteRiskTables(specs, test_client=test_client,
-                                                temp_location=temp, validate=validate))
+    def _load(self, staged: Mapping[str, str], tables: Mapping[str, pa.Table | StagedTable],
+              work: str) -> None:
+        """Every table (checked already), conformed into a Parquet file, loaded into its staging
+        table: one load job each, no rows through Beam or JSON."""
+        for name, rows in tables.items():
+            path = os.path.join(work, f"{name}.parquet")
+            write_load_file(rows, name, path)
+            bqlib.load_parquet(self.conn, self.dataset, staged[name], path)
 
-    def publish(self, as_of_date: dt.date, tables: Mapping[str, pa.Table],
+    def publish(self, as_of_date: dt.date, tables: Mapping[str, pa.Table | StagedTable],
                 run_record: Mapping[str, Any], challengers: Sequence[str] = (),
                 prestaged: Optional[Mapping[str, int]] = None) -> dict[str, int]:
         """Replace `as_of_date`'s rows in every given table and the run's row, atomically; rows
         may carry the run's model version or one of its `challengers` (shadow scores).
-        `prestaged` {table: rows}: tables the pipeline already loaded into the run's staging
-        tables (StageToBigQuery), published in the same transaction.
+        A table is an Arrow table or a StagedTable (Parquet files, streamed into the load file).
+        `prestaged` {table: rows}: tables the pipeline's workers already loaded into the run's
+        staging tables (ParquetLoader), published in the same transaction.
         Returns {table: rows written}; raises ValueError (bad input, nothing touched) or
         PublishError (nothing replaced)."""
         conformed, run = prepare_publish(as_of_date, tables, run_record, challengers)
@@ -304,11 +252,11 @@ def open_risk_tables(where, conn: Optional[bqlib.Connection] = None):
     if isinstance(where, (str, os.PathLike)):
         return Warehouse(where)
     if isinstance(where, BigQueryConfig):
-        return BigQueryRiskSink(where, conn, where.temp_location)
+        return BigQueryRiskSink(where, conn)
     if hasattr(where, "sink"):
         if where.sink == "duckdb":
             return Warehouse(where.warehouse, lock_timeout=getattr(where, "lock_timeout", 0.0))
         if where.sink == "bigquery":
-            return BigQueryRiskSink(where.bigquery, conn, where.bigquery.temp_location)
+            return BigQueryRiskSink(where.bigquery, conn)
         raise ValueError(f"unknown --sink {where.sink!r}")
     return where

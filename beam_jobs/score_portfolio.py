@@ -40,16 +40,18 @@ def build_pipeline(p, cfg: ScoreConfig, source, run_ctx: publish.RunContext, sta
     night = features | "ScorePortfolio" >> stages.ScorePortfolio(
         ChampionChallengersHandler(run_ctx.model_paths, cfg.require_gpu), roles, scoring,
         cfg.as_of, run_ctx.drift_reference, run_ctx.drift_config, cfg.min_history_months)
-    to_bigquery = {"attributions": risk_sinks.StageToBigQuery(
-        risk_sinks.open_risk_tables(cfg), "attributions", cfg.as_of, scoring.run_id,
-        [roles.champion, *roles.challengers])} if cfg.sink == "bigquery" else {}
+    versions = [roles.champion, *roles.challengers]
+    loader = (risk_sinks.open_risk_tables(cfg).loader(cfg.as_of, scoring.run_id, versions)
+              if cfg.sink == "bigquery" else None)
     staged = {"scores": night.scores, "scores_shadow": night.shadow_scores,
               "attributions": night.attributions, "drift": night.drift,
               "challenger_comparison": night.comparison,
               "rejected": (rejected, night.rejected) | "AllRejected" >> beam.Flatten(),
               "rows_in": counts | "AllCounts" >> beam.Flatten(),
-              "segments": features | "Firmographics" >> beam.Map(publish.segments_of)}
-    _ = staged | "StageRiskTables" >> stages.StageRiskTables(staging, to_bigquery)
+              "firm_segments": features | "Firmographics" >> beam.Map(
+                  publish.firm_segments_of, cfg.as_of, scoring.run_id)}
+    _ = staged | "StageRiskTables" >> stages.StageRiskTables(
+        staging, (cfg.as_of, scoring.model_version), loader)
 
 
 def parse(argv=None, save_main_session=True):
@@ -125,6 +127,7 @@ def _run_started(options, cfg, source, run_ctx):
         if prestaged:
             risk_sinks.open_risk_tables(cfg).create_staging(run_ctx.scoring.run_id, prestaged)
         build(options, cfg, source, run_ctx, staging).run().wait_until_finish()
+        run_ctx.progress(f"[score] pipeline finished; publishing {staging}")
         result = run_ctx.publish(staging)
     except BaseException as err:
         run_ctx.fail(err)

@@ -5,7 +5,9 @@
        ScoreFirms: Route (models/eligibility.py) ─► RunInference[champion+challengers]
                    ─► official / shadow (champion_challenger.py), ColdStartRules, GradeD
        then Drift (drift.py) on the champion's outputs, CompareWithChampion per challenger
-    {table: rows} ── StageRiskTables ──► one sorted Parquet file per table in the staging folder
+    {table: rows} ── StageRiskTables ──► one sorted Parquet file per table in the staging folder,
+                     the portfolio summary from those files; on BigQuery, the per-firm tables
+                     loaded by the workers (Parquet load jobs)
 
 beam_jobs/score_portfolio.py composes them; bench/scoring_stage.py runs ScoreFirms and
 StageRiskTables alone. Each takes its model handler from the caller, so the tests run them with a
@@ -20,7 +22,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
 from beam_jobs import champion_challenger as cc
-from beam_jobs import drift, publish, sinks
+from beam_jobs import drift, publish, risk_sinks, sinks
 from models import eligibility, score_rows
 from models.eligibility import IN_DEFAULT, MODEL, RULES
 from smescore import tables
@@ -32,7 +34,7 @@ SORT_KEYS = {"scores": ["enterprise_id"], "scores_shadow": ["model_version", "en
              "attributions": ["enterprise_id", "feature"],
              "drift": ["metric", "feature", "segment"],
              "challenger_comparison": ["challenger_version", "metric", "from_grade", "to_grade"],
-             "segments": ["enterprise_id"]}
+             "firm_segments": ["enterprise_id"]}
 
 
 class RouteFirms(beam.DoFn):
@@ -138,31 +140,52 @@ class ScorePortfolio(beam.PTransform):
                                comparison, firms.rejected)
 
 
+def _load(_rows_written, loader, name: str, path: str) -> dict:
+    return loader(name, path)
+
+
 class StageRiskTables(beam.PTransform):
     """{name: PCollection} -> one sorted Parquet file per name in `staging` (`<name>.parquet`),
     which the driver publishes after the pipeline (publish.RunContext.publish). Names: the risk
-    tables of SORT_KEYS, `segments` (the firms' segments for the summary), `rejected` (dicts) and
-    `rows_in` (the feeds' coverage counts). A name in `to_bigquery` is loaded by the workers with
-    that transform instead (attributions on BigQuery: ~100 rows a firm never pass the driver)."""
+    tables of SORT_KEYS, `rejected` (dicts) and `rows_in` (the feeds' coverage counts).
 
-    def __init__(self, staging: str, to_bigquery: dict | None = None):
+    `summary` (as_of_date, model_version): once `scores` and `firm_segments` are written, a worker
+    computes `portfolio_summary` and `score_counts` from those files (publish.stage_summary), so
+    the driver reads no per-firm rows. `loader` (risk_sinks.ParquetLoader, on BigQuery): the
+    workers load the tables of risk_sinks.WORKER_LOADED from their files into the run's staging
+    tables, and `prestaged.parquet` gets their row counts and load bytes."""
+
+    def __init__(self, staging: str, summary: tuple | None = None, loader=None):
         super().__init__()
-        self.staging, self.to_bigquery = staging, dict(to_bigquery or {})
+        self.staging, self.summary, self.loader = staging, summary, loader
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.staging, f"{name}.parquet")
 
     def expand(self, staged: dict):
+        pipeline = next(iter(staged.values())).pipeline
+        written = {}
         for name, rows in sorted(staged.items()):
-            path = os.path.join(self.staging, f"{name}.parquet")
-            if name in self.to_bigquery:      # the rows loaded, counted for the publication
-                counted = os.path.join(self.staging, "prestaged.parquet")
-                (rows | f"Stage[{name}]" >> self.to_bigquery[name]
-                 | f"Prestaged[{name}]" >> beam.Map(publish.write_prestaged, name, counted))
-            elif name == "rejected":
-                rows | f"Stage[{name}]" >> sinks.WriteRejected(path)
+            if name == "rejected":
+                rows | f"Stage[{name}]" >> sinks.WriteRejected(self.path(name))
             elif name == "rows_in":
                 (rows | f"Collect[{name}]" >> beam.combiners.ToList()
-                 | f"Stage[{name}]" >> beam.Map(publish.write_counts, path))
+                 | f"Stage[{name}]" >> beam.Map(publish.write_counts, self.path(name)))
             else:
-                schema = (publish.SEGMENT_SCHEMA if name == "segments" else
-                          tables.arrow_schema(name))
-                rows | f"Stage[{name}]" >> sinks.WriteSortedParquet(path, schema, SORT_KEYS[name])
-        return beam.pvalue.PDone(next(iter(staged.values())).pipeline)
+                written[name] = rows | f"Stage[{name}]" >> sinks.WriteSortedParquet(
+                    self.path(name), tables.arrow_schema(name), SORT_KEYS[name])
+        if self.summary and {"scores", "firm_segments"} <= set(written):
+            side = {k: beam.pvalue.AsSingleton(written[k]) for k in ("scores", "firm_segments")}
+            written["portfolio_summary"] = (
+                pipeline | "SummaryInputs" >> beam.Create([self.staging])
+                | "Summarise" >> beam.Map(publish.stage_summary, *self.summary,
+                                          scores_rows=side["scores"],
+                                          segment_rows=side["firm_segments"]))
+        if self.loader:
+            loaded = [written[name] | f"Load[{name}]" >> beam.Map(
+                          _load, self.loader, name, self.path(name))
+                      for name in risk_sinks.WORKER_LOADED if name in written]
+            (loaded | "AllLoaded" >> beam.Flatten()
+             | "CollectLoaded" >> beam.combiners.ToList()
+             | "Prestaged" >> beam.Map(risk_sinks.write_loaded, self.path("prestaged")))
+        return beam.pvalue.PDone(pipeline)

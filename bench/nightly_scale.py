@@ -91,6 +91,7 @@ STAGES = (  # (name, pattern in a progress line) — first time each is seen
     ("features: first shard done", re.compile(r"firms featurized")),
     ("inference: first batch scored", re.compile(r"firms scored\[model\]")),
     ("run started (driver)", re.compile(r"\[score\] run ")),
+    ("pipeline finished (publication starts)", re.compile(r"\[score\] pipeline finished")),
     ("published", re.compile(r"\[score\] published")),
 )
 
@@ -178,12 +179,12 @@ PROFILE_FUNCTIONS = (  # (stage, module, qualified name); cumulative time in the
     ("    reasons", "models.reasons", "reasons_for"),
     ("    attributions table", "models.score_rows", "attributions_table"),
     ("rules rows", "models.score_rows", "rules_rows"),
-    ("segments", "beam_jobs.publish", "segments_of"),
+    ("firm segments", "beam_jobs.publish", "firm_segments_of"),
     ("drift counts", "beam_jobs.drift", "DriftCombineFn.add_input"),
     ("staging sinks: parts", "beam_jobs.sinks", "write_part"),
     ("staging sinks: sort parts into Parquet", "beam_jobs.sinks", "merge_parts"),
+    ("portfolio summary (worker)", "beam_jobs.publish", "stage_summary"),
     ("publish (driver, after the pipeline)", "beam_jobs.publish", "RunContext.publish"),
-    ("  portfolio summary", "beam_jobs.publish", "portfolio_summary"),
     ("  DuckDB publish", "smescore.warehouse", "Warehouse.publish"),
     ("input fingerprint (driver, before)", "beam_jobs.sources", "input_fingerprint"),
 )

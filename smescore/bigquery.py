@@ -353,6 +353,27 @@ def drop_tables(conn: Connection, dataset: str, names: Sequence[str]) -> None:
                                  timeout=conn.timeout, retry=conn.retry)
 
 
+LOAD_FORMAT = "PARQUET"   # load files: columnar, typed, compressed; never row-by-row JSON
+
+
+def load_parquet(conn: Connection, dataset: str, table: str, path: str) -> int:
+    """Append a local Parquet file (a risk table's rows in the contract's column order and types)
+    to `dataset.table` with one load job; the job's output rows. The file is uploaded with the
+    job (no bucket needed); lists are read as REPEATED fields (list inference)."""
+    from google.cloud import bigquery
+    config = bigquery.LoadJobConfig(source_format=LOAD_FORMAT,
+                                    write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+                                    create_disposition=bigquery.CreateDisposition.CREATE_NEVER)
+    parquet = bigquery.ParquetOptions()
+    parquet.enable_list_inference = True
+    config.parquet_options = parquet
+    with open(path, "rb") as fh:
+        job = conn.client.load_table_from_file(fh, conn.table_id(dataset, table),
+                                               job_config=config, timeout=conn.timeout)
+    job.result(timeout=conn.timeout * 30)
+    return int(job.output_rows or 0)
+
+
 def create_staging_table(conn: Connection, table) -> None:
     """A fresh, empty staging table (a client Table), replacing any a crashed run left; it
     expires after STAGING_TTL if nothing drops it."""

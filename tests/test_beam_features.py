@@ -57,6 +57,21 @@ def test_training_snapshot_equals_the_nightly_features(tmp_path):
     assert snapshots["as_of_date"].nunique() == 3
 
 
+def test_a_large_book_gets_more_shards_and_the_same_features(tmp_path, monkeypatch):
+    """--n_shards is a floor: past MAX_FIRMS_PER_SHARD firms a shard the book is cut into more
+    shards (one shard's memory stays flat as the book grows), and no feature changes."""
+    assert featurize.shard_count(100_000, 32) == 32          # the 100k book: the default
+    assert featurize.shard_count(1_000_000, 32) == 313
+    assert featurize.shard_count(10, 4) == 4
+    feeds_dir = handmade.write(str(tmp_path / "feeds"))
+    few = _run_features(feeds_dir, [handmade.D], tmp_path / "few.parquet", n_shards=1)
+    monkeypatch.setattr(featurize, "MAX_FIRMS_PER_SHARD", 1)
+    index = beam_features.build_firm_index([handmade.tables()["enterprises"]], 1)
+    assert len(set(index["shards"].tolist())) > 1            # one shard per controller group
+    many = _run_features(feeds_dir, [handmade.D], tmp_path / "many.parquet", n_shards=1)
+    pd.testing.assert_frame_equal(few, many)
+
+
 BAD = {
     "invoices": [
         dict(invoice_id="", enterprise_id="E1", invoice_date="2026-05-01", direction="sales",

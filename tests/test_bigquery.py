@@ -1,5 +1,6 @@
 """BigQuery end to end against a real BigQuery API: the `bqemulator` package started by the
-session fixture, the official google-cloud-bigquery client, Beam's WriteToBigQuery on DirectRunner.
+session fixture, the official google-cloud-bigquery client, Parquet load jobs (from the driver and
+from the nightly pipeline's workers on DirectRunner).
 
 What the emulator cannot do is said where it matters: ReadFromBigQuery has no endpoint to point at
 it (the feed source reads its staged rows with the client there), CREATE TABLE loses column
@@ -21,9 +22,9 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
+from beam_jobs import publish, risk_sinks, stages
 from beam_jobs.options import BigQueryConfig, ScoreConfig
-from beam_jobs.risk_sinks import (BigQueryRiskSink, EmulatorApiClient, StageToBigQuery,
-                                  WriteRiskTables, open_risk_tables, staged_rows)
+from beam_jobs.risk_sinks import BigQueryRiskSink, open_risk_tables, write_load_file
 from beam_jobs.sources import BigQueryFeedSource, LocalFilesSource, feed_source
 from models import lifecycle
 from smescore import bigquery as bqlib
@@ -31,7 +32,7 @@ from smescore import cli
 from smescore import sqlfiles, sqlgen
 from smescore import tables
 from smescore.monitoring import metrics, report_data
-from smescore.warehouse import PublishError, Warehouse, run_record_table
+from smescore.warehouse import PublishError, StagedTable, Warehouse, run_record_table
 from tests import monitoring_services as services
 from tests import test_warehouse as tw
 from tests.bq_emulator import (LOCATION, PROJECT, bq_conn, bq_emulator,  # noqa: F401
@@ -214,30 +215,34 @@ def test_ensure_schema_refuses_a_table_that_drifted_from_the_contract(bq_conn, r
 
 # ----------------------------------------------------------------------------- WriteToBigQuery
 
-def test_write_to_bigquery_lands_rows_with_the_declared_schema(bq_conn, risk_dataset, tmp_path):
-    """A real Beam pipeline: Arrow tables -> WriteToBigQuery (file loads, the emulator as
-    test_client) -> tables it creates with the contract's schema, rows intact."""
-    scores = tw.scores(D1, tw.D1_SCORES, "run-d1")
-    run = tw.run_record(D1, "run-d1")
-    runs = run_record_table(run)
-    specs = {f"{PROJECT}:{risk_dataset}.landed_{n}": n for n in ("scores", "runs")}
-    with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
-        ((p | "CreateScores" >> beam.Create([scores.slice(0, 2), scores.slice(2)])
-          | "ScoreRows" >> beam.FlatMap(staged_rows, f"{PROJECT}:{risk_dataset}.landed_scores"),
-          p | "CreateRuns" >> beam.Create([runs])
-          | "RunRows" >> beam.FlatMap(staged_rows, f"{PROJECT}:{risk_dataset}.landed_runs"))
-         | beam.Flatten()
-         | WriteRiskTables(specs, test_client=EmulatorApiClient(bq_conn.emulator),
-                           temp_location=str(tmp_path), validate=False))
-    for name, table in (("scores", scores), ("runs", runs)):
+def test_a_parquet_load_lands_rows_in_a_table_of_the_declared_schema(bq_conn, risk_dataset,
+                                                                     tmp_path):
+    """A risk table's rows, conformed into a Parquet load file (streamed from a staged file, as the
+    workers do), loaded with one PARQUET load job: the contract's schema, REPEATED reasons and
+    every value intact, NaN as NULL."""
+    rows = [r if r[0] != "E4" else (*r[:5], float("nan"), r[6]) for r in tw.D1_SCORES]
+    scores = tw.scores(D1, rows, "run-d1")
+    pq.write_table(scores, tmp_path / "staged.parquet", row_group_size=2)
+    runs = run_record_table(tw.run_record(D1, "run-d1"))
+    for name, rows_ in (("scores", StagedTable.of(tmp_path / "staged.parquet")), ("runs", runs)):
+        bqlib.create_staging_table(bq_conn, bqlib.table_resource(bq_conn, risk_dataset, name,
+                                                                 f"landed_{name}"))
+        path = str(tmp_path / f"{name}.load.parquet")
+        assert write_load_file(rows_, name, path) == os.path.getsize(path) > 0
+        assert pq.read_schema(path).equals(tables.arrow_schema(name))
+        assert bqlib.load_parquet(bq_conn, risk_dataset, f"landed_{name}", path) == (
+            4 if name == "scores" else 1)
         got = bq_conn.client.get_table(bq_conn.table_id(risk_dataset, f"landed_{name}"))
         assert [f.to_api_repr() for f in got.schema] == [
             f.to_api_repr() for f in bqlib.schema_fields(name)]
-        rows = bq_rows(bq_conn, risk_dataset, f"landed_{name}")
-        key = "enterprise_id" if name == "scores" else "run_id"
-        assert sorted((normal(r) for r in rows), key=lambda r: r[key]) == sorted(
-            (normal(r) for r in table.to_pylist()), key=lambda r: r[key])
-    assert len(bq_rows(bq_conn, risk_dataset, "landed_scores")) == 4
+    expected = {"scores": scores.to_pylist(), "runs": runs.to_pylist()}
+    expected["scores"][3]["base_points"] = None                  # NaN -> NULL
+    for name, key in (("scores", "enterprise_id"), ("runs", "run_id")):
+        got = sorted((normal(r) for r in bq_rows(bq_conn, risk_dataset, f"landed_{name}")),
+                     key=lambda r: r[key])
+        assert got == sorted((normal(r) for r in expected[name]), key=lambda r: r[key])
+    assert [len(r["reasons"]) for r in sorted(bq_rows(bq_conn, risk_dataset, "landed_scores"),
+                                              key=lambda r: r["enterprise_id"])] == [2, 1, 2, 0]
 
 
 def normal(row: dict) -> dict:
@@ -286,46 +291,52 @@ def test_publish_replaces_a_date_atomically_and_rerunning_leaves_no_duplicates(
             if t.table_id.startswith("staging__")] == []
 
 
-def _stage_attributions(sink, pieces, as_of, run_id, rows: int = 0) -> None:
-    """The nightly job's attribution stage alone: Arrow pieces -> the run's staging table; it
-    counts `rows`."""
+def _stage_attributions(sink, pieces, as_of, run_id, staging) -> dict:
+    """The nightly job's staging of the attributions alone, on BigQuery: Arrow pieces -> the
+    sorted staged file -> the workers' Parquet load into the run's staging table; returns what
+    prestaged.parquet says they loaded."""
+    os.makedirs(staging, exist_ok=True)
     with beam.Pipeline() as p:
-        n = (p | beam.Create(pieces).with_output_types(pa.Table)
-             | StageToBigQuery(sink, "attributions", as_of, run_id, [tw.V]))
-        assert_that(n, equal_to([rows]))
+        _ = ({"attributions": p | beam.Create(pieces).with_output_types(pa.Table)}
+             | stages.StageRiskTables(str(staging), loader=sink.loader(as_of, run_id, [tw.V])))
+    return {r["table"]: r for r in pq.read_table(staging / "prestaged.parquet").to_pylist()}
 
 
 def test_attributions_loaded_by_the_pipeline_publish_in_the_same_transaction(
-        bq_conn, risk_dataset):
-    """The attributions never reach the driver on BigQuery: the pipeline's workers load them into
-    the run's staging table, checked against the contract; publish checks their count and moves
-    them in the same transaction as the rest."""
+        bq_conn, risk_dataset, tmp_path):
+    """Per-firm tables never reach the driver on BigQuery: the pipeline's workers load them into
+    the run's staging table with a Parquet load job, checked against the contract; publish checks
+    their count and moves them in the same transaction as the rest."""
     sink = BigQueryRiskSink(bq_config(risk_dataset), bq_conn)
     sink.ensure_schema()
     run_id = "run-pre1"
     pieces = [tw.attributions(D1, tw.D1_ATTR[:1]), tw.attributions(D1, tw.D1_ATTR[1:])]
     sink.create_staging(run_id, ["attributions"])
-    _stage_attributions(sink, pieces, D1, run_id, rows=4)
+    loaded = _stage_attributions(sink, pieces, D1, run_id, tmp_path / "a")
+    assert loaded["attributions"]["rows"] == 4
+    assert loaded["attributions"]["load_bytes"] > 0
     d1 = date_tables(D1, tw.D1_SCORES, run_id, {"__score__": 0.02})
     del d1["attributions"]
     with pytest.raises(PublishError, match="expected"):          # a count that does not match
         sink.publish(D1, d1, tw.run_record(D1, run_id), prestaged={"attributions": 5})
     assert counts(bq_conn, risk_dataset, {"as_of_date": D1})["scores"] == 0
     sink.create_staging(run_id, ["attributions"])
-    _stage_attributions(sink, pieces, D1, run_id, rows=4)
+    _stage_attributions(sink, pieces, D1, run_id, tmp_path / "b")
     written = sink.publish(D1, d1, tw.run_record(D1, run_id), prestaged={"attributions": 4})
     assert written["attributions"] == 4 and written["scores"] == 4
-    got = bq_conn.rows(f"SELECT enterprise_id, feature, phi FROM "
+    got = bq_conn.rows(f"SELECT enterprise_id, feature, phi, value FROM "
                        f"{bq_conn.ref(risk_dataset, 'attributions')} WHERE as_of_date = @d "
                        f"ORDER BY enterprise_id, feature", {"d": D1})
-    assert [(r["enterprise_id"], r["feature"], r["phi"]) for r in got] == sorted(
-        (a[0], a[1], a[3]) for a in tw.D1_ATTR)
+    assert [(r["enterprise_id"], r["feature"], r["phi"], r["value"]) for r in got] == sorted(
+        (a[0], a[1], a[3], a[2]) for a in tw.D1_ATTR)
     assert staging_tables(bq_conn, risk_dataset) == []
     # A piece of another date breaks the contract: the job fails, nothing is published.
     sink.create_staging("run-pre2", ["attributions"])
     with pytest.raises(Exception, match="as_of_date"):
-        _stage_attributions(sink, [tw.attributions(D2, tw.D1_ATTR)], D1, "run-pre2")
+        _stage_attributions(sink, [tw.attributions(D2, tw.D1_ATTR)], D1, "run-pre2",
+                            tmp_path / "c")
     assert counts(bq_conn, risk_dataset, {"as_of_date": D2})["attributions"] == 0
+    bqlib.drop_tables(bq_conn, risk_dataset, [bqlib.staging_name("run-pre2", "attributions")])
 
 
 def test_a_failing_transaction_leaves_the_previous_rows(bq_conn, risk_dataset):
@@ -692,10 +703,33 @@ def test_the_nightly_job_reads_feeds_from_and_publishes_to_bigquery(
     from beam_jobs import score_portfolio
     registry, version, _ = trained
     monkeypatch.setenv(bqlib.EMULATOR_ENV, bq_conn.emulator)
-    loaded_by_driver = []
+    loaded_by_driver, load_files, driver_reads = [], [], []
     load = BigQueryRiskSink._load
     monkeypatch.setattr(BigQueryRiskSink, "_load", lambda self, staged, tables_, work: (
         loaded_by_driver.extend(tables_), load(self, staged, tables_, work))[1])
+    load_parquet = bqlib.load_parquet
+
+    def recorded_load(conn, dataset, table, path):
+        with open(path, "rb") as fh:
+            load_files.append((table.split("__")[1], fh.read(4)))
+        return load_parquet(conn, dataset, table, path)
+    monkeypatch.setattr(bqlib, "load_parquet", recorded_load)
+    read_table, driver_publish = publish.pq.read_table, publish.RunContext._publish
+    in_driver = []
+
+    def recorded_read(path, *args, **kwargs):
+        if in_driver:
+            driver_reads.append(os.path.basename(str(path)))
+        return read_table(path, *args, **kwargs)
+
+    def driver_side(self, *args):
+        in_driver.append(True)
+        try:
+            return driver_publish(self, *args)
+        finally:
+            in_driver.clear()
+    monkeypatch.setattr(publish.pq, "read_table", recorded_read)
+    monkeypatch.setattr(publish.RunContext, "_publish", driver_side)
     argv = [f"--as_of={AS_OF}", f"--registry={registry}", "--source=bigquery", "--sink=bigquery",
             f"--bq_project={PROJECT}", f"--feeds_dataset={bq_feeds}",
             f"--risk_dataset={risk_dataset}", "--n_shards=4", f"--report_dir={tmp_path}"]
@@ -712,7 +746,18 @@ def test_the_nightly_job_reads_feeds_from_and_publishes_to_bigquery(
     assert n["firm_segments"] == established and n["runs"] == 1
     assert n["drift"] > len(catalog.NAMES)             # the score's and every feature's PSI
     assert n["attributions"] == result["firms_scored_model"] * len(catalog.NAMES) > 0
-    assert "scores" in loaded_by_driver and "attributions" not in loaded_by_driver   # workers
+    # No per-firm rows through the driver: the workers loaded the per-firm tables and the
+    # summary; the driver loaded and read only small tables; every load file is Parquet.
+    assert sorted(loaded_by_driver) == ["challenger_comparison", "drift", "rejected_records",
+                                        "runs"]
+    assert sorted(driver_reads) == ["challenger_comparison.parquet", "drift.parquet",
+                                    "prestaged.parquet", "rejected.parquet", "rows_in.parquet",
+                                    "score_counts.parquet"]
+    assert sorted(t for t, _ in load_files) == sorted(
+        ["challenger_comparison", "drift", "rejected_records", "runs", *risk_sinks.WORKER_LOADED])
+    assert {magic for _, magic in load_files} == {b"PAR1"}
+    assert set(result["load_bytes"]) == set(risk_sinks.WORKER_LOADED)
+    assert all(b > 0 for b in result["load_bytes"].values())
     text = bq_conn.rows(f"SELECT feature, COUNT(*) AS n, COUNT(value_text) AS n_text, "
                         f"COUNT(value) AS n_value FROM {bq_conn.ref(risk_dataset, 'attributions')} "
                         f"WHERE as_of_date = @d AND feature IN (@f1, @f2) GROUP BY feature",

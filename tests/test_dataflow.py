@@ -9,7 +9,7 @@ import pytest
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.portability.api import beam_runner_api_pb2
 
-from beam_jobs import dataflow, score_portfolio
+from beam_jobs import dataflow, risk_sinks, score_portfolio
 from beam_jobs.inference import FeatureTableModelHandler, NoGpuError
 from smescore import cli
 from transforms import feeds as feed_contract
@@ -86,15 +86,15 @@ def test_dry_run_graph_holds_read_inference_attribution_and_write_stages(job, tr
     assert inference.subtransforms                       # RunInference's own expansion
     # Feeds come from BigQuery (the staged feed queries, Storage Read API) ...
     assert {f"ReadFromBigQuery[{f}]" for f in feed_contract.FEEDS} <= top
-    # ... the risk tables are staged as Parquet under --temp_location, which the driver
-    # publishes into BigQuery in one transaction after the job, except the attributions (~100
-    # rows a firm), which the workers load into the run's staging table with WriteToBigQuery.
+    # ... the risk tables are staged as Parquet under --temp_location; the workers summarise
+    # the book and load the per-firm tables and the summary into the run's BigQuery staging
+    # tables (Parquet load jobs); the driver publishes in one transaction after the job.
     assert {f"StageRiskTables/Stage[{t}]" for t in (
-        "scores", "attributions", "rejected", "rows_in", "segments", "drift", "scores_shadow",
-        "challenger_comparison")} <= names
-    assert "StageRiskTables/Stage[attributions]/Load/WriteToBigQuery" in names
-    assert not [n for n in names if n.startswith("StageRiskTables/Stage[attributions]/")
-                and "Parquet" in n]
+        "scores", "attributions", "rejected", "rows_in", "firm_segments", "drift",
+        "scores_shadow", "challenger_comparison")} <= names
+    assert {f"StageRiskTables/Load[{t}]" for t in risk_sinks.WORKER_LOADED} <= names
+    assert {"StageRiskTables/Summarise", "StageRiskTables/Prestaged"} <= names
+    assert not [n for n in names if "WriteToBigQuery" in n]
 
 
 def test_dry_run_through_the_job_entry_point_describes_the_job(trained):

@@ -18,7 +18,7 @@ import sqlglot
 
 from smescore import tables
 from smescore import warehouse as wh_module
-from smescore.warehouse import PublishError, Warehouse
+from smescore.warehouse import PublishError, StagedTable, Warehouse
 
 D1, D2, D3 = dt.date(2026, 8, 31), dt.date(2026, 9, 30), dt.date(2026, 10, 31)
 V = "2026.10.01-abc"
@@ -516,6 +516,50 @@ def test_nan_in_an_optional_column_is_stored_as_null(wh):
     assert rows_of(wh, "SELECT base_points FROM scores WHERE enterprise_id = 'E4'") == [(None,)]
     # NULL leaves SQL aggregates working; a NaN would have made this NaN
     assert rows_of(wh, "SELECT AVG(base_points) FROM scores") == [(pytest.approx(1780 / 3),)]
+
+
+def _staged(tmp_path, tables_: dict, row_group_size: int = 2) -> dict:
+    """Each table as a Parquet file the way the pipeline stages it (small row groups, so the
+    check streams several batches), published as a StagedTable."""
+    out = {}
+    for name, table in tables_.items():
+        path = tmp_path / f"{name}.parquet"
+        pq.write_table(table, path, row_group_size=row_group_size)
+        out[name] = StagedTable.of(path)
+    return out
+
+
+def test_staged_parquet_files_publish_the_same_rows_in_the_same_order(wh, tmp_path, monkeypatch):
+    """The nightly job publishes its staged files without reading them into memory (DuckDB's
+    read_parquet): the same rows, types, NULLs for NaN and row order as the Arrow tables give."""
+    monkeypatch.setattr(wh_module, "STAGED_BATCH_ROWS", 2)
+    rows = [r if r[0] != "E4" else (*r[:5], float("nan"), r[6]) for r in D1_SCORES]
+    attr = D1_ATTR + [("E3", "power_drop", float("nan"), 0.01, -0.9)]
+    as_tables = {**d1_tables(rows=rows), "attributions": attributions(D1, attr)}
+    from_arrow = Warehouse(tmp_path / "arrow.duckdb")
+    from_arrow.ensure_schema()
+    written = wh.publish(D1, _staged(tmp_path, as_tables), run_record(D1, "run-d1"))
+    assert written == from_arrow.publish(D1, as_tables, run_record(D1, "run-d1")) == {
+        "scores": 4, "attributions": 5, "portfolio_summary": 1, "rejected_records": 2, "runs": 1}
+    for name in ("scores", "attributions", "portfolio_summary", "rejected_records"):
+        sql = f"SELECT * FROM {name} ORDER BY rowid"
+        assert wh.query(sql).equals(from_arrow.query(sql)), name
+    assert rows_of(wh, "SELECT enterprise_id, feature FROM attributions WHERE value IS NULL "
+                       "ORDER BY rowid") == [("E1", "late_vat"), ("E3", "power_drop")]
+    assert rows_of(wh, "SELECT base_points FROM scores WHERE enterprise_id = 'E4'") == [(None,)]
+
+
+def test_a_bad_staged_file_is_refused_before_anything_is_touched(wh, tmp_path, monkeypatch):
+    """The check streams the file batch by batch: a bad row in its last batch is found and named
+    like a bad Arrow table's, and nothing is replaced."""
+    monkeypatch.setattr(wh_module, "STAGED_BATCH_ROWS", 2)
+    wh.publish(D1, d1_tables(), run_record(D1, "run-d1"))
+    before = dump(wh)
+    bad = d1_tables("run-d1b")
+    bad["scores"] = _set(bad["scores"], "grade", ["3", "3", "6", "11"])
+    with pytest.raises(ValueError, match=r"table 'scores', column 'grade': 1 value\(s\) not in"):
+        wh.publish(D1, _staged(tmp_path, bad), run_record(D1, "run-d1b"))
+    assert dump(wh) == before
 
 
 # ----------------------------------------------------------------------------- failed runs

@@ -46,25 +46,29 @@ class ValidateBatch(beam.DoFn):
 
 
 def build_firm_index(tables: list[pa.Table], n_shards: int) -> dict:
-    """The portfolio's firms (deduplicated) with their shard; one small side input for all feeds."""
+    """The portfolio's firms (deduplicated) with their shard: at least `n_shards` shards, more
+    for a large book (featurize.shard_count); one side input for all feeds."""
     table = pa.concat_tables(tables) if tables else feeds.ENTERPRISES.schema.empty_table()
     table, rejects = validate.split_duplicates("enterprises", table)
-    shard = featurize.shard_of(table.column("controller_id").to_pylist(), n_shards)
+    shards = featurize.shard_count(table.num_rows, n_shards)     # more for a large book
+    shard = featurize.shard_of(table.column("controller_id").to_pylist(), shards)
     return {"enterprises": table.append_column("shard", pa.array(shard)),
             "rejects": rejects,
             "ids": table.column("enterprise_id").combine_chunks(), "shards": shard}
 
 
 class KeyByShard(beam.DoFn):
-    """(shard, (feed, file holding the rows of that shard)); records of firms not in the portfolio
-    are rejected. The rows go to a file and only its name into the shuffle (see shard_files)."""
+    """A parked feed batch (its file name) -> (shard, (feed, file holding the rows of that
+    shard)); records of firms not in the portfolio are rejected. The rows go to a file and only
+    its name into the shuffle (see shard_files)."""
 
     def __init__(self, feed: str, folder: str):
         self.feed = feed
         self.folder = folder
         self.unknown = _counter(f"rows_rejected[{feed}]")
 
-    def process(self, table: pa.Table, index: dict):
+    def process(self, parked: str, index: dict):
+        table = shard_files.read(parked)
         firm = pc.index_in(table.column("enterprise_id"), value_set=index["ids"])
         unknown = firm.is_null().to_numpy(zero_copy_only=False)
         shard = np.full(table.num_rows, -1, np.int64)
@@ -87,11 +91,13 @@ class KeyByShard(beam.DoFn):
                     self.folder, self.feed, int(shard[start]), rows))
 
 
-def enterprises_by_shard(index: dict):
+def enterprises_by_shard(index: dict, folder: str):
+    """The firms of each shard, into the shuffle as a file name like every other feed's rows."""
     ent = index["enterprises"]
     shard = ent.column("shard").to_numpy()
     for s in np.unique(shard):
-        yield int(s), ("enterprises", ent.filter(pa.array(shard == s)).drop(["shard"]))
+        rows = ent.filter(pa.array(shard == s)).drop(["shard"])
+        yield int(s), ("enterprises", shard_files.write(folder, "enterprises", int(s), rows))
 
 
 class FeaturizeShard(beam.DoFn):
@@ -105,7 +111,7 @@ class FeaturizeShard(beam.DoFn):
     def process(self, element, outcome_end=None):
         _, parts = element
         tables = {}
-        for feed, part in parts:   # a file name, or a table (the firms, from the side input)
+        for feed, part in parts:   # a file name (shard_files), or a table
             tables.setdefault(feed, []).append(shard_files.read(part) if isinstance(part, str)
                                                else part)
         features, rejects = featurize.featurize(
@@ -150,11 +156,13 @@ class ComputeFeatures(beam.PTransform):
         index = (valid["enterprises"] | "CollectFirms" >> beam.combiners.ToList()
                  | "IndexFirms" >> beam.Map(build_firm_index, self.n_shards))
         rejects.append(index | "DuplicateFirms" >> beam.FlatMap(lambda i: i["rejects"]))
-        keyed = [index | "FirmsByShard" >> beam.FlatMap(enterprises_by_shard)]
+        keyed = [index | "FirmsByShard" >> beam.FlatMap(enterprises_by_shard, folder)]
         for feed in feeds.FEEDS:
             if feed == "enterprises":
                 continue
-            res = valid[feed] | f"KeyByShard[{feed}]" >> beam.ParDo(
+            # Batches wait for the firm index as file names, not rows (shard_files.park).
+            parked = valid[feed] | f"Park[{feed}]" >> beam.Map(shard_files.park, folder, feed)
+            res = parked | f"KeyByShard[{feed}]" >> beam.ParDo(
                 KeyByShard(feed, folder), beam.pvalue.AsSingleton(index)).with_outputs(
                 REJECTED, main="keyed")
             keyed.append(res.keyed)
@@ -190,14 +198,31 @@ class ReadAgainstTheBook(beam.PTransform):
     """Feature tables -> the same tables with the book-relative changes less the whole book's
     median at each as-of date (transforms/book_relative.py). The medians need every shard: the
     present values of each (a few floats a firm) meet per date, and the exact medians come back
-    to every shard as a small side input."""
+    to every shard as a small side input. Meanwhile the tables wait as files under
+    `park_folder`, removed once every table is adjusted."""
+
+    def __init__(self, park_folder: str | None = None):
+        super().__init__()
+        self.park_folder = park_folder   # default: a fresh one (shard_files.folder_for)
 
     def expand(self, features):
+        folder = self.park_folder or shard_files.folder_for(features.pipeline,
+                                                            "smescore-features-")
         medians = (features
                    | "PresentValues" >> beam.FlatMap(_values_by_date)
                    | "ByDate" >> beam.GroupByKey()
                    | "Medians" >> beam.MapTuple(lambda d, parts: (d, book_relative.medians(parts)))
                    | "AllDates" >> beam.combiners.ToList()
                    | "AsDict" >> beam.Map(_medians_by_date))
-        return features | "Adjust" >> beam.Map(
-            book_relative.adjust, beam.pvalue.AsSingleton(medians)).with_output_types(pa.Table)
+        # The tables wait for the medians as file names (DirectRunner would hold the whole
+        # book's features in memory in front of the side input), then come back adjusted.
+        adjusted = (features | "Park" >> beam.Map(shard_files.park, folder, "features")
+                    | "Adjust" >> beam.Map(_adjust_parked, beam.pvalue.AsSingleton(medians))
+                    .with_output_types(pa.Table))
+        _ = (adjusted | "Adjusted" >> beam.combiners.Count.Globally()
+             | "RemoveParked" >> beam.Map(lambda _, f: shard_files.remove(f), folder))
+        return adjusted
+
+
+def _adjust_parked(path: str, medians: dict) -> pa.Table:
+    return book_relative.adjust(shard_files.read(path), medians)

@@ -28,6 +28,17 @@ FEATURE_SCHEMA = pa.schema(
        pa.field("label_default_12m", pa.float32())])
 
 
+# Firms a shard holds at most: a larger book gets more shards than --n_shards, so that one shard's
+# feed rows, features and model calls (what a worker holds at a time) stay the size they have
+# at 100k firms in the default 32 shards, whatever the book.
+MAX_FIRMS_PER_SHARD = 3_200
+
+
+def shard_count(n_firms: int, n_shards: int) -> int:
+    """At least `n_shards`; more when `n_firms` would put over MAX_FIRMS_PER_SHARD in one."""
+    return max(n_shards, -(-n_firms // MAX_FIRMS_PER_SHARD))
+
+
 def shard_of(controller_ids, n_shards: int) -> np.ndarray:
     """A firm's shard: by its controller, so related parties meet in one shard. Stable across
     runs, processes and machines (unlike Python's hash)."""
@@ -89,7 +100,8 @@ def feature_tables(records: Mapping[str, pa.Table | pd.DataFrame], as_of_dates: 
             rows = valid[feed].filter(pa.array(~known)).to_pandas(date_as_object=True)
             rejects += validate.rejected(feed, rows, "unknown enterprise_id")
         valid[feed] = valid[feed].filter(pa.array(known))
-    shard = shard_of(valid["enterprises"].column("controller_id").to_pylist(), n_shards)
+    shard = shard_of(valid["enterprises"].column("controller_id").to_pylist(),
+                     shard_count(valid["enterprises"].num_rows, n_shards))
     firms = pa.Table.from_pydict({"enterprise_id": valid["enterprises"].column("enterprise_id"),
                                   "shard": shard})
     tables = []
