@@ -515,3 +515,16 @@ def test_promote_during_load_swaps_models_with_no_failed_request(live, book, bea
     rows = float(re.search(r"smescore_service_batch_rows_sum (\S+)", metrics).group(1))
     calls = float(re.search(r"smescore_service_batch_rows_count (\S+)", metrics).group(1))
     assert rows / calls > 1.5          # 8 clients: requests shared model calls
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--feeds-dataset", "sme_feeds"], "--bq-project and --risk-dataset are needed"),
+    (["--bq-project", "my-risk-project", "--risk-dataset", "risk`; DROP"], "not a valid name"),
+    (["--feeds", "f", "--bq-project", "my-risk-project", "--feeds-dataset", "sme_feeds",
+      "--risk-dataset", "sme_risk", "--no-auth"], "from a folder or from BigQuery, not both"),
+    (["--warehouse", "/nonexistent/risk.duckdb", "--no-auth"], "no warehouse file"),
+])
+def test_serve_refuses_incomplete_or_unsafe_table_flags(argv, message, capsys, tmp_path):
+    from smescore import cli
+    assert cli.main(["serve", "--registry", str(tmp_path), *argv]) == 2
+    assert message in capsys.readouterr().err
