@@ -120,3 +120,6 @@ def test_small_groups_find_their_relatives_with_the_same_numbers(monkeypatch):
         np.testing.assert_array_equal(small[name], merged[name], err_msg=name)
     assert small["rel_n_related"][0] == 0 and np.isnan(small["rel_late_tax_share_12m"][0])
     assert small["rel_n_related"].max() > 10
+    monkeypatch.setattr(pit, "SMALL_GROUP", 64)
+    empty = pit._related_features(ent.iloc[:0], {k: v[:0] for k, v in own.items()})
+    assert set(empty) == set(merged) and all(len(v) == 0 for v in empty.values())

@@ -425,7 +425,7 @@ def _related_features_small(ent, own):
         return np.where(same, own[name][None, :], 0.0).sum(1)
     f = {"rel_n_related": n_rel.astype(np.float64),
          "rel_arrears_firms_12m": np.where(has, total("arrears"), 0.0),
-         "rel_max_dpd_12m": np.where(has, np.where(same, own["max_dpd"][None, :], -np.inf).max(1),
+         "rel_max_dpd_12m": np.where(has, np.where(same, own["max_dpd"][None, :], -np.inf).max(1, initial=-np.inf),
                                      0.0),
          "rel_default_firms_12m": np.where(has, total("default"), 0.0),
          "rel_litig_12m": np.where(has, total("litig"), 0.0)}
