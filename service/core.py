@@ -2,9 +2,11 @@
 
 Everything the service computes goes through this module: point-in-time features from feed records
 (transforms/validate.py + transforms/pit.py, the way FeaturizeShard runs them), the routing to the
-model, the cold-start rules or grade D (models/eligibility.py), the model call
-(models/signature.py), champion / challenger / canary (beam_jobs/champion_challenger.py) and
-the rows of the risk tables (models/score_rows.py). When the scoring core moves, only this file follows it.
+model, the cold-start rules or grade D (models/eligibility.py), the model calls
+(models/signature.py: the score signature for every version, the explain signature only for the
+version that scores a firm officially; the nightly's digits, measured and tested), champion /
+challenger / canary (beam_jobs/champion_challenger.py's canary draw and roles) and the rows of the
+risk tables (models/score_rows.py). When the scoring core moves, only this file follows it.
 
 A `ModelSet` is one immutable view of the registry: the champion, its challengers, their loaded
 SavedModels and the `Scoring` that turns their outputs into scores. The service swaps whole
