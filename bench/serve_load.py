@@ -154,6 +154,14 @@ async def hot_swap(url: str, key: str, registry: str, version: str, bodies: list
             "answers_after_swap_with_old_version": sum(v != version for v in after)}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc): the service's own CPU per
+    request, which the neighbours' load does not inflate the way it inflates wall time."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--registry", required=True)
@@ -189,11 +197,15 @@ def main(argv=None) -> int:
         for path, bodies in (("/v1/score/features", features), ("/v1/score/records", records)):
             asyncio.run(load(url, key, path, bodies, 1, 3.0))          # warm-up, not counted
             for clients in (int(c) for c in args.clients.split(",")):
+                cpu = cpu_seconds(proc.pid)
                 r = asyncio.run(load(url, key, path, bodies, clients, args.seconds))
+                r["service_cpu_ms_per_request"] = round(
+                    (cpu_seconds(proc.pid) - cpu) * 1000 / max(r["requests"], 1), 1)
                 r.pop("versions")
                 results["levels"].append(r)
                 log(f"[bench] {path} x{clients}: {r['requests_per_s']} req/s, p50 {r['p50_ms']} "
-                    f"p95 {r['p95_ms']} p99 {r['p99_ms']} ms, statuses {r['statuses']}")
+                    f"p95 {r['p95_ms']} p99 {r['p99_ms']} ms, service CPU "
+                    f"{r['service_cpu_ms_per_request']} ms a request, statuses {r['statuses']}")
         if args.hot_swap:
             r = asyncio.run(hot_swap(url, key, registry, args.hot_swap, features,
                                      args.hot_swap_clients, max(args.seconds, 12)))

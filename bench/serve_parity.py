@@ -3,7 +3,7 @@ the service's answer from raw records and from feature values equals the nightly
 points to 1e-9; score, grade, model version and role, reasons, shadow scores exactly).
 
     python -m bench.serve_parity --feeds DIR --registry DIR --warehouse F.duckdb
-        [--as-of 2026-10-31] [--firms 1000] [--seed 7] [--json FILE]
+        [--as-of 2026-10-31] [--firms 1000] [--seed 7] [--features F.parquet] [--json FILE]
 
 The night must have been scored with the registry as it is now (same champion and challengers)
 and the default --canary_share / --min_history_months. The feature values sent are the nightly
@@ -36,6 +36,9 @@ def main(argv=None) -> int:
     p.add_argument("--firms", type=int, default=1000)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--work", default="/tmp/bench-serve")
+    p.add_argument("--features", default=None,
+                   help="the nightly feature table already made (`smescore features`) instead of "
+                        "making it again into --work")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     as_of = dt.date.fromisoformat(args.as_of)
@@ -46,10 +49,11 @@ def main(argv=None) -> int:
     from service import parity
     from service.app import ServiceConfig, create_app
     os.makedirs(args.work, exist_ok=True)
-    features_path = os.path.join(args.work, f"features-{args.as_of}.parquet")
-    log(f"[parity] nightly feature table (smescore features) -> {features_path}")
-    run_logged([*CLI, "features", "--feeds", args.feeds, "--as-of", args.as_of, "--out",
-                features_path], os.path.join(args.work, "features.log"))
+    features_path = args.features or os.path.join(args.work, f"features-{args.as_of}.parquet")
+    if not args.features:
+        log(f"[parity] nightly feature table (smescore features) -> {features_path}")
+        run_logged([*CLI, "features", "--feeds", args.feeds, "--as-of", args.as_of, "--out",
+                    features_path], os.path.join(args.work, "features.log"))
     features = {r["enterprise_id"]: r for r in pq.read_table(features_path).to_pylist()}
     expected = parity.nightly(args.warehouse, as_of)
     ids = sorted(expected)

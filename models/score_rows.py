@@ -99,12 +99,16 @@ def model_rows(table: pa.Table, s: Scoring, role: str = "champion",
     base = s.scale.base_points(table.column("expected_logit").to_numpy())
     values = _values(table, catalog.NAMES)
     reasons = reasons_for(points, values, catalog.NAMES, s.typical, max_reasons=s.max_reasons)
-    grade = s.master.grade(pd_, np.zeros(len(pd_), bool))
-    scores = _scores_table(table, s, "model", pd_, s.scale.score_from_logit(logit), grade, base,
-                           reasons, role)
+    score, grade = score_and_grade(pd_, logit, s)
+    scores = _scores_table(table, s, "model", pd_, score, grade, base, reasons, role)
     if not with_attributions:
         return scores, None
     return scores, attributions_table(table, s, values, phi, points)
+
+
+def score_and_grade(pd_: np.ndarray, logit: np.ndarray, s: Scoring) -> tuple[np.ndarray, list]:
+    """A model's score and grade of firms from its pd and logit (what a shadow score is)."""
+    return s.scale.score_from_logit(logit), s.master.grade(pd_, np.zeros(len(pd_), bool))
 
 
 def attributions_table(table, s: Scoring, values, phi, points) -> pa.Table:

@@ -3,7 +3,10 @@
     POST /v1/score/features        feature values of one firm or many -> scores
     POST /v1/score/records         a firm's raw feed records (and its related firms') -> its score
     GET  /v1/firms/{id}/score      the same from the feed folder (--feeds), as of ?as_of_date=
-    GET  /v1/firms/{id}/explain    the explanation page (HTML) from the feed folder
+    GET  /v1/firms/{id}/explain    the explanation page (HTML) from the feeds, or (?source=
+                                   nightly) from the risk tables as a night published it
+    GET  /v1/firms/{id}/nightly    the firm's score as a night published it (--warehouse)
+    GET  /v1/firms/{id}/parity     the live score from the feeds against that night's row
     POST /v1/explain/records       the explanation page from raw records
     GET  /healthz /readyz /metrics /docs
 
@@ -20,7 +23,9 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
 import time
+from typing import Literal
 
 import orjson
 import pyarrow as pa
@@ -31,10 +36,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from service import core, explain_page, schemas
+from beam_jobs.options import BigQueryConfig
+from beam_jobs.risk_sinks import open_risk_tables
+from beam_jobs.sources import BigQueryFeedSource
+from service import core, explain_page, parity, schemas
 from service.batching import DynamicBatcher
 from service.feed_store import FeedStore
 from service.metrics import ServiceMetrics
+from service.nightly import NightlyTables
 from service.security import DEFAULT_MAX_BODY_BYTES, AccessMiddleware
 
 log = logging.getLogger("smescore.service")
@@ -45,6 +54,8 @@ shadow_log = logging.getLogger("smescore.service.shadow")
 class ServiceConfig:
     registry: str
     feeds: str | None = None
+    warehouse: str | None = None                # the risk tables' DuckDB file (nightly answers)
+    bigquery: BigQueryConfig | None = None      # feeds_dataset: the feeds; risk_dataset: the tables
     api_keys: tuple[bytes, ...] | None = ()     # None: no key needed (tests, a local demo)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     canary_share: float = core.DEFAULT_CANARY_SHARE
@@ -61,6 +72,30 @@ class ServiceConfig:
                              "(or --no-auth for a local demo)")
         if not 0 <= self.canary_share <= 1:
             raise ValueError(f"canary share must be in [0, 1], got {self.canary_share}")
+        if self.feeds and self.bigquery and self.bigquery.feeds_dataset:
+            raise ValueError("the feeds from a folder or from BigQuery, not both")
+        if self.warehouse and self.bigquery and self.bigquery.risk_dataset:
+            raise ValueError("the risk tables from --warehouse or from BigQuery, not both")
+        if self.warehouse and not os.path.exists(self.warehouse):
+            raise ValueError(f"no warehouse file {self.warehouse} (the nightly job's --warehouse)")
+
+
+def _feed_store(cfg: ServiceConfig) -> FeedStore | None:
+    if cfg.feeds:
+        return FeedStore(cfg.feeds)
+    if cfg.bigquery and cfg.bigquery.feeds_dataset:
+        # every record known today; a request's as-of date then picks what it may see
+        today = dt.datetime.now(dt.timezone.utc).date()
+        return FeedStore.from_bigquery(BigQueryFeedSource(cfg.bigquery, today, purpose="serve"))
+    return None
+
+
+def _nightly(cfg: ServiceConfig) -> NightlyTables | None:
+    if cfg.warehouse:
+        return NightlyTables(open_risk_tables(cfg.warehouse))
+    if cfg.bigquery and cfg.bigquery.risk_dataset:
+        return NightlyTables(open_risk_tables(cfg.bigquery))
+    return None
 
 
 class Service:
@@ -73,7 +108,8 @@ class Service:
         self.batcher = DynamicBatcher(self._score_batch, cfg.max_batch_rows,
                                       cfg.max_wait_ms / 1000, self.metrics.batch_rows.observe,
                                       core.batch_table)
-        self.feed_store = FeedStore(cfg.feeds) if cfg.feeds else None
+        self.feed_store = _feed_store(cfg)
+        self.nightly = _nightly(cfg)
         self._watcher: asyncio.Task | None = None
 
     def load(self, state: core.RegistryState | None = None) -> core.ModelSet:
@@ -235,19 +271,8 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
     # added first, so it runs inside the measuring middleware: its 401s and 413s are counted
     app.add_middleware(AccessMiddleware, keys=cfg.api_keys, max_body_bytes=cfg.max_body_bytes)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            endpoint = _endpoint(app, request.scope)
-            role = getattr(request.state, "role", "none")
-            service.metrics.latency.labels(endpoint, role).observe(time.perf_counter() - start)
-            service.metrics.requests.labels(endpoint, str(status)).inc()
+    app.add_middleware(MeasureMiddleware, metrics=service.metrics,
+                       endpoint=lambda scope: _endpoint(app, scope))
 
     # -------------------------------------------------------------- scoring
 
@@ -289,8 +314,9 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
 
     def _from_feeds(enterprise_id: str) -> dict:
         if service.feed_store is None:
-            raise HTTPException(404, "this service has no feed folder (start it with --feeds); "
-                                     "POST the records to /v1/score/records instead")
+            raise HTTPException(404, "this service has no feeds (start it with --feeds, or the "
+                                     "BigQuery flags); POST the records to /v1/score/records "
+                                     "instead")
         tables = service.feed_store.group_of(enterprise_id)
         if tables is None:
             raise HTTPException(404, f"no firm {enterprise_id!r} in the feeds")
@@ -303,25 +329,71 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
         return _json(firm_score(await _score_records(request, enterprise_id, as_of_date, tables,
                                                      strict=False)))
 
-    def _page(s: core.Scored, lang: str) -> HTMLResponse:
-        models = service.models
-        typical = models.scoring.typical_firms.get(s.row["model_version"])
-        return HTMLResponse(explain_page.render(firm_score(s), s.values, typical, lang,
-                                                models.scoring.scale))
+    def _page(answer: dict, values: dict, lang: str) -> HTMLResponse:
+        scoring = service.models.scoring
+        return HTMLResponse(explain_page.render(answer, values,
+                                                scoring.typical_firms.get(answer["model_version"]),
+                                                lang, scoring.scale))
+
+    def _from_tables(enterprise_id: str, as_of: dt.date | None) -> tuple[dict, dict]:
+        if service.nightly is None:
+            raise HTTPException(404, "this service has no risk tables (start it with "
+                                     "--warehouse, or --bq-project and --risk-dataset)")
+        found = service.nightly.firm(enterprise_id, as_of)
+        if found is None:
+            raise HTTPException(404, f"no night scored {enterprise_id!r}"
+                                     + (f" on {as_of}" if as_of else ""))
+        return found
 
     @app.get("/v1/firms/{enterprise_id}/explain", response_class=HTMLResponse,
-             summary="The explanation page of a firm's score, from the feed folder")
-    async def explain_firm(request: Request, enterprise_id: str, as_of_date: dt.date = Query(...),
-                           lang: explain_page.Lang = Query("zh")):
+             summary="The explanation page of a firm's score, from the feeds or (source=nightly) "
+                     "from the risk tables")
+    async def explain_firm(request: Request, enterprise_id: str,
+                           as_of_date: dt.date | None = Query(
+                               None, description="required with the feeds; from the tables, "
+                                                 "default: the firm's last night"),
+                           lang: explain_page.Lang = Query("zh"),
+                           source: Literal["feeds", "nightly"] | None = Query(
+                               None, description="default: the feeds when the service has them")):
+        if source == "nightly" or (source is None and service.feed_store is None
+                                   and service.nightly is not None):
+            answer, values = await asyncio.to_thread(_from_tables, enterprise_id, as_of_date)
+            request.state.role = "nightly"
+            return _page(answer, values, lang)
+        if as_of_date is None:
+            raise HTTPException(422, "as_of_date is needed to score from the feeds")
         tables = await asyncio.to_thread(_from_feeds, enterprise_id)
-        return _page(await _score_records(request, enterprise_id, as_of_date, tables, False), lang)
+        s = await _score_records(request, enterprise_id, as_of_date, tables, False)
+        return _page(firm_score(s), s.values, lang)
+
+    @app.get("/v1/firms/{enterprise_id}/nightly", response_model=schemas.FirmScore,
+             summary="A firm's score as a night published it (the risk tables)")
+    async def nightly_firm(request: Request, enterprise_id: str,
+                           as_of_date: dt.date | None = Query(
+                               None, description="default: the firm's last night")):
+        answer, _ = await asyncio.to_thread(_from_tables, enterprise_id, as_of_date)
+        request.state.role = "nightly"
+        return _json(answer)
+
+    @app.get("/v1/firms/{enterprise_id}/parity", response_model=schemas.ParityResponse,
+             summary="The firm's live score from the feeds against that night's published row")
+    async def parity_firm(request: Request, enterprise_id: str, as_of_date: dt.date = Query(...)):
+        nightly, _ = await asyncio.to_thread(_from_tables, enterprise_id, as_of_date)
+        tables = await asyncio.to_thread(_from_feeds, enterprise_id)
+        live = firm_score(await _score_records(request, enterprise_id, as_of_date, tables, False))
+        differences = parity.differences(live, {"row": nightly, "points": nightly["points"],
+                                                "shadow": nightly["shadow"]})
+        return _json({"enterprise_id": enterprise_id, "as_of_date": as_of_date,
+                      "equal": not differences, "differences": differences,
+                      "service": live, "nightly": nightly})
 
     @app.post("/v1/explain/records", response_class=HTMLResponse,
               summary="The explanation page of a firm's score, from its raw feed records")
     async def explain_records(request: Request, body: schemas.RecordsRequest,
                               lang: explain_page.Lang = Query("zh")):
-        return _page(await _score_records(request, body.enterprise_id, body.as_of_date,
-                                          _tables(body.records), strict=True), lang)
+        s = await _score_records(request, body.enterprise_id, body.as_of_date,
+                                 _tables(body.records), strict=True)
+        return _page(firm_score(s), s.values, lang)
 
     # -------------------------------------------------------------- operations
 
@@ -345,6 +417,35 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
                         media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+class MeasureMiddleware:
+    """Latency by endpoint and model role, requests by endpoint and status, as plain ASGI (a
+    `@app.middleware("http")` wraps every request in a task and a streamed response: a
+    millisecond of CPU a request). The role is what the handler put in `request.state`."""
+
+    def __init__(self, app, metrics: ServiceMetrics, endpoint):
+        self.app, self.metrics, self.endpoint = app, metrics, endpoint
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500                       # an exception that escapes becomes a 500
+        state = scope.setdefault("state", {})   # request.state, shared with the handler
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            endpoint = self.endpoint(scope)
+            self.metrics.latency.labels(endpoint, state.get("role", "none")).observe(
+                time.perf_counter() - start)
+            self.metrics.requests.labels(endpoint, str(status)).inc()
 
 
 def _endpoint(app: FastAPI, scope) -> str:

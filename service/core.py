@@ -2,9 +2,11 @@
 
 Everything the service computes goes through this module: point-in-time features from feed records
 (transforms/validate.py + transforms/pit.py, the way FeaturizeShard runs them), the routing to the
-model, the cold-start rules or grade D (models/eligibility.py), the model call
-(models/signature.py), champion / challenger / canary (beam_jobs/champion_challenger.py) and
-the rows of the risk tables (models/score_rows.py). When the scoring core moves, only this file follows it.
+model, the cold-start rules or grade D (models/eligibility.py), the model calls
+(models/signature.py: the score signature for every version, the explain signature only for the
+version that scores a firm officially; the nightly's digits, measured and tested), champion /
+challenger / canary (beam_jobs/champion_challenger.py's canary draw and roles) and the rows of the
+risk tables (models/score_rows.py). When the scoring core moves, only this file follows it.
 
 A `ModelSet` is one immutable view of the registry: the champion, its challengers, their loaded
 SavedModels and the `Scoring` that turns their outputs into scores. The service swaps whole
@@ -14,18 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from beam_jobs import champion_challenger
-from models import eligibility, score_rows
+from models import eligibility, score_rows, signature
 from models import registry as model_registry
 from models.eligibility import IN_DEFAULT, MODEL, RULES
 from models.registry import check_model_features, check_saved_model
-from models.signature import with_model_outputs
 from models.rules import load_rules_config
 from models.scorecard import load_scorecard_config
 from transforms import catalog, feeds, pit, validate
@@ -111,11 +111,13 @@ def load_model_set(registry_dir: str, canary_share: float = DEFAULT_CANARY_SHARE
 
 
 def warm_up(model) -> None:
-    """One call on a firm with every feature missing: the first call of a loaded SavedModel
-    optimises its graph (seconds), which belongs to loading, not to the first request."""
-    with_model_outputs(feature_table([{"enterprise_id": "warm-up", "features": {},
-                                       "in_default": False, "months_history": 0}],
-                                     [dt.date(2000, 1, 31)]), model)
+    """One call of each signature on a firm with every feature missing: the first call of a
+    loaded SavedModel optimises its graph (seconds), which belongs to loading, not to the first
+    request."""
+    table = feature_table([{"enterprise_id": "warm-up", "features": {}, "in_default": False,
+                            "months_history": 0}], [dt.date(2000, 1, 31)])
+    signature.scores(table, model)
+    signature.attributions(table, model)
 
 
 # ----------------------------------------------------------------------------- features
@@ -158,7 +160,7 @@ def validated_tables(tables: dict[str, pa.Table], strict: bool) -> tuple[dict, l
     valid, problems = {}, []
     for feed in FEEDS:
         table = tables.get(feed, feeds.FEEDS[feed].schema.empty_table())
-        good, rejects = validate.validate_table(feed, table)
+        good, rejects = validate.validate_typed(feed, table)
         problems += _problems(feed, table, rejects, False)
         good, dups = validate.split_duplicates(feed, good)
         problems += _problems(feed, table, dups, True)
@@ -291,55 +293,78 @@ def score_table(ms: ModelSet, table: pa.Table) -> list[Scored]:
                    found[i].get("shadow", [])) for i in range(table.num_rows)]
 
 
-def model_outputs(ms: ModelSet, table: pa.Table) -> dict:
-    """{version: the table with pd, logit, expected_logit, phi}: the champion's failure fails the
-    call; a challenger's failure becomes its error message (ChampionChallengersHandler's rule)."""
-    out = {ms.champion: with_model_outputs(table, ms.models[ms.champion])}
+def _challenger_outputs(ms: ModelSet, table: pa.Table, inputs: dict, explain_rows) -> dict:
+    """{challenger: its scores (and, for the canary, its attributions of `explain_rows`)}; a
+    failure becomes the error message (ChampionChallengersHandler's rule: a shadow model must not
+    stop the answer, and a failed canary leaves its firms to the champion)."""
+    out = {}
     for version, model in ms.models.items():
-        if version != ms.champion:
-            try:
-                out[version] = with_model_outputs(table, model)
-            except Exception as err:  # noqa: BLE001 - a shadow model must not stop the answer
-                out[version] = f"{type(err).__name__}: {err}"[:500]
+        if version == ms.champion:
+            continue
+        try:
+            scored = signature.scores(table, model, inputs)
+            explained = None
+            if version == ms.roles.canary and explain_rows.any():
+                sub = {k: v[explain_rows] for k, v in inputs.items()}
+                explained = signature.attributions(table.filter(pa.array(explain_rows)), model, sub)
+            out[version] = (scored, explained)
+        except Exception as err:  # noqa: BLE001 - a shadow model must not stop the answer
+            out[version] = f"{type(err).__name__}: {err}"[:500]
     return out
 
 
+def _official(ms: ModelSet, table: pa.Table, inputs: dict, rows: np.ndarray, version: str,
+              scored: dict, explained: dict | None, role: str, found: dict) -> None:
+    """The official rows (scores + points) of `rows` of the table, scored by `version`."""
+    model = ms.models[version]
+    part = table.filter(pa.array(rows))
+    if explained is None:
+        explained = signature.attributions(part, model, {k: v[rows] for k, v in inputs.items()})
+    out = signature.with_outputs(part, {k: v[rows] for k, v in scored.items()}, explained)
+    scores, attributions = score_rows.model_rows(out, ms.scoring_as(version), role)
+    positions = part.column(ROW).to_numpy()
+    _rows_by_position(scores, positions, found, "row")
+    _attribution_points(attributions, positions, found)
+
+
+def _shadow(ms: ModelSet, version: str, role: str, scored: dict, rows, positions,
+            found: dict) -> None:
+    """What the service keeps of a shadow score (the nightly's scores_shadow row, less the
+    reasons, which the shadow log and the answer do not carry)."""
+    pd_, logit = scored["pd"][rows], scored["logit"][rows]
+    score, grade = score_rows.score_and_grade(pd_, logit, ms.scoring_as(version))
+    for p, d, sc, g in zip(positions[rows], pd_.tolist(), score.tolist(), grade):
+        found.setdefault(int(p), {}).setdefault("shadow", []).append(
+            {"model_version": version, "model_role": role, "pd": d, "score": int(sc), "grade": g})
+
+
 def _score_model_part(ms: ModelSet, table: pa.Table, found: dict) -> None:
-    outputs = model_outputs(ms, table)
-    positions = table.column(ROW).to_numpy()
+    """The nightly routing (beam_jobs/champion_challenger.py SplitOfficialAndShadow: the same
+    canary firms, the same roles) with the lean model calls of models/signature.py: every version
+    scores every firm, and only the version that scores a firm officially explains it."""
     ids = table.column("enterprise_id").to_pylist()
+    positions = table.column(ROW).to_numpy()
+    inputs = signature.raw_inputs(table)
     canary = ms.roles.canary
-    # The split below draws the canary with this same call; recomputed here only to put its rows
-    # back in request order (checked against the ids it yields).
-    mask = (champion_challenger.canary_mask(ids, ms.roles.canary_share)
-            if isinstance(outputs.get(canary), pa.Table) else np.zeros(len(ids), bool))
-    official = [positions[~mask], positions[mask]]
-    champion_shadow_first = bool(mask.any())   # the canary firms' champion scores come first
-    split = champion_challenger.SplitOfficialAndShadow(ms.roles, ms.scoring)
-    for out in split.process(outputs):
-        tag = getattr(out, "tag", champion_challenger.OFFICIAL)
-        value = getattr(out, "value", out)
-        if tag == champion_challenger.OFFICIAL:
-            scores, attributions = value
-            pos = official.pop(0)
-            _check_ids(scores, ids, positions, pos)
-            _rows_by_position(scores, pos, found, "row")
-            _attribution_points(attributions, pos, found)
-        elif tag == champion_challenger.SHADOW:
-            pos = positions[mask] if champion_shadow_first else positions
-            champion_shadow_first = False
-            _check_ids(value, ids, positions, pos)
-            for p, row in zip(pos, value.to_pylist()):
-                found.setdefault(int(p), {}).setdefault("shadow", []).append(row)
-        elif tag == champion_challenger.SHADOW_FAILED:
-            p = positions[ids.index(json.loads(value["record_json"])["enterprise_id"])]
-            found.setdefault(int(p), {}).setdefault("shadow", []).append(
-                {"model_role": "challenger", "error": value["reason"]})
-
-
-def _check_ids(scores: pa.Table, ids, positions, pos) -> None:
-    index = {int(p): i for i, p in enumerate(positions)}
-    expected = [ids[index[int(p)]] for p in pos]
-    if scores.column("enterprise_id").to_pylist() != expected:
-        raise RuntimeError("the shadow split returned firms in another order than the service "
-                           "expects: beam_jobs/champion_challenger.py changed; update service/core.py")
+    mask = (champion_challenger.canary_mask(ids, ms.roles.canary_share) if canary
+            else np.zeros(len(ids), bool))
+    champion = signature.scores(table, ms.models[ms.champion], inputs)   # its failure fails
+    challengers = _challenger_outputs(ms, table, inputs, mask)
+    if canary and not isinstance(challengers[canary], tuple):
+        mask = np.zeros(len(ids), bool)      # a failed canary: the champion scores its firms
+    if (~mask).any():
+        _official(ms, table, inputs, ~mask, ms.champion, champion, None, "champion", found)
+    if mask.any():
+        _official(ms, table, inputs, mask, canary, challengers[canary][0], challengers[canary][1],
+                  "canary", found)
+        _shadow(ms, ms.champion, "champion", champion, mask, positions, found)
+    everyone = np.ones(len(ids), bool)
+    for version in ms.state.challengers:
+        out = challengers[version]
+        if isinstance(out, tuple):
+            _shadow(ms, version, "challenger", out[0], everyone, positions, found)
+        else:
+            for p in positions:
+                found.setdefault(int(p), {}).setdefault("shadow", []).append(
+                    {"model_role": "challenger", "model_version": version,
+                     "error": f"challenger {version} failed: {out}"[:500]})

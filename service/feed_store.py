@@ -15,13 +15,18 @@ from transforms import feeds
 
 
 class FeedStore:
-    def __init__(self, feeds_dir: str):
-        LocalFilesSource(feeds_dir).check()          # the nightly job's own check and message
+    def __init__(self, feeds_dir: str | None = None, tables: dict[str, pa.Table] | None = None):
+        """The feeds of a folder (the nightly job's --feeds), or `tables` already read (from
+        BigQuery: `from_bigquery`)."""
+        if (feeds_dir is None) == (tables is None):
+            raise ValueError("FeedStore: a feeds folder or the feed tables, one of the two")
+        if feeds_dir is not None:
+            LocalFilesSource(feeds_dir).check()      # the nightly job's own check and message
         self.feeds_dir = feeds_dir
         self.tables: dict[str, pa.Table] = {}
         self.slices: dict[str, dict[str, tuple[int, int]]] = {}
         for feed in feeds.FEEDS:
-            table = self._read(feed)
+            table = self._read(feed) if tables is None else tables[feed]
             table = table.take(pc.sort_indices(table, [("enterprise_id", "ascending")]))
             ids = table.column("enterprise_id").to_numpy(zero_copy_only=False)
             starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else []
@@ -34,6 +39,23 @@ class FeedStore:
         self.group: dict[str, list[str]] = {}
         for firm, ctrl in self.controller.items():
             self.group.setdefault(ctrl, []).append(firm)
+
+    @classmethod
+    def from_bigquery(cls, source) -> "FeedStore":
+        """The feed tables of a BigQuery dataset as the nightly job reads them
+        (beam_jobs.sources.BigQueryFeedSource: the feed queries, as of the source's date, staged in
+        the risk dataset and read back with the client), held in memory like a folder's."""
+        source.check()
+        try:
+            source.stage()
+            tables = {}
+            for feed in feeds.FEEDS:
+                parts = source.client_tables(feed)
+                tables[feed] = (pa.concat_tables(parts) if parts
+                                else feeds.FEEDS[feed].schema.empty_table())
+        finally:
+            source.cleanup()               # the staging tables are read once, into memory
+        return cls(tables=tables)
 
     def _read(self, feed: str) -> pa.Table:
         paths = sorted(glob.glob(os.path.join(self.feeds_dir, feed, "*.parquet")))

@@ -124,6 +124,16 @@ class ScoresResponse(BaseModel):
     scores: list[FirmScore]
 
 
+class ParityResponse(BaseModel):
+    enterprise_id: str
+    as_of_date: dt.date
+    equal: bool = Field(..., description="the live answer equals the night's row (PD and points "
+                                         "to 1e-9; the rest exactly)")
+    differences: list[str]
+    service: FirmScore
+    nightly: FirmScore
+
+
 class Problem(BaseModel):
     loc: list[Union[str, int]]
     msg: str

@@ -395,6 +395,7 @@ def _query(q) -> None:
 def _serve_flags(c) -> None:
     from service import commands
     commands.serve_flags(c)
+    _bigquery_flags(c, feeds=True)       # the feeds and the risk tables in BigQuery
 
 
 def _cmd_serve(args, beam_args) -> int:
@@ -405,6 +406,7 @@ def _cmd_serve(args, beam_args) -> int:
 def _explain_flags(c) -> None:
     from service import commands
     commands.explain_flags(c)
+    _bigquery_flags(c, feeds=True)
 
 
 def _cmd_explain(args, beam_args) -> int:

@@ -846,3 +846,47 @@ def test_a_backtest_on_bigquery_writes_what_it_writes_from_files_to_duckdb(
     evidence = lifecycle.version_metrics(registry, version, cli._risk_tables(args))
     assert evidence["backtest"] == lifecycle.latest_backtest(wh, version)
     assert staging_tables(bq_conn, risk_dataset) == []
+
+
+# ----------------------------------------------------------------------------- the scoring service
+
+def test_the_service_reads_a_firms_night_the_same_from_either_engine(both_engines):
+    """`smescore serve --risk-dataset` (service/nightly.py) against `--warehouse`: the same
+    answer, points, reasons and values of every firm on every night, and its last night."""
+    from service.nightly import NightlyTables
+    wh, conn, dataset = both_engines
+    duck = NightlyTables(wh)
+    bq = NightlyTables(BigQueryRiskSink(bq_config(dataset), conn))
+    seen = 0
+    for firm in ("E1", "E2", "E3", "E4", "E5", "E404"):
+        for as_of in (D1, D2, D3, None):
+            a, b = duck.firm(firm, as_of), bq.firm(firm, as_of)
+            assert a == b, (firm, as_of)
+            seen += a is not None
+    assert seen >= 12
+    answer, values = duck.firm("E1", D1)
+    assert answer["points"] == {"sales_trend": -30.0, "late_vat": -10.0}
+    assert values == {"sales_trend": -0.4, "late_vat": None}
+    assert [r["feature"] for r in answer["reasons"]] == ["sales_trend", "late_vat"]
+    assert duck.firm("E1")[0]["as_of_date"] == max(D1, D2, D3)
+
+
+def test_the_service_holds_the_same_feeds_from_bigquery_as_from_files(
+        bq_conn, bq_feeds, risk_dataset, portfolio):
+    """`smescore serve --feeds-dataset`: the feed queries staged and read back into the service's
+    feed store (then the staging tables dropped) give every firm the features the folder gives."""
+    from service import core
+    from service.feed_store import FeedStore
+    source = BigQueryFeedSource(bq_config(risk_dataset, bq_feeds), END_DATE, bq_conn,
+                                purpose="serve")
+    from_bq, from_files = FeedStore.from_bigquery(source), FeedStore(portfolio)
+    assert staging_tables(bq_conn, risk_dataset) == []
+    assert sorted(from_bq.controller) == sorted(from_files.controller)
+    for feed in feeds.FEEDS:
+        assert from_bq.tables[feed].num_rows == known_on(portfolio, feed, END_DATE).num_rows
+    firms = sorted(from_files.controller)[::15]
+    for firm in firms:
+        got, _ = core.features_from_records(from_bq.group_of(firm), AS_OF, strict=False)
+        want, _ = core.features_from_records(from_files.group_of(firm), AS_OF, strict=False)
+        assert got.equals(want), firm
+    assert len(firms) >= 10

@@ -96,3 +96,30 @@ def test_a_mid_month_date_uses_the_previous_complete_month():
     frames = pit.FirmFrames.from_tables(handmade.tables())
     mid = pit.compute_features(frames, dt.date(2026, 7, 15)).set_index("enterprise_id")
     assert mid.loc["E1", "inv_sales_amt_1m"] == 6_000   # July is not complete yet
+
+
+def test_small_groups_find_their_relatives_with_the_same_numbers(monkeypatch):
+    """pit's path for a small group (the service's one firm) against its pandas merge: 60 firms in
+    uneven controller groups (one firm alone, ties of the worst DPD, a missing controller)."""
+    rng = np.random.default_rng(5)
+    n = 60
+    ctrl = rng.choice(["C1", "C2", "C3", "C4", "C5", None], n, p=[.3, .3, .2, .1, .05, .05])
+    ctrl[0] = "ALONE"
+    ent = pd.DataFrame({"controller_id": ctrl})
+    own = {"arrears": rng.integers(0, 2, n).astype(np.float64),
+           "max_dpd": rng.choice([0.0, 30.0, 95.0, 120.0], n),
+           "default": rng.integers(0, 2, n).astype(np.float64),
+           "late": rng.integers(0, 4, n).astype(np.float64),
+           "filings": rng.integers(0, 13, n).astype(np.float64),
+           "litig": rng.integers(0, 3, n).astype(np.float64)}
+    small = pit._related_features(ent, own)
+    monkeypatch.setattr(pit, "SMALL_GROUP", 0)
+    merged = pit._related_features(ent, own)
+    assert set(small) == set(merged)
+    for name in merged:
+        np.testing.assert_array_equal(small[name], merged[name], err_msg=name)
+    assert small["rel_n_related"][0] == 0 and np.isnan(small["rel_late_tax_share_12m"][0])
+    assert small["rel_n_related"].max() > 10
+    monkeypatch.setattr(pit, "SMALL_GROUP", 64)
+    empty = pit._related_features(ent.iloc[:0], {k: v[:0] for k, v in own.items()})
+    assert set(empty) == set(merged) and all(len(v) == 0 for v in empty.values())

@@ -72,7 +72,7 @@ def test_worker_image_installs_the_lock_then_checks_it():
     # Every package setup.py ships (sql/ too: it installs as smescore.sql) is copied into the
     # image, and the flex template's entry file is one of them.
     copied = {args.split()[0] for op, args in steps if op == "COPY" and not args.startswith("--")}
-    assert {"smescore", "beam_jobs", "transforms", "models", "sql", "setup.py"} <= copied
+    assert {"smescore", "beam_jobs", "transforms", "models", "sql", "service", "setup.py"} <= copied
     for src in copied:
         assert os.path.exists(os.path.join(ROOT, src)), src
     env = " ".join(args for op, args in steps if op == "ENV")

@@ -22,6 +22,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from beam_jobs import build_features, champion_challenger, score_portfolio
+from models import signature
 from models.signature import with_model_outputs
 from models import lifecycle
 from service import core, parity
@@ -38,7 +39,7 @@ AUTH = {"X-API-Key": KEY}
 @pytest.fixture(scope="module")
 def book(registry_with_challenger, small_feeds, tmp_path_factory):
     """The nightly run of the session book with champion, challenger and the 10% canary:
-    (registry, feeds, {firm: nightly rows}, champion, challenger)."""
+    (registry, feeds, {firm: nightly rows}, champion, challenger, warehouse)."""
     src, champion, challenger = registry_with_challenger
     reg = str(tmp_path_factory.mktemp("serve") / "registry")
     shutil.copytree(src, reg)
@@ -46,13 +47,14 @@ def book(registry_with_challenger, small_feeds, tmp_path_factory):
     score_portfolio.run([f"--feeds={small_feeds}", f"--as_of={AS_OF}", f"--registry={reg}",
                          f"--warehouse={wh}", "--n_shards=4"], save_main_session=False,
                         progress=lambda m: None)
-    return reg, small_feeds, parity.nightly(wh, AS_OF), champion, challenger
+    return reg, small_feeds, parity.nightly(wh, AS_OF), champion, challenger, wh
 
 
 @pytest.fixture(scope="module")
 def client(book):
-    reg, feeds, *_ = book
-    app = create_app(ServiceConfig(reg, feeds, api_keys=(KEY.encode(),), max_body_bytes=2_000_000))
+    reg, feeds, *_, wh = book
+    app = create_app(ServiceConfig(reg, feeds, warehouse=wh, api_keys=(KEY.encode(),),
+                                   max_body_bytes=2_000_000))
     with TestClient(app, headers=AUTH) as c:
         yield c
 
@@ -87,6 +89,24 @@ def test_batch_of_any_size_gives_every_firm_the_same_digits(book, beam_features)
         part = with_model_outputs(table.slice(start, n), model)
         for col in ("pd", "logit", "expected_logit", "phi"):
             assert part.column(col).to_pylist() == whole.column(col).slice(start, n).to_pylist()
+
+
+def test_the_services_lean_model_calls_give_the_same_digits(book, beam_features):
+    """The service's calls (signature.scores padded to MIN_ROWS for every firm, signature.
+    attributions padded to ROW_BLOCKs for the firms explained) against one explain call over 300
+    firms: every firm, alone, in 5, in 13 (two blocks, one partial) and in 129."""
+    models = core.load_model_set(book[0])
+    table = pa.Table.from_pylist(list(beam_features.values())[:300],
+                                 schema=core.FEATURE_SCHEMA)
+    for version, model in models.models.items():
+        whole = with_model_outputs(table, model)
+        for start, n in [(i, 1) for i in range(0, 300, 7)] + [(7, 5), (40, 13), (100, 129)]:
+            part = table.slice(start, n)
+            lean = signature.with_outputs(part, signature.scores(part, model),
+                                          signature.attributions(part, model))
+            for col in ("pd", "logit", "expected_logit", "phi"):
+                assert lean.column(col).to_pylist() == whole.column(col).slice(start, n).to_pylist(), \
+                    (version, start, n, col)
 
 
 def test_feature_values_give_the_nightly_scores_exactly(client, book, beam_features):
@@ -147,8 +167,45 @@ def test_firm_from_the_feed_folder_equals_the_nightly_row(client, book):
     assert r.status_code == 404 and "NOPE" in r.json()["error"]
 
 
+def test_the_nightly_tables_answer_as_the_night_published(client, book):
+    """--warehouse: a firm's row of the night in the service's JSON (points, reasons, shadow),
+    by date or its last night; the parity endpoint puts the live answer beside it."""
+    expected = book[2]
+    sample = _sample(expected)[::8]
+    for firm in sample:
+        r = client.get(f"/v1/firms/{firm}/nightly", params={"as_of_date": str(AS_OF)})
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert parity.differences(answer, expected[firm]) == []
+        assert answer["points"] == expected[firm]["points"]
+    firm = sample[0]
+    assert client.get(f"/v1/firms/{firm}/nightly").json()["as_of_date"] == str(AS_OF)
+    r = client.get(f"/v1/firms/{firm}/nightly", params={"as_of_date": "2020-01-31"})
+    assert r.status_code == 404 and firm in r.json()["error"]
+    for firm in sample[::3]:
+        r = client.get(f"/v1/firms/{firm}/parity", params={"as_of_date": str(AS_OF)})
+        assert r.status_code == 200, r.text
+        assert r.json()["equal"] is True and r.json()["differences"] == []
+        assert r.json()["service"]["score"] == expected[firm]["row"]["score"]
+
+
+def test_the_parity_endpoint_names_what_differs(book, tmp_path):
+    """A night scored with another champion than the service's: parity says so, firm by firm."""
+    reg, feeds, expected, champion, challenger, wh = book
+    swapped = str(tmp_path / "registry")
+    shutil.copytree(reg, swapped)
+    lifecycle.promote(swapped, challenger, why="test", override="parity test")
+    app = create_app(ServiceConfig(swapped, feeds, warehouse=wh, api_keys=None))
+    firm = next(f for f in sorted(expected) if expected[f]["row"]["score_source"] == "model"
+                and expected[f]["row"]["model_role"] == "champion")
+    with TestClient(app) as c:
+        body = c.get(f"/v1/firms/{firm}/parity", params={"as_of_date": str(AS_OF)}).json()
+    assert body["equal"] is False
+    assert any("model_version" in d and champion in d for d in body["differences"])
+
+
 def test_response_carries_points_reasons_and_shadow(client, book):
-    reg, feeds, expected, champion, challenger = book
+    reg, feeds, expected, champion, challenger, _ = book
     firm = next(f for f in sorted(expected) if expected[f]["row"]["model_role"] == "champion"
                 and expected[f]["row"]["score_source"] == "model")
     a = client.get(f"/v1/firms/{firm}/score", params={"as_of_date": str(AS_OF)}).json()
@@ -325,6 +382,39 @@ def test_explanation_page_adds_up_in_chromium(client, book, tmp_path, lang):
     assert dom.count("<tr data-feature=") == len(catalog.NAMES)   # every value beside the typical
 
 
+def test_the_explanation_page_from_the_nightly_tables_adds_up(client, book, tmp_path):
+    """?source=nightly: the page of the published row (its attributions' points and values)."""
+    expected = book[2]
+    firm = next(f for f in sorted(expected) if expected[f]["row"]["score_source"] == "model"
+                and expected[f]["row"]["model_role"] == "champion")
+    r = client.get(f"/v1/firms/{firm}/explain", params={"source": "nightly", "lang": "en"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    live = client.get(f"/v1/firms/{firm}/explain", params={"as_of_date": str(AS_OF),
+                                                            "lang": "en"})
+    assert r.text == live.text                # the same digits, so the same page
+    row = expected[firm]["row"]
+    base = float(re.search(r'data-kind="base" data-value="([^"]+)"', r.text).group(1))
+    total = float(re.search(r'data-kind="total" data-value="([^"]+)"', r.text).group(1))
+    assert total == pytest.approx(base + sum(expected[firm]["points"].values()), abs=1e-6)
+    assert int(math.floor(min(max(total, 300), 850) + 0.5)) == row["score"]
+    assert client.get(f"/v1/firms/{firm}/explain").status_code == 422   # the feeds need a date
+
+
+def test_explain_command_draws_from_the_nightly_tables(book, tmp_path):
+    from smescore import cli
+    reg, feeds, expected, *_, wh = book
+    firm = next(f for f in sorted(expected) if expected[f]["row"]["model_role"] == "canary")
+    from_tables, from_feeds = tmp_path / "t.html", tmp_path / "f.html"
+    assert cli.main(["explain", "--firm", firm, "--registry", reg, "--warehouse", wh,
+                     "--lang", "en", "--out", str(from_tables)]) == 0
+    assert cli.main(["explain", "--firm", firm, "--as-of", str(AS_OF), "--registry", reg,
+                     "--feeds", feeds, "--lang", "en", "--out", str(from_feeds)]) == 0
+    page = from_tables.read_text(encoding="utf-8")
+    assert page == from_feeds.read_text(encoding="utf-8")
+    assert f'data-score="{expected[firm]["row"]["score"]}"' in page
+    assert cli.main(["explain", "--firm", "NOPE", "--registry", reg, "--warehouse", wh]) != 0
+
+
 def test_explain_command_writes_the_same_page(book, tmp_path):
     from smescore import cli
     reg, feeds, expected, *_ = book
@@ -376,7 +466,7 @@ def live(book, tmp_path):
 
 def test_promote_during_load_swaps_models_with_no_failed_request(live, book, beam_features):
     url, reg = live
-    _, _, expected, champion, challenger = book
+    _, _, expected, champion, challenger, _ = book
     firms = [f for f in sorted(expected) if expected[f]["row"]["score_source"] == "model"][:64]
     bodies = [{"firms": [_feature_request(beam_features[f])]} for f in firms]
     results = []        # (started, finished, status, model_version, model_role)
@@ -425,3 +515,16 @@ def test_promote_during_load_swaps_models_with_no_failed_request(live, book, bea
     rows = float(re.search(r"smescore_service_batch_rows_sum (\S+)", metrics).group(1))
     calls = float(re.search(r"smescore_service_batch_rows_count (\S+)", metrics).group(1))
     assert rows / calls > 1.5          # 8 clients: requests shared model calls
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--feeds-dataset", "sme_feeds"], "--bq-project and --risk-dataset are needed"),
+    (["--bq-project", "my-risk-project", "--risk-dataset", "risk`; DROP"], "not a valid name"),
+    (["--feeds", "f", "--bq-project", "my-risk-project", "--feeds-dataset", "sme_feeds",
+      "--risk-dataset", "sme_risk", "--no-auth"], "from a folder or from BigQuery, not both"),
+    (["--warehouse", "/nonexistent/risk.duckdb", "--no-auth"], "no warehouse file"),
+])
+def test_serve_refuses_incomplete_or_unsafe_table_flags(argv, message, capsys, tmp_path):
+    from smescore import cli
+    assert cli.main(["serve", "--registry", str(tmp_path), *argv]) == 2
+    assert message in capsys.readouterr().err

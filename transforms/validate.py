@@ -184,6 +184,58 @@ def validate_table(feed_name: str, table: pa.Table) -> tuple[pa.Table, list[dict
     return to_arrow(feed_name, good), rejects
 
 
+# pandas holds dates as datetime64[ns]: a date outside these years is "unparseable" in validate_table
+_DATE_RANGE = (np.datetime64("1678-01-01"), np.datetime64("2261-12-31"))
+
+
+def validate_typed(feed_name: str, table: pa.Table) -> tuple[pa.Table, list[dict]]:
+    """validate_table for a table already typed to the feed's contract (a service request, a
+    Parquet feed), without its per-table pandas machinery where no record can fail a check:
+    `_passes_every_check` asks the same questions of the same rules (REQUIRED, NON_NEGATIVE,
+    PLAUSIBLE_MAX, CATEGORIES) in Arrow, and any doubt goes to validate_table, whose answer and
+    messages are the only ones. Same rows, types and rejects as validate_table (tested)."""
+    schema = feeds.FEEDS[feed_name].schema
+    if (set(schema.names) <= set(table.column_names)
+            and table.select(schema.names).schema.equals(schema)
+            and _passes_every_check(feed_name, table)):
+        return pa.Table.from_arrays(table.select(schema.names).columns, schema=schema), []
+    return validate_table(feed_name, table)
+
+
+def _passes_every_check(feed_name: str, table: pa.Table) -> bool:
+    """No record of this typed table would be flagged by validate_table (conservative: False
+    sends the table to validate_table, which decides)."""
+    for field in feeds.FEEDS[feed_name].schema:
+        col, name, t = table.column(field.name), field.name, field.type
+        if name in REQUIRED[feed_name] and col.null_count:
+            return False
+        if pa.types.is_string(t):
+            # a blank string is read as missing (blank to Arrow's or to Python's strip)
+            if pc.any(pc.equal(pc.utf8_trim_whitespace(col), "")).as_py() or any(
+                    not v.strip() for v in col.drop_null().to_pylist()):
+                return False
+            allowed = CATEGORIES.get(feed_name, {}).get(name)
+            if allowed is not None and not pc.all(
+                    pc.is_in(col.drop_null(), value_set=pa.array(list(allowed)))).as_py():
+                return False
+        elif pa.types.is_floating(t) or pa.types.is_integer(t):
+            v = col.drop_null().to_numpy(zero_copy_only=False).astype(np.float64)  # NaN stays
+            if not np.isfinite(v).all():
+                return False
+            if name in NON_NEGATIVE[feed_name] and (v < 0).any():
+                return False
+            bound = PLAUSIBLE_MAX[feed_name].get(name)
+            if bound is not None and (np.abs(v) > bound).any():
+                return False
+        elif pa.types.is_date32(t):
+            d = col.drop_null().to_numpy(zero_copy_only=False).astype("datetime64[D]")
+            if ((d < _DATE_RANGE[0]) | (d > _DATE_RANGE[1])).any():
+                return False
+        elif not pa.types.is_boolean(t):
+            return False
+    return True
+
+
 def to_arrow(feed_name: str, frame: pd.DataFrame) -> pa.Table:
     schema = feeds.FEEDS[feed_name].schema
     arrays = []
@@ -209,6 +261,8 @@ def split_duplicates(feed_name: str, table: pa.Table) -> tuple[pa.Table, list[di
         return table, []
     order = pc.sort_indices(table, sort_keys=[(c, "ascending", "at_end") for c in table.column_names])
     table = table.take(order)
+    if table.group_by(key).aggregate([]).num_rows == table.num_rows:
+        return table, []        # every key once (the common case, without pandas)
     df = table.select(key).to_pandas()
     dup = df.duplicated(subset=key, keep="first").to_numpy()
     if not dup.any():
