@@ -56,7 +56,8 @@ def request_bodies(feeds: str, firms: int, as_of: dt.date, seed: int = 7):
     features, records = [], []
     for firm in chosen:
         tables = store.group_of(firm)
-        table, _ = core.features_from_records(tables, as_of, strict=False)
+        table, _ = core.features_from_records(tables, as_of, store.book_medians(as_of),
+                                              strict=False)
         rows = {r["enterprise_id"]: r for r in table.to_pylist()}
         if firm not in rows:
             continue                      # established after the date

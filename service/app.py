@@ -123,6 +123,15 @@ class Service:
         log.info("serving champion %s, challengers %s", models.champion,
                  list(models.state.challengers) or "none")
 
+    def book_medians(self, as_of: dt.date):
+        """The book's median changes at `as_of`, which raw records are read against; a service
+        without feeds has no book to read them against."""
+        if self.feed_store is None:
+            raise HTTPException(503, "scoring raw records reads the firm's changes against the "
+                                     "book at the date: start the service with --feeds (or the "
+                                     "BigQuery feed flags); feature values need no book")
+        return self.feed_store.book_medians(as_of)
+
     def _score_batch(self, table: pa.Table) -> list:
         models = self.models             # this batch's models, whatever happens meanwhile
         scored = core.score_table(models, table)
@@ -285,7 +294,9 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
 
     async def _score_records(request: Request, enterprise_id: str, as_of: dt.date,
                              tables: dict, strict: bool) -> core.Scored:
-        features, _ = await asyncio.to_thread(core.features_from_records, tables, as_of, strict)
+        medians = await asyncio.to_thread(service.book_medians, as_of)
+        features, _ = await asyncio.to_thread(core.features_from_records, tables, as_of, medians,
+                                              strict)
         ids = features.column("enterprise_id").to_pylist()
         if enterprise_id not in ids:
             raise core.FirmNotScorable(

@@ -143,7 +143,8 @@ def explain_html(registry: str, feeds_dir: str | None, firm: str, as_of: dt.date
         tables = store.group_of(firm)
         if tables is None:
             raise BadInput(f"explain: no firm {firm!r} in the feeds {feeds_dir or bigquery}")
-        features, _ = core.features_from_records(tables, as_of, strict=False)
+        features, _ = core.features_from_records(tables, as_of, store.book_medians(as_of),
+                                                 strict=False)
         ids = features.column("enterprise_id").to_pylist()
         if firm not in ids:
             raise BadInput(f"explain: firm {firm!r} was not established on {as_of}")

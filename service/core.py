@@ -28,7 +28,7 @@ from models.eligibility import IN_DEFAULT, MODEL, RULES
 from models.registry import check_model_features, check_saved_model
 from models.rules import load_rules_config
 from models.scorecard import load_scorecard_config
-from transforms import catalog, feeds, pit, validate
+from transforms import book_relative, catalog, feeds, pit, validate
 from transforms.featurize import FEATURE_SCHEMA, features_to_arrow
 
 ROW = "__row"               # a firm's position in its batch; rides along through every stage
@@ -179,12 +179,14 @@ def validated_tables(tables: dict[str, pa.Table], strict: bool) -> tuple[dict, l
 
 
 def features_from_records(tables: dict[str, pa.Table], as_of: dt.date,
+                          book_medians: book_relative.Medians,
                           strict: bool = True) -> tuple[pa.Table, list[dict]]:
     """Feed records of a firm and its related firms -> (their feature table as of D, rejected
-    records): the nightly FeaturizeShard over one controller group."""
+    records): the nightly FeaturizeShard over one controller group, its changes read against the
+    book's medians at D (FeedStore.book_medians), as the nightly job reads them."""
     valid, problems = validated_tables(tables, strict)
-    features = pit.compute_features(pit.FirmFrames.from_tables(valid), as_of)
-    return features_to_arrow(features), problems
+    features = features_to_arrow(pit.compute_features(pit.FirmFrames.from_tables(valid), as_of))
+    return book_relative.adjust(features, {as_of: book_medians}), problems
 
 
 def feature_table(rows: list[dict], as_of_dates: list[dt.date]) -> pa.Table:

@@ -1,9 +1,13 @@
 """The feed folder (--feeds) held in memory, sorted by firm, so one firm's records and its related
-firms' (same controller_id) are a few slices away rather than a scan of every file."""
+firms' (same controller_id) are a few slices away rather than a scan of every file; and the
+book's median changes at a date, which a firm's changes are read against
+(transforms/book_relative.py), computed once per date over every firm of the feeds."""
 from __future__ import annotations
 
+import datetime as dt
 import glob
 import os
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -11,7 +15,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from beam_jobs.sources import FeedError, LocalFilesSource, _read_csv_as_strings
-from transforms import feeds
+from smescore import api
+from transforms import book_relative, feeds
 
 
 class FeedStore:
@@ -39,6 +44,8 @@ class FeedStore:
         self.group: dict[str, list[str]] = {}
         for firm, ctrl in self.controller.items():
             self.group.setdefault(ctrl, []).append(firm)
+        self._medians: dict[dt.date, book_relative.Medians] = {}
+        self._medians_lock = threading.Lock()
 
     @classmethod
     def from_bigquery(cls, source) -> "FeedStore":
@@ -68,6 +75,15 @@ class FeedStore:
             return pa.concat_tables(parts, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
             raise FeedError(f"feed {feed} under {self.feeds_dir}: files disagree: {err}") from None
+
+    def book_medians(self, as_of: dt.date) -> book_relative.Medians:
+        """The book's median of each book-relative change at `as_of`, over every firm of the
+        feeds as the nightly job computes it (the whole book's features: seconds for 10k firms,
+        so once per date; concurrent first requests for a date wait for one computation)."""
+        with self._medians_lock:
+            if as_of not in self._medians:
+                self._medians[as_of] = api.book_medians_of(self.tables, as_of)
+            return self._medians[as_of]
 
     def group_of(self, enterprise_id: str) -> dict[str, pa.Table] | None:
         """Every record of the firm and of the firms sharing its controller; None: no such firm."""

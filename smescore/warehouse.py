@@ -310,11 +310,11 @@ def _insert_sql(name: str) -> str:
     """INSERT of a staged table's files (`?`: the list of paths), conformed as `conform` does
     what it can differ in: NaN in a float column becomes NULL (the checks have passed already)."""
     t, q = contract.table(name), contract.quote
-    select = ", ".join(
+    select_sql = ", ".join(
         f"CASE WHEN isnan({q(c.name)}) THEN NULL ELSE {q(c.name)} END AS {q(c.name)}"
         if pa.types.is_floating(c.arrow_type) else q(c.name) for c in t.columns)
     # Identifiers from the contract (not data); the paths are bound.
-    return (f"INSERT INTO {q(t.name)} ({', '.join(q(c) for c in t.names)}) SELECT {select} "
+    return (f"INSERT INTO {q(t.name)} ({', '.join(q(c) for c in t.names)}) SELECT {select_sql} "
             f"FROM read_parquet(?)")
 
 

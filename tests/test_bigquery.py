@@ -886,7 +886,9 @@ def test_the_service_holds_the_same_feeds_from_bigquery_as_from_files(
         assert from_bq.tables[feed].num_rows == known_on(portfolio, feed, END_DATE).num_rows
     firms = sorted(from_files.controller)[::15]
     for firm in firms:
-        got, _ = core.features_from_records(from_bq.group_of(firm), AS_OF, strict=False)
-        want, _ = core.features_from_records(from_files.group_of(firm), AS_OF, strict=False)
+        got, _ = core.features_from_records(from_bq.group_of(firm), AS_OF,
+                                            from_bq.book_medians(AS_OF), strict=False)
+        want, _ = core.features_from_records(from_files.group_of(firm), AS_OF,
+                                             from_files.book_medians(AS_OF), strict=False)
         assert got.equals(want), firm
     assert len(firms) >= 10

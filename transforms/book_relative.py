@@ -85,7 +85,9 @@ def adjust(table: pa.Table, by_date: Mapping[dt.date, Medians]) -> pa.Table:
             median[dates == d] = 0.0 if np.isnan(m) else m
         i = table.schema.get_field_index(f)
         value = against(catalog.BY_NAME[f].kind, col, median).astype(np.float32)
-        table = table.set_column(i, table.schema.field(i), pa.array(value, pa.float32()))
+        # missing stays null, as the feature tables hold it (from_pandas: NaN -> null)
+        table = table.set_column(i, table.schema.field(i),
+                                 pa.array(value, pa.float32(), from_pandas=True))
     return table
 
 
