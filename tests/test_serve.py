@@ -225,6 +225,18 @@ def _records_body(client, firm="E0000010") -> dict:
             "records": parity.records_json(store.group_of(firm))}
 
 
+def test_raw_records_need_the_book_their_changes_are_read_against(client, book):
+    """A service without feeds cannot read a firm's changes against the book at the date: raw
+    records get a 503 that says what to start it with; feature values are still scored."""
+    reg = book[0]
+    with TestClient(create_app(ServiceConfig(reg, None, api_keys=(KEY.encode(),))),
+                    headers=AUTH) as bookless:
+        r = bookless.post("/v1/score/records", json=_records_body(client))
+        assert r.status_code == 503
+        assert "against the book at the date: start the service with --feeds" in r.json()["error"]
+        assert bookless.get("/healthz").status_code == 200
+
+
 def _still_serving(client):
     r = client.post("/v1/score/records", json=_records_body(client))
     assert r.status_code == 200 and r.json()["score"] >= 300
