@@ -120,33 +120,6 @@ def stage_summary(staging: str, as_of, version: str, scores_rows: int, segment_r
     return table.num_rows
 
 
-COUNTS_SCHEMA = pa.schema([("score_source", pa.string()), ("model_role", pa.string()),
-                                 ("firms", pa.int64())])
-
-
-def stage_summary(staging: str, as_of, version: str, scores_rows: int, segment_rows: int) -> int:
-    """On a worker, once the staged `scores` and `firm_segments` files are written (their row
-    counts arrive as side inputs, which orders this step after them): `portfolio_summary.parquet`
-    and `score_counts.parquet` (firms per score source and model role: what the driver's gates
-    and result need), read from the columns they use. Returns the summary's rows."""
-    scores = pq.read_table(os.path.join(staging, "scores.parquet"), columns=[
-        "enterprise_id", "score", "pd", "grade", "score_source", "model_role"])
-    segments = pq.read_table(os.path.join(staging, "firm_segments.parquet"),
-                             columns=["enterprise_id", "industry", "region"])
-    summary = portfolio_summary(scores.drop_columns(["model_role"]).to_pandas(),
-                                segments.to_pandas(), as_of, version)
-    table = pa.Table.from_pandas(summary, schema=tables.arrow_schema("portfolio_summary"),
-                                 preserve_index=False)
-    sinks.publish_file(lambda tmp: pq.write_table(table, tmp),
-                       os.path.join(staging, "portfolio_summary.parquet"))
-    counts = scores.group_by(["score_source", "model_role"]).aggregate([([], "count_all")])
-    counts = counts.select(["score_source", "model_role", "count_all"]).rename_columns(
-        SCORE_COUNTS_SCHEMA.names)
-    sinks.write_sorted_parquet([counts], os.path.join(staging, "score_counts.parquet"),
-                               SCORE_COUNTS_SCHEMA, ["score_source", "model_role"])
-    return table.num_rows
-
-
 PRESTAGED_SCHEMA = pa.schema([("table", pa.string()), ("rows", pa.int64())])
 
 
