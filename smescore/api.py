@@ -91,7 +91,8 @@ def compute_features(records: Mapping[str, pa.Table | pd.DataFrame], as_of: dt.d
     are the book, and its medians are taken over them; to score a few firms of a larger book,
     pass that book's `book_medians` at `as_of` (`book_medians_of` its features)."""
     shards, rejected = featurize.feature_tables(records, [as_of], n_shards=n_shards)
-    medians = {as_of: book_medians} if book_medians is not None else book_relative.book_medians(shards)
+    medians = (book_relative.book_medians(shards) if book_medians is None
+               else {as_of: book_medians})
     shards = [book_relative.adjust(shard, medians) for shard in shards]
     features = (_sorted(pa.concat_tables(shards), ["enterprise_id"]) if shards
                 else featurize.FEATURE_SCHEMA.empty_table())

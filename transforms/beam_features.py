@@ -195,8 +195,8 @@ def _medians_by_date(pairs) -> dict:
 
 
 class ReadAgainstTheBook(beam.PTransform):
-    """Feature tables -> the same tables with the book-relative changes less the whole book's
-    median at each as-of date (transforms/book_relative.py). The medians need every shard: the
+    """Feature tables -> the same tables with the book-relative changes read against the whole
+    book's median at each as-of date (transforms/book_relative.py). The medians need every shard: the
     present values of each (a few floats a firm) meet per date, and the exact medians come back
     to every shard as a small side input. Meanwhile the tables wait as files under
     `park_folder`, removed once every table is adjusted."""

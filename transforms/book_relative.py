@@ -14,10 +14,11 @@ and the out-of-time AUC rose 0.8459 -> 0.8508. The generator's risk drivers are 
 The median is over every firm of the book with a present value at that date (NaN ignored): an
 exact median, so it does not depend on how the book is cut into shards or in what order they
 arrive. A change is then divided by the book's ((1 + x) / (1 + m) - 1: seasons multiply), a
-trend (a log-scale slope) less the book's. The nightly job, the training snapshots and the walk-forward validation compute it in
-transforms/beam_features.py over all shards; the Python API and the scoring service over the
-book they are given. The feature tables (and so the `features` and `attributions` tables, drift
-and reasons) hold the adjusted values; transforms/catalog.py words them as gaps to the book.
+trend (a log-scale slope) less the book's. The nightly job, the training snapshots and the
+walk-forward validation compute it in transforms/beam_features.py over all shards; the Python API
+over the book it is given, the scoring service over its feeds (service/feed_store.py). The
+feature tables (and so the `features` and `attributions` tables, drift and reasons) hold the
+adjusted values; transforms/catalog.py words them against the book.
 """
 from __future__ import annotations
 
