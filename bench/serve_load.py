@@ -189,7 +189,7 @@ def main(argv=None) -> int:
     log(f"[bench] request bodies for {args.firms} firms")
     features, records = request_bodies(args.feeds, args.firms, dt.date.fromisoformat(args.as_of))
     log(f"[bench] starting the service (registry copy {registry})")
-    proc = start_service(registry, None, args.port, key_file,
+    proc = start_service(registry, args.feeds, args.port, key_file,
                          os.path.join(args.work, "serve.log"))
     url = f"http://127.0.0.1:{args.port}"
     results = {"machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start",

@@ -37,11 +37,12 @@ def main(argv=None) -> int:
     from service import core, parity, schemas
     from service.app import firm_score
     from service.feed_store import FeedStore
-    from transforms import pit
+    from transforms import book_relative, pit
     from transforms.featurize import features_to_arrow
     as_of = dt.date.fromisoformat(args.as_of)
     models = core.load_model_set(args.registry)
     store = FeedStore(args.feeds)
+    medians = store.book_medians(as_of)        # once per date, as the service caches it
     ids = sorted(store.controller)
     chosen = [ids[i] for i in np.random.default_rng(args.seed).choice(
         len(ids), min(args.firms, len(ids)), replace=False)]
@@ -65,6 +66,8 @@ def main(argv=None) -> int:
         mark("validation")
         features = features_to_arrow(pit.compute_features(pit.FirmFrames.from_tables(valid), as_of))
         mark("point-in-time features")
+        features = book_relative.adjust(features, {as_of: medians})
+        mark("read against the book")
         firms = features.column("enterprise_id").to_pylist()
         if body.enterprise_id not in firms:
             return None
