@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import gc
 import json
 import logging
 import os
@@ -228,8 +229,14 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app):
         await service.start()
+        # Everything loaded so far (TensorFlow, the models, the feeds) lives as long as the
+        # service: out of the collector's sight, a full collection no longer walks it (10k book,
+        # 32 clients of feature values: p99 304-321 ms -> 196-206 ms, p95 unchanged).
+        gc.collect()
+        gc.freeze()
         yield
         await service.stop()
+        gc.unfreeze()                  # collectable again once the service is gone
 
     app = FastAPI(title="smescore scoring service", version="1",
                   description=__doc__.split("\n\n")[0], lifespan=lifespan,
