@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import shutil
 import tempfile
 
 import duckdb
 
+from bench._common import write_json
 from smescore import retention
 from smescore import tables as contract
 from smescore.warehouse import Warehouse
@@ -154,9 +154,7 @@ def main(argv=None) -> dict:
         shutil.rmtree(work, ignore_errors=True)
     for key in ("night_bytes_before", "night_bytes_after", "year_bytes_before", "year_bytes_after"):
         print(f"{key} per {args.scale_to:,} firms: {figures[key] / 1024 ** 3:.3f} GiB")
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            json.dump(figures, fh, indent=2, default=str)
+    write_json(args.out, figures)
     return figures
 
 

@@ -30,7 +30,7 @@ import time
 import httpx
 import numpy as np
 
-from bench._common import CLI, child_env, log, repo_root
+from bench._common import CLI, child_env, log, repo_root, write_json
 
 AS_OF = "2026-10-31"
 
@@ -227,9 +227,7 @@ def main(argv=None) -> int:
         proc.wait(timeout=30)
     results["load_average_end"] = round(os.getloadavg()[0], 1)
     print(json.dumps(results, indent=2))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(results, fh, indent=2)
+    write_json(args.json, results)
     return 0
 
 

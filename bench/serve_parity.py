@@ -23,7 +23,7 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 
-from bench._common import CLI, log, run_logged
+from bench._common import CLI, log, run_logged, write_json
 from bench.serve_load import _feature_body
 
 
@@ -93,9 +93,7 @@ def main(argv=None) -> int:
               "differences_from_features": len(problems["features"]),
               "first_differences": problems["records"][:5] + problems["features"][:5]}
     print(json.dumps(result, indent=2))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=2)
+    write_json(args.json, result)
     return 0 if not problems["records"] and not problems["features"] else 1
 
 

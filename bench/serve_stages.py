@@ -20,7 +20,7 @@ import time
 import numpy as np
 import orjson
 
-from bench._common import log
+from bench._common import log, write_json
 
 
 def main(argv=None) -> int:
@@ -97,9 +97,7 @@ def main(argv=None) -> int:
         log(f"[stages] {stage}: p50 {v['p50']} ms, p95 {v['p95']} ms CPU ({v['n']} firms)")
     log(f"[stages] total: p50 {result['total_cpu_ms']['p50']} ms CPU")
     print(json.dumps(result, indent=2))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=2)
+    write_json(args.json, result)
     return 0
 
 
