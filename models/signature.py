@@ -91,9 +91,10 @@ def append_outputs(table: pa.Table, out) -> pa.Table:
                 pa.array(phi.reshape(-1)), phi.shape[1])))
 
 
-# The scoring service answers one firm, or a few dozen, at a time, and the explain signature costs
-# about 20 ms whatever the batch (its DeepLIFT step runs a fixed 256-row XLA program), 35 ms padded
-# to MIN_ROWS. Measured on both models of the 10k book (every firm, alone and in the whole book):
+# The scoring service answers one firm, or a few dozen, at a time. The explain signature's DeepLIFT
+# step pads every batch to whole 64-row chunks (models/explain.py, which also keeps a row's bits
+# independent of its neighbours), so padding it further to MIN_ROWS would only add cost. Measured
+# on both models of the 10k book (every firm, alone and in the whole book):
 # phi and expected_logit are the same digits padded to whole ROW_BLOCKs only; pd and logit are
 # those of the score signature padded to MIN_ROWS (3 ms), which equal the explain signature's
 # bit for bit. So the service calls:

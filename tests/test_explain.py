@@ -134,6 +134,21 @@ def test_chunking_and_xla_give_the_same_attributions(calibrated_case, sequential
     np.testing.assert_allclose(logit.numpy(), calibrated_case["logit"], rtol=0, atol=1e-6)
 
 
+def test_a_row_gets_the_same_bits_alone_or_in_a_batch(sequential, data):
+    """One firm on demand is explained in a batch of 8 (models/signature.py pads to ROW_BLOCKs: a
+    single row takes another GEMM path), padded to a chunk; the nightly job explains it among
+    thousands. The service's answer must equal the nightly table to the last bit."""
+    explainer = DeepLiftExplainer(fold_platt(dense_stack(sequential), PLATT_A, PLATT_B), data["background"])
+    rows = np.concatenate([data["rows"]] * 4)                 # 160 rows: two full chunks and a remainder
+    logit, phi = (t.numpy() for t in explainer(rows))
+    for size in (8, 16, 56, 64, 72):
+        for start in (0, 40, 88):
+            part = rows[start:start + size]
+            got_logit, got_phi = (t.numpy() for t in explainer(part))
+            np.testing.assert_array_equal(got_logit, logit[start:start + len(part)])
+            np.testing.assert_array_equal(got_phi, phi[start:start + len(part)], err_msg=f"{size} rows from {start}")
+
+
 def test_linear_model_attributions_are_weight_times_distance_to_background_mean():
     kernel = np.array([[2.0], [-1.0], [0.5]], np.float32)
     background = np.array([[0.0, 1.0, 2.0], [2.0, 3.0, 0.0]], np.float32)  # mean (1, 2, 1)
