@@ -206,6 +206,8 @@ def _counterparty_features(inv, row, k, sale, purchase, amt, n):
     """Customer concentration over 12 months and the share of sales to new customers."""
     cp = inv["counterparty_id"].to_numpy()
     last12 = k < 12
+    if n <= SMALL_GROUP and (sale & last12).sum() <= SMALL_GROUP_INVOICES:
+        return _counterparty_features_small(cp, row, k, sale & last12, purchase & last12, amt, n)
     df = pd.DataFrame({"row": row[sale & last12], "cp": cp[sale & last12],
                        "amt": amt[sale & last12], "recent": k[sale & last12] < 3})
     df["recent_amt"] = np.where(df["recent"], df["amt"], 0.0)
@@ -235,11 +237,94 @@ def _counterparty_features(inv, row, k, sale, purchase, amt, n):
 
 
 # A group of at most this many firms (a controller group: the scoring service's one firm on demand)
-# finds its relatives without pandas' merge and group-by, whose fixed cost was a third of a small
-# group's features. Only where the numbers are whole (counts, flags, days), so their sums are exact
-# in any order: the float sums of amounts stay in pandas, whose compensated group sums a plain
-# loop does not reproduce to the last bit (measured). tests/test_features.py compares both paths.
+# finds its relatives and its customers without pandas' merge and group-by, whose fixed cost was
+# over half of a small group's features (relatives ~1/3, customers ~10 ms a firm). The float sums
+# of amounts follow pandas' own group sum to the last bit: rows in order, Kahan-compensated
+# (_GroupSums). tests/test_features.py compares both paths.
 SMALL_GROUP = 64
+SMALL_GROUP_INVOICES = 5_000      # sales invoices of 12 months; a longer Python loop loses to pandas
+
+
+class _GroupSums:
+    """pandas' group sum (pandas/_libs/groupby.pyx group_sum), one value at a time: NaN skipped,
+    each group's sum Kahan-compensated in the order its values arrive. Equal to
+    DataFrame.groupby(...).agg('sum') bit for bit, for groups filled in row order."""
+
+    def __init__(self):
+        self.sums, self.compensation = [], []
+
+    def new_group(self) -> None:
+        self.sums.append(0.0)
+        self.compensation.append(0.0)
+
+    def add(self, group: int, value: float) -> None:
+        if value != value:
+            return
+        y = value - self.compensation[group]
+        t = self.sums[group] + y
+        c = t - self.sums[group] - y
+        self.compensation[group] = 0.0 if c != c else c    # an infinite value: pandas resets it
+        self.sums[group] = t
+
+
+def _counterparty_features_small(cp, row, k, sale, purchase, amt, n):
+    """_counterparty_features of a small group with Python dicts and _GroupSums: the same
+    customers in the same order (first appearance), the same sums to the last bit."""
+    pairs, pair_row, older = {}, [], []
+    amount, recent = _GroupSums(), _GroupSums()
+    for r, c, a, is_recent in zip(row[sale].tolist(), cp[sale].tolist(), amt[sale].tolist(),
+                                  (k[sale] < 3).tolist()):
+        if c is None or c != c:             # a group-by drops a missing key
+            continue
+        i = pairs.get((r, c))
+        if i is None:
+            i = pairs[(r, c)] = len(pair_row)
+            pair_row.append(r)
+            older.append(0)
+            amount.new_group()
+            recent.new_group()
+        amount.add(i, a)
+        recent.add(i, a if is_recent else 0.0)
+        older[i] += not is_recent
+    pair_row = np.asarray(pair_row, np.int64)
+    pair_amt = np.asarray(amount.sums, np.float64)
+    pair_recent = np.asarray(recent.sums, np.float64)
+    firm_total, firm_recent, firm_new, firm_hhi = (_GroupSums() for _ in range(4))
+    rows = sorted(set(pair_row.tolist()))
+    slot = {r: j for j, r in enumerate(rows)}
+    for sums in (firm_total, firm_recent, firm_new, firm_hhi):
+        for _ in rows:
+            sums.new_group()
+    for r, a in zip(pair_row.tolist(), pair_amt.tolist()):
+        firm_total.add(slot[r], a)
+    total = np.asarray(firm_total.sums)[[slot[r] for r in pair_row.tolist()]] if len(pair_row) else pair_amt
+    share = _div(pair_amt, total)
+    share2 = share ** 2
+    new_recent = np.where(np.asarray(older) == 0, pair_recent, 0.0)
+    top1 = [np.nan] * len(rows)
+    for r, sh, sh2, rec, new in zip(pair_row.tolist(), share.tolist(), share2.tolist(),
+                                    pair_recent.tolist(), new_recent.tolist()):
+        j = slot[r]
+        firm_hhi.add(j, sh2)
+        firm_recent.add(j, rec)
+        firm_new.add(j, new)
+        if sh == sh and not top1[j] >= sh:   # a max that skips NaN, as pandas' does
+            top1[j] = sh
+    out = {name: np.full(n, np.nan) for name in ("inv_top1_share_12m", "inv_hhi_12m",
+                                                  "inv_new_cust_share_3m")}
+    out["inv_n_customers_12m"] = np.zeros(n)
+    idx = np.asarray(rows, np.int64)
+    if len(idx):
+        out["inv_top1_share_12m"][idx] = top1
+        out["inv_hhi_12m"][idx] = firm_hhi.sums
+        out["inv_n_customers_12m"][idx] = np.bincount(pair_row, minlength=n)[idx].astype(np.float64)
+        out["inv_new_cust_share_3m"][idx] = _div(firm_new.sums, firm_recent.sums)
+    suppliers = [set() for _ in range(n)]
+    for r, c in zip(row[purchase].tolist(), cp[purchase].tolist()):
+        if c is not None and c == c:
+            suppliers[r].add(c)
+    out["inv_n_suppliers_12m"] = np.array([len(s) for s in suppliers], np.float64)
+    return out
 
 
 def _expected_periods(est_month, newest):
