@@ -300,6 +300,10 @@ def challengers(card: dict) -> list[dict]:
     m = card.get("metrics") or {}
     rows = [{"model": "this model", "key": "test", **_auc_ks(m.get("test"))}]
     for label, key in (*CHALLENGERS, ("unconstrained network", UNCONSTRAINED)):
+        seeds = (m.get(key) or {}).get("seeds")
+        if seeds:        # a mean over trainings: say so, with their range
+            label += (f" (mean of {len(seeds)} seeds, AUC {m[key]['auc_min']:.4f}-"
+                      f"{m[key]['auc_max']:.4f})")
         rows.append({"model": label, "key": key, **_auc_ks(m.get(key))})
     rows.append({"model": "oracle (generator's true PD)", "key": "oracle_auc",
                  "auc": card.get("oracle_auc", m.get("oracle_auc")), "ks": None, "mean_pd": None})

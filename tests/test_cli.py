@@ -62,6 +62,16 @@ def _subprocess_env() -> dict:
 
 # --- --help and --version ---------------------------------------------------------------------
 
+def test_train_flags_default_to_the_networks_own_hyperparameters():
+    """`smescore train` and a TrainConfig built in code must train the same network: a flag
+    default that drifts from HParams' trains another model than the card and the docs describe."""
+    from models import network
+    defaults = {a.dest: a.default for a in cli.command_parser("train")._actions}
+    hp = network.HParams()
+    for name in ("loss", "focal_alpha", "focal_gamma", "max_epochs", "seed"):
+        assert defaults[name] == getattr(hp, name), name
+
+
 @pytest.mark.parametrize("name", sorted(cli.COMMANDS))
 def test_every_flag_of_every_command_has_help_and_shows_its_default(name):
     parser = cli.command_parser(name)

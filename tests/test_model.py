@@ -40,6 +40,10 @@ def test_model_card_holds_metrics_baseline_and_background(trained):
     assert len(test["calibration_by_decile"]) == 10
     assert 0.5 < card["oracle_auc"] < 1.0
     assert {"auc", "ks"} <= set(card["metrics"]["challenger_logistic_regression"])
+    free = card["metrics"]["unconstrained_network"]     # a mean over seeds, each one kept
+    assert [r["seed"] for r in free["seeds"]] == [7, 8, 9]
+    assert free["auc"] == pytest.approx(np.mean([r["auc"] for r in free["seeds"]]))
+    assert free["auc_min"] <= free["auc"] <= free["auc_max"]
     assert card["features"] == list(catalog.NAMES)
     assert card["shap_background"]["n_firms"] >= 100
     assert set(card["baseline"]["features"]) == set(catalog.NAMES)
