@@ -41,6 +41,10 @@ from models.scorecard import ScoreScale
 from transforms import catalog, preprocessing
 
 # Declared risk directions of the numeric features the network is monotone in.
+# Paired bootstrap of each benchmark's test AUC minus the model's (metrics.auc_difference): whether
+# a gap of a few thousandths is more than the few hundred test defaults can tell apart.
+BENCHMARK_BOOTSTRAP_REPLICATES = 1000
+
 DIRECTIONS = {f.name: f.risk_direction for f in catalog.FEATURES
               if not f.is_categorical and f.risk_direction != 0}
 
@@ -218,10 +222,20 @@ class Trainer:
                      f"({self.calibration_sample['defaults']} defaults)")
             test_pd = platt.pd(network.raw_logit(model, x["test"]))
             test_metrics = metrics.summary(y["test"], test_pd)
-            challenger = challenger_metrics(x["train"], y["train"], x["test"], y["test"], hp.seed)
-            gbm = monotone_gbm_metrics(parts, hp.seed)
-            unconstrained = (unconstrained_metrics(x, y, hp, self.cfg.benchmark_seeds)
-                             if hp.monotone and self.cfg.benchmark_unconstrained else None)
+            benchmarks = {"challenger_logistic_regression": challenger_metrics(
+                              x["train"], y["train"], x["test"], y["test"], hp.seed),
+                          "challenger_monotone_gbm": monotone_gbm_metrics(parts, hp.seed)}
+            if hp.monotone and self.cfg.benchmark_unconstrained:
+                benchmarks["unconstrained_network"] = unconstrained_metrics(
+                    x, y, hp, self.cfg.benchmark_seeds)
+            for figures, scores in benchmarks.values():
+                figures["auc_minus_model"] = metrics.auc_difference(
+                    y["test"], test_pd, scores, parts["test"]["enterprise_id"],
+                    BENCHMARK_BOOTSTRAP_REPLICATES, hp.seed)
+            benchmarks = {name: figures for name, (figures, _) in benchmarks.items()}
+            challenger = benchmarks["challenger_logistic_regression"]
+            gbm = benchmarks["challenger_monotone_gbm"]
+            unconstrained = benchmarks.get("unconstrained_network")
             oracle = oracle_auc(oracle_feeds, parts["test"]) if oracle_feeds else None
             free_auc = "n/a" if unconstrained is None else (
                 f"{unconstrained['auc']:.4f} over {len(unconstrained['seeds'])} seeds, "
@@ -252,9 +266,7 @@ class Trainer:
             self.log(f"drift baseline: {len(reference):,} model-eligible firms as of "
                      f"{split.get('reference') or 'the training dates'}")
             card = self.model_card(split, parts, hp, platt, test_metrics,
-                                   {"challenger_logistic_regression": challenger,
-                                    "challenger_monotone_gbm": gbm,
-                                    "unconstrained_network": unconstrained},
+                                   {**benchmarks, "unconstrained_network": unconstrained},
                                    oracle, history, tft_dir, frame, background, drift_baseline, check)
             version = card["version"]
             registry.write_json_atomically(os.path.join(staging, registry.MODEL_CARD), card)
@@ -333,33 +345,36 @@ def evaluation_pd(version_dir: str, frame: pd.DataFrame) -> np.ndarray:
     return calibration.Platt(cal["a"], cal["b"]).pd(network.raw_logit(model, x))
 
 
-def challenger_metrics(x_train, y_train, x_test, y_test, seed) -> dict:
-    """Logistic regression on the same transformed inputs: the benchmark a network must beat."""
+def challenger_metrics(x_train, y_train, x_test, y_test, seed) -> tuple[dict, list]:
+    """Logistic regression on the same transformed inputs: the benchmark a network must beat.
+    (Its card figures, [its test scores].)"""
     lr = LogisticRegression(C=0.1, max_iter=2000, random_state=seed)
     lr.fit(x_train, y_train)
     p = lr.predict_proba(x_test)[:, 1]
     return {"model": "logistic_regression", "auc": metrics.auc(y_test, p), "ks": metrics.ks(y_test, p),
-            "mean_pd": float(p.mean())}
+            "mean_pd": float(p.mean())}, [p]
 
 
-def unconstrained_metrics(x: dict, y: dict, hp: network.HParams, seeds: int = 1) -> dict:
+def unconstrained_metrics(x: dict, y: dict, hp: network.HParams, seeds: int = 1) -> tuple[dict, list]:
     """The same network without the monotone constraints, trained and calibrated the same way:
     what monotonicity costs (or gains) in discrimination, reported in the model card. Its figures
     are means over `seeds` trainings (seeds hp.seed, hp.seed + 1, ...), each one kept beside them:
-    with a few hundred test defaults, one training's AUC is mostly the luck of its seed."""
-    runs = []
+    with a few hundred test defaults, one training's AUC is mostly the luck of its seed.
+    (Its card figures, [every training's test scores].)"""
+    runs, scores = [], []
     for i in range(seeds):
         free = dataclasses.replace(hp, monotone=False, seed=hp.seed + i)
         model, history = network.fit(x["train"], y["train"], x["valid"], y["valid"], free)
         platt = calibration.fit_platt(network.raw_logit(model, x["calibration"]), y["calibration"])
         p = platt.pd(network.raw_logit(model, x["test"]))
+        scores.append(p)
         runs.append({"seed": free.seed, "auc": metrics.auc(y["test"], p), "ks": metrics.ks(y["test"], p),
                      "mean_pd": float(p.mean()), "epochs": len(history["loss"])})
     aucs = [r["auc"] for r in runs]
     return {"model": "unconstrained_mlp", "auc": float(np.mean(aucs)),
             "ks": float(np.mean([r["ks"] for r in runs])),
             "mean_pd": float(np.mean([r["mean_pd"] for r in runs])),
-            "auc_min": float(min(aucs)), "auc_max": float(max(aucs)), "seeds": runs}
+            "auc_min": float(min(aucs)), "auc_max": float(max(aucs)), "seeds": runs}, scores
 
 
 def gbm_matrix(frame: pd.DataFrame, categories: dict[str, list[str]]) -> pd.DataFrame:
@@ -371,7 +386,7 @@ def gbm_matrix(frame: pd.DataFrame, categories: dict[str, list[str]]) -> pd.Data
     return out[list(catalog.NAMES)]
 
 
-def monotone_gbm_metrics(parts: dict, seed: int) -> dict:
+def monotone_gbm_metrics(parts: dict, seed: int) -> tuple[dict, list]:
     """scikit-learn's HistGradientBoostingClassifier with `monotonic_cst` from the declared risk
     directions, on the same raw snapshots and split (early stopping on the validation firms): the
     industry's default choice, which the network must not lose to."""
@@ -401,7 +416,7 @@ def monotone_gbm_metrics(parts: dict, seed: int) -> dict:
     gbm.set_params(warm_start=False, max_iter=best_iter).fit(x["train"], y["train"])
     p = gbm.predict_proba(x["test"])[:, 1]
     return {"model": "monotone_hist_gradient_boosting", "auc": metrics.auc(y["test"], p),
-            "ks": metrics.ks(y["test"], p), "mean_pd": float(p.mean()), "n_iter": best_iter}
+            "ks": metrics.ks(y["test"], p), "mean_pd": float(p.mean()), "n_iter": best_iter}, [p]
 
 
 def saved_model_check(path: str, test: pd.DataFrame, expected_pd: np.ndarray) -> float:

@@ -145,22 +145,6 @@ def date_roles(card: dict, dates) -> dict[dt.date, str]:
 
 # ----------------------------------------------------------------------------- measures
 
-def cluster_rows(clusters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows grouped by cluster id (ids in sorted order): (row order, first position, size)."""
-    _, codes = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
-    order = np.argsort(codes, kind="stable")
-    sizes = np.bincount(codes)
-    return order, np.cumsum(sizes) - sizes, sizes
-
-
-def resample_rows(order, starts, sizes, pick) -> np.ndarray:
-    """The rows of the picked clusters, cluster after cluster, in row order within a cluster."""
-    lens = sizes[pick]
-    ends = np.cumsum(lens)
-    return order[np.repeat(starts[pick] - (ends - lens), lens) + np.arange(ends[-1] if len(ends)
-                                                                             else 0)]
-
-
 def discrimination(y, pd_, clusters, replicates: int, seed: int) -> dict:
     """AUC, KS and Gini with bootstrap 95% percentile intervals. Each replicate draws as many
     clusters (firms) as there are, with replacement (numpy default_rng(seed).integers), and keeps
@@ -169,11 +153,11 @@ def discrimination(y, pd_, clusters, replicates: int, seed: int) -> dict:
     k = int(y.sum())
     if not 0 < k < len(y):
         return {"n": int(len(y)), "n_defaults": k, "auc": None, "ks": None, "gini": None}
-    order, starts, sizes = cluster_rows(clusters)
+    order, starts, sizes = metrics.cluster_rows(clusters)
     rng = np.random.default_rng(seed)
     aucs, kss = [], []
     for _ in range(replicates):
-        idx = resample_rows(order, starts, sizes, rng.integers(0, len(sizes), len(sizes)))
+        idx = metrics.resample_rows(order, starts, sizes, rng.integers(0, len(sizes), len(sizes)))
         yb = y[idx]
         if yb.min() == yb.max():
             continue
@@ -312,7 +296,7 @@ def challengers(card: dict) -> list[dict]:
 
 def _auc_ks(figures) -> dict:
     figures = figures or {}
-    return {k: figures.get(k) for k in ("auc", "ks", "mean_pd")}
+    return {k: figures.get(k) for k in ("auc", "ks", "mean_pd", "auc_minus_model")}
 
 
 # ----------------------------------------------------------------------------- checks

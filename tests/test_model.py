@@ -44,6 +44,11 @@ def test_model_card_holds_metrics_baseline_and_background(trained):
     assert [r["seed"] for r in free["seeds"]] == [7, 8, 9]
     assert free["auc"] == pytest.approx(np.mean([r["auc"] for r in free["seeds"]]))
     assert free["auc_min"] <= free["auc"] <= free["auc_max"]
+    for name in ("challenger_logistic_regression", "challenger_monotone_gbm", "unconstrained_network"):
+        gap = card["metrics"][name]["auc_minus_model"]      # paired bootstrap over firms
+        assert gap["value"] == pytest.approx(card["metrics"][name]["auc"] - test["auc"], abs=1e-12)
+        assert gap["ci_low"] < gap["value"] < gap["ci_high"], name
+        assert gap["replicates_used"] >= 990
     assert card["features"] == list(catalog.NAMES)
     assert card["shap_background"]["n_firms"] >= 100
     assert set(card["baseline"]["features"]) == set(catalog.NAMES)

@@ -17,7 +17,7 @@ from scipy import special
 from scipy import stats as sstats
 from sklearn.metrics import roc_auc_score
 
-from models import lifecycle, validation
+from models import lifecycle, metrics, validation
 from models import registry as model_registry
 from models.scorecard import ConfigError, load_scorecard_config
 from beam_jobs import walk_forward
@@ -201,6 +201,23 @@ def test_calibration_jeffreys_and_true_pd_per_date_and_grade(validated, small_fe
             assert cal["observed_default_rate"] == pytest.approx(part["default"].mean())
 
 
+def test_the_paired_auc_difference_and_its_interval():
+    """metrics.auc_difference: a copy of the model differs by exactly 0 on every resample; a
+    better score is ahead with an interval that excludes 0; a mean over several scores."""
+    rng = np.random.default_rng(3)
+    firms = np.repeat(np.arange(400), 2)                      # two rows a firm, resampled together
+    risk = np.repeat(rng.normal(size=400), 2)
+    y = (risk + rng.normal(size=800) > 1.5).astype(int)
+    model = risk + rng.normal(scale=1.5, size=800)
+    same = metrics.auc_difference(y, model, [model.copy()], firms, 200, 7)
+    assert (same["value"], same["ci_low"], same["ci_high"]) == (0.0, 0.0, 0.0)
+    better = metrics.auc_difference(y, model, [risk], firms, 200, 7)
+    assert better["value"] == pytest.approx(roc_auc_score(y, risk) - roc_auc_score(y, model))
+    assert 0 < better["ci_low"] < better["value"] < better["ci_high"]
+    both = metrics.auc_difference(y, model, [risk, model], firms, 200, 7)
+    assert both["value"] == pytest.approx(better["value"] / 2)
+
+
 def test_the_jeffreys_test_flags_under_prediction_only():
     assert validation.jeffreys_p_value(0, 1000, 0.01) > 0.999          # no defaults at 1%: fine
     assert validation.jeffreys_p_value(30, 1000, 0.01) < 1e-6          # 3% observed at 1%: fails
@@ -365,6 +382,8 @@ def test_the_report_renders_every_plot_offline(validated, tmp_path):
     assert ("PASSED" if r["passed"] else "FAILED") in page
     pooled = r["pooled"]["auc"]
     assert f"{pooled['value']:.4f} [{pooled['ci_low']:.4f}, {pooled['ci_high']:.4f}]" in page
+    gbm = next(x for x in r["challengers"] if x["key"] == "challenger_monotone_gbm")["auc_minus_model"]
+    assert f"{gbm['value']:+.4f} [{gbm['ci_low']:+.4f}, {gbm['ci_high']:+.4f}]" in page
     dom, fetched = services.render(path, str(tmp_path))
     assert fetched == []
     starts = [(m.group(1), m.start()) for m in FIGURE.finditer(dom)]

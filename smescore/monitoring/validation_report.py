@@ -242,11 +242,20 @@ def challenger_section(r: dict) -> Section:
     fig.add_trace(go.Bar(x=[x["model"] for x in shown], y=[x["auc"] for x in shown],
                          marker_color=[THIS_RUN if x["key"] == "test" else BASELINE for x in shown],
                          name="AUC"))
-    table = pd.DataFrame([{"model": x["model"], "AUC": _v(x["auc"]), "KS": _v(x["ks"]),
-                           "mean PD": _v(x["mean_pd"])} for x in rows])
+    table = pd.DataFrame([{"model": x["model"], "AUC": _v(x["auc"]),
+                           "AUC minus this model [95% CI]": _difference(x.get("auc_minus_model")),
+                           "KS": _v(x["ks"]), "mean PD": _v(x["mean_pd"])} for x in rows])
     return Section("Challengers", [
         "<p>From the model card: the same out-of-time test rows for every model (n/a: the card "
-        "does not carry it).</p>", _table(table)], [("fig-challengers", fig)])
+        "does not carry it). The interval is a paired bootstrap over firms: both models scored on "
+        "every resample, so it says whether the gap is more than the test defaults can tell "
+        "apart.</p>", _table(table)], [("fig-challengers", fig)])
+
+
+def _difference(d) -> str:
+    if not d:
+        return ""
+    return f"{d['value']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
 
 
 SECTIONS = (checks_section, discrimination_section, calibration_section, grade_section,
