@@ -40,11 +40,11 @@ from models import export
 from models.scorecard import ScoreScale
 from transforms import catalog, preprocessing
 
-# Declared risk directions of the numeric features the network is monotone in.
 # Paired bootstrap of each benchmark's test AUC minus the model's (metrics.auc_difference): whether
 # a gap of a few thousandths is more than the few hundred test defaults can tell apart.
 BENCHMARK_BOOTSTRAP_REPLICATES = 1000
 
+# Declared risk directions of the numeric features the network is monotone in.
 DIRECTIONS = {f.name: f.risk_direction for f in catalog.FEATURES
               if not f.is_categorical and f.risk_direction != 0}
 
