@@ -111,9 +111,8 @@ class FeaturizeShard(beam.DoFn):
     def process(self, element, outcome_end=None):
         _, parts = element
         tables = {}
-        for feed, part in parts:   # a file name (shard_files), or a table
-            tables.setdefault(feed, []).append(shard_files.read(part) if isinstance(part, str)
-                                               else part)
+        for feed, path in parts:   # every feed's rows arrive as file names (shard_files)
+            tables.setdefault(feed, []).append(shard_files.read(path))
         features, rejects = featurize.featurize(
             {feed: pa.concat_tables(ts) for feed, ts in tables.items()}, self.as_of_dates,
             outcome_end)

@@ -40,15 +40,7 @@ def folder_for(pipeline, prefix: str = "smescore-shuffle-") -> str:
 
 def write(folder: str, feed: str, shard: int, table: pa.Table) -> str:
     """One slice of a feed for one shard -> its file name."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    data = sink.getvalue()
-    digest = hashlib.sha256(data).hexdigest()[:32]
-    path = FileSystems.join(folder, feed, f"shard-{shard:05d}-{digest}.arrow")
-    with FileSystems.create(path) as fh:
-        fh.write(data)
-    return path
+    return _write_named(table, FileSystems.join(folder, feed), f"shard-{shard:05d}")
 
 
 PARKED_IPC = pa.ipc.IpcWriteOptions(compression="lz4")   # parked feeds: a third of the bytes
@@ -58,12 +50,16 @@ def park(table: pa.Table, folder: str, feed: str) -> str:
     """A validated feed batch -> its file name, so that only names wait in front of a step that
     needs a side input first (DirectRunner holds that step's whole input in memory until then:
     every feed row of the book). Named by content, like the shard slices."""
+    return _write_named(table, FileSystems.join(folder, "parked", feed), "batch", PARKED_IPC)
+
+
+def _write_named(table: pa.Table, folder: str, prefix: str, options=None) -> str:
+    """The table as an Arrow IPC stream in `folder`, named `<prefix>-<hash of its bytes>.arrow`."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema, options=PARKED_IPC) as writer:
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
         writer.write_table(table)
     data = sink.getvalue()
-    path = FileSystems.join(folder, "parked", feed,
-                            f"batch-{hashlib.sha256(data).hexdigest()[:32]}.arrow")
+    path = FileSystems.join(folder, f"{prefix}-{hashlib.sha256(data).hexdigest()[:32]}.arrow")
     with FileSystems.create(path) as fh:
         fh.write(data)
     return path
