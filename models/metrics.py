@@ -55,6 +55,19 @@ def resample_rows(order, starts, sizes, pick) -> np.ndarray:
                                                                              else 0)]
 
 
+def cluster_resamples(y, clusters, replicates: int, seed: int):
+    """Bootstrap resamples by cluster (firm): each of `replicates` draws as many clusters as
+    there are, with replacement (numpy default_rng(seed).integers), and keeps all their rows.
+    Yields the row indices of every resample that holds both outcomes (the others are skipped)."""
+    y = np.asarray(y)
+    order, starts, sizes = cluster_rows(clusters)
+    rng = np.random.default_rng(seed)
+    for _ in range(replicates):
+        idx = resample_rows(order, starts, sizes, rng.integers(0, len(sizes), len(sizes)))
+        if y[idx].min() != y[idx].max():
+            yield idx
+
+
 def auc_difference(y, model_score, other_scores, clusters, replicates: int, seed: int) -> dict:
     """AUC of another model minus this model's on the same rows, with a paired bootstrap 95%
     percentile interval (whole clusters, i.e. firms, resampled; both models scored on every
@@ -67,13 +80,7 @@ def auc_difference(y, model_score, other_scores, clusters, replicates: int, seed
     def diff(idx):
         return float(np.mean([auc(y[idx], o[idx]) for o in others]) - auc(y[idx], model_score[idx]))
 
-    order, starts, sizes = cluster_rows(clusters)
-    rng = np.random.default_rng(seed)
-    reps = []
-    for _ in range(replicates):
-        idx = resample_rows(order, starts, sizes, rng.integers(0, len(sizes), len(sizes)))
-        if y[idx].min() != y[idx].max():
-            reps.append(diff(idx))
+    reps = [diff(idx) for idx in cluster_resamples(y, clusters, replicates, seed)]
     lo, hi = np.percentile(reps, [2.5, 97.5]) if reps else (np.nan, np.nan)
     return {"value": diff(np.arange(len(y))), "ci_low": float(lo), "ci_high": float(hi),
             "replicates_used": len(reps)}

@@ -146,23 +146,16 @@ def date_roles(card: dict, dates) -> dict[dt.date, str]:
 # ----------------------------------------------------------------------------- measures
 
 def discrimination(y, pd_, clusters, replicates: int, seed: int) -> dict:
-    """AUC, KS and Gini with bootstrap 95% percentile intervals. Each replicate draws as many
-    clusters (firms) as there are, with replacement (numpy default_rng(seed).integers), and keeps
-    all rows of each drawn cluster; replicates with a single outcome class are skipped."""
+    """AUC, KS and Gini with bootstrap 95% percentile intervals over firms
+    (metrics.cluster_resamples: replicates with a single outcome class are skipped)."""
     y, pd_ = np.asarray(y, np.int64), np.asarray(pd_, np.float64)
     k = int(y.sum())
     if not 0 < k < len(y):
         return {"n": int(len(y)), "n_defaults": k, "auc": None, "ks": None, "gini": None}
-    order, starts, sizes = metrics.cluster_rows(clusters)
-    rng = np.random.default_rng(seed)
     aucs, kss = [], []
-    for _ in range(replicates):
-        idx = metrics.resample_rows(order, starts, sizes, rng.integers(0, len(sizes), len(sizes)))
-        yb = y[idx]
-        if yb.min() == yb.max():
-            continue
-        aucs.append(metrics.auc(yb, pd_[idx]))
-        kss.append(metrics.ks(yb, pd_[idx]))
+    for idx in metrics.cluster_resamples(y, clusters, replicates, seed):
+        aucs.append(metrics.auc(y[idx], pd_[idx]))
+        kss.append(metrics.ks(y[idx], pd_[idx]))
     auc, ks = metrics.auc(y, pd_), metrics.ks(y, pd_)
 
     def interval(point, reps):
