@@ -11,7 +11,7 @@ import datetime as dt
 import os
 import re
 
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs.gates import GATES
 from models.eligibility import MIN_HISTORY_MONTHS
@@ -196,14 +196,13 @@ class BigQueryConfig:
     """Where the job reads feeds from and writes risk tables to in BigQuery.
 
     The feed query results are staged in `risk_dataset` (the only dataset the job's service
-    account may write), so `--source=bigquery` needs it too. `temp_location` (Beam's
-    --temp_location, gs:// in production) is where WriteToBigQuery writes its load files.
+    account may write), so `--source=bigquery` needs it too. The risk tables go in by Parquet
+    load jobs that upload their files (beam_jobs/risk_sinks.py): no bucket is needed for them.
     """
     project: str
     feeds_dataset: str | None
     risk_dataset: str
     location: str
-    temp_location: str | None
 
     @classmethod
     def from_options(cls, o, source: str, sink: str) -> "BigQueryConfig | None":
@@ -217,8 +216,7 @@ class BigQueryConfig:
         return cls(_matching(o.bq_project, PROJECT_RE, "--bq_project"),
                    o.feeds_dataset and _matching(o.feeds_dataset, DATASET_RE, "--feeds_dataset"),
                    _matching(o.risk_dataset, DATASET_RE, "--risk_dataset"),
-                   _matching(o.bq_location, LOCATION_RE, "--bq_location"),
-                   o.view_as(GoogleCloudOptions).temp_location)
+                   _matching(o.bq_location, LOCATION_RE, "--bq_location"))
 
 
 @dataclasses.dataclass(frozen=True)

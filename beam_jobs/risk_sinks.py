@@ -98,11 +98,7 @@ def write_loaded(loaded: list[dict], path: str) -> None:
 
 
 class BigQueryRiskSink:
-    """The risk tables in `project.risk_dataset`.
-
-    `temp_location` is where WriteToBigQuery writes its load files (a gs:// path in production,
-    from --temp_location); against an emulator a local folder is used.
-    """
+    """The risk tables in `project.risk_dataset`."""
 
     def __init__(self, bq, conn: Optional[bqlib.Connection] = None):
         self.bq = bq

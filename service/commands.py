@@ -98,7 +98,7 @@ def bigquery_config(args):
         if value is not None and not re.fullmatch(pattern, value):
             raise UsageError(f"{flag} {value!r} is not a valid name (expected {pattern})")
     return BigQueryConfig(args.bq_project, args.feeds_dataset, args.risk_dataset,
-                          args.bq_location, None)
+                          args.bq_location)
 
 
 def explain_flags(c) -> None:

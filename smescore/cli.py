@@ -74,7 +74,7 @@ def cmd_train(args, beam_args) -> int:
             raise UsageError("train from BigQuery: --feeds-dataset needs --bq-project and "
                              "--risk-dataset (where the feed queries stage their rows)")
         bq = BigQueryConfig(args.bq_project, args.feeds_dataset, args.risk_dataset,
-                            args.bq_location, None)
+                            args.bq_location)
         source = train_job.bigquery_source(bq, args.as_of,
                                            bqlib.Connection(args.bq_project, args.bq_location))
     elif not args.feeds:
@@ -150,7 +150,7 @@ def _risk_tables(args):
         raise UsageError("--risk-dataset needs --bq-project")
     try:
         return open_risk_tables(BigQueryConfig(args.bq_project, None, args.risk_dataset,
-                                               args.bq_location, None),
+                                               args.bq_location),
                                 bqlib.Connection(args.bq_project, args.bq_location))
     except ValueError as err:          # names that cannot be a project and dataset
         raise UsageError(str(err)) from None
@@ -184,7 +184,7 @@ def cmd_backtest(args, beam_args) -> int:
             raise UsageError("backtest on BigQuery: --bq-project and --risk-dataset (and a valid "
                              "--feeds-dataset, or --feeds) are needed")
         bq = BigQueryConfig(args.bq_project, args.feeds_dataset, args.risk_dataset,
-                            args.bq_location, None)
+                            args.bq_location)
         warehouse = open_risk_tables(bq)
         if args.feeds_dataset:     # the feed queries run through the end of the outcome window
             feeds = BigQueryFeedSource(bq, backtest.outcome_end(args.as_of), warehouse.conn,

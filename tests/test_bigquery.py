@@ -110,7 +110,7 @@ def publish_all(sink) -> None:
 
 
 def bq_config(dataset, feeds_dataset=None) -> BigQueryConfig:
-    return BigQueryConfig(PROJECT, feeds_dataset, dataset, LOCATION, None)
+    return BigQueryConfig(PROJECT, feeds_dataset, dataset, LOCATION)
 
 
 def bq_rows(conn, dataset, sql_from: str, params=None) -> list[dict]:
@@ -146,7 +146,7 @@ def test_config_for_bigquery_needs_no_files():
         "--bq_location=europe-west3", "--temp_location=gs://risk-bucket/tmp"]))
     assert (cfg.feeds, cfg.warehouse, cfg.source, cfg.sink) == (None, None, "bigquery", "bigquery")
     assert cfg.bigquery == BigQueryConfig("my-risk-project", "sme_feeds", "sme_risk",
-                                          "europe-west3", "gs://risk-bucket/tmp")
+                                          "europe-west3")
     assert isinstance(feed_source(cfg), BigQueryFeedSource)
     assert repr(open_risk_tables(cfg)) == "BigQuery(my-risk-project.sme_risk)"
     files = ScoreConfig.from_options(PipelineOptions([
@@ -667,8 +667,8 @@ def test_the_production_read_is_read_from_bigquery_on_the_staged_tables():
     """Without an emulator the pipeline reads each staged table with ReadFromBigQuery (Storage
     Read API); building the graph needs no network."""
     conn = bqlib.Connection("my-risk-project", "EU", emulator=None)
-    source = BigQueryFeedSource(BigQueryConfig("my-risk-project", "sme_feeds", "sme_risk", "EU",
-                                               None), AS_OF, conn)
+    source = BigQueryFeedSource(BigQueryConfig("my-risk-project", "sme_feeds", "sme_risk", "EU"),
+                                AS_OF, conn)
     p = beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"]))
     out = source.read(p)
     assert set(out) == set(feeds.FEEDS)

@@ -27,7 +27,7 @@ def store(request, tmp_path):
         conn = request.getfixturevalue("bq_conn")
         dataset = f"contract_{request.node.name.split('[')[0][-20:]}_{id(tmp_path) % 10_000}"
         bqlib.ensure_dataset(conn, dataset)
-        opened = open_risk_tables(BigQueryConfig(PROJECT, None, dataset, LOCATION, None), conn)
+        opened = open_risk_tables(BigQueryConfig(PROJECT, None, dataset, LOCATION), conn)
         assert isinstance(opened, BigQueryRiskSink)
     opened.ensure_schema()
     return opened
