@@ -301,22 +301,23 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
 
     async def _score_records(request: Request, enterprise_id: str, as_of: dt.date,
                              tables: dict, strict: bool) -> core.Scored:
-        medians = await asyncio.to_thread(service.book_medians, as_of)
-        features, _ = await asyncio.to_thread(core.features_from_records, tables, as_of, medians,
-                                              strict)
-        ids = features.column("enterprise_id").to_pylist()
-        if enterprise_id not in ids:
-            raise core.FirmNotScorable(
-                f"no firm {enterprise_id!r} on {as_of}: the records need its enterprises row, "
-                f"established on or before {as_of}")
-        one = features.slice(ids.index(enterprise_id), 1)
+        with service.batcher.on_its_way():
+            medians = await asyncio.to_thread(service.book_medians, as_of)
+            features, _ = await asyncio.to_thread(core.features_from_records, tables, as_of,
+                                                  medians, strict)
+            ids = features.column("enterprise_id").to_pylist()
+            if enterprise_id not in ids:
+                raise core.FirmNotScorable(
+                    f"no firm {enterprise_id!r} on {as_of}: the records need its enterprises "
+                    f"row, established on or before {as_of}")
+            one = features.slice(ids.index(enterprise_id), 1)
         scored = (await service.score(one))[0]
         request.state.role = _role([scored])
         return scored
 
-    def _tables(records) -> dict:
-        return {feed: core.feed_table(feed, [r.model_dump() for r in getattr(records, feed)])
-                for feed in core.FEEDS}
+    def _tables(records: schemas.FeedRecords) -> dict:
+        rows = records.model_dump()          # one call for every record (half the time of one each)
+        return {feed: core.feed_table(feed, rows[feed]) for feed in core.FEEDS}
 
     @app.post("/v1/score/features", response_model=schemas.ScoresResponse,
               summary="Score firms from their feature values (one or many)")

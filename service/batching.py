@@ -1,15 +1,20 @@
 """Dynamic batching: concurrent requests share one model call, the way TF Serving batches.
 
-Requests queue their feature tables; one worker takes everything queued (up to `max_rows`), waits
-at most `max_wait_s` for more when the batch is not full, scores it in one call on its own thread
-and hands each request its rows back. While a batch is being scored the next one fills, so the
-batch size, and the throughput, grow with the load; an idle service answers a lone request after
-`max_wait_s`.
+Requests queue their feature tables; one worker takes everything queued (up to `max_rows`), scores
+it in one call on its own thread and hands each request its rows back. While a batch is being
+scored the next one fills, so the batch size, and the throughput, grow with the load.
+
+Before a batch leaves, the worker waits (at most `max_wait_s`) only for requests it knows are on
+their way: a request declares itself with `on_its_way()` while it computes its features (a raw-record
+request spends ~20 ms there), and the wait ends as soon as every declared request has submitted.
+TF Serving waits its whole timeout whenever a batch is not full; here a lone request is scored at
+once (measured: 2 ms of a 1-client request's latency was this wait, for nothing).
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import time
 from typing import Callable
@@ -36,6 +41,7 @@ class DynamicBatcher:
         self.observe_batch = observe_batch
         self.combine = combine      # runs on the model thread, off the event loop
         self._queue: list[_Pending] = []
+        self._on_the_way = 0        # requests declared by on_its_way() that have not submitted
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         # one model call at a time: the next batch gathers while this one runs
@@ -53,6 +59,19 @@ class DynamicBatcher:
             except asyncio.CancelledError:
                 pass
         self._executor.shutdown(wait=True)
+
+    @contextlib.contextmanager
+    def on_its_way(self):
+        """Declare a request that will submit when the block ends (or give up): a batch about to
+        leave waits for it, within max_wait_s. Nothing awaits between the block's end and
+        `submit`'s enqueue, so the request is never uncounted in between."""
+        self._on_the_way += 1
+        try:
+            yield
+        finally:
+            self._on_the_way -= 1
+            if self._wakeup is not None:
+                self._wakeup.set()           # a batch waiting for this request need wait no more
 
     async def submit(self, table) -> list:
         """The scored rows of `table` (a pa.Table, or what `combine` takes), in order, whatever
@@ -73,7 +92,8 @@ class DynamicBatcher:
             if not self._queue:
                 continue
             deadline = time.monotonic() + self.max_wait_s
-            while self._queued_rows() < self.max_rows and time.monotonic() < deadline:
+            while (self._on_the_way and self._queued_rows() < self.max_rows
+                   and time.monotonic() < deadline):
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), deadline - time.monotonic())
                 except asyncio.TimeoutError:
