@@ -11,9 +11,8 @@ import tensorflow as tf
 
 from models import network
 from models.explain import DeepLiftExplainer, dense_stack, fold_platt
-from models.signature import EXPLAIN_SIGNATURE, SCORE_SIGNATURE, frame_inputs
+from models.signature import EXPLAIN_SIGNATURE, MIN_ROWS, ROW_BLOCK, SCORE_SIGNATURE, frame_inputs
 from transforms import catalog
-
 
 
 def raw_input_signature() -> dict[str, tf.TensorSpec]:
@@ -41,6 +40,9 @@ class ScoringModule(tf.Module):
         self.explainer = DeepLiftExplainer(fold_platt(dense_stack(model), platt.a, platt.b),
                                            background_x)
         self.groups = tf.constant(group_matrix(network.column_groups(self.columns), catalog.NAMES))
+        # The explain signature computes its PD on at least this many rows (see _score_and_explain);
+        # read back by models/signature.py (explains_pd) from the loaded SavedModel.
+        self.pd_min_rows = tf.Variable(MIN_ROWS, trainable=False, dtype=tf.int32, name="pd_min_rows")
         spec = raw_input_signature()
         self.score = tf.function(self._score, input_signature=[spec])
         self.score_and_explain = tf.function(self._score_and_explain, input_signature=[spec])
@@ -56,11 +58,24 @@ class ScoringModule(tf.Module):
         return {"pd": tf.sigmoid(logit), "logit": logit}
 
     def _score_and_explain(self, raw):
+        """pd and logit as the score signature gives them padded to MIN_ROWS (the network runs on
+        the rows padded the same way here, so one firm explained alone gets the nightly PD in the
+        same call); phi from the explainer, whose chunks are padded in-graph too."""
         x = self._inputs(raw)
-        logit = self._calibrated_logit(x)
+        n = tf.shape(x)[0]
+        logit = self._calibrated_logit(_padded_rows(x, MIN_ROWS))[:n]
         _, phi = self.explainer(x)
         return {"pd": tf.sigmoid(logit), "logit": logit, "phi": tf.matmul(phi, self.groups),
                 "expected_logit": tf.fill(tf.shape(logit), self.explainer.expected_logit)}
+
+
+def _padded_rows(x, min_rows: int):
+    """x with its last row repeated up to max(min_rows, whole ROW_BLOCKs) rows, in-graph: what
+    models/signature.py's padding does to the raw inputs, on the transformed ones (the TFT layer
+    transforms each row on its own, so the padded rows are the same either way)."""
+    n = tf.shape(x)[0]
+    extra = tf.maximum(min_rows - n, tf.math.floormod(-n, ROW_BLOCK))
+    return tf.concat([x, tf.repeat(x[-1:], extra, axis=0)], axis=0)
 
 
 def export(path: str, tft_output, model, platt, background_x, columns) -> None:

@@ -94,14 +94,15 @@ def append_outputs(table: pa.Table, out) -> pa.Table:
 # The scoring service answers one firm, or a few dozen, at a time. The explain signature's DeepLIFT
 # step pads every batch to whole 64-row chunks (models/explain.py, which also keeps a row's bits
 # independent of its neighbours), so padding it further to MIN_ROWS would only add cost. Measured
-# on both models of the 10k book (every firm, alone and in the whole book):
-# phi and expected_logit are the same digits padded to whole ROW_BLOCKs only; pd and logit are
-# those of the score signature padded to MIN_ROWS (3 ms), which equal the explain signature's
-# bit for bit. So the service calls:
+# on both models of the 10k book (every firm, alone and in the whole book): phi and
+# expected_logit are the same digits padded to whole ROW_BLOCKs only; pd and logit are those of
+# the score signature padded to MIN_ROWS (3 ms), which equal the explain signature's bit for bit.
+# So the service calls:
 #   - `scores` for every firm of every version (the shadow scores need nothing more), and
 #   - `attributions` for the firms a version scores officially, padded to ROW_BLOCKs only,
-# and `with_scores_and_attributions` gives the columns `with_model_outputs` gives, to the digit
-# (tests/test_serve.py checks it against the nightly tables).
+# and `with_outputs` gives the columns `with_model_outputs` gives, to the digit (tests/test_serve.py
+# checks it against the nightly tables). Models whose explain signature pads its own network pass
+# to MIN_ROWS (`explains_pd`) give that pd in the one explain call: `scores_and_attributions`.
 
 def scores(table: pa.Table, model, inputs: dict[str, np.ndarray] | None = None) -> dict:
     """{'pd', 'logit'} (float64) of every row: one call of the score signature padded to
@@ -120,6 +121,28 @@ def attributions(table: pa.Table, model, inputs: dict[str, np.ndarray] | None = 
     out = _call(model.signatures[EXPLAIN_SIGNATURE], inputs)
     return {"expected_logit": out["expected_logit"].numpy()[:n].astype(np.float64),
             "phi": out["phi"].numpy()[:n].astype(np.float32)}
+
+
+def explains_pd(model) -> bool:
+    """Whether the model's explain signature computes its PD on MIN_ROWS rows itself (exports
+    since models/export.py's `pd_min_rows`): then one call padded to ROW_BLOCKs gives the score
+    signature's pd and logit too, and `scores_and_attributions` needs no second call."""
+    rows = getattr(model, "pd_min_rows", None)
+    return rows is not None and int(rows.numpy()) == MIN_ROWS
+
+
+def scores_and_attributions(table: pa.Table, model,
+                            inputs: dict[str, np.ndarray] | None = None) -> tuple[dict, dict]:
+    """(`scores`, `attributions`) of every row: one explain call padded to whole ROW_BLOCKs where
+    the model `explains_pd`, else the two calls."""
+    if not explains_pd(model):
+        return scores(table, model, inputs), attributions(table, model, inputs)
+    n = table.num_rows
+    inputs = _padded(raw_inputs(table) if inputs is None else inputs, n, ROW_BLOCK)
+    out = _call(model.signatures[EXPLAIN_SIGNATURE], inputs)
+    return ({k: out[k].numpy()[:n].astype(np.float64) for k in ("pd", "logit")},
+            {"expected_logit": out["expected_logit"].numpy()[:n].astype(np.float64),
+             "phi": out["phi"].numpy()[:n].astype(np.float32)})
 
 
 def with_outputs(table: pa.Table, scored: dict, explained: dict) -> pa.Table:

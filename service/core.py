@@ -4,7 +4,8 @@ Everything the service computes goes through this module: point-in-time features
 (transforms/validate.py + transforms/pit.py, the way FeaturizeShard runs them), the routing to the
 model, the cold-start rules or grade D (models/eligibility.py), the model calls
 (models/signature.py: the score signature for every version, the explain signature only for the
-version that scores a firm officially; the nightly's digits, measured and tested), champion /
+version that scores a firm officially, and for a batch the champion alone scores officially just
+the explain signature where it gives the PD too; the nightly's digits, measured and tested), champion /
 challenger / canary (beam_jobs/champion_challenger.py's canary draw and roles) and the rows of the
 risk tables (models/score_rows.py). When the scoring core moves, only this file follows it.
 
@@ -350,12 +351,18 @@ def _score_model_part(ms: ModelSet, table: pa.Table, found: dict) -> None:
     canary = ms.roles.canary
     mask = (champion_challenger.canary_mask(ids, ms.roles.canary_share) if canary
             else np.zeros(len(ids), bool))
-    champion = signature.scores(table, ms.models[ms.champion], inputs)   # its failure fails
+    explained = None
+    if not mask.any() and signature.explains_pd(ms.models[ms.champion]):
+        # every firm is the champion's to score officially: one call gives its pd and points
+        champion, explained = signature.scores_and_attributions(table, ms.models[ms.champion],
+                                                                inputs)
+    else:
+        champion = signature.scores(table, ms.models[ms.champion], inputs)   # its failure fails
     challengers = _challenger_outputs(ms, table, inputs, mask)
     if canary and not isinstance(challengers[canary], tuple):
         mask = np.zeros(len(ids), bool)      # a failed canary: the champion scores its firms
     if (~mask).any():
-        _official(ms, table, inputs, ~mask, ms.champion, champion, None, "champion", found)
+        _official(ms, table, inputs, ~mask, ms.champion, champion, explained, "champion", found)
     if mask.any():
         _official(ms, table, inputs, mask, canary, challengers[canary][0], challengers[canary][1],
                   "canary", found)

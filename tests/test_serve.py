@@ -93,20 +93,24 @@ def test_batch_of_any_size_gives_every_firm_the_same_digits(book, beam_features)
 
 def test_the_services_lean_model_calls_give_the_same_digits(book, beam_features):
     """The service's calls (signature.scores padded to MIN_ROWS for every firm, signature.
-    attributions padded to ROW_BLOCKs for the firms explained) against one explain call over 300
-    firms: every firm, alone, in 5, in 13 (two blocks, one partial) and in 129."""
+    attributions padded to ROW_BLOCKs for the firms explained, or the one explain call of
+    signature.scores_and_attributions) against one explain call over 300 firms: every firm,
+    alone, in 5, in 13 (two blocks, one partial) and in 129."""
     models = core.load_model_set(book[0])
     table = pa.Table.from_pylist(list(beam_features.values())[:300],
                                  schema=core.FEATURE_SCHEMA)
     for version, model in models.models.items():
+        assert signature.explains_pd(model)          # today's exports pad their own PD pass
         whole = with_model_outputs(table, model)
         for start, n in [(i, 1) for i in range(0, 300, 7)] + [(7, 5), (40, 13), (100, 129)]:
             part = table.slice(start, n)
-            lean = signature.with_outputs(part, signature.scores(part, model),
-                                          signature.attributions(part, model))
+            two_calls = signature.with_outputs(part, signature.scores(part, model),
+                                               signature.attributions(part, model))
+            one_call = signature.with_outputs(part, *signature.scores_and_attributions(part, model))
             for col in ("pd", "logit", "expected_logit", "phi"):
-                assert lean.column(col).to_pylist() == whole.column(col).slice(start, n).to_pylist(), \
-                    (version, start, n, col)
+                expected = whole.column(col).slice(start, n).to_pylist()
+                assert two_calls.column(col).to_pylist() == expected, (version, start, n, col)
+                assert one_call.column(col).to_pylist() == expected, (version, start, n, col)
 
 
 def test_feature_values_give_the_nightly_scores_exactly(client, book, beam_features):
