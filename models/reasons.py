@@ -142,8 +142,17 @@ def may_be_reason(values, feature_names: Sequence[str], typical: TypicalFirm,
 def sentences(feature: catalog.Feature, value, typical_value) -> tuple[str, str]:
     """(zh, en) of a reason: the firm's value (plain_value) beside the typical one, saying
     'worse than most firms' exactly where the side-of-median rule holds."""
-    worse = value is not None and bool(on_risky_side(feature, [value], typical_value)[0])
-    return catalog.reason_text(feature, value, typical_value, worse)
+    return catalog.reason_text(feature, value, typical_value,
+                               _on_risky_side_one(feature, value, typical_value))
+
+
+def _on_risky_side_one(feature: catalog.Feature, value, typical_value) -> bool:
+    """on_risky_side for one plain value (a float, or None when missing), without numpy's
+    per-call cost: the same comparisons of the same float64 numbers."""
+    if (value is None or feature.is_categorical or feature.risk_direction == 0
+            or typical_value is None):
+        return False
+    return value > typical_value if feature.risk_direction > 0 else value < typical_value
 
 
 def reason(code: str, feature: str, points: float, text_zh: str, text_en: str) -> dict:

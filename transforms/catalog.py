@@ -15,6 +15,7 @@ Conventions
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 
@@ -500,7 +501,11 @@ def _gap_to_book(kind: str, v: float, zh: bool) -> str:
 
 
 def is_missing(value) -> bool:
-    return value is None or value == "" or (isinstance(value, numbers.Real) and math.isnan(value))
+    if value is None or value == "":
+        return True
+    if type(value) is float:         # the common case, without the numbers.Real ABC check (slow)
+        return math.isnan(value)
+    return isinstance(value, numbers.Real) and math.isnan(value)
 
 
 # The comparative of each kind's risky side: (lower en, higher en, lower zh, higher zh).
@@ -515,9 +520,17 @@ _WORSE = {
 def typical_clause(feature: Feature, typical, lang: str, value=None) -> str:
     """How a sentence names the typical value: the training median, or the most frequent category
     ('also' when the firm's category is that one)."""
+    also = feature.is_categorical and value is not None and str(value) == str(typical)
+    return _typical_clause(feature.name, typical, lang, also)
+
+
+@functools.lru_cache(maxsize=4096)
+def _typical_clause(name: str, typical, lang: str, also: bool) -> str:
+    # one model's typical values are a few hundred (feature, language) pairs; the nightly job
+    # writes them into millions of reasons (keyed by name: a Feature hashes all its fields)
+    feature = BY_NAME[name]
     t = render_value(feature, typical, lang)
     if feature.is_categorical:
-        also = value is not None and str(value) == str(typical)
         if lang == "zh":
             return f"，多数企业{'亦' if also else ''}为{t}"
         return f" (most firms: {'also ' if also else ''}{t})"
