@@ -1,6 +1,7 @@
 """The sorted Parquet sink and the Arrow table coder on DirectRunner: parts written where the tables
-are made, sorted in memory or by DuckDB's external sort into the same file."""
+are made, sorted in memory or by DuckDB's external sort into the same file; compacted slices."""
 import os
+import pickle
 
 import apache_beam as beam
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from beam_jobs import sinks
 from tests.shared_fs import SharedFileSystem
-from transforms.arrow_coder import ArrowTableCoder
+from transforms.arrow_coder import ArrowTableCoder, compact
 
 SCHEMA = pa.schema([("enterprise_id", pa.string()), ("feature", pa.string()), ("phi", pa.float64()),
                     ("reasons", pa.list_(pa.struct([("code", pa.string())])))])
@@ -80,6 +81,20 @@ def test_arrow_coder_round_trips_and_sizes_a_table_without_encoding_it():
     assert _bits(coder.decode(coder.encode(table))) == _bits(table)
     assert coder.estimate_size(table) == table.nbytes
     assert isinstance(beam.coders.registry.get_coder(pa.Table), ArrowTableCoder)
+
+
+def test_a_compacted_slice_pickles_as_its_own_rows():
+    """A Parquet batch is a slice of its row group; pickled (a ToList accumulator), a slice
+    carries the whole buffer it was cut from. compact gives the same rows in their own buffers."""
+    big = pa.table({"enterprise_id": [f"E{i:07d}" for i in range(200_000)],
+                    "capital": np.arange(200_000, dtype=np.float64),
+                    "province": pa.array(["Hunan", None] * 100_000)})
+    batch = big.slice(150_000, 1_000)
+    small = compact(batch)
+    assert small.equals(batch) and small.schema == batch.schema
+    assert len(pickle.dumps(batch)) > 50 * small.nbytes          # the whole row group
+    assert len(pickle.dumps(small)) < 2 * small.nbytes + 10_000   # its own rows
+    assert compact(big.slice(0, 0)).num_rows == 0
 
 
 @pytest.mark.parametrize("in_memory_bytes", [sinks.MERGE_IN_MEMORY, 0], ids=["arrow", "duckdb"])

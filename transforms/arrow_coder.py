@@ -41,3 +41,14 @@ class ArrowTableCoder(beam.coders.Coder):
 
 
 beam.coders.registry.register_coder(pa.Table, ArrowTableCoder)
+
+
+def compact(table: pa.Table) -> pa.Table:
+    """The same rows in buffers of their own. A batch read from Parquet is a slice of its row
+    group's buffers, and pickling a slice writes the whole buffer: where tables are pickled rather
+    than sent with this coder (the accumulator of a ToList holds them in a plain list), eight
+    batches of the 1M-firm book's enterprises pickled to 1.2 GB instead of 157 MB, and a ToList of
+    them peaked at 7.4 GiB instead of 1.5."""
+    return pa.table({name: pa.concat_arrays(column.chunks) if column.num_chunks else column
+                     for name, column in zip(table.column_names, table.columns)},
+                    schema=table.schema)

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms import arrow_coder  # noqa: F401  (the pa.Table coder)
+from transforms import arrow_coder  # (importing it registers the pa.Table coder)
 from transforms import book_relative, featurize, feeds, progress, shard_files, validate
 
 REJECTED = "rejected"
@@ -152,7 +152,9 @@ class ComputeFeatures(beam.PTransform):
                 .with_output_types(pa.Table).with_outputs(REJECTED, main="valid")
             valid[feed] = res.valid
             rejects.append(res[REJECTED])
-        index = (valid["enterprises"] | "CollectFirms" >> beam.combiners.ToList()
+        index = (valid["enterprises"]
+                 | "CompactFirms" >> beam.Map(arrow_coder.compact).with_output_types(pa.Table)
+                 | "CollectFirms" >> beam.combiners.ToList()
                  | "IndexFirms" >> beam.Map(build_firm_index, self.n_shards))
         rejects.append(index | "DuplicateFirms" >> beam.FlatMap(lambda i: i["rejects"]))
         keyed = [index | "FirmsByShard" >> beam.FlatMap(enterprises_by_shard, folder)]
