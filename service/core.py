@@ -6,8 +6,9 @@ model, the cold-start rules or grade D (models/eligibility.py), the model calls
 (models/signature.py: the score signature for every version, the explain signature only for the
 version that scores a firm officially, and only the explain signature for a batch the champion
 alone scores officially where it gives the PD too; the nightly's digits, measured and tested),
-champion / challenger / canary (beam_jobs/champion_challenger.py's canary draw and roles) and the rows of the
-risk tables (models/score_rows.py). When the scoring core moves, only this file follows it.
+champion / challenger / canary (beam_jobs/champion_challenger.py's canary draw and roles) and the
+rows of the risk tables (models/score_rows.py). When the scoring core moves, only this file
+follows it.
 
 A `ModelSet` is one immutable view of the registry: the champion, its challengers, their loaded
 SavedModels and the `Scoring` that turns their outputs into scores. The service swaps whole
