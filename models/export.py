@@ -42,7 +42,8 @@ class ScoringModule(tf.Module):
         self.groups = tf.constant(group_matrix(network.column_groups(self.columns), catalog.NAMES))
         # The explain signature computes its PD on at least this many rows (see _score_and_explain);
         # read back by models/signature.py (explains_pd) from the loaded SavedModel.
-        self.pd_min_rows = tf.Variable(MIN_ROWS, trainable=False, dtype=tf.int32, name="pd_min_rows")
+        self.pd_min_rows = tf.Variable(MIN_ROWS, trainable=False, dtype=tf.int32,
+                                       name="pd_min_rows")
         spec = raw_input_signature()
         self.score = tf.function(self._score, input_signature=[spec])
         self.score_and_explain = tf.function(self._score_and_explain, input_signature=[spec])

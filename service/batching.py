@@ -5,8 +5,8 @@ it in one call on its own thread and hands each request its rows back. While a b
 scored the next one fills, so the batch size, and the throughput, grow with the load.
 
 Before a batch leaves, the worker waits (at most `max_wait_s`) only for requests it knows are on
-their way: a request declares itself with `on_its_way()` while it computes its features (a raw-record
-request spends ~20 ms there), and the wait ends as soon as every declared request has submitted.
+their way: a request declares itself with `on_its_way()` while it computes its features (a
+raw-record request spends ~20 ms there), and the wait ends when every declared one has submitted.
 TF Serving waits its whole timeout whenever a batch is not full; here a lone request is scored at
 once (measured: 2 ms of a 1-client request's latency was this wait, for nothing).
 """
