@@ -112,11 +112,20 @@ def on_risky_side(feature: catalog.Feature, values, typical_value) -> np.ndarray
     """The side-of-median rule: True where a directional numeric feature's value is strictly on
     the risky side of the typical (median) value; False for missing values, direction-0 and
     categorical features, and a feature the training sample never had (typical None)."""
-    if feature.is_categorical or feature.risk_direction == 0 or typical_value is None:
+    direction = _risky_direction(feature, typical_value)
+    if not direction:
         return np.zeros(np.shape(values), bool)
     v = np.asarray(values, np.float64)
     with np.errstate(invalid="ignore"):                  # NaN compares False: never risky
-        return v > typical_value if feature.risk_direction > 0 else v < typical_value
+        return v > typical_value if direction > 0 else v < typical_value
+
+
+def _risky_direction(feature: catalog.Feature, typical_value) -> int:
+    """The feature's declared risk direction, or 0 where the side-of-median rule has no risky
+    side: categorical and direction-0 features, a typical value the training sample never had."""
+    if feature.is_categorical or typical_value is None:
+        return 0
+    return feature.risk_direction
 
 
 def may_be_reason(values, feature_names: Sequence[str], typical: TypicalFirm,
@@ -149,10 +158,10 @@ def sentences(feature: catalog.Feature, value, typical_value) -> tuple[str, str]
 def _on_risky_side_one(feature: catalog.Feature, value, typical_value) -> bool:
     """on_risky_side for one plain value (a float, or None when missing), without numpy's
     per-call cost: the same comparisons of the same float64 numbers."""
-    if (value is None or feature.is_categorical or feature.risk_direction == 0
-            or typical_value is None):
+    direction = _risky_direction(feature, typical_value)
+    if value is None or not direction:
         return False
-    return value > typical_value if feature.risk_direction > 0 else value < typical_value
+    return value > typical_value if direction > 0 else value < typical_value
 
 
 def reason(code: str, feature: str, points: float, text_zh: str, text_en: str) -> dict:

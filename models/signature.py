@@ -107,20 +107,15 @@ def append_outputs(table: pa.Table, out) -> pa.Table:
 def scores(table: pa.Table, model, inputs: dict[str, np.ndarray] | None = None) -> dict:
     """{'pd', 'logit'} (float64) of every row: one call of the score signature padded to
     MIN_ROWS. `inputs`: raw_inputs(table), when the caller has them already."""
-    n = table.num_rows
-    inputs = _padded(raw_inputs(table) if inputs is None else inputs, n, MIN_ROWS)
-    out = _call(model.signatures[SCORE_SIGNATURE], inputs)
-    return {k: out[k].numpy()[:n].astype(np.float64) for k in ("pd", "logit")}
+    out = _call_padded(model.signatures[SCORE_SIGNATURE], table, inputs, MIN_ROWS)
+    return _score_outputs(out, table.num_rows)
 
 
 def attributions(table: pa.Table, model, inputs: dict[str, np.ndarray] | None = None) -> dict:
     """{'expected_logit' (float64), 'phi' (float32 [n, features])} of every row: one call of the
     explain signature padded to whole ROW_BLOCKs only (its pd is not used: see above)."""
-    n = table.num_rows
-    inputs = _padded(raw_inputs(table) if inputs is None else inputs, n, ROW_BLOCK)
-    out = _call(model.signatures[EXPLAIN_SIGNATURE], inputs)
-    return {"expected_logit": out["expected_logit"].numpy()[:n].astype(np.float64),
-            "phi": out["phi"].numpy()[:n].astype(np.float32)}
+    out = _call_padded(model.signatures[EXPLAIN_SIGNATURE], table, inputs, ROW_BLOCK)
+    return _attribution_outputs(out, table.num_rows)
 
 
 def explains_pd(model) -> bool:
@@ -140,12 +135,23 @@ def scores_and_attributions(table: pa.Table, model,
     the model `explains_pd`, else the two calls."""
     if not explains_pd(model):
         return scores(table, model, inputs), attributions(table, model, inputs)
-    n = table.num_rows
-    inputs = _padded(raw_inputs(table) if inputs is None else inputs, n, ROW_BLOCK)
-    out = _call(model.signatures[EXPLAIN_SIGNATURE], inputs)
-    return ({k: out[k].numpy()[:n].astype(np.float64) for k in ("pd", "logit")},
-            {"expected_logit": out["expected_logit"].numpy()[:n].astype(np.float64),
-             "phi": out["phi"].numpy()[:n].astype(np.float32)})
+    out = _call_padded(model.signatures[EXPLAIN_SIGNATURE], table, inputs, ROW_BLOCK)
+    return _score_outputs(out, table.num_rows), _attribution_outputs(out, table.num_rows)
+
+
+def _call_padded(fn, table: pa.Table, inputs: dict[str, np.ndarray] | None, min_rows: int) -> dict:
+    """fn on the table's inputs (or `inputs`, its raw_inputs) padded as `_padded` pads them."""
+    return _call(fn, _padded(raw_inputs(table) if inputs is None else inputs, table.num_rows,
+                             min_rows))
+
+
+def _score_outputs(out, n: int) -> dict:
+    return {k: out[k].numpy()[:n].astype(np.float64) for k in ("pd", "logit")}
+
+
+def _attribution_outputs(out, n: int) -> dict:
+    return {"expected_logit": out["expected_logit"].numpy()[:n].astype(np.float64),
+            "phi": out["phi"].numpy()[:n].astype(np.float32)}
 
 
 def with_outputs(table: pa.Table, scored: dict, explained: dict) -> pa.Table:
