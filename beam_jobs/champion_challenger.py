@@ -24,6 +24,7 @@ from beam_jobs import drift
 from models import baseline, score_rows
 from smescore import tables
 from transforms import arrow_coder  # noqa: F401  (the pa.Table coder of score_rows' outputs)
+from transforms.process_pool import Work
 
 OFFICIAL, SHADOW, SHADOW_FAILED, PAIRS = "official", "shadow", "shadow_failed", "pairs"
 _CANARY_SALT = b"smescore-canary:"
@@ -50,50 +51,55 @@ class Roles:
         return self.challengers[0] if self.challengers and self.canary_share > 0 else None
 
 
-@beam.typehints.with_output_types(tuple[pa.Table, pa.Table])   # the Arrow coder, not pickling
-class SplitOfficialAndShadow(beam.DoFn):
+def scoring_as(scoring: score_rows.Scoring, version: str) -> score_rows.Scoring:
+    """The run's scoring settings for rows of `version` (its own typical firm in the reasons)."""
+    return dataclasses.replace(scoring, model_version=version)
+
+
+def split_official_and_shadow(outputs: dict, roles: Roles, scoring: score_rows.Scoring) -> Work:
     """{version: inference output} of one feature table -> official (scores, attributions) as the
     main output; shadow scores, dead letters of a failed challenger and (champion, challenger)
-    score pairs as tagged outputs."""
+    score pairs as tagged outputs. Runs in a worker process (transforms/process_pool.py)."""
+    work = Work()
+    champ = outputs[roles.champion]
+    canary = roles.canary
+    ids = champ.column("enterprise_id").to_pylist()
+    mask = (canary_mask(ids, roles.canary_share) if isinstance(outputs.get(canary), pa.Table)
+            else np.zeros(len(ids), bool))
+    work.emit(_sorted_attributions(score_rows.model_rows(champ.filter(pa.array(~mask)),
+                                                         scoring_as(scoring, roles.champion))))
+    if mask.any():
+        work.emit(_sorted_attributions(score_rows.model_rows(
+            outputs[canary].filter(pa.array(mask)), scoring_as(scoring, canary), "canary")))
+        work.emit(score_rows.model_rows(champ.filter(pa.array(mask)),
+                                        scoring_as(scoring, roles.champion), "champion",
+                                        with_attributions=False)[0], SHADOW)
+    for version in roles.challengers:
+        out = outputs[version]
+        if not isinstance(out, pa.Table):
+            for firm in ids:
+                work.emit({"feed": "shadow", "record_json": score_rows.firm_json(firm),
+                           "reason": f"challenger {version} failed: {out}"[:500]}, SHADOW_FAILED)
+            continue
+        work.emit(score_rows.model_rows(out, scoring_as(scoring, version), "challenger",
+                                        with_attributions=False)[0], SHADOW)
+        work.emit((version, _pairs(scoring, champ, out)), PAIRS)
+    return work
 
-    def __init__(self, roles: Roles, scoring: score_rows.Scoring):
-        self.roles = roles
-        self.scoring = scoring
 
-    def _as(self, version):
-        return dataclasses.replace(self.scoring, model_version=version)
+def _sorted_attributions(official: tuple[pa.Table, pa.Table]) -> tuple[pa.Table, pa.Table]:
+    """The attribution rows in the order the sink stages them (stages.SORT_KEYS): sorted here,
+    in a worker process, the sink finds a sorted run and has nothing left to sort."""
+    scores, attributions = official
+    return scores, attributions.sort_by([("enterprise_id", "ascending"),
+                                         ("feature", "ascending")])
 
-    def process(self, outputs):
-        champ = outputs[self.roles.champion]
-        canary = self.roles.canary
-        ids = champ.column("enterprise_id").to_pylist()
-        mask = (canary_mask(ids, self.roles.canary_share) if isinstance(outputs.get(canary), pa.Table)
-                else np.zeros(len(ids), bool))
-        yield score_rows.model_rows(champ.filter(pa.array(~mask)), self._as(self.roles.champion))
-        if mask.any():
-            yield score_rows.model_rows(outputs[canary].filter(pa.array(mask)), self._as(canary),
-                                        "canary")
-            yield beam.pvalue.TaggedOutput(SHADOW, score_rows.model_rows(
-                champ.filter(pa.array(mask)), self._as(self.roles.champion), "champion",
-                with_attributions=False)[0])
-        for version in self.roles.challengers:
-            out = outputs[version]
-            if not isinstance(out, pa.Table):
-                for firm in ids:
-                    yield beam.pvalue.TaggedOutput(SHADOW_FAILED, {
-                        "feed": "shadow", "record_json": score_rows.firm_json(firm),
-                        "reason": f"challenger {version} failed: {out}"[:500]})
-                continue
-            yield beam.pvalue.TaggedOutput(SHADOW, score_rows.model_rows(
-                out, self._as(version), "challenger", with_attributions=False)[0])
-            yield beam.pvalue.TaggedOutput(PAIRS, (version, self._pairs(champ, out)))
 
-    def _pairs(self, champ: pa.Table, chall: pa.Table) -> dict:
-        s = self.scoring
-        return {"score": (s.scale.score_from_logit(champ.column("logit").to_numpy()),
-                          s.scale.score_from_logit(chall.column("logit").to_numpy())),
-                "grade": (s.master.grade(champ.column("pd").to_numpy()),
-                          s.master.grade(chall.column("pd").to_numpy()))}
+def _pairs(s: score_rows.Scoring, champ: pa.Table, chall: pa.Table) -> dict:
+    return {"score": (s.scale.score_from_logit(champ.column("logit").to_numpy()),
+                      s.scale.score_from_logit(chall.column("logit").to_numpy())),
+            "grade": (s.master.grade(champ.column("pd").to_numpy()),
+                      s.master.grade(chall.column("pd").to_numpy()))}
 
 
 class ComparisonCombineFn(beam.CombineFn):

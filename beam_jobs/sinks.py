@@ -4,8 +4,9 @@ system (gs:// on Dataflow, through Beam's FileSystems).
 A table sink writes each incoming table to a part file where it is produced and only the part's
 name travels on: DirectRunner holds whatever crosses a stage boundary in memory, three times over
 at its peak, and the attribution rows of 100k firms are 0.7 GB. One last step sorts the parts into
-the file: in memory with Arrow while they are small, else with DuckDB, whose sort spills to disk
-past a memory limit. Either way the same rows in the same order (sort keys are unique per row).
+the file: in memory with Arrow while they are small, else by a k-way merge of the parts, each
+written as a sorted run (beam_jobs/sorted_runs.py), in bounded memory. Either way the same rows
+in the same order.
 """
 from __future__ import annotations
 
@@ -23,12 +24,11 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from beam_jobs import sorted_runs
 from smescore.files import as_created, download, is_remote, remove_tree, upload
-from smescore.tables import quote
 from transforms import arrow_coder  # noqa: F401  (the pa.Table coder)
 
 MERGE_IN_MEMORY = 128 << 20  # parts up to this many bytes are sorted in memory (Arrow)
-MERGE_MEMORY = "512MB"      # beyond: DuckDB's budget for sorting the parts; past it, it spills
 MERGE_BATCH_ROWS = 1 << 20  # rows per Parquet row group of the merged file (pyarrow's default)
 
 REJECTED_SCHEMA = pa.schema([("feed", pa.string()), ("record_json", pa.string()),
@@ -89,12 +89,15 @@ def parts_folder(path: str) -> str:
     return parts
 
 
-def write_part(table: pa.Table, folder: str, schema: pa.Schema) -> str:
+def write_part(table: pa.Table, folder: str, schema: pa.Schema, sort_keys: list[str]) -> str:
     """One table -> an Arrow IPC file named by its content (a retried bundle rewrites the same
-    file); the name of the file."""
+    file), sorted on sort_keys in small record batches: a run for sorted_runs; the file's name."""
+    order = sorted_runs.sort_indices(table, sort_keys)
+    if order is not None:
+        table = table.take(order)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, schema) as writer:
-        writer.write_table(table.cast(schema))
+        writer.write_table(table.cast(schema), max_chunksize=sorted_runs.PART_BATCH_ROWS)
     data = sink.getvalue()
     path = FileSystems.join(folder, f"part-{hashlib.sha256(data).hexdigest()[:32]}.arrow")
     with FileSystems.create(path) as fh:
@@ -110,44 +113,30 @@ def merge_parts(parts: list[str], path: str, schema: pa.Schema, sort_keys: list[
         if not is_remote(folder):
             written = []
             publish_file(lambda tmp: written.append(
-                sort_parts(parts, tmp, schema, sort_keys, folder, in_memory_bytes)), path)
+                sort_parts(parts, tmp, schema, sort_keys, in_memory_bytes)), path)
             return written[0]
         with tempfile.TemporaryDirectory(prefix="smescore-merge-") as local:
             local_parts = [download(p, os.path.join(local, f"{i:06d}.arrow"))
                            for i, p in enumerate(parts)]
             written = []
             publish_file(lambda tmp: written.append(
-                sort_parts(local_parts, tmp, schema, sort_keys, local, in_memory_bytes)), path)
+                sort_parts(local_parts, tmp, schema, sort_keys, in_memory_bytes)), path)
             return written[0]
     finally:
         remove_tree(folder)
 
 
 def sort_parts(parts: list[str], out: str, schema: pa.Schema, sort_keys: list[str],
-               spill: str, in_memory_bytes: int) -> int:
-    """Local parts -> one sorted Parquet file at `out`; the number of rows. Up to
-    `in_memory_bytes` of parts Arrow sorts them in memory; beyond, memory stays bounded: DuckDB
-    sorts (spilling to `spill`) and record batches stream out to the Parquet writer."""
+               in_memory_bytes: int) -> int:
+    """Local parts (sorted runs) -> one sorted Parquet file at `out`; the number of rows. Up to
+    `in_memory_bytes` of parts Arrow sorts them in memory; beyond, they are merged in bounded
+    memory (sorted_runs)."""
     if sum(os.path.getsize(p) for p in parts) <= in_memory_bytes:
         table = sorted_table([ds.dataset(parts, schema=schema, format="ipc").to_table()]
                              if parts else [], schema, sort_keys)
         pq.write_table(table, out)
         return table.num_rows
-
-    import duckdb
-
-    n = 0
-    with pq.ParquetWriter(out, schema) as writer:
-        config = {"memory_limit": MERGE_MEMORY, "temp_directory": spill}
-        with duckdb.connect(config=config) as con:
-            con.register("parts", ds.dataset(parts, schema=schema, format="ipc"))
-            order_sql = ", ".join(quote(k) for k in sort_keys)
-            reader = con.execute(f"SELECT * FROM parts ORDER BY {order_sql}").to_arrow_reader(
-                MERGE_BATCH_ROWS)
-            for batch in reader:
-                writer.write_table(pa.Table.from_batches([batch]).cast(schema))
-                n += batch.num_rows
-    return n
+    return sorted_runs.merge_sorted_runs(parts, out, schema, sort_keys, MERGE_BATCH_ROWS)
 
 
 @beam.ptransform_fn
@@ -159,9 +148,16 @@ def TotalRows(pcoll):
 @beam.ptransform_fn
 def WriteSortedParquet(pcoll, path: str, schema: pa.Schema, sort_keys: list[str],
                        in_memory_bytes: int = MERGE_IN_MEMORY):
-    """PCollection[pa.Table] -> one Parquet file, sorted on sort_keys."""
+    """PCollection[pa.Table], or a tuple of them (the parts of one table, each written where it
+    is made: a Flatten of tables would be held in memory whole on DirectRunner) -> one Parquet
+    file, sorted on sort_keys."""
     folder = parts_folder(path)
-    return (pcoll | "WritePart" >> beam.Map(write_part, folder, schema)
+    if isinstance(pcoll, (tuple, list)):
+        parts = ([p | f"WritePart[{i}]" >> beam.Map(write_part, folder, schema, sort_keys)
+                  for i, p in enumerate(pcoll)] | "AllParts" >> beam.Flatten())
+    else:
+        parts = pcoll | "WritePart" >> beam.Map(write_part, folder, schema, sort_keys)
+    return (parts
             | "CollectParts" >> beam.combiners.ToList()
             | "Write" >> beam.Map(merge_parts, path, schema, sort_keys, folder, in_memory_bytes))
 

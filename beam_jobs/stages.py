@@ -19,6 +19,7 @@ import os
 from typing import NamedTuple
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.ml.inference.base import RunInference
 
 from beam_jobs import champion_challenger as cc
@@ -27,6 +28,7 @@ from models import eligibility, score_rows
 from models.eligibility import IN_DEFAULT, MODEL, RULES
 from smescore import tables
 from transforms import arrow_coder  # noqa: F401  (the pa.Table coder of score_rows' outputs)
+from transforms.process_pool import InWorkerProcesses, workers_for
 
 # Each staged table's sort order (the staged files, and so the published rows, never depend on
 # how the runner split the work).
@@ -59,7 +61,10 @@ def failed_batch_records(failure):
 
 
 class FirmScores(NamedTuple):
-    scores: beam.PCollection            # official `scores` rows: model (champion/canary), rules, D
+    # Official `scores` rows: model (champion/canary), rules, D. Three PCollections, each staged
+    # where it is made (StageRiskTables): on DirectRunner a Flatten of them would hold a night's
+    # scores in memory (2.8 GB for a moment at 1M firms).
+    scores: tuple[beam.PCollection, beam.PCollection, beam.PCollection]
     shadow_scores: beam.PCollection     # `scores_shadow` rows
     attributions: beam.PCollection      # `attributions` rows of the official model scores
     champion_outputs: beam.PCollection  # feature tables + the champion's pd, logit, phi
@@ -83,14 +88,16 @@ class ScoreFirms(beam.PTransform):
             RULES, IN_DEFAULT, main=MODEL)
         inferred, dead = (routed[MODEL] | f"RunInference[{'+'.join(self.versions)}]"
                           >> RunInference(self.handler).with_exception_handling())
-        split = inferred | "ScoreAndExplain" >> beam.ParDo(
-            cc.SplitOfficialAndShadow(self.roles, s)).with_outputs(
+        # Score rows and reasons in worker processes; (scores, attributions) tables go through
+        # the Arrow coder, not pickling.
+        split = inferred | "ScoreAndExplain" >> beam.ParDo(InWorkerProcesses(
+            cc.split_official_and_shadow, self.roles, s, workers=workers_for(features.pipeline))
+        ).with_output_types(tuple[pa.Table, pa.Table]).with_outputs(
             cc.SHADOW, cc.SHADOW_FAILED, cc.PAIRS, main=cc.OFFICIAL)
         official = split[cc.OFFICIAL]
-        scores = ((official | "ModelScores" >> beam.Map(lambda st: st[0]),
-                   routed[RULES] | "ColdStartRules" >> beam.Map(score_rows.rules_rows, s),
-                   routed[IN_DEFAULT] | "GradeD" >> beam.Map(score_rows.in_default_rows, s))
-                  | "AllScores" >> beam.Flatten())
+        scores = (official | "ModelScores" >> beam.Map(lambda st: st[0]),
+                  routed[RULES] | "ColdStartRules" >> beam.Map(score_rows.rules_rows, s),
+                  routed[IN_DEFAULT] | "GradeD" >> beam.Map(score_rows.in_default_rows, s))
         rejected = ((dead.failed_inferences | "DeadLetter" >> beam.FlatMap(failed_batch_records),
                      split[cc.SHADOW_FAILED]) | "Unscored" >> beam.Flatten())
         return FirmScores(scores, split[cc.SHADOW],
@@ -104,7 +111,7 @@ class ScoreFirms(beam.PTransform):
 
 
 class ScoredPortfolio(NamedTuple):
-    scores: beam.PCollection           # `scores` tables
+    scores: tuple                      # `scores` tables, in FirmScores' three parts
     shadow_scores: beam.PCollection    # `scores_shadow` tables
     attributions: beam.PCollection     # `attributions` tables
     drift: beam.PCollection            # `drift` tables
@@ -145,7 +152,8 @@ def _load(_rows_written, loader, name: str, path: str) -> dict:
 
 
 class StageRiskTables(beam.PTransform):
-    """{name: PCollection} -> one sorted Parquet file per name in `staging` (`<name>.parquet`),
+    """{name: PCollection, or a tuple of them} -> one sorted Parquet file per name in `staging`
+    (`<name>.parquet`),
     which the driver publishes after the pipeline (publish.RunContext.publish). Names: the risk
     tables of SORT_KEYS, `rejected` (dicts) and `rows_in` (the feeds' coverage counts).
 
@@ -163,7 +171,8 @@ class StageRiskTables(beam.PTransform):
         return os.path.join(self.staging, f"{name}.parquet")
 
     def expand(self, staged: dict):
-        pipeline = next(iter(staged.values())).pipeline
+        first = next(iter(staged.values()))
+        pipeline = (first[0] if isinstance(first, (tuple, list)) else first).pipeline
         written = {}
         for name, rows in sorted(staged.items()):
             if name == "rejected":

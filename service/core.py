@@ -1,7 +1,7 @@
 """The service's one door into the nightly scoring code (the adapter; nothing here re-implements it).
 
 Everything the service computes goes through this module: point-in-time features from feed records
-(transforms/validate.py + transforms/pit.py, the way FeaturizeShard runs them), the routing to the
+(transforms/validate.py + transforms/pit.py, the way featurize_shard runs them), the routing to the
 model, the cold-start rules or grade D (models/eligibility.py), the model calls
 (models/signature.py: the score signature for every version, the explain signature only for the
 version that scores a firm officially, and only the explain signature for a batch the champion
@@ -184,7 +184,7 @@ def features_from_records(tables: dict[str, pa.Table], as_of: dt.date,
                           book_medians: book_relative.Medians,
                           strict: bool = True) -> tuple[pa.Table, list[dict]]:
     """Feed records of a firm and its related firms -> (their feature table as of D, rejected
-    records): the nightly FeaturizeShard over one controller group, its changes read against the
+    records): the nightly featurize_shard over one controller group, its changes read against the
     book's medians at D (FeedStore.book_medians), as the nightly job reads them."""
     valid, problems = validated_tables(tables, strict)
     features = features_to_arrow(pit.compute_features(pit.FirmFrames.from_tables(valid), as_of))
@@ -343,7 +343,7 @@ def _shadow(ms: ModelSet, version: str, role: str, scored: dict, rows, positions
 
 
 def _score_model_part(ms: ModelSet, table: pa.Table, found: dict) -> None:
-    """The nightly routing (beam_jobs/champion_challenger.py SplitOfficialAndShadow: the same
+    """The nightly routing (beam_jobs/champion_challenger.py split_official_and_shadow: the same
     canary firms, the same roles) with the lean model calls of models/signature.py: every version
     scores every firm, and only the version that scores a firm officially explains it."""
     ids = table.column("enterprise_id").to_pylist()

@@ -22,6 +22,11 @@ import pytest  # noqa: E402
 os.environ.setdefault("SMESCORE_GATES_CONFIG",
                       os.path.join(os.path.dirname(__file__), "short_book_gates.json"))
 
+# The suite's pipelines run every stage in place: a pool of worker processes would start for
+# each of its ~100 small pipelines. tests/test_process_pool.py runs them with workers and
+# checks that every table comes out the same.
+os.environ.setdefault("SMESCORE_WORKER_PROCESSES", "1")
+
 END_DATE = dt.date(2026, 10, 31)
 FIRMS, MONTHS, SEED = 1200, 30, 11
 

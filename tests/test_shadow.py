@@ -155,14 +155,14 @@ def test_each_version_states_its_reasons_beside_its_own_training_sample(registry
     scoring = score_rows.Scoring(scorecard.scale, scorecard.master_scale,
                                  load_rules_config(None, scorecard.scale).rules, champion, "run",
                                  score_rows.typical_firms(cards))
-    split = champion_challenger.SplitOfficialAndShadow(champion_challenger.Roles(champion, (challenger,), 0.1), scoring)
+    scoring_as = champion_challenger.scoring_as
     assert scoring.typical.version == champion
-    assert split._as(challenger).typical.version == challenger          # the canary's reasons
-    assert split._as(challenger).typical.values == {
+    assert scoring_as(scoring, challenger).typical.version == challenger   # the canary's reasons
+    assert scoring_as(scoring, challenger).typical.values == {
         f.name: cards[challenger]["training_distribution"][f.name]["mode" if f.is_categorical else "median"]
         for f in catalog.FEATURES}
     with pytest.raises(ValueError, match="no typical firm for model v0"):
-        split._as("v0").typical
+        scoring_as(scoring, "v0").typical
 
 
 def test_a_challenger_card_without_a_training_distribution_stops_the_run(

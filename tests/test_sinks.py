@@ -1,5 +1,5 @@
 """The sorted Parquet sink and the Arrow table coder on DirectRunner: parts written where the tables
-are made, sorted in memory or by DuckDB's external sort into the same file; compacted slices."""
+are made, sorted in memory or merged as sorted runs into the same file; compacted slices."""
 import os
 import pickle
 
@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from beam_jobs import sinks
+from beam_jobs import sinks, sorted_runs
 from tests.shared_fs import SharedFileSystem
 from transforms.arrow_coder import ArrowTableCoder, compact
 
@@ -51,7 +51,7 @@ def _bits(table):
                     phi, table.column("reasons").to_pylist()))
 
 
-@pytest.mark.parametrize("in_memory_bytes", [sinks.MERGE_IN_MEMORY, 0], ids=["arrow", "duckdb"])
+@pytest.mark.parametrize("in_memory_bytes", [sinks.MERGE_IN_MEMORY, 0], ids=["arrow", "merged"])
 def test_sorted_sink_writes_every_row_sorted_and_leaves_no_parts(tmp_path, in_memory_bytes):
     tables = _tables()
     got = _write(tables, tmp_path / "out.parquet", in_memory_bytes)
@@ -63,13 +63,13 @@ def test_sorted_sink_writes_every_row_sorted_and_leaves_no_parts(tmp_path, in_me
     assert os.listdir(tmp_path) == ["out.parquet"]
 
 
-def test_in_memory_and_external_sorts_write_the_same_rows(tmp_path):
+def test_in_memory_sort_and_merged_runs_write_the_same_rows(tmp_path):
     a = _write(_tables(), tmp_path / "a.parquet", sinks.MERGE_IN_MEMORY)
     b = _write(_tables(), tmp_path / "b.parquet", 0)
     assert _bits(a) == _bits(b)
 
 
-@pytest.mark.parametrize("in_memory_bytes", [sinks.MERGE_IN_MEMORY, 0], ids=["arrow", "duckdb"])
+@pytest.mark.parametrize("in_memory_bytes", [sinks.MERGE_IN_MEMORY, 0], ids=["arrow", "merged"])
 def test_an_empty_collection_writes_an_empty_file_with_the_schema(tmp_path, in_memory_bytes):
     got = _write([], tmp_path / "empty.parquet", in_memory_bytes)
     assert got.num_rows == 0 and got.schema.equals(SCHEMA)
@@ -97,7 +97,7 @@ def test_a_compacted_slice_pickles_as_its_own_rows():
     assert compact(big.slice(0, 0)).num_rows == 0
 
 
-@pytest.mark.parametrize("in_memory_bytes", [sinks.MERGE_IN_MEMORY, 0], ids=["arrow", "duckdb"])
+@pytest.mark.parametrize("in_memory_bytes", [sinks.MERGE_IN_MEMORY, 0], ids=["arrow", "merged"])
 def test_a_remote_path_keeps_parts_and_file_on_the_shared_file_system(tmp_path, monkeypatch,
                                                                       in_memory_bytes):
     shared, cwd = tmp_path / "shared", tmp_path / "cwd"
@@ -113,3 +113,45 @@ def test_a_remote_path_keeps_parts_and_file_on_the_shared_file_system(tmp_path, 
     assert _bits(pq.read_table(shared / "bucket" / "run" / "scores.parquet")) == _bits(local)
     assert os.listdir(shared / "bucket" / "run") == ["scores.parquet"]   # parts removed
     assert os.listdir(cwd) == []            # nothing landed on the driver's disk
+
+
+def test_the_merge_of_sorted_runs_equals_one_sort_in_small_memory(tmp_path, monkeypatch):
+    """Many rounds of a few rows a part: ties across parts (in the parts' name order, as a stable
+    sort of them in that order gives), null keys last, a part longer than the whole budget with
+    one key, an empty part."""
+    monkeypatch.setattr(sorted_runs, "PART_BATCH_ROWS", 7)
+    schema = pa.schema([("segment", pa.string()), ("n", pa.int64()), ("v", pa.float64())])
+    rng = np.random.default_rng(5)
+    tables = []
+    for part in range(9):
+        k = int(rng.integers(0, 120))
+        segs = rng.choice(["a", "b", "c", None], size=k, p=[0.3, 0.3, 0.3, 0.1]).tolist()
+        tables.append(pa.table({"segment": segs, "n": rng.integers(0, 20, k),
+                                "v": rng.normal(size=k)}, schema=schema))
+    tables.append(pa.table({"segment": ["b"] * 300, "n": [4] * 300,
+                            "v": np.arange(300.0)}, schema=schema))
+    tables.append(schema.empty_table())
+    keys = ["segment", "n"]
+    parts = sorted(sinks.write_part(t, str(tmp_path), schema, keys) for t in tables)
+    n = sorted_runs.merge_sorted_runs(parts, str(tmp_path / "out.parquet"), schema, keys,
+                                      row_group_rows=50, budget_rows=40)
+    got = pq.read_table(tmp_path / "out.parquet")
+    in_name_order = pa.concat_tables([pa.ipc.open_file(p).read_all() for p in parts])
+    expected = in_name_order.sort_by([(k, "ascending") for k in keys])
+    assert n == got.num_rows == sum(t.num_rows for t in tables)
+    assert got.equals(expected)
+    assert got.column("segment").null_count > 0 and got.column("segment")[-1].as_py() is None
+    assert pq.ParquetFile(tmp_path / "out.parquet").metadata.num_row_groups > 5
+
+
+def test_a_part_is_written_as_a_sorted_run_of_small_batches(tmp_path, monkeypatch):
+    monkeypatch.setattr(sorted_runs, "PART_BATCH_ROWS", 16)
+    table = _tables()[0]
+    reader = pa.ipc.open_file(sinks.write_part(table, str(tmp_path), SCHEMA,
+                                               ["enterprise_id", "feature"]))
+    assert reader.num_record_batches == -(-table.num_rows // 16)
+    run = reader.read_all()
+    assert sorted_runs.sort_indices(run, ["enterprise_id", "feature"]) is None
+    assert sorted_runs.sort_indices(table, ["enterprise_id", "feature"]) is not None
+    assert _bits(run) == _bits(table.sort_by([("enterprise_id", "ascending"),
+                                              ("feature", "ascending")]))

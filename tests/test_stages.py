@@ -145,7 +145,8 @@ def test_score_firms_routes_scores_and_dead_letters(night):
     with TestPipeline() as p:
         firms = (p | beam.Create(parts).with_output_types(pa.Table)
                  | stages.ScoreFirms(KnownFunctionHandler(), night["roles"], s))
-        assert_that(firms.scores, tables_equal(expected, ["enterprise_id"]), label="Scores")
+        assert_that(firms.scores | "AllScores" >> beam.Flatten(),
+                    tables_equal(expected, ["enterprise_id"]), label="Scores")
         assert_that(firms.attributions, tables_equal(expected_points, ["enterprise_id", "feature"]),
                     label="Attributions")
         assert_that(firms.shadow_scores, tables_equal(challenger, ["enterprise_id"]),

@@ -7,6 +7,7 @@ Firms are sharded by their controller, so related parties meet in one shard.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 import apache_beam as beam
 import numpy as np
@@ -14,35 +15,32 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import arrow_coder  # (importing it registers the pa.Table coder)
-from transforms import book_relative, featurize, feeds, progress, shard_files, validate
+from transforms import book_relative, featurize, feeds, shard_files, validate
+from transforms.process_pool import InWorkerProcesses, Work, workers_for
 
 REJECTED = "rejected"
-NAMESPACE = "smescore"
+LAST_REPORT_MONTH = "last_report_month"
 
 
-def _counter(name: str):
-    return beam.metrics.Metrics.counter(NAMESPACE, name)
-
-
-class ValidateBatch(beam.DoFn):
-    """Typed rows out on the main output, rejected records (with reasons) on REJECTED."""
-
-    def __init__(self, feed: str):
-        self.feed = feed
-        self.rows_in = _counter(f"rows_in[{feed}]")
-        self.rows_rejected = _counter(f"rows_rejected[{feed}]")
-
-    def process(self, table: pa.Table):
-        good, rejects = validate.validate_table(self.feed, table)
-        self.rows_in.inc(table.num_rows)
-        self.rows_rejected.inc(len(rejects))
-        progress.advance(f"rows read[{self.feed}]", table.num_rows)
-        if rejects:
-            progress.advance("rows rejected", len(rejects))
-        for r in rejects:
-            yield beam.pvalue.TaggedOutput(REJECTED, r)
-        if good.num_rows:
-            yield good
+def validate_batch(table: pa.Table, feed: str, park_folder: str | None = None,
+                   last_report_month: bool = False) -> Work:
+    """A feed batch -> its typed rows on the main output (parked in `park_folder`, as a file
+    name, when given), its rejected records (with reasons) on REJECTED and, if asked, the
+    batch's last loans report month on LAST_REPORT_MONTH. Runs in a worker process."""
+    work = Work()
+    good, rejects = validate.validate_table(feed, table)
+    work.count(f"rows_in[{feed}]", table.num_rows, f"rows read[{feed}]")
+    work.count(f"rows_rejected[{feed}]", len(rejects), "rows rejected")
+    for r in rejects:
+        work.emit(r, REJECTED)
+    if good.num_rows:
+        if last_report_month:
+            work.emit(pc.max(good.column("report_month")).as_py(), LAST_REPORT_MONTH)
+        # Batches wait for the firm index as file names, not rows (shard_files.park); the
+        # firms are compacted, since a slice pickles its whole row group (arrow_coder.compact).
+        work.emit(shard_files.park(good, park_folder, feed) if park_folder
+                  else arrow_coder.compact(good))
+    return work
 
 
 def build_firm_index(tables: list[pa.Table], n_shards: int) -> dict:
@@ -57,38 +55,47 @@ def build_firm_index(tables: list[pa.Table], n_shards: int) -> dict:
             "ids": table.column("enterprise_id").combine_chunks(), "shards": shard}
 
 
-class KeyByShard(beam.DoFn):
+def park_firm_shards(index: dict, folder: str) -> str:
+    """Each firm's shard, parked as a file: what every key_by_shard worker reads once."""
+    table = pa.table({"enterprise_id": index["ids"], "shard": pa.array(index["shards"])})
+    return shard_files.park(table, folder, "firm_shards")
+
+
+@functools.lru_cache(maxsize=2)
+def _firm_shards(path: str) -> tuple[pa.Array, np.ndarray]:
+    table = shard_files.read(path)
+    return (table.column("enterprise_id").combine_chunks(),
+            table.column("shard").to_numpy())
+
+
+def key_by_shard(parked: str, feed: str, folder: str, firm_shards: str) -> Work:
     """A parked feed batch (its file name) -> (shard, (feed, file holding the rows of that
     shard)); records of firms not in the portfolio are rejected. The rows go to a file and only
-    its name into the shuffle (see shard_files)."""
-
-    def __init__(self, feed: str, folder: str):
-        self.feed = feed
-        self.folder = folder
-        self.unknown = _counter(f"rows_rejected[{feed}]")
-
-    def process(self, parked: str, index: dict):
-        table = shard_files.read(parked)
-        firm = pc.index_in(table.column("enterprise_id"), value_set=index["ids"])
-        unknown = firm.is_null().to_numpy(zero_copy_only=False)
-        shard = np.full(table.num_rows, -1, np.int64)
-        shard[~unknown] = index["shards"][pc.drop_null(firm).to_numpy()]
-        if unknown.any():
-            self.unknown.inc(int(unknown.sum()))
-            rows = table.filter(pa.array(unknown)).to_pandas(date_as_object=True)
-            for r in validate.rejected(self.feed, rows, "unknown enterprise_id"):
-                yield beam.pvalue.TaggedOutput(REJECTED, r)
-        if unknown.all():
-            return
-        # One take in shard order (stable), then a zero-copy slice per shard.
-        order = np.argsort(shard, kind="stable")
-        shard, grouped = shard[order], table.take(pa.array(order))
-        starts = np.flatnonzero(np.r_[True, shard[1:] != shard[:-1]])
-        for start, end in zip(starts, np.r_[starts[1:], len(shard)]):
-            if shard[start] >= 0:
-                rows = grouped.slice(start, end - start)
-                yield int(shard[start]), (self.feed, shard_files.write(
-                    self.folder, self.feed, int(shard[start]), rows))
+    its name into the shuffle (see shard_files). Runs in a worker process."""
+    work = Work()
+    ids, shards = _firm_shards(firm_shards)
+    table = shard_files.read(parked)
+    firm = pc.index_in(table.column("enterprise_id"), value_set=ids)
+    unknown = firm.is_null().to_numpy(zero_copy_only=False)
+    shard = np.full(table.num_rows, -1, np.int64)
+    shard[~unknown] = shards[pc.drop_null(firm).to_numpy()]
+    if unknown.any():
+        work.count(f"rows_rejected[{feed}]", int(unknown.sum()))
+        rows = table.filter(pa.array(unknown)).to_pandas(date_as_object=True)
+        for r in validate.rejected(feed, rows, "unknown enterprise_id"):
+            work.emit(r, REJECTED)
+    if unknown.all():
+        return work
+    # One take in shard order (stable), then a zero-copy slice per shard.
+    order = np.argsort(shard, kind="stable")
+    shard, grouped = shard[order], table.take(pa.array(order))
+    starts = np.flatnonzero(np.r_[True, shard[1:] != shard[:-1]])
+    for start, end in zip(starts, np.r_[starts[1:], len(shard)]):
+        if shard[start] >= 0:
+            rows = grouped.slice(start, end - start)
+            work.emit((int(shard[start]), (feed, shard_files.write(
+                folder, feed, int(shard[start]), rows))))
+    return work
 
 
 def enterprises_by_shard(index: dict, folder: str):
@@ -100,32 +107,22 @@ def enterprises_by_shard(index: dict, folder: str):
         yield int(s), ("enterprises", shard_files.write(folder, "enterprises", int(s), rows))
 
 
-class FeaturizeShard(beam.DoFn):
+def featurize_shard(element, as_of_dates: tuple, outcome_end=None) -> Work:
     """All records of one shard -> one feature table per as-of date (transforms/featurize.py);
-    duplicates rejected there, where every record of a key is finally in one place."""
-
-    def __init__(self, as_of_dates: tuple[dt.date, ...]):
-        self.as_of_dates = tuple(as_of_dates)
-        self.firms = _counter("firms_featurized")
-
-    def process(self, element, outcome_end=None):
-        _, parts = element
-        tables = {}
-        for feed, path in parts:   # every feed's rows arrive as file names (shard_files)
-            tables.setdefault(feed, []).append(shard_files.read(path))
-        features, rejects = featurize.featurize(
-            {feed: pa.concat_tables(ts) for feed, ts in tables.items()}, self.as_of_dates,
-            outcome_end)
-        for r in rejects:
-            yield beam.pvalue.TaggedOutput(REJECTED, r)
-        for table in features:
-            self.firms.inc(table.num_rows)
-            yield table
-
-
-def _max_report_month(table: pa.Table):
-    col = table.column("report_month")
-    return pc.max(col).as_py() if table.num_rows else None
+    duplicates rejected there, where every record of a key is finally in one place. Runs in a
+    worker process."""
+    _, parts = element
+    work, tables = Work(), {}
+    for feed, path in parts:   # every feed's rows arrive as file names (shard_files)
+        tables.setdefault(feed, []).append(shard_files.read(path))
+    features, rejects = featurize.featurize(
+        {feed: pa.concat_tables(ts) for feed, ts in tables.items()}, as_of_dates, outcome_end)
+    for r in rejects:
+        work.emit(r, REJECTED)
+    for table in features:
+        work.count("firms_featurized", table.num_rows)
+        work.emit(table)
+    return work
 
 
 class ComputeFeatures(beam.PTransform):
@@ -144,38 +141,45 @@ class ComputeFeatures(beam.PTransform):
         self.shuffle_folder = shuffle_folder   # default: a fresh one (shard_files.folder_for)
 
     def expand(self, feed_tables):
-        folder = self.shuffle_folder or shard_files.folder_for(
-            next(iter(feed_tables.values())).pipeline)
-        valid, rejects = {}, []
+        pipeline = next(iter(feed_tables.values())).pipeline
+        folder = self.shuffle_folder or shard_files.folder_for(pipeline)
+        workers = workers_for(pipeline)
+        valid, rejects, report_months = {}, [], None
         for feed in feeds.FEEDS:
-            res = feed_tables[feed] | f"Validate[{feed}]" >> beam.ParDo(ValidateBatch(feed)) \
-                .with_output_types(pa.Table).with_outputs(REJECTED, main="valid")
+            labels_from = self.with_labels and feed == "loans"
+            res = feed_tables[feed] | f"Validate[{feed}]" >> beam.ParDo(InWorkerProcesses(
+                validate_batch, feed, None if feed == "enterprises" else folder, labels_from,
+                workers=workers)).with_output_types(
+                pa.Table if feed == "enterprises" else str).with_outputs(
+                REJECTED, LAST_REPORT_MONTH, main="valid")
             valid[feed] = res.valid
             rejects.append(res[REJECTED])
+            if labels_from:
+                report_months = res[LAST_REPORT_MONTH]
         index = (valid["enterprises"]
-                 | "CompactFirms" >> beam.Map(arrow_coder.compact).with_output_types(pa.Table)
                  | "CollectFirms" >> beam.combiners.ToList()
                  | "IndexFirms" >> beam.Map(build_firm_index, self.n_shards))
         rejects.append(index | "DuplicateFirms" >> beam.FlatMap(lambda i: i["rejects"]))
+        firm_shards = beam.pvalue.AsSingleton(
+            index | "ParkFirmShards" >> beam.Map(park_firm_shards, folder))
         keyed = [index | "FirmsByShard" >> beam.FlatMap(enterprises_by_shard, folder)]
         for feed in feeds.FEEDS:
             if feed == "enterprises":
                 continue
-            # Batches wait for the firm index as file names, not rows (shard_files.park).
-            parked = valid[feed] | f"Park[{feed}]" >> beam.Map(shard_files.park, folder, feed)
-            res = parked | f"KeyByShard[{feed}]" >> beam.ParDo(
-                KeyByShard(feed, folder), beam.pvalue.AsSingleton(index)).with_outputs(
-                REJECTED, main="keyed")
+            res = valid[feed] | f"KeyByShard[{feed}]" >> beam.ParDo(
+                InWorkerProcesses(key_by_shard, feed, folder, workers=workers),
+                firm_shards).with_outputs(REJECTED, main="keyed")
             keyed.append(res.keyed)
             rejects.append(res[REJECTED])
         outcome_end = None
         if self.with_labels:
             outcome_end = beam.pvalue.AsSingleton(
-                valid["loans"] | "LastReportMonth" >> beam.Map(_max_report_month)
-                | "Latest" >> beam.CombineGlobally(
+                report_months | "Latest" >> beam.CombineGlobally(
                     lambda ms: max((m for m in ms if m is not None), default=None)))
         feats = (keyed | "AllFeeds" >> beam.Flatten() | "GroupByShard" >> beam.GroupByKey()
-                 | "Featurize" >> beam.ParDo(FeaturizeShard(self.as_of_dates), outcome_end)
+                 | "Featurize" >> beam.ParDo(
+                     InWorkerProcesses(featurize_shard, self.as_of_dates, workers=workers),
+                     *([outcome_end] if outcome_end else []))
                  .with_output_types(pa.Table).with_outputs(REJECTED, main="features"))
         rejects.append(feats[REJECTED])
         # Every shard featurized: its files are no longer needed.

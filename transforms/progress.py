@@ -7,6 +7,7 @@ a terminal as one live line).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -15,9 +16,26 @@ _lock = threading.Lock()
 _counts: dict[str, int] = {}
 _last = [0.0]
 EVERY_S = 5.0
+_captured: list[dict] = []
+
+
+@contextlib.contextmanager
+def captured():
+    """Counts advanced inside are collected into the yielded dict instead of logged: a pool
+    worker (transforms/process_pool.py) sends them back to the runner's process, which logs."""
+    counts: dict[str, int] = {}
+    _captured.append(counts)
+    try:
+        yield counts
+    finally:
+        _captured.pop()
 
 
 def advance(stage: str, n: int) -> None:
+    if _captured:
+        counts = _captured[-1]
+        counts[stage] = counts.get(stage, 0) + int(n)
+        return
     with _lock:
         _counts[stage] = _counts.get(stage, 0) + int(n)
         now = time.monotonic()
