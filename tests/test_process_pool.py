@@ -125,6 +125,9 @@ def test_workers_default_to_one_a_core_on_direct_runner_and_none_elsewhere(monke
     pipeline = beam.Pipeline()
     pipeline.runner = DataflowRunner()
     assert process_pool.workers_for(pipeline) == 1
+    # A job started inside a worker (an unguarded script, imported by the spawn) runs in place.
+    monkeypatch.setattr(process_pool.multiprocessing, "parent_process", lambda: object())
+    assert process_pool.workers_for(beam.Pipeline()) == 1
 
 
 def test_the_shared_pool_stops_its_workers_once_idle(monkeypatch):

@@ -56,7 +56,13 @@ class Work:
 
 def workers_for(pipeline) -> int:
     """Worker processes for the pooled stages of `pipeline`: $SMESCORE_WORKER_PROCESSES if set,
-    else one a core on a local runner; 1 (in place) on a distributed runner."""
+    else one a core on a local runner; 1 (in place) on a distributed runner, and inside a worker.
+
+    Spawned workers import the main module (under `__mp_main__`): a script that runs a job needs
+    the usual `if __name__ == "__main__":` guard, or SMESCORE_WORKER_PROCESSES=1. Were a worker
+    to start a job anyway, it runs in place rather than start pools of its own."""
+    if multiprocessing.parent_process() is not None:
+        return 1
     if os.environ.get(ENV):
         return max(1, int(os.environ[ENV]))
     if type(pipeline.runner).__name__ not in _LOCAL_RUNNERS:
