@@ -56,21 +56,25 @@ def scoring_as(scoring: score_rows.Scoring, version: str) -> score_rows.Scoring:
     return dataclasses.replace(scoring, model_version=version)
 
 
-def split_official_and_shadow(outputs: dict, roles: Roles, scoring: score_rows.Scoring) -> Work:
+def split_official_and_shadow(outputs: dict, roles: Roles, scoring: score_rows.Scoring,
+                              attribution_order: tuple[str, ...] = ()) -> Work:
     """{version: inference output} of one feature table -> official (scores, attributions) as the
-    main output; shadow scores, dead letters of a failed challenger and (champion, challenger)
-    score pairs as tagged outputs. Runs in a worker process (transforms/process_pool.py)."""
+    main output, the attribution rows sorted on `attribution_order` (the sink's order: sorted
+    here, in a worker process, the sink finds a sorted run); shadow scores, dead letters of a
+    failed challenger and (champion, challenger) score pairs as tagged outputs. Runs in a worker
+    process (transforms/process_pool.py)."""
     work = Work()
     champ = outputs[roles.champion]
     canary = roles.canary
     ids = champ.column("enterprise_id").to_pylist()
     mask = (canary_mask(ids, roles.canary_share) if isinstance(outputs.get(canary), pa.Table)
             else np.zeros(len(ids), bool))
-    work.emit(_sorted_attributions(score_rows.model_rows(champ.filter(pa.array(~mask)),
-                                                         scoring_as(scoring, roles.champion))))
+    work.emit(_sorted_attributions(score_rows.model_rows(
+        champ.filter(pa.array(~mask)), scoring_as(scoring, roles.champion)), attribution_order))
     if mask.any():
         work.emit(_sorted_attributions(score_rows.model_rows(
-            outputs[canary].filter(pa.array(mask)), scoring_as(scoring, canary), "canary")))
+            outputs[canary].filter(pa.array(mask)), scoring_as(scoring, canary), "canary"),
+            attribution_order))
         work.emit(score_rows.model_rows(champ.filter(pa.array(mask)),
                                         scoring_as(scoring, roles.champion), "champion",
                                         with_attributions=False)[0], SHADOW)
@@ -87,12 +91,12 @@ def split_official_and_shadow(outputs: dict, roles: Roles, scoring: score_rows.S
     return work
 
 
-def _sorted_attributions(official: tuple[pa.Table, pa.Table]) -> tuple[pa.Table, pa.Table]:
-    """The attribution rows in the order the sink stages them (stages.SORT_KEYS): sorted here,
-    in a worker process, the sink finds a sorted run and has nothing left to sort."""
+def _sorted_attributions(official: tuple[pa.Table, pa.Table],
+                         order: tuple[str, ...]) -> tuple[pa.Table, pa.Table]:
     scores, attributions = official
-    return scores, attributions.sort_by([("enterprise_id", "ascending"),
-                                         ("feature", "ascending")])
+    if order:
+        attributions = attributions.sort_by([(k, "ascending") for k in order])
+    return scores, attributions
 
 
 def _pairs(s: score_rows.Scoring, champ: pa.Table, chall: pa.Table) -> dict:

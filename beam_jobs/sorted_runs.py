@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import bisect
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 PART_BATCH_ROWS = 2048        # record batches of a part file: the unit a part is read in
@@ -25,9 +27,8 @@ BUDGET_ROWS = 1 << 20         # rows buffered over all parts (the merge's memory
 
 def sort_indices(table: pa.Table, sort_keys: list[str]):
     """The sort order of `table` on sort_keys, or None when the table already is in that order."""
-    order = pa.compute.sort_indices(table, [(k, "ascending") for k in sort_keys])
-    n = table.num_rows
-    if n == 0 or pa.compute.all(pa.compute.equal(order, pa.array(range(n), order.type))).as_py():
+    order = pc.sort_indices(table, [(k, "ascending") for k in sort_keys])
+    if np.array_equal(order.to_numpy(), np.arange(table.num_rows)):
         return None
     return order
 

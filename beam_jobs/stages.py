@@ -91,7 +91,8 @@ class ScoreFirms(beam.PTransform):
         # Score rows and reasons in worker processes; (scores, attributions) tables go through
         # the Arrow coder, not pickling.
         split = inferred | "ScoreAndExplain" >> beam.ParDo(InWorkerProcesses(
-            cc.split_official_and_shadow, self.roles, s, workers=workers_for(features.pipeline))
+            cc.split_official_and_shadow, self.roles, s, tuple(SORT_KEYS["attributions"]),
+            workers=workers_for(features.pipeline))
         ).with_output_types(tuple[pa.Table, pa.Table]).with_outputs(
             cc.SHADOW, cc.SHADOW_FAILED, cc.PAIRS, main=cc.OFFICIAL)
         official = split[cc.OFFICIAL]
