@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from smescore import config, tables
 from smescore.errors import BadInput, GateBreached
 from transforms import feeds as feed_contract
+from transforms import row_groups
 
 GATES = ("as_of_coverage", "feed_freshness", "row_count_band", "rejected_share", "score_psi",
          "out_of_range")
@@ -129,9 +130,11 @@ class FeedCoverageFn(beam.CombineFn):
     def create_accumulator(self):
         return 0, None
 
-    def add_input(self, acc, table):
-        return self.merge_accumulators([acc, (table.num_rows,
-                                              latest_known(table, self.feed, self.as_of))])
+    def add_input(self, acc, batch):
+        # A named row group: its date column alone is read here (transforms/row_groups.py)
+        dates = row_groups.read(batch, [feed_contract.FEEDS[self.feed].date_column])
+        return self.merge_accumulators([acc, (batch.num_rows,
+                                              latest_known(dates, self.feed, self.as_of))])
 
     def merge_accumulators(self, accs):
         accs = list(accs)

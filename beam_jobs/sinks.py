@@ -96,7 +96,7 @@ def write_part(table: pa.Table, folder: str, schema: pa.Schema, sort_keys: list[
     if order is not None:
         table = table.take(order)
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, schema) as writer:
+    with pa.ipc.new_file(sink, schema, options=sorted_runs.PART_IPC) as writer:
         writer.write_table(table.cast(schema), max_chunksize=sorted_runs.PART_BATCH_ROWS)
     data = sink.getvalue()
     path = FileSystems.join(folder, f"part-{hashlib.sha256(data).hexdigest()[:32]}.arrow")

@@ -24,7 +24,8 @@ from smescore import bigquery as bqlib
 from smescore import sqlfiles, sqlgen
 from smescore import tables as contract
 from smescore.errors import BadInput
-from transforms import arrow_coder, feeds  # noqa: F401  (arrow_coder: the pa.Table coder)
+from transforms import arrow_coder  # noqa: F401  (the pa.Table coder)
+from transforms import feeds, row_groups
 
 ROWS_PER_BATCH = 50_000      # rows per Arrow table read from BigQuery
 
@@ -97,8 +98,9 @@ class LocalFilesSource:
         for feed in feeds.FEEDS:
             parts = []
             if self._files(feed, "parquet"):
-                parts.append(pipeline | f"ReadParquet[{feed}]" >> beam.io.ReadFromParquetBatched(
-                    os.path.join(self.feeds_dir, feed, "*.parquet")).with_output_types(pa.Table))
+                # Row groups named here, read by the steps that use them (transforms/row_groups.py)
+                parts.append(pipeline | f"ListRowGroups[{feed}]" >> beam.Create(
+                    row_groups.of_files(self._files(feed, "parquet"))))
             if self._files(feed, "csv"):
                 parts.append(pipeline | f"ListCsv[{feed}]" >> beam.Create(self._files(feed, "csv"))
                              | f"ReadCsv[{feed}]" >> beam.Map(_read_csv_as_strings))

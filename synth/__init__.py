@@ -8,3 +8,6 @@ tables    Arrow tables for the small feeds
 invoices  the big feed, month by month
 oracle    the oracle AUC and default rate of the ground truth
 """
+
+# Before anything here loads pyarrow: Arrow allocator settings (smescore/__init__.py).
+import smescore  # noqa: F401

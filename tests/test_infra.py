@@ -80,6 +80,13 @@ def test_worker_image_installs_the_lock_then_checks_it():
     assert entry == "beam_jobs/score_portfolio.py" and os.path.exists(os.path.join(ROOT, entry))
 
 
+def test_worker_image_turns_off_arrows_huge_pages_before_the_harness_loads_pyarrow():
+    # The SDK harness imports Beam, and so pyarrow, before any smescore module could set it
+    # (smescore/__init__.py says why it matters).
+    env = " ".join(args for op, args in _dockerfile() if op == "ENV").split()
+    assert "MIMALLOC_ALLOW_THP=0" in env
+
+
 def test_build_context_lets_through_exactly_what_the_image_copies():
     ignore = [l.strip() for l in _read("infra", "Dockerfile.dockerignore").splitlines()
               if l.strip() and not l.startswith("#")]

@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("smescore", "beam_jobs", "transforms", "models", "synth", "bench", "service")
@@ -139,3 +141,34 @@ def test_production_modules_import_project_modules_at_their_top():
                 if name.endswith(".py") and path != os.path.join(ROOT, "smescore", "cli.py"):
                     deferred += _deferred_project_imports(path)
     assert deferred == []
+
+
+def _arrow_allocator_options(code: str, **env) -> str:
+    """mimalloc's own report of its options in a fresh interpreter that runs `code`."""
+    clean = {k: v for k, v in os.environ.items() if k != "MIMALLOC_ALLOW_THP"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={**clean, "MIMALLOC_VERBOSE": "1", **env}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("module", ["beam_jobs.score_portfolio", "transforms.beam_features",
+                                    "models.signature", "service.app", "synth.generate",
+                                    "bench.nightly_scale"])
+def test_every_package_turns_off_arrows_huge_pages_before_pyarrow_loads(module):
+    # Each package's first import is smescore's, which sets MIMALLOC_ALLOW_THP=0 before its own
+    # modules load pyarrow (and mimalloc reads it, once); with huge pages, a sort of 8.3M rows
+    # spent 10 s in the kernel.
+    report = _arrow_allocator_options(
+        f"import {module}, pyarrow as pa; pa.allocate_buffer(1 << 20)")
+    assert "option 'allow_thp': 0" in report
+    assert "option 'allow_thp': 1" not in report
+
+
+def test_pyarrow_alone_and_an_operators_setting_keep_their_huge_pages():
+    # The check above can fail: without smescore first, mimalloc's default (on) stands, and an
+    # operator's explicit setting wins over smescore's.
+    plain = "import pyarrow as pa; pa.allocate_buffer(1 << 20)"
+    assert "option 'allow_thp': 1" in _arrow_allocator_options(plain)
+    assert "option 'allow_thp': 1" in _arrow_allocator_options(
+        "import beam_jobs.score_portfolio; " + plain, MIMALLOC_ALLOW_THP="1")

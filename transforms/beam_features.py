@@ -15,19 +15,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import arrow_coder  # (importing it registers the pa.Table coder)
-from transforms import book_relative, featurize, feeds, shard_files, validate
+from transforms import book_relative, featurize, feeds, row_groups, shard_files, validate
 from transforms.process_pool import InWorkerProcesses, Work, workers_for
 
 REJECTED = "rejected"
 LAST_REPORT_MONTH = "last_report_month"
 
 
-def validate_batch(table: pa.Table, feed: str, park_folder: str | None = None,
+def validate_batch(batch, feed: str, park_folder: str | None = None,
                    last_report_month: bool = False) -> Work:
-    """A feed batch -> its typed rows on the main output (parked in `park_folder`, as a file
-    name, when given), its rejected records (with reasons) on REJECTED and, if asked, the
-    batch's last loans report month on LAST_REPORT_MONTH. Runs in a worker process."""
+    """A feed batch (a table, or a Parquet row group it reads: transforms/row_groups.py) -> its
+    typed rows on the main output (parked in `park_folder`, as a file name, when given), its
+    rejected records (with reasons) on REJECTED and, if asked, the batch's last loans report
+    month on LAST_REPORT_MONTH. Runs in a worker process."""
     work = Work()
+    table = row_groups.read(batch)
     good, rejects = validate.validate_table(feed, table)
     work.count(f"rows_in[{feed}]", table.num_rows, f"rows read[{feed}]")
     work.count(f"rows_rejected[{feed}]", len(rejects), "rows rejected")
