@@ -20,7 +20,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from beam_jobs import drift
+from beam_jobs import drift, sinks
 from models import baseline, score_rows
 from smescore import tables
 from transforms import arrow_coder  # noqa: F401  (the pa.Table coder of score_rows' outputs)
@@ -57,24 +57,27 @@ def scoring_as(scoring: score_rows.Scoring, version: str) -> score_rows.Scoring:
 
 
 def split_official_and_shadow(outputs: dict, roles: Roles, scoring: score_rows.Scoring,
-                              attribution_order: tuple[str, ...] = ()) -> Work:
-    """{version: inference output} of one feature table -> official (scores, attributions) as the
-    main output, the attribution rows sorted on `attribution_order` (the sink's order: sorted
-    here, in a worker process, the sink finds a sorted run); shadow scores, dead letters of a
-    failed challenger and (champion, challenger) score pairs as tagged outputs. Runs in a worker
-    process (transforms/process_pool.py)."""
+                              attribution_parts: sinks.PartWriter) -> Work:
+    """{version: inference output} of one feature table -> official (scores table, the file name
+    of its attribution rows) as the main output: the attributions, 100 rows a firm, are written
+    here as a part file of the staged table (sinks.PartWriter), so that they never travel back to
+    the runner's process. Shadow scores, dead letters of a failed challenger and (champion,
+    challenger) score pairs as tagged outputs. Runs in a worker process
+    (transforms/process_pool.py)."""
     work = Work()
     champ = outputs[roles.champion]
     canary = roles.canary
     ids = champ.column("enterprise_id").to_pylist()
     mask = (canary_mask(ids, roles.canary_share) if isinstance(outputs.get(canary), pa.Table)
             else np.zeros(len(ids), bool))
-    work.emit(_sorted_attributions(score_rows.model_rows(
-        champ.filter(pa.array(~mask)), scoring_as(scoring, roles.champion)), attribution_order))
+    official = [score_rows.model_rows(champ.filter(pa.array(~mask)),
+                                      scoring_as(scoring, roles.champion))]
     if mask.any():
-        work.emit(_sorted_attributions(score_rows.model_rows(
-            outputs[canary].filter(pa.array(mask)), scoring_as(scoring, canary), "canary"),
-            attribution_order))
+        official.append(score_rows.model_rows(outputs[canary].filter(pa.array(mask)),
+                                              scoring_as(scoring, canary), "canary"))
+    for scores, attributions in official:
+        work.emit((scores, attribution_parts.write(attributions)))
+    if mask.any():
         work.emit(score_rows.model_rows(champ.filter(pa.array(mask)),
                                         scoring_as(scoring, roles.champion), "champion",
                                         with_attributions=False)[0], SHADOW)
@@ -89,14 +92,6 @@ def split_official_and_shadow(outputs: dict, roles: Roles, scoring: score_rows.S
                                         with_attributions=False)[0], SHADOW)
         work.emit((version, _pairs(scoring, champ, out)), PAIRS)
     return work
-
-
-def _sorted_attributions(official: tuple[pa.Table, pa.Table],
-                         order: tuple[str, ...]) -> tuple[pa.Table, pa.Table]:
-    scores, attributions = official
-    if order:
-        attributions = attributions.sort_by([(k, "ascending") for k in order])
-    return scores, attributions
 
 
 def _pairs(s: score_rows.Scoring, champ: pa.Table, chall: pa.Table) -> dict:

@@ -44,7 +44,7 @@ def build_pipeline(p, cfg: ScoreConfig, source, run_ctx: publish.RunContext, sta
     loader = (risk_sinks.open_risk_tables(cfg).loader(cfg.as_of, scoring.run_id, versions)
               if cfg.sink == "bigquery" else None)
     staged = {"scores": night.scores, "scores_shadow": night.shadow_scores,
-              "attributions": night.attributions, "drift": night.drift,
+              "attributions": night.attribution_parts, "drift": night.drift,
               "challenger_comparison": night.comparison,
               "rejected": (rejected, night.rejected) | "AllRejected" >> beam.Flatten(),
               "rows_in": counts | "AllCounts" >> beam.Flatten(),

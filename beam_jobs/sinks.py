@@ -11,6 +11,7 @@ in the same order.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import hashlib
 import os
 import posixpath
@@ -25,10 +26,10 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs import sorted_runs
-from smescore.files import as_created, download, is_remote, remove_tree, upload
+from smescore.files import as_created, download, is_remote, remove_files, remove_tree, upload
 from transforms import arrow_coder  # noqa: F401  (the pa.Table coder)
 
-MERGE_IN_MEMORY = 128 << 20  # parts up to this many bytes are sorted in memory (Arrow)
+MERGE_IN_MEMORY = 128 << 20  # part files (lz4) up to this many bytes are sorted in memory (Arrow)
 MERGE_BATCH_ROWS = 1 << 20  # rows per Parquet row group of the merged file (pyarrow's default)
 
 REJECTED_SCHEMA = pa.schema([("feed", pa.string()), ("record_json", pa.string()),
@@ -105,12 +106,30 @@ def write_part(table: pa.Table, folder: str, schema: pa.Schema, sort_keys: list[
     return path
 
 
+@dataclasses.dataclass(frozen=True)
+class PartWriter:
+    """Writes parts of one staged table where its rows are made (a worker process: write_part
+    into `folder`) and hands on their file names; WriteSortedParquet merges those with its own."""
+    folder: str
+    schema: pa.Schema
+    sort_keys: tuple[str, ...]
+
+    def write(self, table: pa.Table) -> str:
+        return write_part(table, self.folder, self.schema, list(self.sort_keys))
+
+
+def _as_part(element, folder: str, schema: pa.Schema, sort_keys: list[str]) -> str:
+    """A table written as a part, or the file name of a part a PartWriter wrote."""
+    return element if isinstance(element, str) else write_part(element, folder, schema, sort_keys)
+
+
 def merge_parts(parts: list[str], path: str, schema: pa.Schema, sort_keys: list[str],
                 folder: str, in_memory_bytes: int = MERGE_IN_MEMORY) -> int:
     """The parts (a name twice is read twice), sorted on sort_keys, into one Parquet file at
-    `path`; removes the parts. Remote parts are first copied to a local folder."""
+    `path`; removes the parts (`folder`, and those a PartWriter wrote elsewhere). Remote parts are
+    first copied to a local folder."""
     try:
-        if not is_remote(folder):
+        if not is_remote(folder) and not any(is_remote(p) for p in parts):
             written = []
             publish_file(lambda tmp: written.append(
                 sort_parts(parts, tmp, schema, sort_keys, in_memory_bytes)), path)
@@ -124,6 +143,7 @@ def merge_parts(parts: list[str], path: str, schema: pa.Schema, sort_keys: list[
             return written[0]
     finally:
         remove_tree(folder)
+        remove_files([p for p in parts if not p.startswith(folder.rstrip("/") + "/")])
 
 
 def sort_parts(parts: list[str], out: str, schema: pa.Schema, sort_keys: list[str],
@@ -152,13 +172,14 @@ def WriteSortedParquet(pcoll, path: str, schema: pa.Schema, sort_keys: list[str]
                        in_memory_bytes: int = MERGE_IN_MEMORY):
     """PCollection[pa.Table], or a tuple of them (the parts of one table, each written where it
     is made: a Flatten of tables would be held in memory whole on DirectRunner) -> one Parquet
-    file, sorted on sort_keys."""
+    file, sorted on sort_keys. Elements may also be the file names of parts already written
+    (PartWriter)."""
     folder = parts_folder(path)
     if isinstance(pcoll, (tuple, list)):
-        parts = ([p | f"WritePart[{i}]" >> beam.Map(write_part, folder, schema, sort_keys)
+        parts = ([p | f"WritePart[{i}]" >> beam.Map(_as_part, folder, schema, sort_keys)
                   for i, p in enumerate(pcoll)] | "AllParts" >> beam.Flatten())
     else:
-        parts = pcoll | "WritePart" >> beam.Map(write_part, folder, schema, sort_keys)
+        parts = pcoll | "WritePart" >> beam.Map(_as_part, folder, schema, sort_keys)
     return (parts
             | "CollectParts" >> beam.combiners.ToList()
             | "Write" >> beam.Map(merge_parts, path, schema, sort_keys, folder, in_memory_bytes))

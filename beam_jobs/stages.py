@@ -1,7 +1,7 @@
 """The nightly job's stages as named composites over the scoring core.
 
-    features ── ScorePortfolio ──► ScoredPortfolio(scores, shadow_scores, attributions, drift,
-                                                   comparison, rejected)
+    features ── ScorePortfolio ──► ScoredPortfolio(scores, shadow_scores, attribution_parts,
+                                                   drift, comparison, rejected)
        ScoreFirms: Route (models/eligibility.py) ─► RunInference[champion+challengers]
                    ─► official / shadow (champion_challenger.py), ColdStartRules, GradeD
        then Drift (drift.py) on the champion's outputs, CompareWithChampion per challenger
@@ -28,6 +28,7 @@ from models import eligibility, score_rows
 from models.eligibility import IN_DEFAULT, MODEL, RULES
 from smescore import tables
 from transforms import arrow_coder  # noqa: F401  (the pa.Table coder of score_rows' outputs)
+from transforms import shard_files
 from transforms.process_pool import InWorkerProcesses, workers_for
 
 # Each staged table's sort order (the staged files, and so the published rows, never depend on
@@ -66,7 +67,8 @@ class FirmScores(NamedTuple):
     # scores in memory (2.8 GB for a moment at 1M firms).
     scores: tuple[beam.PCollection, beam.PCollection, beam.PCollection]
     shadow_scores: beam.PCollection     # `scores_shadow` rows
-    attributions: beam.PCollection      # `attributions` rows of the official model scores
+    attribution_parts: beam.PCollection  # the official `attributions` rows, as the file names
+                                         # of their parts (sinks.PartWriter)
     champion_outputs: beam.PCollection  # feature tables + the champion's pd, logit, phi
     pairs: beam.PCollection             # (challenger, its and the champion's scores and grades)
     rejected: beam.PCollection          # firms a model could not score (rejected-record dicts)
@@ -88,12 +90,15 @@ class ScoreFirms(beam.PTransform):
             RULES, IN_DEFAULT, main=MODEL)
         inferred, dead = (routed[MODEL] | f"RunInference[{'+'.join(self.versions)}]"
                           >> RunInference(self.handler).with_exception_handling())
-        # Score rows and reasons in worker processes; (scores, attributions) tables go through
-        # the Arrow coder, not pickling.
+        # Score rows and reasons in worker processes; the attributions are written there as
+        # part files of the staged table, and only their names come back.
+        parts = sinks.PartWriter(
+            shard_files.folder_for(features.pipeline, "smescore-attributions-"),
+            tables.arrow_schema("attributions"), tuple(SORT_KEYS["attributions"]))
         split = inferred | "ScoreAndExplain" >> beam.ParDo(InWorkerProcesses(
-            cc.split_official_and_shadow, self.roles, s, tuple(SORT_KEYS["attributions"]),
+            cc.split_official_and_shadow, self.roles, s, parts,
             workers=workers_for(features.pipeline))
-        ).with_output_types(tuple[pa.Table, pa.Table]).with_outputs(
+        ).with_output_types(tuple[pa.Table, str]).with_outputs(
             cc.SHADOW, cc.SHADOW_FAILED, cc.PAIRS, main=cc.OFFICIAL)
         official = split[cc.OFFICIAL]
         scores = (official | "ModelScores" >> beam.Map(lambda st: st[0]),
@@ -114,7 +119,7 @@ class ScoreFirms(beam.PTransform):
 class ScoredPortfolio(NamedTuple):
     scores: tuple                      # `scores` tables, in FirmScores' three parts
     shadow_scores: beam.PCollection    # `scores_shadow` tables
-    attributions: beam.PCollection     # `attributions` tables
+    attribution_parts: beam.PCollection  # `attributions` part files (FirmScores')
     drift: beam.PCollection            # `drift` tables
     comparison: beam.PCollection       # `challenger_comparison` tables
     rejected: beam.PCollection         # rejected-record dicts of firms no model could score
@@ -144,8 +149,8 @@ class ScorePortfolio(beam.PTransform):
                       | "CompareWithChampion" >> cc.CompareWithChampion(self.roles, s, self.as_of,
                                                                         run_id)
                       | "ComparisonTable" >> beam.Map(cc.rows_table, "challenger_comparison"))
-        return ScoredPortfolio(firms.scores, firms.shadow_scores, firms.attributions, drift_rows,
-                               comparison, firms.rejected)
+        return ScoredPortfolio(firms.scores, firms.shadow_scores, firms.attribution_parts,
+                               drift_rows, comparison, firms.rejected)
 
 
 def _load(_rows_written, loader, name: str, path: str) -> dict:
@@ -154,9 +159,10 @@ def _load(_rows_written, loader, name: str, path: str) -> dict:
 
 class StageRiskTables(beam.PTransform):
     """{name: PCollection, or a tuple of them} -> one sorted Parquet file per name in `staging`
-    (`<name>.parquet`),
-    which the driver publishes after the pipeline (publish.RunContext.publish). Names: the risk
-    tables of SORT_KEYS, `rejected` (dicts) and `rows_in` (the feeds' coverage counts).
+    (`<name>.parquet`), which the driver publishes after the pipeline
+    (publish.RunContext.publish). Names: the risk tables of SORT_KEYS (tables, or the file names
+    of parts already written: sinks.PartWriter), `rejected` (dicts) and `rows_in` (the feeds'
+    coverage counts).
 
     `summary` (as_of_date, model_version): once `scores` and `firm_segments` are written, a worker
     computes `portfolio_summary` and `score_counts` from those files (publish.stage_summary), so

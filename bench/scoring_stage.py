@@ -67,7 +67,7 @@ def build_beam_stage(p, features_path: str, batch_rows: int, saved_model: str, s
                       | "ReadFeatureTables" >> beam.FlatMap(read).with_output_types(pa.Table))
     firms = feature_tables | "ScoreFirms" >> stages.ScoreFirms(handler, roles, scoring)
     _ = firms.rejected | "FailLoudly" >> beam.Map(_raise_failed)
-    _ = ({"scores": firms.scores, "attributions": firms.attributions}
+    _ = ({"scores": firms.scores, "attributions": firms.attribution_parts}
          | "StageRiskTables" >> stages.StageRiskTables(out_dir))
 
 

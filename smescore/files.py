@@ -3,9 +3,11 @@ FileSystems. On Cloud Storage a folder is a prefix: it does not `exist`, and onl
 '/' deletes everything under it."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
+from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
 COPY_CHUNK = 16 << 20  # bytes per read when copying to or from a remote file system
@@ -55,3 +57,15 @@ def remove_tree(folder: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
     else:
         FileSystems.delete([folder.rstrip("/") + "/"])
+
+
+def remove_files(paths: list[str]) -> None:
+    """The files; one that is not there is no error."""
+    for path in paths:
+        if not is_remote(path):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+    remote = [p for p in paths if is_remote(p)]
+    if remote:
+        with contextlib.suppress(BeamIOError):     # raised for the ones already gone
+            FileSystems.delete(remote)

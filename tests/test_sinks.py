@@ -155,3 +155,25 @@ def test_a_part_is_written_as_a_sorted_run_of_small_batches(tmp_path, monkeypatc
     assert sorted_runs.sort_indices(table, ["enterprise_id", "feature"]) is not None
     assert _bits(run) == _bits(table.sort_by([("enterprise_id", "ascending"),
                                               ("feature", "ascending")]))
+
+
+@pytest.mark.parametrize("in_memory_bytes", [sinks.MERGE_IN_MEMORY, 0], ids=["arrow", "merged"])
+def test_parts_written_where_rows_are_made_merge_like_tables_and_are_removed(tmp_path,
+                                                                             in_memory_bytes):
+    # Some tables arrive as the names of parts a PartWriter wrote elsewhere (the scoring
+    # workers write the attributions): the same file as from the tables, and the parts are gone.
+    tables = _tables()
+    elsewhere = tmp_path / "written-by-workers"
+    elsewhere.mkdir()
+    writer = sinks.PartWriter(str(elsewhere), SCHEMA, ("enterprise_id", "feature"))
+    # the two identical tables (5, 6) both as parts: one file, named twice, read twice
+    mixed = [writer.write(t) if i % 2 or i == 6 else t for i, t in enumerate(tables)]
+    assert sum(isinstance(m, str) for m in mixed) == 4 and len(os.listdir(elsewhere)) == 3
+    with beam.Pipeline() as p:
+        (p | beam.Create(mixed, reshuffle=False)
+         | sinks.WriteSortedParquet(str(tmp_path / "mixed.parquet"), SCHEMA,
+                                    ["enterprise_id", "feature"], in_memory_bytes=in_memory_bytes))
+    expected = _write(tables, tmp_path / "tables.parquet", in_memory_bytes)
+    assert _bits(pq.read_table(tmp_path / "mixed.parquet")) == _bits(expected)
+    assert os.listdir(elsewhere) == []
+    assert sorted(os.listdir(tmp_path)) == ["mixed.parquet", "tables.parquet", "written-by-workers"]
