@@ -136,7 +136,7 @@ def merge_parts(parts: list[str], path: str, schema: pa.Schema, sort_keys: list[
             return written[0]
         with tempfile.TemporaryDirectory(prefix="smescore-merge-") as local:
             local_parts = [download(p, os.path.join(local, f"{i:06d}.arrow"))   # name order
-                           for i, p in enumerate(sorted(parts))]
+                           for i, p in enumerate(sorted(parts, key=sorted_runs.part_order))]
             written = []
             publish_file(lambda tmp: written.append(
                 sort_parts(local_parts, tmp, schema, sort_keys, in_memory_bytes)), path)
@@ -152,7 +152,7 @@ def sort_parts(parts: list[str], out: str, schema: pa.Schema, sort_keys: list[st
     `in_memory_bytes` of parts Arrow sorts them in memory; beyond, they are merged in bounded
     memory (sorted_runs). Rows with equal keys keep the parts' name order (names are content
     hashes, so the file does not depend on the order the parts arrived in)."""
-    parts = sorted(parts)
+    parts = sorted(parts, key=sorted_runs.part_order)
     if sum(os.path.getsize(p) for p in parts) <= in_memory_bytes:
         table = sorted_table([ds.dataset(parts, schema=schema, format="ipc").to_table()]
                              if parts else [], schema, sort_keys)

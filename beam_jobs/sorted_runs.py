@@ -15,6 +15,7 @@ the file depends only on the set of parts (they are named by their content).
 from __future__ import annotations
 
 import bisect
+import posixpath
 
 import numpy as np
 import pyarrow as pa
@@ -87,10 +88,16 @@ class _Run:
         return taken
 
 
+def part_order(path: str) -> tuple[str, str]:
+    """Parts in the order of their names (content hashes), whichever folder holds them: rows with
+    equal keys follow it, so a file never depends on a random folder name."""
+    return posixpath.basename(path), path
+
+
 def merge_sorted_runs(parts: list[str], out: str, schema: pa.Schema, sort_keys: list[str],
                       row_group_rows: int, budget_rows: int = BUDGET_ROWS) -> int:
     """Sorted part files -> one Parquet file at `out`, sorted on sort_keys; the number of rows."""
-    parts = sorted(parts)
+    parts = sorted(parts, key=part_order)
     runs = [_Run(p, schema, sort_keys, max(PART_BATCH_ROWS, budget_rows // max(1, len(parts))))
             for p in parts]
     n, pending = 0, []                 # sorted chunks waiting to fill a row group

@@ -177,3 +177,21 @@ def test_parts_written_where_rows_are_made_merge_like_tables_and_are_removed(tmp
     assert _bits(pq.read_table(tmp_path / "mixed.parquet")) == _bits(expected)
     assert os.listdir(elsewhere) == []
     assert sorted(os.listdir(tmp_path)) == ["mixed.parquet", "tables.parquet", "written-by-workers"]
+
+
+def test_rows_with_equal_keys_follow_the_part_names_whichever_folder_holds_the_parts(tmp_path):
+    # Two rows with the same keys and other values: their order in the file is that of their
+    # parts' names (content hashes), whether a part was written by a PartWriter elsewhere or by
+    # the sink in its own folder. Both ways round, so that a folder-first order fails one.
+    a, b = (pa.table({"enterprise_id": ["E1"], "feature": ["hc_last"], "phi": [phi],
+                      "reasons": [[]]}, schema=SCHEMA) for phi in (1.0, 2.0))
+    expected = _bits(_write([a, b], tmp_path / "tables.parquet", 0))
+    for n, (elsewhere, own) in enumerate(((a, b), (b, a))):
+        folder = tmp_path / f"workers-{n}"
+        folder.mkdir()
+        writer = sinks.PartWriter(str(folder), SCHEMA, ("enterprise_id", "feature"))
+        with beam.Pipeline() as p:
+            (p | beam.Create([writer.write(elsewhere), own], reshuffle=False)
+             | sinks.WriteSortedParquet(str(tmp_path / f"mixed-{n}.parquet"), SCHEMA,
+                                        ["enterprise_id", "feature"], in_memory_bytes=0))
+        assert _bits(pq.read_table(tmp_path / f"mixed-{n}.parquet")) == expected
