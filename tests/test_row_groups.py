@@ -4,14 +4,17 @@ coverage for the publication gates."""
 import datetime as dt
 import glob
 import os
+import re
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from apache_beam.testing.util import assert_that
 
 from beam_jobs import gates
 from beam_jobs.sources import LocalFilesSource
+from smescore.errors import BadInput
 from tests import handmade
 from transforms import row_groups
 
@@ -93,3 +96,17 @@ def _combine(fn, batches):
     for b in batches:
         acc = fn.add_input(acc, b)
     return acc
+
+
+def test_a_corrupt_page_behind_a_good_footer_is_named_bad_input(tmp_path):
+    # The footer reads (the source lists the row groups), the page does not: a one-line error
+    # naming the file and row group, with the bad-input exit code, not an internal error.
+    feeds = _feeds_in_small_row_groups(str(tmp_path / "feeds"))
+    path = os.path.join(feeds, "invoices", "part-00000.parquet")
+    data = bytearray(open(path, "rb").read())
+    data[4:400] = bytes(b ^ 0xFF for b in data[4:400])
+    open(path, "wb").write(data)
+    groups = row_groups.of_files([path])
+    with pytest.raises(BadInput, match=rf"^{re.escape(path)}: row group 0 is not readable \(.+\); "
+                                       r"replace the file with a complete copy or remove it$"):
+        row_groups.read(groups[0])

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from smescore.errors import BadInput
 from smescore.files import is_remote
 
 
@@ -51,9 +52,14 @@ def read(batch, columns: list[str] | None = None) -> pa.Table:
     """A feed batch as a table: a RowGroup read (only those of `columns` it has, where given),
     or a table from a source that reads its own, passed through (`columns` selected)."""
     if isinstance(batch, RowGroup):
-        with _parquet(batch.path) as parquet:
-            names = parquet.schema_arrow.names
-            return parquet.read_row_group(
-                batch.index, None if columns is None else [c for c in columns if c in names])
+        try:
+            with _parquet(batch.path) as parquet:
+                names = parquet.schema_arrow.names
+                return parquet.read_row_group(
+                    batch.index, None if columns is None else [c for c in columns if c in names])
+        except (OSError, pa.ArrowException) as err:     # a corrupt page: its footer was fine
+            raise BadInput(f"{batch.path}: row group {batch.index} is not readable "
+                           f"({' '.join(str(err).split())}); replace the file with a complete "
+                           f"copy or remove it") from None
     return batch if columns is None else batch.select([c for c in columns
                                                       if c in batch.column_names])
