@@ -71,10 +71,11 @@ def split_official_and_shadow(outputs: dict, roles: Roles, scoring: score_rows.S
     mask = (canary_mask(ids, roles.canary_share) if isinstance(outputs.get(canary), pa.Table)
             else np.zeros(len(ids), bool))
     official = [score_rows.model_rows(champ.filter(pa.array(~mask)),
-                                      scoring_as(scoring, roles.champion))]
+                                      scoring_as(scoring, roles.champion), key_order=True)]
     if mask.any():
         official.append(score_rows.model_rows(outputs[canary].filter(pa.array(mask)),
-                                              scoring_as(scoring, canary), "canary"))
+                                              scoring_as(scoring, canary), "canary",
+                                              key_order=True))
     for scores, attributions in official:
         work.emit((scores, attribution_parts.write(attributions)))
     if mask.any():

@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs import sorted_runs
-from smescore.files import as_created, download, is_remote, remove_files, remove_tree, upload
+from smescore.files import (as_created, download, is_remote, remove_files, remove_tree, upload,
+                            write_bytes)
 from transforms import arrow_coder  # noqa: F401  (the pa.Table coder)
 
 MERGE_IN_MEMORY = 128 << 20  # part files (lz4) up to this many bytes are sorted in memory (Arrow)
@@ -101,8 +102,7 @@ def write_part(table: pa.Table, folder: str, schema: pa.Schema, sort_keys: list[
         writer.write_table(table.cast(schema), max_chunksize=sorted_runs.PART_BATCH_ROWS)
     data = sink.getvalue()
     path = FileSystems.join(folder, f"part-{hashlib.sha256(data).hexdigest()[:32]}.arrow")
-    with FileSystems.create(path) as fh:
-        fh.write(data)
+    write_bytes(path, data)
     return path
 
 

@@ -88,9 +88,12 @@ def _scores_table(table, s: Scoring, source, pd_, score, grade, base_points, rea
 
 
 def model_rows(table: pa.Table, s: Scoring, role: str = "champion",
-               with_attributions: bool = True) -> tuple[pa.Table, pa.Table | None]:
+               with_attributions: bool = True,
+               key_order: bool = False) -> tuple[pa.Table, pa.Table | None]:
     """RunInference output (features + pd, logit, expected_logit, phi) -> (scores, attributions);
-    shadow scores are published without attributions (None)."""
+    shadow scores are published without attributions (None). Attribution rows come firm by firm
+    in the table's order, features in catalogue order; with `key_order`, in the staged table's
+    order (enterprise_id, feature), which spares the nightly's sink a sort of 100 rows a firm."""
     logit = table.column("logit").to_numpy()
     pd_ = table.column("pd").to_numpy()
     phi = np.asarray(table.column("phi").combine_chunks().flatten().to_numpy(zero_copy_only=False),
@@ -103,7 +106,7 @@ def model_rows(table: pa.Table, s: Scoring, role: str = "champion",
     scores = _scores_table(table, s, "model", pd_, score, grade, base, reasons, role)
     if not with_attributions:
         return scores, None
-    return scores, attributions_table(table, s, values, phi, points)
+    return scores, attributions_table(table, s, values, phi, points, key_order)
 
 
 def score_and_grade(pd_: np.ndarray, logit: np.ndarray, s: Scoring) -> tuple[np.ndarray, list]:
@@ -111,25 +114,40 @@ def score_and_grade(pd_: np.ndarray, logit: np.ndarray, s: Scoring) -> tuple[np.
     return s.scale.score_from_logit(logit), s.master.grade(pd_, np.zeros(len(pd_), bool))
 
 
-def attributions_table(table, s: Scoring, values, phi, points) -> pa.Table:
+def attributions_table(table, s: Scoring, values, phi, points,
+                       key_order: bool = False) -> pa.Table:
     """One row per firm and feature: a numeric value in `value`, a category in `value_text`
-    (the other one null, both null when missing)."""
+    (the other one null, both null when missing). Rows in model_rows' order (`key_order`)."""
     n, k = phi.shape
+    if key_order:
+        firms = pc.sort_indices(table.column("enterprise_id")).to_numpy()
+        features = _FEATURES_BY_NAME
+        phi, points = phi[firms][:, features], points[firms][:, features]
+    else:
+        firms, features = np.arange(n), np.arange(k)
+    names = [catalog.NAMES[j] for j in features]
     value = np.column_stack([
-        np.full(n, np.nan) if catalog.BY_NAME[f].is_categorical else values[f] for f in catalog.NAMES])
+        np.full(n, np.nan) if catalog.BY_NAME[f].is_categorical else values[f][firms]
+        for f in names])
     text = np.column_stack([
-        np.where(values[f] == "", None, values[f]) if catalog.BY_NAME[f].is_categorical
-        else np.full(n, None, object) for f in catalog.NAMES])
+        np.where(values[f][firms] == "", None, values[f][firms])
+        if catalog.BY_NAME[f].is_categorical else np.full(n, None, object) for f in names])
+    rows = np.repeat(firms, k)
     return pa.Table.from_pydict({
-        "as_of_date": pc.take(table.column("as_of_date"), np.repeat(np.arange(n), k)),
-        "enterprise_id": pc.take(table.column("enterprise_id"), np.repeat(np.arange(n), k)),
+        "as_of_date": pc.take(table.column("as_of_date"), rows),
+        "enterprise_id": pc.take(table.column("enterprise_id"), rows),
         "model_version": pa.array([s.model_version] * (n * k), pa.string()),
-        "feature": pa.array(np.tile(np.asarray(catalog.NAMES, dtype=object), n), pa.string()),
+        "feature": pa.array(np.tile(np.asarray(names, dtype=object), n), pa.string()),
         "value": pa.array(value.reshape(-1), pa.float64(), from_pandas=True),
         "value_text": pa.array(text.reshape(-1), pa.string()),
         "phi": pa.array(phi.reshape(-1)),
         "points": pa.array(points.reshape(-1)),
     }, schema=tables.arrow_schema("attributions"))
+
+
+# The catalogue's features in Arrow's string order (Python orders str by code point, which is
+# the byte order of their UTF-8 that Arrow sorts by).
+_FEATURES_BY_NAME = np.argsort(np.asarray(catalog.NAMES, dtype=object), kind="stable")
 
 
 def rules_rows(table: pa.Table, s: Scoring) -> pa.Table:

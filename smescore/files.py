@@ -11,6 +11,10 @@ from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
 COPY_CHUNK = 16 << 20  # bytes per read when copying to or from a remote file system
+# Bytes per write() call into a local file. On the Linux 6.18 VM the figures come from, a single
+# write() of 1 MiB or more costs ~13 ms a MiB in the kernel, 40x the same bytes in calls of
+# 512 KiB (dd, Python; the threshold is exactly 1 MiB); the night writes GBs of temporary files.
+WRITE_CHUNK = 512 << 10
 
 
 def is_remote(path: str) -> bool:
@@ -24,8 +28,23 @@ def upload(local: str, path: str) -> None:
 
 def download(path: str, local: str) -> str:
     with FileSystems.open(path) as src, open(local, "wb") as dst:
-        shutil.copyfileobj(src, dst, COPY_CHUNK)
+        while chunk := src.read(COPY_CHUNK):
+            write_all(dst, chunk)
     return local
+
+
+def write_all(fh, data) -> None:
+    """`data` (bytes or any buffer, e.g. a pa.Buffer) into an open binary file, WRITE_CHUNK bytes
+    a call."""
+    view = memoryview(data).cast("B")
+    for start in range(0, len(view), WRITE_CHUNK):
+        fh.write(view[start:start + WRITE_CHUNK])
+
+
+def write_bytes(path: str, data) -> None:
+    """A new file at `path`, local or remote, holding `data`."""
+    with FileSystems.create(path) as fh:
+        write_all(fh, data)
 
 
 def umask() -> int:

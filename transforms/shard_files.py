@@ -65,8 +65,7 @@ def _write_named(table: pa.Table, folder: str, prefix: str, options=None) -> str
         writer.write_table(table)
     data = sink.getvalue()
     path = FileSystems.join(folder, f"{prefix}-{hashlib.sha256(data).hexdigest()[:32]}.arrow")
-    with FileSystems.create(path) as fh:
-        fh.write(data)
+    files.write_bytes(path, data)
     return path
 
 
