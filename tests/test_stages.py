@@ -19,7 +19,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from beam_jobs import champion_challenger as cc
-from beam_jobs import drift, stages
+from beam_jobs import drift, sorted_runs, stages
 from models import baseline, eligibility, score_rows
 from models.rules import load_rules_config
 from models.scorecard import load_scorecard_config
@@ -160,6 +160,23 @@ def test_score_firms_routes_scores_and_dead_letters(night):
         assert_that(firms.rejected | beam.Map(lambda r: (r["feed"], "a planted failure" in
                                                          r["reason"])),
                     equal_to([("scoring", True)] * len(lost)), label="DeadLetters")
+
+
+def test_attribution_rows_in_key_order_are_the_same_rows_sorted_as_staged(night):
+    """The scoring workers make the official attributions in the staged table's order, so that
+    the part writer need not sort them: the same rows, bit for bit, as firm by firm in catalogue
+    order, then sorted."""
+    s = night["scoring"]
+    model = night["routes"][eligibility.MODEL]
+    shuffled = model.take(np.random.default_rng(2).permutation(model.num_rows))
+    outputs = model_outputs(shuffled, OFFSETS["v-champion"])
+    scores, by_firm = score_rows.model_rows(outputs, s)
+    scores_keyed, keyed = score_rows.model_rows(outputs, s, key_order=True)
+    keys = ["enterprise_id", "feature"]
+    assert scores_keyed.equals(scores)
+    assert by_firm.column("feature").to_pylist()[:len(catalog.NAMES)] == list(catalog.NAMES)
+    assert not sorted_runs.in_order(by_firm, keys) and sorted_runs.in_order(keyed, keys)
+    assert keyed.equals(by_firm.sort_by([(k, "ascending") for k in keys]))
 
 
 def test_score_portfolio_measures_no_drift_on_its_own_reference_and_compares_challengers(night):
