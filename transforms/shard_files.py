@@ -39,9 +39,9 @@ def folder_for(pipeline, prefix: str = "smescore-shuffle-") -> str:
 
 
 # lz4: half the bytes of plain Arrow (a third for the parked batches, which carry every column).
-# Every feed row is written twice on its way to its shard, 2.6 GB at 100k firms uncompressed:
-# copying them into the page cache was 18% of the night's CPU samples on this VM, more than
-# compressing them costs (the 100k night: 77 -> 72.5 s, 46 -> 38 s of kernel time).
+# Every feed row is written twice on its way to its shard, 2.6 GB at 100k firms uncompressed
+# (26 GB at 1M): compressed, they hold a third to a half of that in the page cache. (Their copy
+# into it was 18% of the night's CPU on this VM: that was one write() a file, smescore.files.)
 COMPRESSED_IPC = pa.ipc.IpcWriteOptions(compression="lz4")
 
 
