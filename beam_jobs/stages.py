@@ -86,8 +86,8 @@ class ScoreFirms(beam.PTransform):
 
     def expand(self, features) -> FirmScores:
         s, champion = self.scoring, self.roles.champion
-        routed = features | "Route" >> beam.ParDo(RouteFirms(self.min_history)).with_outputs(
-            RULES, IN_DEFAULT, main=MODEL)
+        routed = features | "Route" >> beam.ParDo(RouteFirms(self.min_history)).with_output_types(
+            pa.Table).with_outputs(RULES, IN_DEFAULT, main=MODEL)
         inferred, dead = (routed[MODEL] | f"RunInference[{'+'.join(self.versions)}]"
                           >> RunInference(self.handler).with_exception_handling())
         # Score rows and reasons in worker processes; the attributions are written there as
@@ -101,14 +101,17 @@ class ScoreFirms(beam.PTransform):
         ).with_output_types(tuple[pa.Table, str]).with_outputs(
             cc.SHADOW, cc.SHADOW_FAILED, cc.PAIRS, main=cc.OFFICIAL)
         official = split[cc.OFFICIAL]
-        scores = (official | "ModelScores" >> beam.Map(lambda st: st[0]),
+        # pa.Table declared: an undeclared table would be pickled whole for Beam's byte counters
+        model_scores = beam.Map(lambda st: st[0]).with_output_types(pa.Table)
+        scores = (official | "ModelScores" >> model_scores,
                   routed[RULES] | "ColdStartRules" >> beam.Map(score_rows.rules_rows, s),
                   routed[IN_DEFAULT] | "GradeD" >> beam.Map(score_rows.in_default_rows, s))
         rejected = ((dead.failed_inferences | "DeadLetter" >> beam.FlatMap(failed_batch_records),
                      split[cc.SHADOW_FAILED]) | "Unscored" >> beam.Flatten())
         return FirmScores(scores, split[cc.SHADOW],
                           official | "Attributions" >> beam.Map(lambda st: st[1]),
-                          inferred | "ChampionOutputs" >> beam.Map(lambda out: out[champion]),
+                          inferred | "ChampionOutputs" >> beam.Map(
+                              lambda out: out[champion]).with_output_types(pa.Table),
                           split[cc.PAIRS], rejected)
 
     @property
