@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import hashlib
 import os
 import posixpath
 import shutil
@@ -27,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs import sorted_runs
 from smescore.files import (as_created, download, is_remote, remove_files, remove_tree, upload,
-                            write_bytes)
+                            write_named)
 from transforms import arrow_coder  # noqa: F401  (the pa.Table coder)
 
 MERGE_IN_MEMORY = 128 << 20  # part files (lz4) up to this many bytes are sorted in memory (Arrow)
@@ -100,10 +99,7 @@ def write_part(table: pa.Table, folder: str, schema: pa.Schema, sort_keys: list[
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, schema, options=sorted_runs.PART_IPC) as writer:
         writer.write_table(table.cast(schema), max_chunksize=sorted_runs.PART_BATCH_ROWS)
-    data = sink.getvalue()
-    path = FileSystems.join(folder, f"part-{hashlib.sha256(data).hexdigest()[:32]}.arrow")
-    write_bytes(path, data)
-    return path
+    return write_named(folder, "part", ".arrow", sink.getvalue())
 
 
 @dataclasses.dataclass(frozen=True)

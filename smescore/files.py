@@ -4,6 +4,7 @@ FileSystems. On Cloud Storage a folder is a prefix: it does not `exist`, and onl
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 
@@ -45,6 +46,14 @@ def write_bytes(path: str, data) -> None:
     """A new file at `path`, local or remote, holding `data`."""
     with FileSystems.create(path) as fh:
         write_all(fh, data)
+
+
+def write_named(folder: str, prefix: str, suffix: str, data) -> str:
+    """`data` in a new file of `folder` named by its content, `<prefix>-<sha256, 32 hex><suffix>`
+    (a retried bundle rewrites the same file; no random names); the file's path."""
+    path = FileSystems.join(folder, f"{prefix}-{hashlib.sha256(data).hexdigest()[:32]}{suffix}")
+    write_bytes(path, data)
+    return path
 
 
 def umask() -> int:

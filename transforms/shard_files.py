@@ -14,7 +14,6 @@ A file is named by its shard and a hash of its bytes, so a retried bundle rewrit
 from __future__ import annotations
 
 import atexit
-import hashlib
 import shutil
 import tempfile
 import uuid
@@ -63,10 +62,7 @@ def _write_named(table: pa.Table, folder: str, prefix: str, options=None) -> str
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
         writer.write_table(table)
-    data = sink.getvalue()
-    path = FileSystems.join(folder, f"{prefix}-{hashlib.sha256(data).hexdigest()[:32]}.arrow")
-    files.write_bytes(path, data)
-    return path
+    return files.write_named(folder, prefix, ".arrow", sink.getvalue())
 
 
 def read(path: str) -> pa.Table:
