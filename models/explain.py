@@ -86,11 +86,17 @@ class DeepLiftExplainer(tf.Module):
     """
 
     def __init__(self, layers: Sequence[DenseLayer], background: np.ndarray, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                 jit_compile: bool = DEFAULT_JIT_COMPILE, name: str | None = None):
+                 jit_compile: bool = DEFAULT_JIT_COMPILE, groups: np.ndarray | None = None,
+                 name: str | None = None):
         """layers: `dense_stack` output (Platt folded in); background: [K, n] transformed training rows.
 
         chunk_rows bounds memory; jit_compile has XLA fuse each chunk's elementwise rescale work,
         with the last chunk zero-padded to chunk_rows so XLA compiles one program for any batch size.
+        groups: an optional [n, F] 0/1 matrix putting each input column in one business feature;
+        phi is then [B, F], the columns summed per feature (attributions are additive). The sum is
+        folded into the background GEMM's right operand, which then has F columns instead of n: the
+        scoring model's 350 columns are 98 features, so each chunk does 3.6x fewer multiply-adds
+        than explaining the columns and summing them afterwards.
         """
         super().__init__(name=name)
         layers = _as_float32(layers)
@@ -100,7 +106,10 @@ class DeepLiftExplainer(tf.Module):
             raise ValueError(f"background must be [K >= 1, {n_inputs}] rows, got shape {background.shape}")
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        groups = None if groups is None else _check_groups(groups, n_inputs)
         self.chunk_rows = int(chunk_rows)
+        self.output_width = n_inputs if groups is None else groups.shape[1]
+        self.groups = None if groups is None else _constant(groups, "groups")
         self.jit_compile = bool(jit_compile)
         self.activations = tuple(activation for _, _, activation in layers)
         self.kernels = [_constant(w, f"kernel_{i}") for i, (w, _, _) in enumerate(layers)]
@@ -109,7 +118,7 @@ class DeepLiftExplainer(tf.Module):
         background_z = _pre_activations(background, layers)
         self.background_pre_activations = [_constant(z, f"background_z_{i}") for i, z in enumerate(background_z)]
         self.background_weighted_kernel = _constant(
-            _background_weighted_kernel(background, layers[0][0]), "background_weighted_kernel")
+            _background_weighted_kernel(background, layers[0][0], groups), "background_weighted_kernel")
         self.expected_logit = _constant(np.float32(background_z[-1][:, 0].mean()), "expected_logit")
         chunk_spec = tf.TensorSpec([self.chunk_rows, n_inputs], tf.float32)
         self._compiled_multiplier_terms = tf.function(
@@ -118,20 +127,21 @@ class DeepLiftExplainer(tf.Module):
             self._explain, input_signature=[tf.TensorSpec([None, n_inputs], tf.float32, name="x")])
 
     def __call__(self, x):
-        """(calibrated logit [B], attributions [B, n]) for a float32 batch x [B, n]."""
+        """(calibrated logit [B], attributions [B, n], or [B, F] with groups) for a float32 batch x [B, n]."""
         return self.explain(x)
 
     def _explain(self, x):
         """Explain x chunk by chunk so memory stays bounded whatever the batch size."""
         n_chunks = (tf.shape(x)[0] + self.chunk_rows - 1) // self.chunk_rows
         logits = tf.TensorArray(tf.float32, size=n_chunks, infer_shape=False, element_shape=[None])
-        phis = tf.TensorArray(tf.float32, size=n_chunks, infer_shape=False, element_shape=x.shape)
+        width = tf.TensorShape([None, self.output_width])
+        phis = tf.TensorArray(tf.float32, size=n_chunks, infer_shape=False, element_shape=width)
         for step in tf.range(n_chunks):  # autograph: a tf.while_loop
             start = step * self.chunk_rows
             logit, phi = self._explain_chunk(x[start:start + self.chunk_rows])
             logits = logits.write(step, logit)
             phis = phis.write(step, phi)
-        return logits.concat(), tf.ensure_shape(phis.concat(), x.shape)
+        return logits.concat(), tf.ensure_shape(phis.concat(), width)
 
     def _explain_chunk(self, x):
         """Multipliers for every (row, background) pair, then the input attributions, of x
@@ -139,8 +149,9 @@ class DeepLiftExplainer(tf.Module):
 
         phi[b, i] = mean_k sum_j m1[b,k,j] * W1[i,j] * (x[b,i] - bg[k,i]) splits into an x term that
         needs only the multipliers summed over k, and a background term that is one GEMM of the
-        flattened multipliers [c, K*h1] with the precomputed bg[k,i]*W1[i,j] laid out as [K*h1, n]:
-        no [c, K, n] tensor is ever formed.
+        flattened multipliers [c, K*h1] with the precomputed bg[k,i]*W1[i,j] laid out as [K*h1, n]
+        (with groups, its columns already summed per feature: [K*h1, F]): no [c, K, n] tensor is
+        ever formed.
 
         Every chunk is padded, not only for XLA's fixed shape: TensorFlow's GEMM sums a few rows in
         another order than many (its blocking depends on the row count), and one firm scored on
@@ -157,10 +168,13 @@ class DeepLiftExplainer(tf.Module):
         return logit[:rows], phi[:rows]
 
     def _multiplier_terms(self, x):
-        """Calibrated logit [c], first-layer multipliers m1 [c, K, h1] and the x term [c, n] of phi * K."""
+        """Calibrated logit [c], first-layer multipliers m1 [c, K, h1] and the x term [c, n] (with
+        groups [c, F]) of phi * K."""
         pre_activations = self._forward(x)
         m1 = self._first_layer_multipliers(pre_activations)
         x_term = x * tf.matmul(tf.reduce_sum(m1, axis=1), self.kernels[0], transpose_b=True)
+        if self.groups is not None:
+            x_term = tf.matmul(x_term, self.groups)
         return pre_activations[-1][:, 0], m1, x_term
 
     def _forward(self, x):
@@ -262,9 +276,28 @@ def _pre_activations(x: np.ndarray, layers: Sequence[DenseLayer]) -> list[np.nda
     return out
 
 
-def _background_weighted_kernel(background: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """bg[k, i] * W1[i, j] laid out as [(k, j), i], the right operand of the attribution GEMM."""
-    return np.einsum("ki,ij->kji", background, kernel).reshape(-1, kernel.shape[0]).astype(np.float32)
+def _background_weighted_kernel(background: np.ndarray, kernel: np.ndarray,
+                                 groups: np.ndarray | None = None) -> np.ndarray:
+    """bg[k, i] * W1[i, j] laid out as [(k, j), i], the right operand of the attribution GEMM; with
+    groups, each feature's columns summed: [(k, j), f]. Products and sums in float64, rounded once."""
+    weighted = np.einsum("ki,ij->kji", background.astype(np.float64), kernel.astype(np.float64))
+    weighted = weighted.reshape(-1, kernel.shape[0])
+    if groups is not None:
+        # a feature's few columns summed with numpy's own (BLAS-free) sum: the same bits on any
+        # machine, whatever its BLAS threads
+        weighted = np.stack([weighted[:, groups[:, f] > 0].sum(axis=1)
+                             for f in range(groups.shape[1])], axis=1)
+    return weighted.astype(np.float32)
+
+
+def _check_groups(groups: np.ndarray, n_inputs: int) -> np.ndarray:
+    """A float32 [n, F] matrix that puts every input column in exactly one feature."""
+    groups = np.asarray(groups, dtype=np.float32)
+    if groups.ndim != 2 or groups.shape[0] != n_inputs or not np.isin(groups, (0.0, 1.0)).all() \
+            or not (groups.sum(axis=1) == 1).all():
+        raise ValueError(f"groups must be a 0/1 [{n_inputs}, F] matrix with one 1 a row (each input "
+                         f"column in one feature), got shape {groups.shape}")
+    return groups
 
 
 def _check_stack(layers: Sequence[DenseLayer]) -> None:

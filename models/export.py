@@ -37,9 +37,11 @@ class ScoringModule(tf.Module):
         self.columns = [tuple(c) for c in columns]
         self.platt_a = tf.constant(platt.a, tf.float32)
         self.platt_b = tf.constant(platt.b, tf.float32)
-        self.explainer = DeepLiftExplainer(fold_platt(dense_stack(model), platt.a, platt.b),
-                                           background_x)
-        self.groups = tf.constant(group_matrix(network.column_groups(self.columns), catalog.NAMES))
+        # phi comes out summed per business feature (catalog.NAMES order), the sum folded into
+        # the explainer's background GEMM
+        self.explainer = DeepLiftExplainer(
+            fold_platt(dense_stack(model), platt.a, platt.b), background_x,
+            groups=group_matrix(network.column_groups(self.columns), catalog.NAMES))
         # The explain signature computes its PD on at least this many rows (see _score_and_explain);
         # read back by models/signature.py (explains_pd) from the loaded SavedModel.
         self.pd_min_rows = tf.Variable(MIN_ROWS, trainable=False, dtype=tf.int32,
@@ -66,7 +68,7 @@ class ScoringModule(tf.Module):
         n = tf.shape(x)[0]
         logit = self._calibrated_logit(_padded_rows(x, MIN_ROWS))[:n]
         _, phi = self.explainer(x)
-        return {"pd": tf.sigmoid(logit), "logit": logit, "phi": tf.matmul(phi, self.groups),
+        return {"pd": tf.sigmoid(logit), "logit": logit, "phi": phi,
                 "expected_logit": tf.fill(tf.shape(logit), self.explainer.expected_logit)}
 
 

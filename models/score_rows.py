@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from models.reasons import TypicalFirm, reasons_for
 from models.rules import ColdStartRules
 from models.scorecard import MasterScale, ScoreScale
+from models.signature import numeric_values
 from smescore import tables
 from transforms import catalog, progress
 from transforms.validate import record_json
@@ -65,7 +66,7 @@ def _values(table: pa.Table, names) -> dict[str, np.ndarray]:
         if catalog.BY_NAME[name].is_categorical:
             out[name] = np.asarray(pc.fill_null(col, "").to_pylist(), dtype=object)
         else:
-            out[name] = pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+            out[name] = numeric_values(col, np.float64)
     return out
 
 

@@ -22,6 +22,15 @@ SCORE_SIGNATURE = "serving_default"          # pd, logit
 EXPLAIN_SIGNATURE = "score_and_explain"      # pd, logit, expected_logit, phi (one per feature)
 
 
+def numeric_values(column, dtype=np.float32) -> np.ndarray:
+    """A numeric Arrow column as numpy, nulls as NaN. A float column takes Arrow's own conversion,
+    which gives NaN for a null: 3 us a column against 55 for a fill_null and a cast, which one firm
+    scored on demand pays for each of its ~100 features, in several places."""
+    if not pa.types.is_floating(column.type):
+        column = pc.fill_null(column.cast(pa.float64()), np.nan)
+    return column.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+
+
 def raw_inputs(table: pa.Table) -> dict[str, np.ndarray]:
     """Signature inputs from an Arrow feature table."""
     out = {}
@@ -30,7 +39,7 @@ def raw_inputs(table: pa.Table) -> dict[str, np.ndarray]:
         if f.is_categorical:
             out[f.name] = np.asarray(pc.fill_null(col.cast(pa.string()), "").to_pylist(), dtype=object)
         else:
-            out[f.name] = pc.fill_null(col.cast(pa.float32()), np.nan).to_numpy(zero_copy_only=False)
+            out[f.name] = numeric_values(col, np.float32)
     return out
 
 
@@ -177,6 +186,18 @@ def _call(fn, inputs: dict[str, np.ndarray]) -> dict:
         names = tuple(t.name.split(":")[0] for t in fn.inputs[:len(inputs)])
         order = names if sorted(names) == sorted(inputs) else None
         fn._smescore_flat_order = order
+    tensors = _tensors(inputs)
     if order is None:
-        return fn(**{k: tf.constant(v) for k, v in inputs.items()})
-    return fn._call_flat([tf.constant(inputs[k]) for k in order], fn.captured_inputs)
+        return fn(**tensors)
+    return fn._call_flat([tensors[k] for k in order], fn.captured_inputs)
+
+
+def _tensors(inputs: dict[str, np.ndarray]) -> dict:
+    """The inputs as tensors: the float32 columns stacked into one tensor and unstacked in one
+    op, the others one by one (one firm on demand: 0.4 ms instead of 3 for ~100 tf.constant)."""
+    import tensorflow as tf
+    floats = [k for k, v in inputs.items() if v.dtype == np.float32]
+    out = {}
+    if floats:
+        out = dict(zip(floats, tf.unstack(tf.constant(np.stack([inputs[k] for k in floats])))))
+    return {k: out[k] if k in out else tf.constant(v) for k, v in inputs.items()}
