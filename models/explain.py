@@ -125,10 +125,32 @@ class DeepLiftExplainer(tf.Module):
             self._multiplier_terms, input_signature=[chunk_spec], jit_compile=True) if jit_compile else None
         self.explain = tf.function(
             self._explain, input_signature=[tf.TensorSpec([None, n_inputs], tf.float32, name="x")])
+        self._chunk_logit = tf.function(self._forward_logit, input_signature=[chunk_spec],
+                                        jit_compile=self.jit_compile)
+        self.logit = tf.function(
+            self._logit, input_signature=[tf.TensorSpec([None, n_inputs], tf.float32, name="x")])
 
     def __call__(self, x):
         """(calibrated logit [B], attributions [B, n], or [B, F] with groups) for a float32 batch x [B, n]."""
         return self.explain(x)
+
+    def _logit(self, x):
+        """The calibrated logit [B] of x, the network run on zero-padded chunks of chunk_rows rows,
+        each by one compiled program, so a row's bits depend neither on the batch it came in nor on
+        its place there. TensorFlow's plain MatMul does not promise that: on an AMD EPYC host some
+        rows got another last bit in batches of 128, 136, 152... rows, padded to whole blocks of 8
+        or not (and a batch of 128 rows cut into chunks of 128 still did; chunks of 64 did not)."""
+        n = tf.shape(x)[0]
+        n_chunks = (n + self.chunk_rows - 1) // self.chunk_rows
+        logits = tf.TensorArray(tf.float32, size=n_chunks, infer_shape=False, element_shape=[None])
+        for step in tf.range(n_chunks):  # autograph: a tf.while_loop
+            chunk = x[step * self.chunk_rows:(step + 1) * self.chunk_rows]
+            padded = tf.pad(chunk, [[0, self.chunk_rows - tf.shape(chunk)[0]], [0, 0]])
+            logits = logits.write(step, self._chunk_logit(padded))
+        return tf.ensure_shape(logits.concat()[:n], [None])
+
+    def _forward_logit(self, x):
+        return self._forward(x)[-1][:, 0]
 
     def _explain(self, x):
         """Explain x chunk by chunk so memory stays bounded whatever the batch size."""

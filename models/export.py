@@ -2,7 +2,9 @@
 and, in the same call, the DeepLIFT attributions summed back to business features.
 
 Nothing but `tf.saved_model.load(path)` is needed to score: the TFT graph and its vocabularies are
-assets of the SavedModel, the background sample and the calibration are constants inside it.
+assets of the SavedModel; the network with Platt folded into its last layer, the background sample
+and the column-to-feature sums are constants of its DeepLiftExplainer, which computes the logit
+(in fixed chunks: a firm's digits do not depend on its batch) and the attributions.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import tensorflow as tf
 
 from models import network
 from models.explain import DeepLiftExplainer, dense_stack, fold_platt
-from models.signature import EXPLAIN_SIGNATURE, MIN_ROWS, ROW_BLOCK, SCORE_SIGNATURE, frame_inputs
+from models.signature import EXPLAIN_SIGNATURE, MIN_ROWS, SCORE_SIGNATURE, frame_inputs
 from transforms import catalog
 
 
@@ -33,17 +35,15 @@ class ScoringModule(tf.Module):
     def __init__(self, tft_output, model, platt, background_x: np.ndarray, columns):
         super().__init__()
         self.tft_layer = tft_output.transform_features_layer()
-        self.net = model
         self.columns = [tuple(c) for c in columns]
-        self.platt_a = tf.constant(platt.a, tf.float32)
-        self.platt_b = tf.constant(platt.b, tf.float32)
         # phi comes out summed per business feature (catalog.NAMES order), the sum folded into
         # the explainer's background GEMM
         self.explainer = DeepLiftExplainer(
             fold_platt(dense_stack(model), platt.a, platt.b), background_x,
             groups=group_matrix(network.column_groups(self.columns), catalog.NAMES))
-        # The explain signature computes its PD on at least this many rows (see _score_and_explain);
-        # read back by models/signature.py (explains_pd) from the loaded SavedModel.
+        # Both signatures take the logit from the explainer's `logit` (the Platt-folded network in
+        # fixed chunks), so the explain signature's PD is the score signature's for any batch;
+        # models/signature.py (explains_pd) reads this marker back from the loaded SavedModel.
         self.pd_min_rows = tf.Variable(MIN_ROWS, trainable=False, dtype=tf.int32,
                                        name="pd_min_rows")
         spec = raw_input_signature()
@@ -53,32 +53,19 @@ class ScoringModule(tf.Module):
     def _inputs(self, raw):
         return network.assemble(self.tft_layer(raw), self.columns)
 
-    def _calibrated_logit(self, x):
-        return self.platt_a * self.net(x, training=False)[:, 0] + self.platt_b
-
     def _score(self, raw):
-        logit = self._calibrated_logit(self._inputs(raw))
+        """pd and the calibrated logit, a firm's bits the same in any batch (DeepLiftExplainer.logit)."""
+        logit = self.explainer.logit(self._inputs(raw))
         return {"pd": tf.sigmoid(logit), "logit": logit}
 
     def _score_and_explain(self, raw):
-        """pd and logit as the score signature gives them padded to MIN_ROWS (the network runs on
-        the rows padded the same way here, so one firm explained alone gets the nightly PD in the
-        same call); phi from the explainer, whose chunks are padded in-graph too."""
+        """The score signature's pd and logit, and phi from the explainer, whose chunks are padded
+        in-graph too: one firm explained alone gets the nightly digits in one call."""
         x = self._inputs(raw)
-        n = tf.shape(x)[0]
-        logit = self._calibrated_logit(_padded_rows(x, MIN_ROWS))[:n]
+        logit = self.explainer.logit(x)
         _, phi = self.explainer(x)
         return {"pd": tf.sigmoid(logit), "logit": logit, "phi": phi,
                 "expected_logit": tf.fill(tf.shape(logit), self.explainer.expected_logit)}
-
-
-def _padded_rows(x, min_rows: int):
-    """x with its last row repeated up to max(min_rows, whole ROW_BLOCKs) rows, in-graph: what
-    models/signature.py's padding does to the raw inputs, on the transformed ones (the TFT layer
-    transforms each row on its own, so the padded rows are the same either way)."""
-    n = tf.shape(x)[0]
-    extra = tf.maximum(min_rows - n, tf.math.floormod(-n, ROW_BLOCK))
-    return tf.concat([x, tf.repeat(x[-1:], extra, axis=0)], axis=0)
 
 
 def export(path: str, tft_output, model, platt, background_x, columns) -> None:

@@ -61,7 +61,10 @@ def frame_inputs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 # over at the end of a batch by another kernel; and below about 70 rows the matrix products take
 # another path (one thread) than above. Either moved a PD by up to 6e-8. Padding every call to a
 # whole number of blocks and to at least MIN_ROWS rows keeps every firm on the same path; the
-# padding rows (copies of the last firm) are dropped from the outputs.
+# padding rows (copies of the last firm) are dropped from the outputs. Some CPUs do not honour
+# that (an AMD EPYC host: 1-7 rows in 1,008 moved at batch sizes 128, 136, 152, 176...), so models
+# exported since compute their logit in fixed chunks (models/explain.py DeepLiftExplainer.logit),
+# where the batch cannot matter; the padding stays for the versions exported before.
 ROW_BLOCK = 8
 MIN_ROWS = 128
 
@@ -128,9 +131,9 @@ def attributions(table: pa.Table, model, inputs: dict[str, np.ndarray] | None = 
 
 
 def explains_pd(model) -> bool:
-    """Whether the model's explain signature computes its PD on MIN_ROWS rows itself (exports
-    since models/export.py's `pd_min_rows`): then one call padded to ROW_BLOCKs gives the score
-    signature's pd and logit too, and `scores_and_attributions` needs no second call."""
+    """Whether the model's explain signature gives the score signature's PD at any batch size
+    (exports since models/export.py's `pd_min_rows`): then one call padded to ROW_BLOCKs gives
+    the score signature's pd and logit too, and `scores_and_attributions` needs no second call."""
     known = getattr(model, "_smescore_explains_pd", None)
     if known is None:                # read once: a variable read is a TensorFlow op (0.3 ms)
         rows = getattr(model, "pd_min_rows", None)

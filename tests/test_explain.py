@@ -194,6 +194,32 @@ def test_relu_ties_use_the_background_rows_gradient(data, monkeypatch):
     assert np.abs(phi_without_fallback.numpy() - phi_with_fallback.numpy())[0, :2].min() > 1e-3
 
 
+def test_a_rows_logit_has_the_same_bits_in_any_batch_at_any_place():
+    """The PD a SavedModel gives a firm must be the nightly's to the last bit whatever else is in
+    its batch: `logit` runs the network in fixed padded chunks. On the production shape (350 ->
+    72 -> 36 -> 18 -> 1), batch sizes around 128 rows gave some rows another last bit through
+    plain MatMul on an AMD EPYC host; here every size and offset must give the same bits."""
+    rng = np.random.default_rng(21)
+    widths = (350, 72, 36, 18, 1)
+    layers = [(rng.normal(0, 1 / np.sqrt(n_in), (n_in, n_out)).astype(np.float32),
+               rng.normal(0, 0.1, n_out).astype(np.float32), "relu" if n_out > 1 else "linear")
+              for n_in, n_out in zip(widths, widths[1:])]
+    explainer = DeepLiftExplainer(layers, rng.normal(size=(100, 350)).astype(np.float32))
+    rows = rng.normal(size=(600, 350)).astype(np.float32)
+    logit = explainer.logit(rows).numpy()
+    np.testing.assert_array_equal(explainer(rows)[0].numpy(), logit)
+    plain = rows
+    for kernel, bias, activation in layers:
+        plain = plain.astype(np.float64) @ kernel + bias
+        plain = np.maximum(plain, 0) if activation == "relu" else plain
+    np.testing.assert_allclose(logit, plain[:, 0], rtol=0, atol=1e-4)
+    for size in (1, 7, 8, 64, 120, 128, 136, 152, 200, 333):
+        for start in (0, 1, 17, 64):
+            part = rows[start:start + size]
+            np.testing.assert_array_equal(explainer.logit(part).numpy(), logit[start:start + len(part)],
+                                          err_msg=f"{size} rows from {start}")
+    assert explainer.logit(rows[:0]).numpy().shape == (0,)
+
 def _feature_groups(n_inputs: int, seed: int) -> tuple[list[str], np.ndarray]:
     """Columns in shuffled features of 1 to 4 columns (one-hot slots, missing flags) and their
     [n, F] 0/1 matrix, features in order of first appearance (group_attributions' order)."""
