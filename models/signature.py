@@ -63,8 +63,8 @@ def frame_inputs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 # whole number of blocks and to at least MIN_ROWS rows keeps every firm on the same path; the
 # padding rows (copies of the last firm) are dropped from the outputs. Some CPUs do not honour
 # that (an AMD EPYC host: 1-7 rows in 1,008 moved at batch sizes 128, 136, 152, 176...), so models
-# exported since compute their logit in fixed chunks (models/explain.py DeepLiftExplainer.logit),
-# where the batch cannot matter; the padding stays for the versions exported before.
+# exported since compute their logit in fixed chunks (models/explain.py DeepLiftExplainer.logit:
+# no row moved there at any batch size or offset tried); the padding stays for older versions.
 ROW_BLOCK = 8
 MIN_ROWS = 128
 
