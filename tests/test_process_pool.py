@@ -142,9 +142,22 @@ def test_the_shared_pool_stops_its_workers_once_idle(monkeypatch):
     import time
     time.sleep(1.0)
     assert pool._executor is None
-    for pid in pids:                               # the workers have exited
+    # the workers exit: the idle timer's shutdown joins them, which took over 0.8 s on a slow,
+    # busy host, so wait for it (bounded) instead of assuming how long it takes
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _pid(_):
