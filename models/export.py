@@ -60,7 +60,10 @@ class ScoringModule(tf.Module):
 
     def _score_and_explain(self, raw):
         """The score signature's pd and logit, and phi from the explainer, whose chunks are padded
-        in-graph too: one firm explained alone gets the nightly digits in one call."""
+        in-graph too: one firm explained alone gets the nightly digits in one call. The logit the
+        explainer returns beside phi comes from another XLA program (forward and multipliers
+        fused); it matched in tests, but only `logit`'s own program is the score signature's, so
+        that is what is called (one more forward pass beside the attributions)."""
         x = self._inputs(raw)
         logit = self.explainer.logit(x)
         _, phi = self.explainer(x)

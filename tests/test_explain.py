@@ -220,6 +220,7 @@ def test_a_rows_logit_has_the_same_bits_in_any_batch_at_any_place():
                                           err_msg=f"{size} rows from {start}")
     assert explainer.logit(rows[:0]).numpy().shape == (0,)
 
+
 def _feature_groups(n_inputs: int, seed: int) -> tuple[list[str], np.ndarray]:
     """Columns in shuffled features of 1 to 4 columns (one-hot slots, missing flags) and their
     [n, F] 0/1 matrix, features in order of first appearance (group_attributions' order)."""
