@@ -38,7 +38,6 @@ def main(argv=None) -> int:
     from service.app import firm_score
     from service.feed_store import FeedStore
     from transforms import book_relative, pit
-    from transforms.featurize import features_to_arrow
     as_of = dt.date.fromisoformat(args.as_of)
     models = core.load_model_set(args.registry)
     store = FeedStore(args.feeds)
@@ -64,7 +63,7 @@ def main(argv=None) -> int:
         mark("feed tables")
         valid, _ = core.validated_tables(tables, strict=True)
         mark("validation")
-        features = features_to_arrow(pit.compute_features(pit.FirmFrames.from_tables(valid), as_of))
+        features = pit.compute_features(pit.FirmFrames.from_tables(valid), as_of)
         mark("point-in-time features")
         features = book_relative.adjust(features, {as_of: medians})
         mark("read against the book")

@@ -31,7 +31,7 @@ from models.registry import check_model_features, check_saved_model
 from models.rules import load_rules_config
 from models.scorecard import load_scorecard_config
 from transforms import book_relative, catalog, feeds, pit, validate
-from transforms.featurize import FEATURE_SCHEMA, features_to_arrow
+from transforms.featurize import FEATURE_SCHEMA
 
 ROW = "__row"               # a firm's position in its batch; rides along through every stage
 SERVICE_RUN_ID = "online"   # scores rows carry a run id; the service's answers are not a run
@@ -187,7 +187,7 @@ def features_from_records(tables: dict[str, pa.Table], as_of: dt.date,
     records): the nightly featurize_shard over one controller group, its changes read against the
     book's medians at D (FeedStore.book_medians), as the nightly job reads them."""
     valid, problems = validated_tables(tables, strict)
-    features = features_to_arrow(pit.compute_features(pit.FirmFrames.from_tables(valid), as_of))
+    features = pit.compute_features(pit.FirmFrames.from_tables(valid), as_of)
     return book_relative.adjust(features, {as_of: book_medians}), problems
 
 

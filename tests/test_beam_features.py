@@ -20,7 +20,7 @@ from transforms import beam_features, book_relative, catalog, featurize, pit
 
 def _direct(tables, as_of):
     """The in-process features of a whole book, read against that book as the job reads them."""
-    table = featurize.features_to_arrow(pit.compute_features(pit.FirmFrames.from_tables(tables), as_of))
+    table = pit.compute_features(pit.FirmFrames.from_tables(tables), as_of)
     return book_relative.adjust(table, book_relative.book_medians([table])).to_pandas()
 
 

@@ -25,7 +25,7 @@ from beam_jobs.sources import data_extent
 from models.train import add_months
 from smescore import cli
 from tests import monitoring_services as services
-from transforms import book_relative, catalog, featurize, feeds as feed_contract, pit
+from transforms import book_relative, catalog, feeds as feed_contract, pit
 from synth.truth import GROUND_TRUTH_DIR
 
 REPLICATES = 200
@@ -68,9 +68,8 @@ def direct(small_feeds, validated):
     path = model_registry.Registry(validated["registry"]).saved_model_path(validated["version"])
     out = {}
     for as_of in (LABELLED, LAST):
-        f = pit.compute_features(frames, as_of, outcome_end)
-        table = featurize.features_to_arrow(f)        # the changes read against the book
-        f = book_relative.adjust(table, book_relative.book_medians([table])).to_pandas()
+        table = pit.compute_features(frames, as_of, outcome_end)
+        f = book_relative.adjust(table, book_relative.book_medians([table])).to_pandas()  # read against the book
         model = f[~f["in_default"] & (f["months_history"] >= 6)].sort_values("enterprise_id")
         model = model.reset_index(drop=True)
         out[as_of] = {"all": f, "model": model, "pd": backtest.rescore(path, model)}

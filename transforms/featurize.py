@@ -16,16 +16,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms import catalog, feeds, pit, progress, validate
+from transforms import feeds, pit, progress, validate
 
 DEFAULT_SHARDS = 32     # firm shards of a nightly run (--n_shards), so of the API's model calls
 
-FEATURE_SCHEMA = pa.schema(
-    [pa.field("enterprise_id", pa.string(), nullable=False),
-     pa.field("as_of_date", pa.date32(), nullable=False)]
-    + [pa.field(f.name, pa.string() if f.is_categorical else pa.float32()) for f in catalog.FEATURES]
-    + [pa.field("in_default", pa.bool_()), pa.field("months_history", pa.int32()),
-       pa.field("label_default_12m", pa.float32())])
+FEATURE_SCHEMA = pit.FEATURE_SCHEMA       # what pit.compute_features returns
 
 
 # Firms a shard holds at most: a larger book gets more shards than --n_shards, so that one shard's
@@ -49,10 +44,10 @@ _FLOAT_FIELDS = [f.name for f in FEATURE_SCHEMA if f.type == pa.float32()]
 
 
 def features_to_arrow(frame: pd.DataFrame) -> pa.Table:
-    """The feature frame as a FEATURE_SCHEMA table, each column as `pa.Table.from_pandas(frame,
-    schema=FEATURE_SCHEMA)` converts it (NaN -> null, float64 rounded to float32), without its
-    pandas metadata: the float columns in one block, the rest column by column (one firm's table
-    4.3 -> 1.3 ms; the service converts one controller group per request)."""
+    """A feature frame (smescore.api's callers give DataFrames) as a FEATURE_SCHEMA table, each
+    column as `pa.Table.from_pandas(frame, schema=FEATURE_SCHEMA)` converts it (NaN -> null,
+    float64 rounded to float32), without its pandas metadata: the float columns in one block, the
+    rest column by column."""
     missing = [f.name for f in FEATURE_SCHEMA if f.name not in frame.columns]
     if missing:
         raise KeyError(f"feature frame lacks {missing[:5]}")
@@ -79,9 +74,9 @@ def featurize(tables: Mapping[str, pa.Table], as_of_dates: Sequence[dt.date],
     out = []
     for as_of in as_of_dates:
         features = pit.compute_features(frames, as_of, outcome_end)
-        progress.advance("firms featurized", len(features))
-        if len(features):
-            out.append(features_to_arrow(features))
+        progress.advance("firms featurized", features.num_rows)
+        if features.num_rows:
+            out.append(features)
     return out, rejects
 
 

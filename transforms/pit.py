@@ -19,8 +19,11 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from transforms import catalog, feeds
+from transforms.records import Records
 
 LOOKBACK = 24  # months kept in the panels: 12-month windows plus their year-ago comparison
 # Changes against a base window: the months of history (months_history, uncapped) the base needs,
@@ -44,26 +47,37 @@ def _all_nan_is_nan():
         yield
 
 
+FEATURE_SCHEMA = pa.schema(
+    [pa.field("enterprise_id", pa.string(), nullable=False),
+     pa.field("as_of_date", pa.date32(), nullable=False)]
+    + [pa.field(f.name, pa.string() if f.is_categorical else pa.float32()) for f in catalog.FEATURES]
+    + [pa.field("in_default", pa.bool_()), pa.field("months_history", pa.int32()),
+       pa.field("label_default_12m", pa.float32())])
+
+
 @dataclasses.dataclass
 class FirmFrames:
-    """Validated feed records of one group of firms (pandas, one frame per feed)."""
-    enterprises: pd.DataFrame
-    tax_filings: pd.DataFrame
-    invoices: pd.DataFrame
-    utility_bills: pd.DataFrame
-    registry_events: pd.DataFrame
-    loans: pd.DataFrame
+    """Validated feed records of one group of firms, one `Records` per feed; the enterprises
+    sorted by enterprise_id (the order of the feature rows), every record knowing its firm's
+    place among them (`Records.firms`)."""
+    enterprises: Records
+    tax_filings: Records
+    invoices: Records
+    utility_bills: Records
+    registry_events: Records
+    loans: Records
 
     @classmethod
     def from_tables(cls, tables: dict) -> "FirmFrames":
-        """Arrow tables (or missing feeds) -> frames with the contract's columns."""
-        frames = {}
-        for name, feed in feeds.FEEDS.items():
+        """Arrow tables with the contract's columns (a missing feed: no records)."""
+        def table(name):
             t = tables.get(name)
-            if t is None:
-                t = feed.schema.empty_table()
-            frames[name] = t.to_pandas(date_as_object=False)
-        return cls(**frames)
+            return feeds.FEEDS[name].schema.empty_table() if t is None else t
+        ent = table("enterprises")
+        ent = ent.take(pc.sort_indices(ent, [("enterprise_id", "ascending")]))
+        ids = ent.column("enterprise_id").combine_chunks()
+        return cls(**{name: Records(ent if name == "enterprises" else table(name), ids)
+                      for name in feeds.FEEDS})
 
 
 def month_index(dates) -> np.ndarray:
@@ -78,20 +92,24 @@ def reference_month(as_of: dt.date) -> int:
     return m if is_month_end else m - 1
 
 
-def _known(frame: pd.DataFrame, column: str, as_of: dt.date) -> pd.DataFrame:
-    return frame[frame[column].to_numpy(dtype="datetime64[D]") <= np.datetime64(as_of)]
-
-
 class MonthlyPanel:
-    """Dense [n_firms, LOOKBACK] matrices; column k is k months before the panel's newest month."""
+    """Dense [n_firms, LOOKBACK] matrices; column k is k months before the panel's newest month.
+    Its rows are the group's firms (FirmFrames order) where `in_panel` holds."""
 
-    def __init__(self, firm_ids: np.ndarray):
-        self.n = len(firm_ids)
-        self.pos = pd.Index(firm_ids)
+    def __init__(self, in_panel: np.ndarray):
+        self.n = int(np.count_nonzero(in_panel))
+        # The row of each firm of the group, -1 outside the panel, and one -1 more at the end:
+        # a record of a firm the group lacks (Records.firms -1) reads it.
+        self._row_of_firm = np.full(len(in_panel) + 1, -1, np.int64)
+        self._row_of_firm[:-1][in_panel] = np.arange(self.n)
 
-    def locate(self, enterprise_id, month, newest_month: int):
+    def rows(self, records: Records) -> np.ndarray:
+        """The panel row of each record's firm, -1 where it has none."""
+        return self._row_of_firm[records.firms()]
+
+    def locate(self, records: Records, month, newest_month: int):
         """(row, k) of each record inside the panel, and the mask of records that fall inside it."""
-        row = self.pos.get_indexer(np.asarray(enterprise_id))
+        row = self.rows(records)
         k = newest_month - np.asarray(month, dtype=np.int64)
         inside = (row >= 0) & (k >= 0) & (k < LOOKBACK)
         return row[inside], k[inside], inside
@@ -156,15 +174,15 @@ def _masked_sum(m, mask, w):
 
 
 # ---------- feature families ----------
-def _invoice_features(fr, panel, ids, ref, as_of, hist):
-    inv = _known(fr.invoices, "invoice_date", as_of)
-    row, k, inside = panel.locate(inv["enterprise_id"], month_index(inv["invoice_date"]), ref)
-    inv = inv[inside]
-    sales = (inv["direction"] == "sales").to_numpy()
-    normal = (inv["status"] == "normal").to_numpy()
-    red = (inv["status"] == "red_letter").to_numpy()
-    void = (inv["status"] == "void").to_numpy()
-    amt = inv["amount"].to_numpy(np.float64)
+def _invoice_features(fr, panel, ref, as_of, hist):
+    inv = fr.invoices.known("invoice_date", as_of)
+    row, k, inside = panel.locate(inv, month_index(inv.dates("invoice_date")), ref)
+    inv = inv.where(inside)
+    sales = inv.equals("direction", "sales")
+    normal = inv.equals("status", "normal")
+    red = inv.equals("status", "red_letter")
+    void = inv.equals("status", "void")
+    amt = inv.numbers("amount")
 
     def panel_sum(mask, weights=None):
         return panel.sum(row[mask], k[mask], None if weights is None else weights[mask])
@@ -198,13 +216,14 @@ def _invoice_features(fr, panel, ids, ref, as_of, hist):
     f["inv_red_ratio_3m"] = _div(_win(s_red_amt, 3), _win(s_norm_amt, 3))
     f["inv_red_ratio_12m"] = _div(_win(s_red_amt, 12), _win(s_norm_amt, 12))
     f["hist_inv_months_12m"] = any_inv[:, :12].sum(1).astype(np.float64)
-    f.update(_counterparty_features(inv, row, k, sales & normal, ~sales & normal, amt, panel.n))
+    f.update(_counterparty_features(inv.texts("counterparty_id"), row, k, sales & normal,
+                                    ~sales & normal, amt, panel.n))
     return f, s_amt
 
 
-def _counterparty_features(inv, row, k, sale, purchase, amt, n):
-    """Customer concentration over 12 months and the share of sales to new customers."""
-    cp = inv["counterparty_id"].to_numpy()
+def _counterparty_features(cp, row, k, sale, purchase, amt, n):
+    """Customer concentration over 12 months and the share of sales to new customers (`cp`:
+    each invoice's counterparty)."""
     last12 = k < 12
     if n <= SMALL_GROUP and (sale & last12).sum() <= SMALL_GROUP_INVOICES:
         return _counterparty_features_small(cp, row, k, sale & last12, purchase & last12, amt, n)
@@ -334,15 +353,15 @@ def _expected_periods(est_month, newest):
 
 
 def _tax_features(fr, panel, ref, as_of, est_month, s_amt):
-    tax = _known(fr.tax_filings, "filed_date", as_of)
+    tax = fr.tax_filings.known("filed_date", as_of)
     newest = ref - 1   # the return filed in the reference month is for the month before
-    row, k, inside = panel.locate(tax["enterprise_id"], month_index(tax["period_month"]), newest)
-    tax = tax[inside]
+    row, k, inside = panel.locate(tax, month_index(tax.dates("period_month")), newest)
+    tax = tax.where(inside)
     filed = panel.sum(row, k) > 0
-    ts = panel.sum(row, k, tax["taxable_sales"].to_numpy(np.float64))
-    vat = panel.sum(row, k, tax["vat_paid"].to_numpy(np.float64))
-    late = panel.sum(row, k, tax["filed_late"].to_numpy(np.float64))
-    hc = np.where(filed, panel.sum(row, k, tax["si_headcount"].to_numpy(np.float64)), np.nan)
+    ts = panel.sum(row, k, tax.numbers("taxable_sales"))
+    vat = panel.sum(row, k, tax.numbers("vat_paid"))
+    late = panel.sum(row, k, tax.numbers("filed_late"))
+    hc = np.where(filed, panel.sum(row, k, tax.numbers("si_headcount")), np.nan)
     expected = _expected_periods(est_month, newest)
 
     f = {}
@@ -373,18 +392,18 @@ def _tax_features(fr, panel, ref, as_of, est_month, s_amt):
     f["hc_chg_6m"] = _change(hc[:, 0], hc[:, 6])
     f["hc_chg_12m"] = _change(hc[:, 0], hc[:, 12])
     f["hc_sales_per_head_3m"] = _div(f["tax_sales_3m"], hc_3)
-    return f, (row, k, tax["filed_late"].to_numpy(bool)), hc_3
+    return f, (row, k, tax.numbers("filed_late") != 0), hc_3
 
 
 def _power_features(fr, panel, ref, as_of, est_month, hc_3):
-    ub = _known(fr.utility_bills, "bill_date", as_of)
+    ub = fr.utility_bills.known("bill_date", as_of)
     newest = ref - 1   # bills for a month are issued early in the next
-    row, k, inside = panel.locate(ub["enterprise_id"], month_index(ub["period_month"]), newest)
-    ub = ub[inside]
+    row, k, inside = panel.locate(ub, month_index(ub.dates("period_month")), newest)
+    ub = ub.where(inside)
     billed = panel.sum(row, k) > 0
-    kwh = panel.sum(row, k, ub["kwh"].to_numpy(np.float64))
-    bill = panel.sum(row, k, ub["amount"].to_numpy(np.float64))
-    overdue = panel.max(row, k, ub["days_overdue"].to_numpy(np.float64))
+    kwh = panel.sum(row, k, ub.numbers("kwh"))
+    bill = panel.sum(row, k, ub.numbers("amount"))
+    overdue = panel.max(row, k, ub.numbers("days_overdue"))
     expected = _expected_periods(est_month, newest)
 
     f = {}
@@ -409,22 +428,21 @@ def _power_features(fr, panel, ref, as_of, est_month, hc_3):
     return f, billed
 
 
-def _registry_features(fr, panel, as_of, ids):
-    ev = _known(fr.registry_events, "event_date", as_of)
+def _registry_features(fr, panel, as_of):
+    ev = fr.registry_events.known("event_date", as_of)
     now = int(month_index(np.array([as_of], dtype="datetime64[D]"))[0])   # D's own month counts
-    row = panel.pos.get_indexer(ev["enterprise_id"].to_numpy())
-    k = now - month_index(ev["event_date"])
+    row = panel.rows(ev)
+    k = now - month_index(ev.dates("event_date"))
     inside = (row >= 0) & (k >= 0) & (k < 36)            # registry windows reach back 36 months
-    row, k, ev = row[inside], k[inside], ev[inside]
-    etype = ev["event_type"].to_numpy()
-    amount = ev["amount"].to_numpy(np.float64)
+    row, k, ev = row[inside], k[inside], ev.where(inside)
+    amount = ev.numbers("amount")
 
     def count(kind, w):
-        m = (etype == kind) & (k < w)
+        m = ev.equals("event_type", kind) & (k < w)
         return np.bincount(row[m], minlength=panel.n).astype(np.float64)
 
     def total(kind, w, values):
-        m = (etype == kind) & (k < w) & np.isfinite(values)
+        m = ev.equals("event_type", kind) & (k < w) & np.isfinite(values)
         return np.bincount(row[m], weights=values[m], minlength=panel.n)
 
     f = {
@@ -449,11 +467,11 @@ def _registry_features(fr, panel, as_of, ids):
 def _loan_status(fr, panel, as_of):
     """Own arrears: DPD at the latest month-end, the worst and the count of past-due month-ends over
     12 months, and whether the firm is already in default at D."""
-    ln = _known(fr.loans, "report_month", as_of)
+    ln = fr.loans.known("report_month", as_of)
     now = int(month_index(np.array([as_of], dtype="datetime64[D]"))[0])
-    row = panel.pos.get_indexer(ln["enterprise_id"].to_numpy())
-    k = now - month_index(ln["report_month"])
-    dpd = ln["days_past_due"].to_numpy(np.float64)
+    row = panel.rows(ln)
+    k = now - month_index(ln.dates("report_month"))
+    dpd = ln.numbers("days_past_due")
     ok = row >= 0
     last12 = ok & (k < 12)
     max_dpd_12m = np.zeros(panel.n)
@@ -474,18 +492,19 @@ def _loan_status(fr, panel, as_of):
     return max_dpd_12m, ever_default, own
 
 
-def _related_features(ent, own):
-    """Relatives = other firms with the same controller; sums and maxima exclude the firm itself."""
-    if len(ent) <= SMALL_GROUP:
-        return _related_features_small(ent, own)
-    df = pd.DataFrame({"row": np.arange(len(ent)), "ctrl": ent["controller_id"].to_numpy(), **own})
+def _related_features(ctrl, own):
+    """Relatives = other firms with the same controller (`ctrl`: each firm's); sums and maxima
+    exclude the firm itself."""
+    if len(ctrl) <= SMALL_GROUP:
+        return _related_features_small(ctrl, own)
+    df = pd.DataFrame({"row": np.arange(len(ctrl)), "ctrl": ctrl, **own})
     pairs = df[["row", "ctrl"]].merge(df, on="ctrl", suffixes=("", "_rel"))
     pairs = pairs[pairs["row"] != pairs["row_rel"]]
     g = pairs.groupby("row").agg(
         n=("row_rel", "size"), arrears=("arrears", "sum"), max_dpd=("max_dpd", "max"),
         defaults=("default", "sum"), late=("late", "sum"), filings=("filings", "sum"),
         litig=("litig", "sum"))
-    n = len(ent)
+    n = len(ctrl)
     f = {name: np.zeros(n) for name in ("rel_n_related", "rel_arrears_firms_12m", "rel_max_dpd_12m",
                                         "rel_default_firms_12m", "rel_litig_12m")}
     f["rel_late_tax_share_12m"] = np.full(n, np.nan)
@@ -499,12 +518,11 @@ def _related_features(ent, own):
     return f
 
 
-def _related_features_small(ent, own):
+def _related_features_small(ctrl, own):
     """_related_features of a small group without pandas' merge: every `own` value is a whole
     number (counts, flags, days), so its sums are exact in any order; the same numbers."""
-    ctrl = ent["controller_id"].to_numpy()
     codes = pd.factorize(ctrl, use_na_sentinel=False)[0]    # merge joins missing keys too
-    n = len(ent)
+    n = len(ctrl)
     same = (codes[:, None] == codes[None, :]) & ~np.eye(n, dtype=bool)
     n_rel = same.sum(1)
     has = n_rel > 0
@@ -524,40 +542,39 @@ def _related_features_small(ent, own):
 def _history_months(fr, panel, ref, as_of):
     """Months from the firm's first known invoice, tax period or bill to the reference month."""
     first = np.full(panel.n, np.iinfo(np.int64).max)
-    for frame, date_col, month_col in ((fr.invoices, "invoice_date", "invoice_date"),
-                                       (fr.tax_filings, "filed_date", "period_month"),
-                                       (fr.utility_bills, "bill_date", "period_month")):
-        known = _known(frame, date_col, as_of)
-        row = panel.pos.get_indexer(known["enterprise_id"].to_numpy())
-        months = month_index(known[month_col])
+    for records, date_col, month_col in ((fr.invoices, "invoice_date", "invoice_date"),
+                                         (fr.tax_filings, "filed_date", "period_month"),
+                                         (fr.utility_bills, "bill_date", "period_month")):
+        known = records.known(date_col, as_of)
+        row = panel.rows(known)
+        months = month_index(known.dates(month_col))
         ok = row >= 0
         np.minimum.at(first, row[ok], months[ok])
     return np.where(first == np.iinfo(np.int64).max, 0, np.maximum(ref - first + 1, 0))
 
 
 def compute_features(frames: FirmFrames, as_of: dt.date, outcome_end: dt.date | None = None
-                     ) -> pd.DataFrame:
-    """One row per firm established on or before D: KEY_COLUMNS, catalogue features, META_COLUMNS.
+                     ) -> pa.Table:
+    """One row per firm established on or before D, by enterprise_id: a FEATURE_SCHEMA table
+    (the keys, the catalogue's features, in_default, months_history and the label).
 
     `outcome_end` (the last loan report month available) enables the training label: 90+ DPD within
     the 12 months after D; null when the window is not fully observed or the firm is already in
     default at D.
     """
-    ent = frames.enterprises
-    ent = ent[ent["established_date"].to_numpy(dtype="datetime64[D]") <= np.datetime64(as_of)]
-    ent = ent.sort_values("enterprise_id", kind="stable").reset_index(drop=True)
-    ids = ent["enterprise_id"].to_numpy()
-    panel = MonthlyPanel(ids)
+    in_panel = frames.enterprises.dates("established_date") <= np.datetime64(as_of)
+    ent = frames.enterprises.where(in_panel)
+    panel = MonthlyPanel(in_panel)
     ref = reference_month(as_of)
-    est_month = month_index(ent["established_date"])
+    est_month = month_index(ent.dates("established_date"))
     hist = _history_months(frames, panel, ref, as_of)
 
-    f, s_amt = _invoice_features(frames, panel, ids, ref, as_of, hist)
+    f, s_amt = _invoice_features(frames, panel, ref, as_of, hist)
     tax, (t_row, t_k, t_late), hc_3 = _tax_features(frames, panel, ref, as_of, est_month, s_amt)
     f.update(tax)
     pwr, _ = _power_features(frames, panel, ref, as_of, est_month, hc_3)
     f.update(pwr)
-    f.update(_registry_features(frames, panel, as_of, ids))
+    f.update(_registry_features(frames, panel, as_of))
     max_dpd, in_default, own_loans = _loan_status(frames, panel, as_of)
     f.update(own_loans)
     t12 = t_k < 12
@@ -568,20 +585,21 @@ def compute_features(frames: FirmFrames, as_of: dt.date, outcome_end: dt.date | 
         "filings": np.bincount(t_row[t12], minlength=panel.n).astype(np.float64),
         "litig": f["reg_litig_12m"],
     }
-    f.update(_related_features(ent, own))
-    f["ent_reg_capital"] = ent["registered_capital"].to_numpy(np.float64)
-    age_days = (np.datetime64(as_of) - ent["established_date"].to_numpy(dtype="datetime64[D]"))
+    f.update(_related_features(ent.texts("controller_id"), own))
+    f["ent_reg_capital"] = ent.numbers("registered_capital")
+    age_days = np.datetime64(as_of) - ent.dates("established_date")
     f["ent_age_years"] = age_days.astype(np.float64) / 365.25
-    f["ent_rep_age"] = ent["legal_rep_age"].to_numpy(np.float64, na_value=np.nan)
+    f["ent_rep_age"] = ent.numbers("legal_rep_age")
     f["hist_months"] = hist.astype(np.float64)
-    f["ent_industry"] = ent["industry"].fillna("").to_numpy(object)
-    f["ent_province"] = ent["province"].fillna("").to_numpy(object)
-    f["ent_legal_form"] = ent["legal_form"].fillna("").to_numpy(object)
+    for name, column in (("ent_industry", "industry"), ("ent_province", "province"),
+                         ("ent_legal_form", "legal_form")):
+        f[name] = np.array(["" if v is None else v for v in ent.texts(column)], object)
 
     for name, months in BASE_WINDOW_MONTHS.items():
         f[name] = np.where(hist >= months, f[name], np.nan)
 
-    columns = {"enterprise_id": ids, "as_of_date": np.full(len(ids), np.datetime64(as_of, "D"))}
+    columns = {"enterprise_id": ent.texts("enterprise_id"),
+               "as_of_date": np.full(panel.n, np.datetime64(as_of, "D"))}
     for feat in catalog.FEATURES:
         col = f[feat.name]
         if not feat.is_categorical:
@@ -590,22 +608,30 @@ def compute_features(frames: FirmFrames, as_of: dt.date, outcome_end: dt.date | 
         columns[feat.name] = col
     columns["in_default"] = in_default
     columns["months_history"] = hist.astype(np.int32)
-    columns["label_default_12m"] = _labels(frames, ids, as_of, in_default, outcome_end)
-    return pd.DataFrame(columns)
+    columns["label_default_12m"] = _labels(frames, panel, as_of, in_default, outcome_end)
+    return _feature_table(columns)
 
 
-def _labels(frames, ids, as_of, in_default, outcome_end):
+def _labels(frames, panel, as_of, in_default, outcome_end):
     """1.0 / 0.0 for 90+ DPD within the 12 months after D; NaN when not observable or in default."""
-    n = len(ids)
     if outcome_end is None:
-        return np.full(n, np.nan, np.float32)
+        return np.full(panel.n, np.nan, np.float32)
     now = int(month_index(np.array([as_of], dtype="datetime64[D]"))[0])
     if int(month_index(np.array([outcome_end], dtype="datetime64[D]"))[0]) < now + 12:
-        return np.full(n, np.nan, np.float32)
+        return np.full(panel.n, np.nan, np.float32)
     ln = frames.loans
-    k = month_index(ln["report_month"]) - now
-    m = (k >= 1) & (k <= 12) & (ln["days_past_due"].to_numpy() >= feeds.DEFAULT_DPD)
-    bad = pd.Index(ids).isin(ln.loc[m, "enterprise_id"].unique())
-    label = bad.astype(np.float32)
+    k = month_index(ln.dates("report_month")) - now
+    m = (k >= 1) & (k <= 12) & (ln.numbers("days_past_due") >= feeds.DEFAULT_DPD)
+    bad = panel.rows(ln)[m]
+    label = np.zeros(panel.n, np.float32)
+    label[bad[bad >= 0]] = 1.0
     label[in_default] = np.nan
     return label
+
+
+def _feature_table(columns: dict) -> pa.Table:
+    """The feature columns as a FEATURE_SCHEMA table, NaN as null."""
+    arrays = [pa.array(columns[f.name], f.type, mask=np.isnan(columns[f.name]))
+              if f.type == pa.float32() else pa.array(columns[f.name], f.type)
+              for f in FEATURE_SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=FEATURE_SCHEMA)
