@@ -87,3 +87,37 @@ def test_duplicates_keep_one_record_per_key_in_any_arrival_order():
     assert rejects[0]["reason"] == "duplicate invoice_id"
     reordered, none = validate.split_duplicates("invoices", table.take([*range(table.num_rows)][::-1]))
     assert none == [] and reordered.equals(validate.split_duplicates("invoices", table)[0])
+
+
+def test_python_spaces_are_what_str_strip_strips():
+    assert validate.PYTHON_SPACES == "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
+    # blank to Python's strip but not to Arrow's whitespace trim: the nightly rules decide
+    for blank in ("\x1c", "\x1f \x85", "\u3000\t"):
+        good, rejects = _same("invoices", _with("invoices", 1, counterparty_id=blank))
+        assert len(rejects) == 1 and rejects[0]["reason"].startswith("missing counterparty_id")
+
+
+def test_a_composite_key_twice_is_a_duplicate_and_a_null_in_it_is_decided_exactly():
+    table = handmade.tables()["tax_filings"]
+    again = table.slice(1, 1).set_column(
+        table.schema.get_field_index("vat_paid"), "vat_paid", pa.array([123.0]))
+    good, rejects = validate.split_duplicates("tax_filings", pa.concat_tables([table, again]))
+    assert good.num_rows == table.num_rows
+    assert [r["reason"] for r in rejects] == ["duplicate enterprise_id/period_month"]
+    # the same firm in two months is no duplicate, nor are two firms with no period
+    assert validate._every_key_once(table, ["enterprise_id", "period_month"])
+    nulls = pa.table({"enterprise_id": ["E1", "E2"], "period_month": pa.array([None, None], pa.date32())})
+    assert not validate._every_key_once(nulls, ["enterprise_id", "period_month"])
+    assert validate.split_duplicates("tax_filings", pa.concat_tables([
+        table, table.slice(0, 2).set_column(1, "period_month", pa.array([None, None], pa.date32()))
+        .set_column(0, "enterprise_id", pa.array(["E1", "E2"]))]))[1] == []
+
+
+def test_a_feed_without_records_passes_without_the_nightly_rules(monkeypatch):
+    """A firm with no registry event sends an empty table: nothing to check, no pandas."""
+    def nightly(*_):
+        raise AssertionError("validate_table called")
+    monkeypatch.setattr(validate, "validate_table", nightly)
+    for feed, schema in ((f, feeds.FEEDS[f].schema) for f in feeds.FEEDS):
+        good, rejects = validate.validate_typed(feed, schema.empty_table())
+        assert good.num_rows == 0 and good.schema.equals(schema) and rejects == []
