@@ -30,4 +30,7 @@ def route(table: pa.Table, min_history: int = MIN_HISTORY_MONTHS) -> dict[str, p
         zero_copy_only=False) & ~in_default
     model = ~in_default & ~thin
     masks = ((IN_DEFAULT, in_default), (RULES, thin), (MODEL, model))
-    return {name: table.filter(mask) for name, mask in masks if np.any(mask)}
+    # a route that takes every firm (one firm scored on demand) keeps the table: a filter of
+    # ~100 columns costs ~0.6 ms
+    return {name: table if np.all(mask) else table.filter(mask)
+            for name, mask in masks if np.any(mask)}

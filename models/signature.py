@@ -191,4 +191,16 @@ def _call(fn, inputs: dict[str, np.ndarray]) -> dict:
         fn._smescore_flat_order = order
     if order is None:
         return fn(**{k: tf.constant(v) for k, v in inputs.items()})
-    return fn._call_flat([tf.constant(inputs[k]) for k in order], fn.captured_inputs)
+    return fn._call_flat(_tensors([inputs[k] for k in order]), fn.captured_inputs)
+
+
+def _tensors(values: list[np.ndarray]) -> list:
+    """One eager tensor per array, the same values: the float32 columns through one constant and
+    one unstack (~0.3 ms) instead of a constant each (~50 us each, ~100 a call)."""
+    import tensorflow as tf
+    tensors = [None] * len(values)
+    floats = [i for i, v in enumerate(values) if v.dtype == np.float32 and v.ndim == 1]
+    if len(floats) > 1 and len({len(values[i]) for i in floats}) == 1:
+        for i, t in zip(floats, tf.unstack(tf.constant(np.stack([values[i] for i in floats])))):
+            tensors[i] = t
+    return [tf.constant(v) if t is None else t for v, t in zip(values, tensors)]

@@ -321,7 +321,7 @@ def _official(ms: ModelSet, table: pa.Table, inputs: dict, rows: np.ndarray, ver
               scored: dict, explained: dict | None, role: str, found: dict) -> None:
     """The official rows (scores + points) of `rows` of the table, scored by `version`."""
     model = ms.models[version]
-    part = table.filter(pa.array(rows))
+    part = table if rows.all() else table.filter(pa.array(rows))
     if explained is None:
         explained = signature.attributions(part, model, {k: v[rows] for k, v in inputs.items()})
     out = signature.with_outputs(part, {k: v[rows] for k, v in scored.items()}, explained)
