@@ -58,8 +58,8 @@ def main(argv=None) -> int:
             t = now
         body = schemas.RecordsRequest.model_validate(json.loads(raw))
         mark("json + pydantic")
-        rows = body.records.model_dump()           # as the service does (service/app.py _tables)
-        tables = {feed: core.feed_table(feed, rows[feed]) for feed in core.FEEDS}
+        # as the service does (service/app.py _tables)
+        tables = {feed: core.feed_table(feed, getattr(body.records, feed)) for feed in core.FEEDS}
         mark("feed tables")
         valid, _ = core.validated_tables(tables, strict=True)
         mark("validation")

@@ -25,10 +25,11 @@ from beam_jobs import build_features, champion_challenger, score_portfolio
 from models import signature
 from models.signature import with_model_outputs
 from models import lifecycle
-from service import core, parity
+from service import core, parity, schemas
 from service.app import ServiceConfig, create_app
 from service.feed_store import FeedStore
-from transforms import catalog
+from tests import handmade
+from transforms import catalog, feeds
 from tests.monitoring_services import render
 
 AS_OF = dt.date(2026, 10, 31)
@@ -219,6 +220,24 @@ def test_response_carries_points_reasons_and_shadow(client, book):
     assert int(math.floor(min(max(unclamped, 300), 850) + 0.5)) == a["score"]
     assert 1 <= len(a["reasons"]) <= 4 and all(r["text_zh"] and r["text_en"] for r in a["reasons"])
     assert [s["model_version"] for s in a["shadow"]] == [challenger]
+
+
+def test_request_records_become_the_feed_tables_a_parquet_feed_gives():
+    """core.feed_table builds columns from the pydantic records: the same table as their dump
+    through from_pylist, nulls, dates, whole-number amounts and flags included."""
+    rows = handmade.records()
+    rows["invoices"][0]["amount"] = 1200                 # a JSON whole number for a float column
+    rows["enterprises"][1]["legal_rep_age"] = None
+    body = schemas.RecordsRequest.model_validate_json(json.dumps(
+        {"enterprise_id": "E1", "as_of_date": "2026-06-30", "records": rows}, default=str))
+    dumped = body.records.model_dump()
+    for feed in core.FEEDS:
+        table = core.feed_table(feed, getattr(body.records, feed))
+        assert table.num_rows == len(rows[feed]) > 0
+        assert table.equals(pa.Table.from_pylist(dumped[feed], schema=feeds.FEEDS[feed].schema),
+                            check_metadata=True), feed
+    assert core.feed_table("enterprises", body.records.enterprises).column(
+        "legal_rep_age").null_count == 1
 
 
 # ----------------------------------------------------------------------------- bad input
