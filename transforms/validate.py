@@ -184,12 +184,6 @@ def validate_table(feed_name: str, table: pa.Table) -> tuple[pa.Table, list[dict
     return to_arrow(feed_name, good), rejects
 
 
-# What Python's str.strip() strips (str.isspace), for Arrow's utf8_trim: a string is blank to
-# Python exactly when utf8_trim of these leaves it empty (tests/test_feed_validation.py checks
-# the list against every code point).
-PYTHON_SPACES = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004"
-                 "\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
-
 # pandas holds dates as datetime64[ns]: a date outside these years is "unparseable" in validate_table
 _DATE_RANGE = (np.datetime64("1678-01-01"), np.datetime64("2261-12-31"))
 
@@ -216,9 +210,9 @@ def _passes_every_check(feed_name: str, table: pa.Table) -> bool:
         if name in REQUIRED[feed_name] and col.null_count:
             return False
         if pa.types.is_string(t):
-            # a blank string is read as missing (blank to Arrow's or to Python's strip)
-            if (pc.any(pc.equal(pc.utf8_trim_whitespace(col), "")).as_py()
-                    or pc.any(pc.equal(pc.utf8_trim(col, characters=PYTHON_SPACES), "")).as_py()):
+            # a blank string is read as missing: Arrow's whitespace is Python's str.isspace, code
+            # point for code point (tests/test_feed_validation.py), so blank to either is blank here
+            if pc.any(pc.equal(pc.utf8_trim_whitespace(col), "")).as_py():
                 return False
             allowed = CATEGORIES.get(feed_name, {}).get(name)
             if allowed is not None and not pc.all(   # min_count=0: no record is no bad record
