@@ -5,8 +5,9 @@ cost a controller group of the scoring service about 20 ms of fixed overhead per
 frames built, filtered and indexed), more than the arithmetic itself. `Records` converts a column
 of the Arrow table once, when first asked for, and a subset (`where`) takes its columns from its
 parent's by the same mask, so a column is never converted twice and a filter is one numpy index.
-String columns stay in Arrow for what the features ask of them: equality with a category and the
-firm a record belongs to.
+String columns answer in Arrow what the features ask most (equality with a category, the firm a
+record belongs to); `texts` gives Python strings where a feature needs the values themselves
+(counterparties, controllers, the firm's categories).
 """
 from __future__ import annotations
 
