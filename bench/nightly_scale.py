@@ -170,7 +170,7 @@ PROFILE_FUNCTIONS = (  # (stage, module, qualified name); cumulative time in the
     ("  duplicates check", "transforms.validate", "split_duplicates"),
     ("  firm frames", "transforms.pit", "FirmFrames.from_tables"),
     ("  point-in-time features", "transforms.pit", "compute_features"),
-    ("  features to Arrow", "transforms.pit", "_feature_table"),
+    ("  features to Arrow", "transforms.pit", "feature_table"),
     ("route firms", "beam_jobs.stages", "RouteFirms.process"),
     ("inference + attributions", "beam_jobs.inference", "ChampionChallengersHandler.run_inference"),
     ("  raw_inputs", "models.signature", "raw_inputs"),

@@ -52,11 +52,9 @@ def features_to_arrow(frame: pd.DataFrame) -> pa.Table:
     if missing:
         raise KeyError(f"feature frame lacks {missing[:5]}")
     floats = frame[_FLOAT_FIELDS].to_numpy(np.float64).astype(np.float32)
-    nulls = np.isnan(floats)
-    column = {name: j for j, name in enumerate(_FLOAT_FIELDS)}
-    arrays = [pa.array(floats[:, column[f.name]], mask=nulls[:, column[f.name]]) if f.name in column
-              else pa.array(frame[f.name], type=f.type, from_pandas=True) for f in FEATURE_SCHEMA]
-    return pa.Table.from_arrays(arrays, schema=FEATURE_SCHEMA)
+    columns = {f.name: frame[f.name] for f in FEATURE_SCHEMA}
+    columns.update({name: floats[:, j] for j, name in enumerate(_FLOAT_FIELDS)})
+    return pit.feature_table(columns)
 
 
 def featurize(tables: Mapping[str, pa.Table], as_of_dates: Sequence[dt.date],

@@ -609,7 +609,7 @@ def compute_features(frames: FirmFrames, as_of: dt.date, outcome_end: dt.date | 
     columns["in_default"] = in_default
     columns["months_history"] = hist.astype(np.int32)
     columns["label_default_12m"] = _labels(frames, panel, as_of, in_default, outcome_end)
-    return _feature_table(columns)
+    return feature_table(columns)
 
 
 def _labels(frames, panel, as_of, in_default, outcome_end):
@@ -629,9 +629,11 @@ def _labels(frames, panel, as_of, in_default, outcome_end):
     return label
 
 
-def _feature_table(columns: dict) -> pa.Table:
-    """The feature columns as a FEATURE_SCHEMA table, NaN as null."""
+def feature_table(columns) -> pa.Table:
+    """Feature columns ({name: values}, the float ones float32) as a FEATURE_SCHEMA table, NaN as
+    null, as pa.Table.from_pandas would convert them: compute_features' rows, and
+    featurize.features_to_arrow's from a DataFrame."""
     arrays = [pa.array(columns[f.name], f.type, mask=np.isnan(columns[f.name]))
-              if f.type == pa.float32() else pa.array(columns[f.name], f.type)
+              if f.type == pa.float32() else pa.array(columns[f.name], f.type, from_pandas=True)
               for f in FEATURE_SCHEMA]
     return pa.Table.from_arrays(arrays, schema=FEATURE_SCHEMA)
