@@ -138,13 +138,24 @@ def may_be_reason(values, feature_names: Sequence[str], typical: TypicalFirm,
                    else np.shape(values)[0])
     cols = _value_columns(values, feature_names, n_firms)
     out = np.zeros((n_firms, len(feats)), bool)
+    numeric = []
     for j, f in enumerate(feats):
         if f.is_categorical:
             out[:, j] = [plain_value(f, x) is not None for x in cols[j]]
-        elif f.risk_direction == 0:
-            out[:, j] = np.isfinite(np.asarray(cols[j], np.float64))
         else:
-            out[:, j] = on_risky_side(f, cols[j], typical.value(f.name))
+            numeric.append(j)
+    if numeric:
+        # the numeric features as one matrix: on_risky_side's comparisons, or isfinite for
+        # direction 0, without numpy's per-call cost a feature (one firm scored on demand)
+        v = np.column_stack([np.asarray(cols[j], np.float64) for j in numeric])
+        direction = np.array([_risky_direction(feats[j], typical.value(feats[j].name))
+                              if feats[j].risk_direction else 0 for j in numeric])
+        typical_values = np.array([typical.value(feats[j].name) if direction[i] else np.nan
+                                   for i, j in enumerate(numeric)], np.float64)
+        with np.errstate(invalid="ignore"):              # NaN compares False: never risky
+            risky = np.where(direction > 0, v > typical_values, v < typical_values)
+        free = np.array([feats[j].risk_direction == 0 for j in numeric])
+        out[:, numeric] = np.where(free, np.isfinite(v), risky)
     return out
 
 

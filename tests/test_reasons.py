@@ -6,8 +6,8 @@ import re
 import numpy as np
 import pytest
 
-from models.reasons import (TypicalFirm, may_be_reason, rank_reasons, reasons_for, sentences,
-                            top_drivers)
+from models.reasons import (TypicalFirm, may_be_reason, on_risky_side, rank_reasons, reasons_for,
+                            sentences, top_drivers)
 from models.rules import load_rules_config
 from smescore.errors import BadInput
 from transforms import catalog, feeds
@@ -104,6 +104,35 @@ def test_a_directional_feature_is_a_reason_only_strictly_on_the_risky_side_of_th
     got = reasons_for(np.full((4, 2), -10.0), values, names, typical)
     assert [[r["feature"] for r in firm] for firm in got] == [
         [], [], ["tax_late_12m", "hc_last"], ["tax_late_12m", "hc_last"]]
+
+
+def test_the_whole_matrix_follows_the_one_feature_rule_for_every_catalogue_feature():
+    # may_be_reason compares all numeric features at once; each column must be on_risky_side
+    # (isfinite for direction 0, a known value for a category), typical values unknown included
+    rng = np.random.default_rng(3)
+    n = 40
+    values, typical_values = {}, {}
+    for f in catalog.FEATURES:
+        if f.is_categorical:
+            values[f.name] = rng.choice(np.array(["", "C", "F", None], object), n)
+            typical_values[f.name] = "C"
+        else:
+            v = rng.normal(size=n)
+            v[rng.random(n) < 0.2] = np.nan
+            v[rng.random(n) < 0.2] = 0.0
+            values[f.name] = v
+            typical_values[f.name] = [None, 0.0, 0.3, -1][int(rng.integers(4))]
+    typical = TypicalFirm("v1", typical_values)
+    got = may_be_reason(values, catalog.NAMES, typical)
+    for j, f in enumerate(catalog.FEATURES):
+        if f.is_categorical:
+            want = [x not in ("", None) for x in values[f.name]]
+        elif f.risk_direction == 0:
+            want = np.isfinite(values[f.name])
+        else:
+            want = on_risky_side(f, values[f.name], typical.value(f.name))
+        assert got[:, j].tolist() == list(want), f.name
+    assert 0 < got.sum() < got.size
 
 
 def test_the_family_is_represented_by_its_worst_feature_on_the_risky_side():
