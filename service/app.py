@@ -21,12 +21,13 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import gc
 import json
 import logging
 import os
 import time
-from typing import Literal
+from typing import Callable, Literal
 
 import orjson
 import pyarrow as pa
@@ -303,17 +304,23 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
         return scored
 
     async def _score_records(request: Request, enterprise_id: str, as_of: dt.date,
-                             tables: dict, strict: bool) -> core.Scored:
-        with service.batcher.on_its_way():
-            medians = await asyncio.to_thread(service.book_medians, as_of)
-            features, _ = await asyncio.to_thread(core.features_from_records, tables, as_of,
-                                                  medians, strict)
+                             read_tables: Callable[[], dict], strict: bool) -> core.Scored:
+        """The firm's score from its group's feed tables (`read_tables`: the request's records,
+        or the feed folder's). Tables, the book's medians and the features are made in one trip
+        to a worker thread: each trip off the event loop and back wakes both sides once more."""
+        def firm_features() -> pa.Table:
+            tables = read_tables()
+            features, _ = core.features_from_records(tables, as_of, service.book_medians(as_of),
+                                                     strict)
             ids = features.column("enterprise_id").to_pylist()
             if enterprise_id not in ids:
                 raise core.FirmNotScorable(
                     f"no firm {enterprise_id!r} on {as_of}: the records need its enterprises "
                     f"row, established on or before {as_of}")
-            one = features.slice(ids.index(enterprise_id), 1)
+            return features.slice(ids.index(enterprise_id), 1)
+
+        with service.batcher.on_its_way():
+            one = await asyncio.to_thread(firm_features)
         scored = (await service.score(one))[0]
         request.state.role = _role([scored])
         return scored
@@ -342,9 +349,9 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
               summary="Score a firm from its raw feed records (and its related firms')")
     async def score_records(request: Request,
                             body: schemas.RecordsRequest = Depends(records_body)):
-        return _json(firm_score(await _score_records(request, body.enterprise_id,
-                                                     body.as_of_date, _tables(body.records),
-                                                     strict=True)))
+        return _json(firm_score(await _score_records(
+            request, body.enterprise_id, body.as_of_date, functools.partial(_tables, body.records),
+            strict=True)))
 
     def _from_feeds(enterprise_id: str) -> dict:
         if service.feed_store is None:
@@ -359,9 +366,9 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
     @app.get("/v1/firms/{enterprise_id}/score", response_model=schemas.FirmScore,
              summary="Score a firm from the service's feed folder")
     async def score_firm(request: Request, enterprise_id: str, as_of_date: dt.date = Query(...)):
-        tables = await asyncio.to_thread(_from_feeds, enterprise_id)
-        return _json(firm_score(await _score_records(request, enterprise_id, as_of_date, tables,
-                                                     strict=False)))
+        return _json(firm_score(await _score_records(
+            request, enterprise_id, as_of_date, functools.partial(_from_feeds, enterprise_id),
+            strict=False)))
 
     def _page(answer: dict, values: dict, lang: str) -> HTMLResponse:
         scoring = service.models.scoring
@@ -396,8 +403,8 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
             return _page(answer, values, lang)
         if as_of_date is None:
             raise HTTPException(422, "as_of_date is needed to score from the feeds")
-        tables = await asyncio.to_thread(_from_feeds, enterprise_id)
-        s = await _score_records(request, enterprise_id, as_of_date, tables, False)
+        s = await _score_records(request, enterprise_id, as_of_date,
+                                 functools.partial(_from_feeds, enterprise_id), strict=False)
         return _page(firm_score(s), s.values, lang)
 
     @app.get("/v1/firms/{enterprise_id}/nightly", response_model=schemas.FirmScore,
@@ -413,8 +420,9 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
              summary="The firm's live score from the feeds against that night's published row")
     async def parity_firm(request: Request, enterprise_id: str, as_of_date: dt.date = Query(...)):
         nightly, _ = await asyncio.to_thread(_from_tables, enterprise_id, as_of_date)
-        tables = await asyncio.to_thread(_from_feeds, enterprise_id)
-        live = firm_score(await _score_records(request, enterprise_id, as_of_date, tables, False))
+        live = firm_score(await _score_records(request, enterprise_id, as_of_date,
+                                               functools.partial(_from_feeds, enterprise_id),
+                                               strict=False))
         differences = parity.differences(live, {"row": nightly, "points": nightly["points"],
                                                 "shadow": nightly["shadow"]})
         return _json({"enterprise_id": enterprise_id, "as_of_date": as_of_date,
@@ -427,7 +435,7 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
                               body: schemas.RecordsRequest = Depends(records_body),
                               lang: explain_page.Lang = Query("zh")):
         s = await _score_records(request, body.enterprise_id, body.as_of_date,
-                                 _tables(body.records), strict=True)
+                                 functools.partial(_tables, body.records), strict=True)
         return _page(firm_score(s), s.values, lang)
 
     # -------------------------------------------------------------- operations
