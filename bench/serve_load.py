@@ -6,8 +6,9 @@ feature-value requests and raw-record requests at 1, 8 and 32 concurrent clients
         [--firms 200] [--hot-swap VERSION] [--json FILE]
 
 `smescore serve` runs as its own process (uvicorn, one worker, dynamic batching) on a copy of the
-registry (the hot swap promotes in the copy); the clients are asyncio tasks over one httpx
-connection pool each, in this process. Each request is one firm: feature values of a firm
+registry (the hot swap promotes in the copy); the clients are asyncio tasks in this process,
+each on its own keep-alive HTTP/1.1 connection (`Connection`: the load generator shares the
+machine, so it is lean, and its own CPU a request is reported). Each request is one firm: feature values of a firm
 (computed here with the service's own feature path from the feeds) or its raw feed records with
 its related firms'. Bounded: every level runs --seconds, requests time out after 30 s. On a shared
 machine the figures move with the neighbours' load: say so beside them.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import math
@@ -29,6 +31,7 @@ import time
 
 import httpx
 import numpy as np
+import orjson
 
 from bench._common import CLI, child_env, log, repo_root, write_json
 
@@ -88,51 +91,99 @@ def start_service(registry: str, feeds: str | None, port: int, key_file: str, lo
     raise RuntimeError(f"the service was not ready in 300 s; see {log_path}")
 
 
-async def load(url: str, key: str, path: str, bodies: list, clients: int, seconds: float) -> dict:
-    """`clients` workers, each sending one request after another for `seconds`. Each worker's
-    client is made and its connection opened (one untimed request) before the clock starts:
-    making an httpx client builds a TLS context (~20 ms of this process's CPU, even for http://),
-    and 32 of them made inside the timed window stalled the answers already on their way for
-    ~0.6 s (32 clients of feature values: p99 138-193 ms with them, 86 ms without)."""
-    latencies, statuses, versions = [], {}, []
-    pool = [httpx.AsyncClient(base_url=url, headers={"X-API-Key": key}, timeout=30,
-                              limits=httpx.Limits(max_connections=1)) for _ in range(clients)]
+class Connection:
+    """One keep-alive HTTP/1.1 connection that POSTs bodies encoded before the clock starts, and
+    reads the answer by its Content-Length: the load generator shares the service's 2 cores, so
+    it must cost little. httpx cost 2.2-4.0 ms of this process's CPU a feature-value request and
+    7.2-7.5 ms a raw-record one (its request and response objects, and `json=` encoding each body
+    inside the timed window: up to 0.5 MB of raw records), over half a core at 32 clients taken
+    from the service it measured; this costs 0.2-0.8 ms."""
 
-    async def worker(k: int, c: httpx.AsyncClient):
+    def __init__(self, host: str, port: int, key: str):
+        self.host, self.port = host, port
+        self.head = f"Host: {host}:{port}\r\nX-API-Key: {key}\r\nContent-Type: application/json\r\n"
+        self.reader = self.writer = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    def request(self, path: str, body: bytes) -> bytes:
+        return (f"POST {path} HTTP/1.1\r\n{self.head}Content-Length: {len(body)}\r\n\r\n"
+                .encode("ascii") + body)
+
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        """(status, body) of one request made by `request`."""
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        length = None
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+            elif name.strip().lower() == "transfer-encoding":
+                raise RuntimeError(f"the service answered with Transfer-Encoding {value.strip()}; "
+                                   f"this load generator reads Content-Length bodies only")
+        if length is None:
+            raise RuntimeError(f"an answer without Content-Length: {lines[0]}")
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(ConnectionError):
+                await self.writer.wait_closed()
+
+
+async def load(url: str, key: str, path: str, bodies: list, clients: int, seconds: float) -> dict:
+    """`clients` workers, each sending one request after another on its own connection for
+    `seconds`. Bodies are encoded and every connection opened (one untimed request each) before
+    the clock starts: the latency is the service's, not the making of a client (an httpx client
+    built a TLS context, ~20 ms of CPU each, and 32 made in the timed window stalled the answers
+    on their way for ~0.6 s) or of a request. Also reports this process's own CPU a request."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    pool = [Connection(host, int(port), key) for _ in range(clients)]
+    requests = [pool[0].request(path, orjson.dumps(b)) for b in bodies]
+    latencies, statuses, versions = [], {}, []
+
+    async def worker(k: int, c: Connection):
         i = k
         while time.monotonic() < stop:
             start = time.monotonic()
             try:
-                r = await c.post(path, json=bodies[i % len(bodies)])
-                status = r.status_code
-            except httpx.HTTPError as err:
-                status = type(err).__name__
-                r = None
+                status, answer = await asyncio.wait_for(c.send(requests[i % len(requests)]), 30)
+            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as err:
+                status, answer = type(err).__name__, None
+                await c.close()
+                await c.open()
             end = time.monotonic()
             latencies.append(end - start)
             statuses[status] = statuses.get(status, 0) + 1
-            if r is not None and status == 200:
-                body = r.json()
+            if status == 200:
+                body = orjson.loads(answer)
                 answer = body["scores"][0] if "scores" in body else body
                 versions.append((start, end, answer["model_version"], answer["model_role"]))
             i += clients
 
     try:
-        await asyncio.gather(*(c.post(path, json=bodies[k % len(bodies)])
-                               for k, c in enumerate(pool)))
-        began = time.monotonic()
+        await asyncio.gather(*(c.open() for c in pool))
+        await asyncio.gather(*(c.send(requests[k % len(requests)]) for k, c in enumerate(pool)))
+        cpu, began = time.process_time(), time.monotonic()
         stop = began + seconds
         await asyncio.gather(*(worker(k, c) for k, c in enumerate(pool)))
+        wall, cpu = time.monotonic() - began, time.process_time() - cpu
     finally:
-        await asyncio.gather(*(c.aclose() for c in pool))
-    wall = time.monotonic() - began
+        await asyncio.gather(*(c.close() for c in pool))
     lat = np.asarray(latencies) * 1000
     return {"path": path, "clients": clients, "requests": len(lat), "seconds": round(wall, 2),
             "requests_per_s": round(len(lat) / wall, 1),
             "p50_ms": round(float(np.percentile(lat, 50)), 1),
             "p95_ms": round(float(np.percentile(lat, 95)), 1),
             "p99_ms": round(float(np.percentile(lat, 99)), 1),
-            "statuses": {str(k): v for k, v in statuses.items()}, "versions": versions}
+            "statuses": {str(k): v for k, v in statuses.items()},
+            "load_cpu_ms_per_request": round(cpu * 1000 / max(len(lat), 1), 2),
+            "versions": versions}
 
 
 async def hot_swap(url: str, key: str, registry: str, version: str, bodies: list,
@@ -213,8 +264,9 @@ def main(argv=None) -> int:
                 r.pop("versions")
                 results["levels"].append(r)
                 log(f"[bench] {path} x{clients}: {r['requests_per_s']} req/s, p50 {r['p50_ms']} "
-                    f"p95 {r['p95_ms']} p99 {r['p99_ms']} ms, service CPU "
-                    f"{r['service_cpu_ms_per_request']} ms a request, statuses {r['statuses']}")
+                    f"p95 {r['p95_ms']} p99 {r['p99_ms']} ms, CPU a request: service "
+                    f"{r['service_cpu_ms_per_request']} ms, load generator "
+                    f"{r['load_cpu_ms_per_request']} ms; statuses {r['statuses']}")
         if args.hot_swap:
             r = asyncio.run(hot_swap(url, key, registry, args.hot_swap, features,
                                      args.hot_swap_clients, max(args.seconds, 12)))

@@ -552,6 +552,32 @@ def test_promote_during_load_swaps_models_with_no_failed_request(live, book, bea
     assert rows / calls > 1.5          # 8 clients: requests shared model calls
 
 
+def test_the_load_generator_reads_the_services_answers_as_httpx_does(live, book, beam_features):
+    from bench import serve_load
+    url, _ = live
+    _, _, expected, champion, challenger, _ = book
+    firms = [f for f in sorted(expected) if expected[f]["row"]["score_source"] == "model"][:6]
+    bodies = [{"firms": [_feature_request(beam_features[f])]} for f in firms]
+
+    async def one(key):
+        c = serve_load.Connection("127.0.0.1", int(url.rsplit(":", 1)[1]), key)
+        await c.open()
+        try:
+            return [await c.send(c.request("/v1/score/features", json.dumps(b).encode()))
+                    for b in bodies[:2]]            # two on one keep-alive connection
+        finally:
+            await c.close()
+    got = asyncio.run(one(KEY))
+    for (status, answer), body in zip(got, bodies):
+        want = httpx.post(f"{url}/v1/score/features", json=body, headers=AUTH)
+        assert (status, answer) == (200, want.content)
+    assert [s for s, _ in asyncio.run(one("wrong-key"))] == [401, 401]
+    r = asyncio.run(serve_load.load(url, KEY, "/v1/score/features", bodies, 3, 1.0))
+    assert r["requests"] >= 3 and r["statuses"] == {"200": r["requests"]}
+    assert {v for *_, v, _ in r["versions"]} <= {champion, challenger}
+    assert r["load_cpu_ms_per_request"] > 0
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--feeds-dataset", "sme_feeds"], "--bq-project and --risk-dataset are needed"),
     (["--bq-project", "my-risk-project", "--risk-dataset", "risk`; DROP"], "not a valid name"),
