@@ -135,6 +135,20 @@ def test_feature_values_give_the_nightly_scores_exactly(client, book, beam_featu
     assert all(answers[f]["model_version"] == book[4] for f in canary)
 
 
+def test_a_whole_number_a_float_feature_cannot_hold_exactly_is_read_as_its_float(client,
+                                                                                 beam_features):
+    """Feature values are float32: a JSON whole number above 2^24 is read as the float it is
+    (the same answer as the number written with a decimal point), not refused by Arrow."""
+    row = _feature_request(next(iter(beam_features.values())))
+    answers = []
+    for capital in (20_000_001, 20_000_001.0):
+        row["features"]["ent_reg_capital"] = capital
+        r = client.post("/v1/score/features", json={"firms": [row]})
+        assert r.status_code == 200, r.text
+        answers.append(r.json())
+    assert answers[0] == answers[1]
+
+
 def _sample(expected: dict) -> list[str]:
     """Every canary, rules and in-default firm (a few dozen each) and every 12th champion firm."""
     by_kind = {}
