@@ -8,8 +8,8 @@ feature-value requests and raw-record requests at 1, 8 and 32 concurrent clients
 `smescore serve` runs as its own process (uvicorn, one worker, dynamic batching) on a copy of the
 registry (the hot swap promotes in the copy); the clients are asyncio tasks in this process,
 each on its own keep-alive HTTP/1.1 connection (`Connection`: the load generator shares the
-machine, so it is lean, and its own CPU a request is reported). Each request is one firm: feature values of a firm
-(computed here with the service's own feature path from the feeds) or its raw feed records with
+machine, so it is lean, and its own CPU a request is reported). Each request is one firm:
+feature values of a firm (computed here with the service's own feature path from the feeds) or its raw feed records with
 its related firms'. Bounded: every level runs --seconds, requests time out after 30 s. On a shared
 machine the figures move with the neighbours' load: say so beside them.
 """
@@ -112,7 +112,9 @@ class Connection:
                 .encode("ascii") + body)
 
     async def send(self, request: bytes) -> tuple[int, bytes]:
-        """(status, body) of one request made by `request`."""
+        """(status, body) of one request made by `request`, connecting first if need be."""
+        if self.writer is None:
+            await self.open()
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
@@ -130,10 +132,13 @@ class Connection:
         return status, await self.reader.readexactly(length)
 
     async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        """Closed; the next `send` connects again (after a failed or timed-out request, whose
+        answer may still be on its way on the old connection)."""
+        writer, self.reader, self.writer = self.writer, None, None
+        if writer is not None:
+            writer.close()
             with contextlib.suppress(ConnectionError):
-                await self.writer.wait_closed()
+                await writer.wait_closed()
 
 
 async def load(url: str, key: str, path: str, bodies: list, clients: int, seconds: float) -> dict:
@@ -154,9 +159,8 @@ async def load(url: str, key: str, path: str, bodies: list, clients: int, second
             try:
                 status, answer = await asyncio.wait_for(c.send(requests[i % len(requests)]), 30)
             except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as err:
-                status, answer = type(err).__name__, None
+                status, answer = type(err).__name__, None     # counted; the next one reconnects
                 await c.close()
-                await c.open()
             end = time.monotonic()
             latencies.append(end - start)
             statuses[status] = statuses.get(status, 0) + 1
