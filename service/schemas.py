@@ -15,7 +15,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, Strict, create_model
 from typing_extensions import NotRequired, TypedDict
 
-from transforms import catalog, feeds
+from transforms import catalog, feeds, pit
 
 MAX_FIRMS_PER_REQUEST = 1000
 
@@ -83,11 +83,15 @@ FeatureValues = create_model(
     **{f.name: (_feature_type(f), Field(..., description=f.desc_en)) for f in catalog.FEATURES})
 
 
+# the feature table's months_history column holds it (service/core.py feature_table)
+_MONTHS_MAX = int(np.iinfo(pit.FEATURE_SCHEMA.field("months_history").type.to_pandas_dtype()).max)
+
+
 class FirmFeatures(_Closed):
     enterprise_id: Text = Field(..., min_length=1, max_length=64)
     as_of_date: dt.date
     months_history: Annotated[int, Strict()] = Field(
-        ..., ge=0, le=np.iinfo(np.int32).max,
+        ..., ge=0, le=_MONTHS_MAX,
         description="Months of invoice/tax/power history (cold-start rules below 6)")
     in_default: Flag = Field(False, description="Already 90+ days past due at the date (grade D)")
     features: FeatureValues
