@@ -5,22 +5,60 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 
+class RankedScores:
+    """A score vector sorted once, its ties grouped: the AUC and KS of any reweighting of its rows
+    in O(n), with no new sort. A bootstrap replicate is such a reweighting (each row counted as
+    often as it was drawn), so a thousand replicates cost a thousand weighted sums, not a thousand
+    sorts (sklearn's roc_auc_score took about 2 ms a replicate on 1,300 test rows).
+
+    With whole-number weights both figures are exact: the counts below are sums of whole numbers,
+    so the AUC is its exact rational value rounded once (the Mann-Whitney statistic, ties counted
+    half, which is the area under the ROC curve), and the KS divides the same whole numbers as a
+    cumulative count over repeated rows would."""
+
+    def __init__(self, score):
+        score = np.asarray(score, np.float64)
+        if np.isnan(score).any():
+            raise ValueError("scores contain NaN")
+        self.order = np.argsort(score, kind="stable")
+        s = score[self.order]
+        self.group = np.r_[0, np.cumsum(s[1:] != s[:-1])] if len(s) else np.zeros(0, np.int64)
+        self.n_groups = int(self.group[-1]) + 1 if len(s) else 0
+
+    def _counts(self, y, weights) -> tuple[np.ndarray, np.ndarray]:
+        """(defaults, non-defaults) per tie group, groups in increasing score."""
+        y = np.asarray(y, np.float64)
+        if np.any((y != 0) & (y != 1)):
+            raise ValueError("outcomes must be 0 or 1")
+        w = np.ones(len(y)) if weights is None else np.asarray(weights, np.float64)
+        bad, good = (w * y)[self.order], (w * (1 - y))[self.order]
+        return (np.bincount(self.group, bad, self.n_groups),
+                np.bincount(self.group, good, self.n_groups))
+
+    def auc(self, y, weights=None) -> float:
+        bad, good = self._counts(y, weights)
+        n_bad, n_good = bad.sum(), good.sum()
+        if n_bad == 0 or n_good == 0:
+            raise ValueError("AUC needs both defaults and non-defaults in the sample")
+        good_below = np.cumsum(good) - good          # non-defaults scored strictly lower
+        return float(np.dot(bad, good_below + 0.5 * good) / (n_bad * n_good))
+
+    def ks(self, y, weights=None) -> float:
+        """Kolmogorov–Smirnov: the largest gap between the bads' and goods' cumulative score
+        curves, counted from the highest score down (ties move together)."""
+        bad, good = self._counts(y, weights)
+        bad_above = np.cumsum(bad[::-1]) / max(bad.sum(), 1)
+        good_above = np.cumsum(good[::-1]) / max(good.sum(), 1)
+        return float(np.max(np.abs(bad_above - good_above)))
+
+
 def auc(y, score) -> float:
-    y = np.asarray(y)
-    if y.min() == y.max():
-        raise ValueError("AUC needs both defaults and non-defaults in the sample")
-    return float(roc_auc_score(y, score))
+    return RankedScores(score).auc(y)
 
 
 def ks(y, score) -> float:
     """Kolmogorov–Smirnov: the largest gap between the bads' and goods' cumulative score curves."""
-    y, score = np.asarray(y, bool), np.asarray(score, np.float64)
-    order = np.argsort(-score, kind="stable")
-    y, score = y[order], score[order]
-    last = np.r_[np.flatnonzero(np.diff(score) != 0), len(score) - 1]   # ties move together
-    bads = np.cumsum(y)[last] / max(y.sum(), 1)
-    goods = np.cumsum(~y)[last] / max((~y).sum(), 1)
-    return float(np.max(np.abs(bads - goods)))
+    return RankedScores(score).ks(y)
 
 
 def brier(y, pd_) -> float:
@@ -39,33 +77,20 @@ def calibration_by_decile(y, pd_) -> list[dict]:
     return out
 
 
-def cluster_rows(clusters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows grouped by cluster id (ids in sorted order): (row order, first position, size)."""
-    _, codes = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
-    order = np.argsort(codes, kind="stable")
-    sizes = np.bincount(codes)
-    return order, np.cumsum(sizes) - sizes, sizes
-
-
-def resample_rows(order, starts, sizes, pick) -> np.ndarray:
-    """The rows of the picked clusters, cluster after cluster, in row order within a cluster."""
-    lens = sizes[pick]
-    ends = np.cumsum(lens)
-    return order[np.repeat(starts[pick] - (ends - lens), lens) + np.arange(ends[-1] if len(ends)
-                                                                             else 0)]
-
-
 def cluster_resamples(y, clusters, replicates: int, seed: int):
     """Bootstrap resamples by cluster (firm): each of `replicates` draws as many clusters as
     there are, with replacement (numpy default_rng(seed).integers), and keeps all their rows.
-    Yields the row indices of every resample that holds both outcomes (the others are skipped)."""
-    y = np.asarray(y)
-    order, starts, sizes = cluster_rows(clusters)
+    Yields each resample that holds both outcomes (the others are skipped) as row weights: how
+    many times each row was drawn (RankedScores reads a resample in that form)."""
+    y = np.asarray(y, np.float64)
+    _, codes = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+    n_clusters = int(codes.max()) + 1 if len(codes) else 0
     rng = np.random.default_rng(seed)
     for _ in range(replicates):
-        idx = resample_rows(order, starts, sizes, rng.integers(0, len(sizes), len(sizes)))
-        if y[idx].min() != y[idx].max():
-            yield idx
+        drawn = np.bincount(rng.integers(0, n_clusters, n_clusters), minlength=n_clusters)
+        weights = drawn[codes].astype(np.float64)
+        if 0 < np.dot(weights, y) < weights.sum():
+            yield weights
 
 
 def auc_difference(y, model_score, other_scores, clusters, replicates: int, seed: int) -> dict:
@@ -74,15 +99,15 @@ def auc_difference(y, model_score, other_scores, clusters, replicates: int, seed
     replicate's rows, so the interval is of the difference, not of two separate AUCs). With
     several scores for the other model (trainings with different seeds) its AUC is their mean."""
     y = np.asarray(y, np.int64)
-    model_score = np.asarray(model_score, np.float64)
-    others = [np.asarray(o, np.float64) for o in other_scores]
+    model = RankedScores(model_score)
+    others = [RankedScores(o) for o in other_scores]
 
-    def diff(idx):
-        return float(np.mean([auc(y[idx], o[idx]) for o in others]) - auc(y[idx], model_score[idx]))
+    def diff(weights=None):
+        return float(np.mean([o.auc(y, weights) for o in others]) - model.auc(y, weights))
 
-    reps = [diff(idx) for idx in cluster_resamples(y, clusters, replicates, seed)]
+    reps = [diff(w) for w in cluster_resamples(y, clusters, replicates, seed)]
     lo, hi = np.percentile(reps, [2.5, 97.5]) if reps else (np.nan, np.nan)
-    return {"value": diff(np.arange(len(y))), "ci_low": float(lo), "ci_high": float(hi),
+    return {"value": diff(), "ci_low": float(lo), "ci_high": float(hi),
             "replicates_used": len(reps)}
 
 

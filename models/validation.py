@@ -152,11 +152,12 @@ def discrimination(y, pd_, clusters, replicates: int, seed: int) -> dict:
     k = int(y.sum())
     if not 0 < k < len(y):
         return {"n": int(len(y)), "n_defaults": k, "auc": None, "ks": None, "gini": None}
+    ranked = metrics.RankedScores(pd_)
     aucs, kss = [], []
-    for idx in metrics.cluster_resamples(y, clusters, replicates, seed):
-        aucs.append(metrics.auc(y[idx], pd_[idx]))
-        kss.append(metrics.ks(y[idx], pd_[idx]))
-    auc, ks = metrics.auc(y, pd_), metrics.ks(y, pd_)
+    for weights in metrics.cluster_resamples(y, clusters, replicates, seed):
+        aucs.append(ranked.auc(y, weights))
+        kss.append(ranked.ks(y, weights))
+    auc, ks = ranked.auc(y), ranked.ks(y)
 
     def interval(point, reps):
         lo, hi = (np.percentile(reps, [2.5, 97.5]) if reps else (None, None))

@@ -200,6 +200,30 @@ def test_calibration_jeffreys_and_true_pd_per_date_and_grade(validated, small_fe
             assert cal["observed_default_rate"] == pytest.approx(part["default"].mean())
 
 
+def test_auc_and_ks_of_weighted_rows_are_those_of_the_rows_repeated():
+    """metrics.RankedScores: a bootstrap replicate read as row weights gives sklearn's AUC and
+    the two-sample KS of the rows written out that many times, ties included."""
+    rng = np.random.default_rng(5)
+    for n in (7, 300, 2500):
+        y = (rng.random(n) < 0.2).astype(int)
+        y[:2] = (0, 1)
+        score = np.round(rng.random(n) + 0.3 * y, 2)              # many ties
+        ranked = metrics.RankedScores(score)
+        assert ranked.auc(y) == pytest.approx(roc_auc_score(y, score), abs=1e-15)
+        assert ranked.ks(y) == pytest.approx(_ks(y, score), abs=1e-15)
+        weights = rng.integers(0, 4, n)
+        weights[:2] = 1
+        rows = np.repeat(np.arange(n), weights)
+        assert ranked.auc(y, weights) == pytest.approx(roc_auc_score(y[rows], score[rows]),
+                                                       abs=1e-15)
+        assert ranked.ks(y, weights) == pytest.approx(_ks(y[rows], score[rows]), abs=1e-15)
+    assert metrics.auc([0, 1, 1], [0.2, 0.9, 0.2]) == 0.75                # a tie counts half
+    with pytest.raises(ValueError, match="both defaults and non-defaults"):
+        metrics.auc([1, 1], [0.1, 0.2])
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.auc([0, 1], [0.1, np.nan])
+
+
 def test_the_paired_auc_difference_and_its_interval():
     """metrics.auc_difference: a copy of the model differs by exactly 0 on every resample; a
     better score is ahead with an interval that excludes 0; a mean over several scores."""
