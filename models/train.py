@@ -204,9 +204,9 @@ class Trainer:
             preprocessing.analyze_and_transform(to_batches(parts["train"]), tft_dir, work)
             tft_output = tft.TFTransformOutput(tft_dir)
             columns = preprocessing.input_columns(tft_output)
-            x = {name: assemble_numpy(tft_dir, part, columns) for name, part in parts.items()}
+            x = {name: assemble_numpy(tft_output, part, columns) for name, part in parts.items()}
             y = {name: part["label_default_12m"].to_numpy(np.float32) for name, part in parts.items()}
-            x["calibration"] = assemble_numpy(tft_dir, calibration_part, columns)
+            x["calibration"] = assemble_numpy(tft_output, calibration_part, columns)
             y["calibration"] = calibration_part["label_default_12m"].to_numpy(np.float32)
             self.log(f"TFT analysed on train; model input width {x['train'].shape[1]}")
 
@@ -251,7 +251,8 @@ class Trainer:
             background = parts["train"].iloc[bg_idx].reset_index(drop=True)
             saved_model = os.path.join(staging, registry.SAVED_MODEL)
             export.export(saved_model, tft_output, model, platt, x["train"][bg_idx], columns)
-            check = saved_model_check(saved_model, parts["test"], test_pd)
+            exported = tf.saved_model.load(saved_model)     # loaded once for the three reads
+            check = saved_model_check(exported, parts["test"], test_pd)
             self.log(f"SavedModel exported; max |Δpd| vs the evaluation path {check:.2e}")
             pq.write_table(pa.Table.from_pandas(background, preserve_index=False),
                            os.path.join(staging, registry.BACKGROUND))
@@ -260,9 +261,9 @@ class Trainer:
             if not len(reference):
                 self.log("no firms at the training date: the drift baseline is the training sample")
                 reference = parts["train"]
-            drift_baseline = reference_baseline(saved_model, reference, hp.seed)
+            drift_baseline = reference_baseline(exported, reference, hp.seed)
             # the same bins over the training sample itself: what the network actually saw
-            drift_baseline["training_sample"] = reference_baseline(saved_model, parts["train"], hp.seed)
+            drift_baseline["training_sample"] = reference_baseline(exported, parts["train"], hp.seed)
             self.log(f"drift baseline: {len(reference):,} model-eligible firms as of "
                      f"{split.get('reference') or 'the training dates'}")
             card = self.model_card(split, parts, hp, platt, test_metrics,
@@ -328,8 +329,9 @@ def to_batches(frame: pd.DataFrame, rows: int = 50_000) -> list[pa.RecordBatch]:
     return table.to_batches(max_chunksize=rows)
 
 
-def assemble_numpy(tft_dir: str, frame: pd.DataFrame, columns) -> np.ndarray:
-    transformed = preprocessing.transform_batches(tft_dir, to_batches(frame))
+def assemble_numpy(tft_output: str | tft.TFTransformOutput, frame: pd.DataFrame, columns
+                   ) -> np.ndarray:
+    transformed = preprocessing.transform_batches(tft_output, to_batches(frame))
     return network.assemble(transformed, columns).numpy()
 
 
@@ -419,9 +421,9 @@ def monotone_gbm_metrics(parts: dict, seed: int) -> tuple[dict, list]:
             "ks": metrics.ks(y["test"], p), "mean_pd": float(p.mean()), "n_iter": best_iter}, [p]
 
 
-def saved_model_check(path: str, test: pd.DataFrame, expected_pd: np.ndarray) -> float:
-    """Score the test rows through the exported signature alone; the largest |Δpd|."""
-    loaded = tf.saved_model.load(path)
+def saved_model_check(loaded, test: pd.DataFrame, expected_pd: np.ndarray) -> float:
+    """Score the test rows through the exported signature alone (`loaded`: the exported
+    SavedModel, tf.saved_model.load); the largest |Δpd|."""
     got = loaded.signatures[export.SCORE_SIGNATURE](**export.raw_tensors(test))["pd"].numpy()
     return float(np.max(np.abs(got.astype(np.float64) - expected_pd)))
 
@@ -435,9 +437,10 @@ def reference_population(frame: pd.DataFrame, as_of, min_history: int) -> pd.Dat
     return frame[keep.to_numpy()].reset_index(drop=True)
 
 
-def reference_baseline(path: str, reference: pd.DataFrame, seed: int, n: int = 50_000) -> dict:
-    """The drift baseline stored with the version, from the exported model itself: feature bins,
-    score bins and mean |points| per feature of the reference population (a sample of at most n).
+def reference_baseline(loaded, reference: pd.DataFrame, seed: int, n: int = 50_000) -> dict:
+    """The drift baseline stored with the version, from the exported model itself (`loaded`,
+    tf.saved_model.load of it): feature bins, score bins and mean |points| per feature of the
+    reference population (a sample of at most n).
 
     The reference is the portfolio as of the training date rather than the pooled training
     snapshots: those span years in which feed histories were still short (the data window
@@ -446,7 +449,6 @@ def reference_baseline(path: str, reference: pd.DataFrame, seed: int, n: int = 5
     rng = np.random.default_rng(seed + 1)
     idx = np.sort(rng.choice(len(reference), min(n, len(reference)), replace=False))
     sample = reference.iloc[idx].reset_index(drop=True)
-    loaded = tf.saved_model.load(path)
     out = loaded.signatures[export.EXPLAIN_SIGNATURE](**export.raw_tensors(sample))
     scale = ScoreScale()
     points = scale.points_from_phi(out["phi"].numpy().astype(np.float64))

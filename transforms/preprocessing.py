@@ -510,19 +510,21 @@ def _to_raw_tensors(batch: pa.RecordBatch, raw_spec: dict[str, tf.io.FixedLenFea
     return tensors
 
 
-def transform_batches(tft_output_dir: str,
+def transform_batches(tft_output: str | tft.TFTransformOutput,
                       batches: pa.RecordBatch | pa.Table | Iterable[pa.RecordBatch]
                       ) -> dict[str, np.ndarray]:
     """Apply the analysed graph to other splits, in memory, through the SavedModel's own layer.
 
     Uses `TFTransformOutput.transform_features_layer()` (what the exported model embeds), so eval
-    and test rows see exactly what scoring will. Rows come back in input order.
+    and test rows see exactly what scoring will. Rows come back in input order. Pass the same
+    TFTransformOutput for several splits: it loads its layer once (a few seconds each time).
     """
     if isinstance(batches, pa.Table):
         batches = batches.to_batches()
     elif isinstance(batches, pa.RecordBatch):
         batches = [batches]
-    tft_output = tft.TFTransformOutput(tft_output_dir)
+    if isinstance(tft_output, str):
+        tft_output = tft.TFTransformOutput(tft_output)
     layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
     parts: dict[str, list[np.ndarray]] = {}
