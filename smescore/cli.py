@@ -65,7 +65,7 @@ def cmd_train(args, beam_args) -> int:
     from models import network
     from models.train import TrainConfig
     hp = network.HParams(loss=args.loss, focal_alpha=args.focal_alpha, focal_gamma=args.focal_gamma,
-                         max_epochs=args.max_epochs, seed=args.seed)
+                         max_epochs=args.max_epochs, patience=args.patience, seed=args.seed)
     source = None
     if args.feeds_dataset:             # the feed tables in BigQuery instead of a feeds folder
         from beam_jobs.options import BigQueryConfig
@@ -80,7 +80,8 @@ def cmd_train(args, beam_args) -> int:
     elif not args.feeds:
         raise UsageError("train: --feeds (or --feeds-dataset) is needed")
     cfg = TrainConfig(feeds=args.feeds or repr(source), registry=args.registry, as_of=args.as_of,
-                      hparams=hp, beam_args=tuple(beam_args))
+                      hparams=hp, background_size=args.background_size, n_shards=args.n_shards,
+                      beam_args=tuple(beam_args))
     version, card = train_job.train(cfg, progress=_progress, source=source)
     m = card["metrics"]
     print(json.dumps({"version": version, "auc": m["test"]["auc"], "ks": m["test"]["ks"],
@@ -310,7 +311,14 @@ def _train(t) -> None:
     flags.add(t, "focal_alpha", type=float, default=0.75, help="focal loss: weight of defaults")
     flags.add(t, "focal_gamma", type=float, default=2.0, help="focal loss: focusing exponent")
     flags.add(t, "max_epochs", type=_positive, default=60, help="epochs at most (early stopping)")
+    flags.add(t, "patience", type=_positive, default=10,
+              help="epochs without a better validation AUC before training stops")
     flags.add(t, "seed", type=int, default=7, help="random seed of the network's training")
+    flags.add(t, "background_size", type=_positive, default=200,
+              help="training firms in the SHAP background (the typical firm the points are "
+                   "measured from; at least 100)")
+    flags.add(t, "n_shards", type=_positive, default=16,
+              help="firm shards of the snapshot pipeline (a controller group never straddles two)")
 
 
 def _score(s) -> None:

@@ -627,32 +627,33 @@ def test_feed_source_stages_the_parameterised_queries_and_feeds_the_same_feature
 
 
 def test_training_reads_its_feeds_from_bigquery_and_makes_the_same_model_as_from_files(
-        bq_conn, small_feeds, risk_dataset, monkeypatch, tmp_path, capsys):
+        bq_conn, small_feeds, trained, risk_dataset, monkeypatch, tmp_path, capsys):
     """`smescore train --feeds-dataset`: training reads the feeds through the nightly job's feed
-    source (beam_jobs/train_job.py), so from BigQuery it learns from the same snapshots as from
-    the files and registers the same model version (the session's book: the 150-firm portfolio
-    leaves test dates without a default)."""
+    source (beam_jobs/train_job.py), so from BigQuery it learns from the same snapshots as the
+    session's model learnt from the files, with the same design, and registers the same model
+    version with the same test figures (the session's book: the 150-firm portfolio leaves test
+    dates without a default)."""
     monkeypatch.setenv(bqlib.EMULATOR_ENV, bq_conn.emulator)
+    _, version, card = trained
+    hp, design = card["hyperparameters"], card["design"]
     feeds_dataset = load_feeds(bq_conn, f"{risk_dataset}_feeds", small_feeds)
-    common = ["--max-epochs=4"]
-    versions, cards = {}, {}
-    for where, flags in (("files", [f"--feeds={small_feeds}"]),
-                         ("bigquery", [f"--bq-project={PROJECT}", f"--feeds-dataset={feeds_dataset}",
-                                       f"--risk-dataset={risk_dataset}",
-                                       f"--bq-location={LOCATION}"])):
-        registry = str(tmp_path / where)
-        assert cli.main(["train", f"--registry={registry}", *common, *flags]) == 0
-        versions[where] = json.loads(capsys.readouterr().out)["version"]
-        with open(os.path.join(registry, "versions", versions[where], "model_card.json")) as fh:
-            cards[where] = json.load(fh)
-    assert versions["bigquery"] == versions["files"]
+    registry = str(tmp_path / "bigquery")
+    assert cli.main(["train", f"--registry={registry}", f"--bq-project={PROJECT}",
+                     f"--feeds-dataset={feeds_dataset}", f"--risk-dataset={risk_dataset}",
+                     f"--bq-location={LOCATION}", f"--max-epochs={hp['max_epochs']}",
+                     f"--patience={hp['patience']}", f"--seed={hp['seed']}",
+                     f"--background-size={design['background_size']}",
+                     f"--n-shards={design['n_shards']}"]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == version
+    with open(os.path.join(registry, "versions", version, "model_card.json")) as fh:
+        from_bigquery = json.load(fh)
     # the snapshots are the same bytes; the TFT graph's saved_model.pb is not byte-stable from
     # one run to the next (its fingerprint differs between two runs on the same files too)
-    assert (cards["bigquery"]["fingerprints"]["training_data"]
-            == cards["files"]["fingerprints"]["training_data"])
-    assert cards["bigquery"]["rows"] == cards["files"]["rows"]
-    assert cards["bigquery"]["metrics"]["test"] == cards["files"]["metrics"]["test"]
-    assert cards["files"]["oracle_auc"] is not None and cards["bigquery"]["oracle_auc"] is None
+    assert (from_bigquery["fingerprints"]["training_data"]
+            == card["fingerprints"]["training_data"])
+    assert from_bigquery["rows"] == card["rows"]
+    assert from_bigquery["metrics"]["test"] == card["metrics"]["test"]
+    assert card["oracle_auc"] is not None and from_bigquery["oracle_auc"] is None
     assert staging_tables(bq_conn, risk_dataset) == []
 
 

@@ -66,10 +66,14 @@ def test_train_flags_default_to_the_networks_own_hyperparameters():
     """`smescore train` and a TrainConfig built in code must train the same network: a flag
     default that drifts from HParams' trains another model than the card and the docs describe."""
     from models import network
+    from models.train import TrainConfig
     defaults = {a.dest: a.default for a in cli.command_parser("train")._actions}
     hp = network.HParams()
-    for name in ("loss", "focal_alpha", "focal_gamma", "max_epochs", "seed"):
+    for name in ("loss", "focal_alpha", "focal_gamma", "max_epochs", "patience", "seed"):
         assert defaults[name] == getattr(hp, name), name
+    cfg = TrainConfig(feeds="f", registry="r")
+    for name in ("background_size", "n_shards"):
+        assert defaults[name] == getattr(cfg, name), name
 
 
 @pytest.mark.parametrize("name", sorted(cli.COMMANDS))
