@@ -40,8 +40,11 @@ demo: setup
 	$(BIN)/smescore score --feeds $(DEMO_DIR)/feeds --registry $(DEMO_DIR)/registry --as-of $(DEMO_END) --warehouse $(DEMO_DIR)/warehouse.duckdb --summary --report-dir $(DEMO_DIR)/reports
 
 # The suite runs a real Pushgateway, promtool and headless Chromium: install them first (CI is root).
+# Two workers (pytest-xdist), a test module each at a time so a module's fixtures are built once:
+# alone, the suite kept one of CI's two cores busy. Each worker builds the session's fixtures.
+TEST_WORKERS ?= 2
 test: setup system-deps
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope tests
 
 bench: setup
 	$(BIN)/python -m bench.run_all
