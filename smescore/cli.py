@@ -507,7 +507,9 @@ def parse(argv) -> tuple[argparse.Namespace, list[str]]:
     c = command_parser(name)
     beam = flags.beam_specs() if COMMANDS[name][3] else None
     mine, beam_args = flags.split(rest, flags.specs_of(c, dashes=True), beam, where=name)
-    args = c.parse_args(mine)
+    # intermixed: an optional positional (`challenger add --registry R VERSION`) may follow the
+    # flags; plain parse_args fills it with nothing at `add` and then refuses VERSION
+    args = c.parse_intermixed_args(mine)
     job = COMMANDS[name][2]
     if job:    # the job's own flags, as given, go to the job (it checks them again)
         from beam_jobs.options import job_flags

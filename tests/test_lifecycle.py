@@ -232,7 +232,12 @@ def test_cli_commands(reg, wh, capsys):
     assert "smescore: promote: unknown model version 'nope'" in capsys.readouterr().err
     assert cli.main(["challenger", "remove", "v2", "--registry", root]) == 3
     assert "'v2' is not a challenger" in capsys.readouterr().err
-    assert [e["action"] for e in audit(reg)] == ["promote", "promote", "challenger_add", "rollback"]
+    # the version may come after the flags too (argparse alone refused it there)
+    assert cli.main(["challenger", "remove", "--registry", root, "--why", "done", "v3"]) == 0
+    assert cli.main(["challenger", "add", "--registry", root, "--by", "bo", "v3"]) == 0
+    assert [e["action"] for e in audit(reg)] == ["promote", "promote", "challenger_add", "rollback",
+                                                 "challenger_remove", "challenger_add"]
+    assert (audit(reg)[-2]["why"], audit(reg)[-1]["who"]) == ("done", "bo")
     assert audit(reg)[0]["who"] == "ana"
 
 
