@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Debian packages that tests run for real. Installs only what is missing; needs root (CI and dev
-# machines here run as root). Nothing else is downloaded at run time.
+# Debian packages that tests run for real (and a font to draw Chinese with). Installs only what is
+# missing; needs root (CI and dev machines here run as root). Nothing else is downloaded at run time.
 set -euo pipefail
 want=()
 for pair in "prometheus-pushgateway:prometheus-pushgateway" "promtool:prometheus" "chromium:chromium"; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || want+=("$pkg")
 done
+# Chinese pages (explain --lang zh, as PNG) need a CJK font, else Chromium draws every glyph as a box
+command -v fc-list >/dev/null 2>&1 && fc-list :lang=zh family | grep -q . || want+=("fonts-wqy-microhei")
 [ ${#want[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing system packages: ${want[*]} (run: sudo apt-get install ${want[*]})" >&2

@@ -164,11 +164,15 @@ def explain_html(registry: str, feeds_dir: str | None, firm: str, as_of: dt.date
     return explain_page.render(answer, values, typical.get(answer["model_version"]), lang, scale)
 
 
-def screenshot(html_path: str, png_path: str) -> None:
+def screenshot(html_path: str, png_path: str, lang: str = "en") -> None:
     """Headless Chromium's picture of a local page (no network: host resolution is off)."""
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         raise BadInput("explain --out FILE.png needs chromium on PATH; write FILE.html instead")
+    if lang == "zh" and not has_chinese_font():
+        raise BadInput("explain --lang zh --out FILE.png needs a Chinese font (e.g. the Debian "
+                       "package fonts-wqy-microhei): without one every character is drawn as a "
+                       "box; write FILE.html instead")
     with tempfile.TemporaryDirectory() as profile:
         done = subprocess.run(
             [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -178,6 +182,16 @@ def screenshot(html_path: str, png_path: str) -> None:
     if done.returncode != 0 or not os.path.exists(png_path):
         raise BadInput(f"chromium could not take the screenshot ({done.returncode}): "
                        f"{done.stderr[-500:]}")
+
+
+def has_chinese_font() -> bool:
+    """fontconfig knows a font for Chinese (True where fc-list is missing: nothing to ask)."""
+    fc_list = shutil.which("fc-list")
+    if fc_list is None:
+        return True
+    done = subprocess.run([fc_list, ":lang=zh", "family"], capture_output=True, text=True,
+                          timeout=60)
+    return bool(done.stdout.strip())
 
 
 def cmd_explain(args, beam_args) -> int:
@@ -191,7 +205,7 @@ def cmd_explain(args, beam_args) -> int:
             html_path = os.path.join(tmp, "page.html")
             with open(html_path, "w", encoding="utf-8") as fh:
                 fh.write(page)
-            screenshot(html_path, out)
+            screenshot(html_path, out, args.lang)
     elif out.endswith(".html"):
         with open(out, "w", encoding="utf-8") as fh:
             fh.write(page)

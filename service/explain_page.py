@@ -19,6 +19,9 @@ from transforms import catalog
 
 Lang = Literal["zh", "en"]
 TOP_FEATURES = 10
+# a Chinese font first where the system has one (Chromium falls back per glyph anyway)
+FONTS = ("'Noto Sans CJK SC','Source Han Sans SC','WenQuanYi Micro Hei','Microsoft YaHei',"
+         "'PingFang SC',sans-serif")
 
 _T = {
     "title": ("评分解释", "Score explanation"),
@@ -39,11 +42,18 @@ _T = {
     "model_src": ("模型", "model"), "rules_src": ("冷启动规则（历史不足6个月）",
                                                "cold-start rules (under 6 months of history)"),
     "in_default_src": ("已违约", "in default"),
+    "champion_role": ("冠军模型", "champion"), "canary_role": ("灰度模型（金丝雀）", "canary"),
+    "challenger_role": ("挑战者模型", "challenger"),
 }
 
 
 def _t(key: str, lang: Lang, **kw) -> str:
     return _T[key][0 if lang == "zh" else 1].format(**kw)
+
+
+def _role(role: str, lang: Lang) -> str:
+    key = f"{role}_role"
+    return _t(key, lang) if key in _T else role
 
 
 def _name(feature: str, lang: Lang) -> str:
@@ -61,6 +71,27 @@ def waterfall_steps(score: Mapping, top: int = TOP_FEATURES) -> list[tuple[str, 
     return steps
 
 
+LABEL_W, BAR_W, FONT_PX = 400, 380, 12
+LINE_H, ROW_PAD = 15, 11
+
+
+def label_lines(name: str, width_px: float = LABEL_W - 8, font_px: float = FONT_PX) -> list[str]:
+    """The label in lines that fit the label column (the catalogue's English descriptions run to
+    115 characters): words kept whole, a Chinese character a full em, a Latin one about 0.55 em."""
+    def width(text):
+        return sum(font_px if ord(c) >= 0x2E80 else 0.55 * font_px for c in text)
+
+    lines, line = [], ""
+    for word in name.split(" ") if " " in name else list(name):
+        joined = f"{line} {word}" if line and " " in name else line + word
+        if line and width(joined) > width_px:
+            lines.append(line)
+            line = word
+        else:
+            line = joined
+    return lines + [line]
+
+
 def _svg(score: Mapping, lang: Lang) -> str:
     base = score["base_points"]
     steps = waterfall_steps(score)
@@ -70,39 +101,46 @@ def _svg(score: Mapping, lang: Lang) -> str:
     lo, hi = min(totals), max(totals)
     pad = max(5.0, (hi - lo) * 0.08)
     lo, hi = lo - pad, hi + pad
-    label_w, bar_w, row_h = 400, 380, 26     # labels: the catalogue's full descriptions
-    height = row_h * (len(steps) + 2) + 30
 
     def x(v):
-        return label_w + (v - lo) / (hi - lo) * bar_w
+        return LABEL_W + (v - lo) / (hi - lo) * BAR_W
 
-    rows = [_bar(0, _t("base", lang), x(min(lo + pad, base)), x(base), base, "base", base, row_h,
-                 label_w)]
-    for i, (feature, p) in enumerate(steps, start=1):
-        name = (_t("others", lang, n=feature.split(":")[1]) if feature.startswith("__others__")
-                else _name(feature, lang))
-        a, b = sorted((x(totals[i - 1]), x(totals[i])))
-        kind = "up" if p >= 0 else "down"
-        rows.append(_bar(i, name, a, max(b, a + 1), p, kind, None, row_h, label_w,
-                         feature=feature))
-    end = totals[-1]
-    rows.append(_bar(len(steps) + 1, _t("unclamped", lang), x(min(lo + pad, end)), x(end), end,
-                     "total", end, row_h, label_w))
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 90}" '
-            f'height="{height}" role="img" aria-label="waterfall" font-family="sans-serif" '
-            f'font-size="12">' + "".join(rows) + "</svg>")
+    names = [_t("base", lang)]
+    names += [_t("others", lang, n=f.split(":")[1]) if f.startswith("__others__") else _name(f, lang)
+              for f, _ in steps]
+    names.append(_t("unclamped", lang))
+    rows, y = [], 10
+    for i, name in enumerate(names):
+        lines = label_lines(name)
+        if i == 0 or i == len(names) - 1:    # levels, drawn from the plot's left edge
+            value = totals[0] if i == 0 else totals[-1]
+            kind = "base" if i == 0 else "total"
+            rows.append(_bar(y, lines, x(lo), x(value), value, kind))
+        else:
+            feature, p = steps[i - 1]
+            a, b = sorted((x(totals[i - 1]), x(totals[i])))
+            rows.append(_bar(y, lines, a, b, p, "up" if p >= 0 else "down", feature))
+        y += LINE_H * len(lines) + ROW_PAD
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{LABEL_W + BAR_W + 90}" '
+            f'height="{y + 10}" role="img" aria-label="waterfall" font-family="{FONTS}" '
+            f'font-size="{FONT_PX}">' + "".join(rows) + "</svg>")
 
 
-def _bar(i, name, a, b, value, kind, total, row_h, label_w, feature="") -> str:
-    y = 10 + i * row_h
+def _bar(y, lines, a, b, value, kind, feature="") -> str:
+    """One row: its label (one or two lines), the bar from a to b (at least 1 px), the value."""
     color = {"base": "#7f8c8d", "up": "#2e8b57", "down": "#c0392b", "total": "#34495e"}[kind]
     shown = f"{value:+.1f}" if kind in ("up", "down") else f"{value:.1f}"
     attrs = (f'data-kind="{kind}" data-points="{value!r}"' if kind in ("up", "down")
-             else f'data-kind="{kind}" data-value="{total!r}"')
+             else f'data-kind="{kind}" data-value="{value!r}"')
+    height = LINE_H * len(lines) + ROW_PAD - 8
+    mid = y + 4 + height / 2 + FONT_PX / 3                  # the baseline of a centred line
+    first = mid - (len(lines) - 1) * LINE_H / 2
+    label = "".join(f'<tspan x="{LABEL_W - 8}" y="{first + k * LINE_H:.1f}">{html.escape(t)}</tspan>'
+                    for k, t in enumerate(lines))
     return (f'<g class="step" {attrs} data-feature="{html.escape(feature)}">'
-            f'<text x="{label_w - 8}" y="{y + 16}" text-anchor="end">{html.escape(name)}</text>'
-            f'<rect x="{a:.2f}" y="{y + 3}" width="{max(b - a, 1):.2f}" height="{row_h - 8}" '
-            f'fill="{color}"/><text x="{max(a, b) + 6:.2f}" y="{y + 16}">{shown}</text></g>')
+            f'<text text-anchor="end">{label}</text>'
+            f'<rect x="{a:.2f}" y="{y + 4}" width="{max(b - a, 1):.2f}" height="{height}" '
+            f'fill="{color}"/><text x="{max(a, b) + 6:.2f}" y="{mid:.1f}">{shown}</text></g>')
 
 
 def render(score: Mapping, values: Mapping, typical: TypicalFirm | None, lang: Lang,
@@ -111,13 +149,13 @@ def render(score: Mapping, values: Mapping, typical: TypicalFirm | None, lang: L
     e = html.escape
     source = score["score_source"]
     head = [(_t("firm", lang), score["enterprise_id"]), (_t("as_of", lang), str(score["as_of_date"])),
-            (_t("model", lang), score["model_version"]), (_t("role", lang), score["model_role"]),
+            (_t("model", lang), score["model_version"]), (_t("role", lang), _role(score["model_role"], lang)),
             (_t("source", lang), _t(f"{source}_src", lang)),
             (_t("score", lang), str(score["score"])), (_t("grade", lang), score["grade"]),
             (_t("pd", lang), f"{score['pd']:.4%}")]
     parts = [f'<!DOCTYPE html><html lang="{"zh-CN" if lang == "zh" else "en"}"><head>'
              f'<meta charset="utf-8"><title>{e(_t("title", lang))} {e(score["enterprise_id"])}'
-             f'</title><style>body{{font-family:sans-serif;margin:24px;color:#222}}'
+             f'</title><style>body{{font-family:{FONTS};margin:24px;color:#222}}'
              f'table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;'
              f'text-align:left}}td.num{{text-align:right}}</style></head><body>',
              f'<h1>{e(_t("title", lang))}</h1><table class="summary">']

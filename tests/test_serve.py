@@ -25,7 +25,7 @@ from beam_jobs import build_features, champion_challenger, score_portfolio
 from models import signature
 from models.signature import with_model_outputs
 from models import lifecycle
-from service import core, parity, schemas
+from service import commands, core, explain_page, parity, schemas
 from service.app import ServiceConfig, create_app
 from service.feed_store import FeedStore
 from tests import handmade
@@ -492,6 +492,34 @@ def test_explain_command_writes_the_same_page(book, tmp_path):
     assert cli.main(["explain", "--firm", firm, "--as-of", str(AS_OF), "--registry", reg,
                      "--feeds", feeds, "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_a_chinese_screenshot_draws_chinese_glyphs(tmp_path):
+    """Without a Chinese font Chromium draws every character as the same box, so two different
+    Chinese words give the same picture (make system-deps installs one)."""
+    pictures = []
+    for i, word in enumerate(("评分解释", "企业数值")):
+        page, png = tmp_path / f"{i}.html", tmp_path / f"{i}.png"
+        page.write_text(f'<!DOCTYPE html><html lang="zh-CN"><meta charset="utf-8"><body style='
+                        f'"font-family:{explain_page.FONTS};font-size:40px">{word}</body></html>',
+                        encoding="utf-8")
+        commands.screenshot(str(page), str(png), "zh")
+        pictures.append(png.read_bytes())
+    assert pictures[0] != pictures[1]
+
+
+def test_waterfall_labels_wrap_to_the_label_column():
+    """The catalogue's English descriptions run to 115 characters: two lines at most, words whole,
+    no line past the column (the page once cut their starts off)."""
+    def width(text):
+        return sum(12 if ord(c) >= 0x2E80 else 6.6 for c in text)
+
+    for f in catalog.FEATURES:
+        for name in (f.desc_en, f.desc_zh):
+            lines = explain_page.label_lines(name)
+            assert len(lines) <= 2 and max(map(width, lines)) <= explain_page.LABEL_W - 8
+            assert (" " if " " in name else "").join(lines) == name
+    assert explain_page.label_lines("Base points") == ["Base points"]
 
 
 # ----------------------------------------------------------------------------- live: batching, swap
