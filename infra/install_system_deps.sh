@@ -8,7 +8,7 @@ for pair in "prometheus-pushgateway:prometheus-pushgateway" "promtool:prometheus
   command -v "$cmd" >/dev/null 2>&1 || want+=("$pkg")
 done
 # Chinese pages (explain --lang zh, as PNG) need a CJK font, else Chromium draws every glyph as a box
-command -v fc-list >/dev/null 2>&1 && fc-list :lang=zh family | grep -q . || want+=("fonts-wqy-microhei")
+[ -n "$(fc-list :lang=zh family 2>/dev/null || true)" ] || want+=("fonts-wqy-microhei")
 [ ${#want[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing system packages: ${want[*]} (run: sudo apt-get install ${want[*]})" >&2
