@@ -106,8 +106,8 @@ def _svg(score: Mapping, lang: Lang) -> str:
         return LABEL_W + (v - lo) / (hi - lo) * BAR_W
 
     names = [_t("base", lang)]
-    names += [_t("others", lang, n=f.split(":")[1]) if f.startswith("__others__") else _name(f, lang)
-              for f, _ in steps]
+    names += [_t("others", lang, n=f.split(":")[1]) if f.startswith("__others__")
+              else _name(f, lang) for f, _ in steps]
     names.append(_t("unclamped", lang))
     rows, y = [], 10
     for i, name in enumerate(names):
@@ -135,8 +135,8 @@ def _bar(y, lines, a, b, value, kind, feature="") -> str:
     height = LINE_H * len(lines) + ROW_PAD - 8
     mid = y + 4 + height / 2 + FONT_PX / 3                  # the baseline of a centred line
     first = mid - (len(lines) - 1) * LINE_H / 2
-    label = "".join(f'<tspan x="{LABEL_W - 8}" y="{first + k * LINE_H:.1f}">{html.escape(t)}</tspan>'
-                    for k, t in enumerate(lines))
+    label = "".join(f'<tspan x="{LABEL_W - 8}" y="{first + k * LINE_H:.1f}">'
+                    f'{html.escape(t)}</tspan>' for k, t in enumerate(lines))
     return (f'<g class="step" {attrs} data-feature="{html.escape(feature)}">'
             f'<text text-anchor="end">{label}</text>'
             f'<rect x="{a:.2f}" y="{y + 4}" width="{max(b - a, 1):.2f}" height="{height}" '
@@ -149,7 +149,8 @@ def render(score: Mapping, values: Mapping, typical: TypicalFirm | None, lang: L
     e = html.escape
     source = score["score_source"]
     head = [(_t("firm", lang), score["enterprise_id"]), (_t("as_of", lang), str(score["as_of_date"])),
-            (_t("model", lang), score["model_version"]), (_t("role", lang), _role(score["model_role"], lang)),
+            (_t("model", lang), score["model_version"]),
+            (_t("role", lang), _role(score["model_role"], lang)),
             (_t("source", lang), _t(f"{source}_src", lang)),
             (_t("score", lang), str(score["score"])), (_t("grade", lang), score["grade"]),
             (_t("pd", lang), f"{score['pd']:.4%}")]
