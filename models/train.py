@@ -329,8 +329,7 @@ def to_batches(frame: pd.DataFrame, rows: int = 50_000) -> list[pa.RecordBatch]:
     return table.to_batches(max_chunksize=rows)
 
 
-def assemble_numpy(tft_output: str | tft.TFTransformOutput, frame: pd.DataFrame, columns
-                   ) -> np.ndarray:
+def assemble_numpy(tft_output: tft.TFTransformOutput, frame: pd.DataFrame, columns) -> np.ndarray:
     transformed = preprocessing.transform_batches(tft_output, to_batches(frame))
     return network.assemble(transformed, columns).numpy()
 
@@ -338,9 +337,8 @@ def assemble_numpy(tft_output: str | tft.TFTransformOutput, frame: pd.DataFrame,
 def evaluation_pd(version_dir: str, frame: pd.DataFrame) -> np.ndarray:
     """The trainer's evaluation path, rebuilt from a registry version: TFT output, the bare
     network, Platt. The SavedModel must agree with it (it is the same computation in one graph)."""
-    tft_dir = os.path.join(version_dir, registry.TRANSFORM_FN)
-    columns = preprocessing.input_columns(tft.TFTransformOutput(tft_dir))
-    x = assemble_numpy(tft_dir, frame, columns)
+    tft_output = tft.TFTransformOutput(os.path.join(version_dir, registry.TRANSFORM_FN))
+    x = assemble_numpy(tft_output, frame, preprocessing.input_columns(tft_output))
     model = keras.models.load_model(os.path.join(version_dir, registry.NETWORK), compile=False)
     with open(os.path.join(version_dir, registry.MODEL_CARD), encoding="utf-8") as fh:
         cal = json.load(fh)["calibration"]

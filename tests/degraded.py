@@ -45,7 +45,7 @@ def register_degraded_copy(registry: str, version: str, new_version: str, noise:
     background = pq.read_table(os.path.join(staging, model_registry.BACKGROUND)).to_pandas()
     platt = calibration.Platt(card["calibration"]["a"], card["calibration"]["b"])
     export.export(os.path.join(staging, model_registry.SAVED_MODEL), tft_output, model, platt,
-                  assemble_numpy(tft_dir, background, columns), columns)
+                  assemble_numpy(tft_output, background, columns), columns)
     model.save(os.path.join(staging, model_registry.NETWORK))
     with open(os.path.join(staging, model_registry.MODEL_CARD), "w", encoding="utf-8") as fh:
         json.dump(card, fh, indent=2, sort_keys=True)

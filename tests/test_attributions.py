@@ -23,11 +23,11 @@ def test_saved_model_phi_equals_shap_deep_explainer(trained):
 
     reg_dir, version, card = trained
     vdir = model_registry.Registry(reg_dir).version_dir(version)
-    tft_dir = os.path.join(vdir, model_registry.TRANSFORM_FN)
-    columns = preprocessing.input_columns(tft.TFTransformOutput(tft_dir))
+    tft_output = tft.TFTransformOutput(os.path.join(vdir, model_registry.TRANSFORM_FN))
+    columns = preprocessing.input_columns(tft_output)
     background = pq.read_table(os.path.join(vdir, model_registry.BACKGROUND)).to_pandas()
     rows = background.sample(40, random_state=3).reset_index(drop=True)   # any firms will do
-    x_bg, x_rows = (assemble_numpy(tft_dir, f, columns) for f in (background, rows))
+    x_bg, x_rows = (assemble_numpy(tft_output, f, columns) for f in (background, rows))
 
     net = keras.models.load_model(os.path.join(vdir, model_registry.NETWORK), compile=False)
     cal = card["calibration"]
