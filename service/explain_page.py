@@ -81,9 +81,10 @@ def label_lines(name: str, width_px: float = LABEL_W - 8, font_px: float = FONT_
     def width(text):
         return sum(font_px if ord(c) >= 0x2E80 else 0.55 * font_px for c in text)
 
+    sep = " " if " " in name else ""        # Chinese descriptions break between characters
     lines, line = [], ""
-    for word in name.split(" ") if " " in name else list(name):
-        joined = f"{line} {word}" if line and " " in name else line + word
+    for word in name.split(" ") if sep else name:
+        joined = line + sep + word if line else word
         if line and width(joined) > width_px:
             lines.append(line)
             line = word
@@ -105,21 +106,18 @@ def _svg(score: Mapping, lang: Lang) -> str:
     def x(v):
         return LABEL_W + (v - lo) / (hi - lo) * BAR_W
 
-    names = [_t("base", lang)]
-    names += [_t("others", lang, n=f.split(":")[1]) if f.startswith("__others__")
-              else _name(f, lang) for f, _ in steps]
-    names.append(_t("unclamped", lang))
+    # (label, bar from, bar to, value, kind, feature): the levels start at the plot's left edge
+    bars = [(_t("base", lang), x(lo), x(base), base, "base", "")]
+    for (feature, p), before, after in zip(steps, totals, totals[1:]):
+        name = (_t("others", lang, n=feature.split(":")[1]) if feature.startswith("__others__")
+                else _name(feature, lang))
+        a, b = sorted((x(before), x(after)))
+        bars.append((name, a, b, p, "up" if p >= 0 else "down", feature))
+    bars.append((_t("unclamped", lang), x(lo), x(totals[-1]), totals[-1], "total", ""))
     rows, y = [], 10
-    for i, name in enumerate(names):
+    for name, a, b, value, kind, feature in bars:
         lines = label_lines(name)
-        if i == 0 or i == len(names) - 1:    # levels, drawn from the plot's left edge
-            value = totals[0] if i == 0 else totals[-1]
-            kind = "base" if i == 0 else "total"
-            rows.append(_bar(y, lines, x(lo), x(value), value, kind))
-        else:
-            feature, p = steps[i - 1]
-            a, b = sorted((x(totals[i - 1]), x(totals[i])))
-            rows.append(_bar(y, lines, a, b, p, "up" if p >= 0 else "down", feature))
+        rows.append(_bar(y, lines, a, b, value, kind, feature))
         y += LINE_H * len(lines) + ROW_PAD
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{LABEL_W + BAR_W + 90}" '
             f'height="{y + 10}" role="img" aria-label="waterfall" font-family="{FONTS}" '
