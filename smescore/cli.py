@@ -312,7 +312,7 @@ def _train(t) -> None:
     flags.add(t, "focal_gamma", type=float, default=2.0, help="focal loss: focusing exponent")
     flags.add(t, "max_epochs", type=_positive, default=60, help="epochs at most (early stopping)")
     flags.add(t, "patience", type=_positive, default=10,
-              help="epochs without a better validation AUC before training stops")
+              help="epochs without a lower validation loss before training stops")
     flags.add(t, "seed", type=int, default=7, help="random seed of the network's training")
     flags.add(t, "background_size", type=_positive, default=200,
               help="training firms in the SHAP background (the typical firm the points are "
