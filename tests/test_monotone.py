@@ -130,3 +130,22 @@ def test_exported_model_never_lowers_pd_when_a_feature_moves_towards_risk(traine
     assert checked > 5000
     assert violations == 0
     assert card["model_type"] == "keras_monotone_mlp_platt"
+
+
+def test_training_stops_on_the_validation_loss_and_keeps_its_best_epoch():
+    """Early stopping watches the validation loss (the AUC of a few hundred defaults is too noisy
+    to stop on): training ends `patience` epochs after the lowest validation loss, and the model
+    it returns is that epoch's, scoring the validation rows at exactly that loss."""
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(3000, len(SIGNS))).astype(np.float32)
+    y = (rng.random(3000) < 1 / (1 + np.exp(-(x[:, 0] - x[:, 1] - 2.5)))).astype(np.float32)
+    # a small, noisy training set and a free, unregularized net: it overfits, the loss turns up
+    hp = network.HParams(hidden=(32, 16), dropout=0.0, l2=0.0, learning_rate=0.01, batch_size=64,
+                         max_epochs=40, patience=3, monotone=False, seed=3)
+    model, history = network.fit(x[:400], y[:400], x[400:], y[400:], hp)
+    best = int(np.argmin(history["val_loss"]))
+    assert int(np.argmax(history["val_auc"])) != best       # the two rules stop apart here
+    assert len(history["val_loss"]) == best + 1 + hp.patience < hp.max_epochs
+    loss, _ = network.loss_for(hp, float(y[:400].mean()))
+    restored = float(loss(y[400:, None], model(x[400:]).numpy()))
+    assert restored == pytest.approx(history["val_loss"][best], rel=1e-4)
