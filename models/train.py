@@ -214,7 +214,8 @@ class Trainer:
             model, history = network.fit(x["train"], y["train"], x["valid"], y["valid"], hp,
                                          log_dir=os.path.join(staging, "logs"), signs=signs)
             self.log(f"network trained ({'monotone' if hp.monotone else 'unconstrained'}): "
-                     f"{len(history['loss'])} epochs, best val AUC {max(history['val_auc']):.4f}")
+                     f"{len(history['loss'])} epochs, lowest val loss {min(history['val_loss']):.4f} "
+                     f"(the stopping rule), best val AUC {max(history['val_auc']):.4f}")
             platt = calibration.fit_platt(network.raw_logit(model, x["calibration"]), y["calibration"])
             self.calibration_sample = {"firm_dates": len(calibration_part),
                                        "defaults": int(y["calibration"].sum())}
