@@ -11,7 +11,10 @@ score rows. Validation measures the firms the model scored:
 - calibration: mean PD against the observed default rate and, where the feeds carry the generator's
   ground truth, against the mean true PD (and Spearman of PD with true PD); per grade of the master
   scale, the Jeffreys test (ECB): posterior Beta(d + 1/2, n - d + 1/2) of the default rate, one-sided
-  p-value = its CDF at the grade's mean PD (small: the grade under-predicts);
+  p-value = its CDF at the grade's mean PD (small: the grade under-predicts). The grades of one
+  date are one family, tested at min_jeffreys_p_value with Holm's step-down (`holm_rejections`):
+  nine grades each tested at 5% flag a perfectly calibrated book at a date 37% of the time, and
+  on the 10k book the generator's true PD itself failed 2 of the 36 grade tests;
 - extrapolation: per numeric input, the share of firms outside the training sample's [min, max];
 - monotonicity on the exported SavedModel: each input with a declared risk direction moved one
   training standard deviation towards risk, for a seeded sample of the last date's firms; a PD
@@ -179,6 +182,22 @@ def jeffreys_p_value(n_defaults: int, n_firms: int, pd_: float) -> float:
     return float(stats.beta.cdf(pd_, n_defaults + 0.5, n_firms - n_defaults + 0.5))
 
 
+def holm_rejections(p_values, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Holm's step-down test of a family: (rejected, threshold) per p-value. The i-th smallest of
+    m is compared with alpha / (m - i), and testing stops at the first that passes; the family's
+    chance of one false rejection stays at alpha however many grades it holds."""
+    p = np.asarray(p_values, np.float64)
+    order = np.argsort(p, kind="stable")
+    thresholds = np.empty(len(p))
+    thresholds[order] = alpha / (len(p) - np.arange(len(p)))
+    rejected = np.zeros(len(p), bool)
+    for i in order:
+        if p[i] >= thresholds[i]:
+            break
+        rejected[i] = True
+    return rejected, thresholds
+
+
 def by_grade(frame: pd.DataFrame, grades) -> list[dict]:
     """Per grade: firms, mean PD; with outcomes (`default`) defaults, observed rate and the
     Jeffreys p-value; with the ground truth (`true_pd`) the mean true PD."""
@@ -344,11 +363,13 @@ def evaluate_checks(result: dict, cfg: ValidationConfig) -> list[dict]:
             checks.append(_check("min_spearman_pd_true_pd", d["as_of_date"], v,
                                  cfg.min_spearman_pd_true_pd, v >= cfg.min_spearman_pd_true_pd))
         if d.get("auc") is not None:
-            for g in d["by_grade"]:
-                if g["n"] >= cfg.jeffreys_min_firms:
-                    checks.append(_check("min_jeffreys_p_value", f"{d['as_of_date']} grade {g['grade']}",
-                                         g["jeffreys_p_value"], cfg.min_jeffreys_p_value,
-                                         g["jeffreys_p_value"] >= cfg.min_jeffreys_p_value))
+            tested = [g for g in d["by_grade"] if g["n"] >= cfg.jeffreys_min_firms]
+            rejected, thresholds = holm_rejections([g["jeffreys_p_value"] for g in tested],
+                                                   cfg.min_jeffreys_p_value)
+            for g, bad, threshold in zip(tested, rejected, thresholds):
+                checks.append(_check("min_jeffreys_p_value", f"{d['as_of_date']} grade {g['grade']}",
+                                     g["jeffreys_p_value"], float(threshold), not bad,
+                                     f"Holm: {len(tested)} grades at {cfg.min_jeffreys_p_value}"))
     if result["truth"]:
         v = grade_inversions(pooled["by_grade"], cfg.jeffreys_min_firms)
         checks.append(_check("max_true_pd_grade_inversions", "pooled", v,

@@ -241,6 +241,19 @@ def test_the_paired_auc_difference_and_its_interval():
     assert both["value"] == pytest.approx(better["value"] / 2)
 
 
+def test_holm_keeps_a_dates_grades_one_family():
+    rejected, thresholds = validation.holm_rejections([0.3, 0.004, 0.02], 0.05)
+    np.testing.assert_allclose(thresholds, [0.05, 0.05 / 3, 0.05 / 2])
+    assert rejected.tolist() == [False, True, True]
+    # nine grades at p = 0.01: each would fail alone at 5%, none does as one family (0.05 / 9)
+    rejected, _ = validation.holm_rejections([0.01] * 9, 0.05)
+    assert not rejected.any()
+    # the step-down stops at the first grade that passes: 0.02 > 0.05 / 3 keeps 0.024 from failing
+    assert validation.holm_rejections([0.001, 0.02, 0.024, 0.9], 0.05)[0].tolist() == \
+        [True, False, False, False]
+    assert validation.holm_rejections([], 0.05)[0].size == 0
+
+
 def test_the_jeffreys_test_flags_under_prediction_only():
     assert validation.jeffreys_p_value(0, 1000, 0.01) > 0.999          # no defaults at 1%: fine
     assert validation.jeffreys_p_value(30, 1000, 0.01) < 1e-6          # 3% observed at 1%: fails
@@ -319,10 +332,17 @@ def test_the_monotonicity_check_counts_a_feature_that_lowers_the_pd():
 
 # ----------------------------------------------------------------------------- checks and config
 
-def _expected_pass(c, cfg):
+def _expected_pass(c, cfg, family=None):
     v, t = c["value"], c["threshold"]
+    if c["check"] == "min_jeffreys_p_value":
+        # Holm over the date's tested grades: the i-th smallest p of m against alpha / (m - i),
+        # rejecting up to the first that passes
+        ps = sorted(family)
+        i = ps.index(v)
+        assert t == pytest.approx(cfg[c["check"]] / (len(ps) - i))
+        return not all(p < cfg[c["check"]] / (len(ps) - j) for j, p in enumerate(ps[:i + 1]))
     assert t == cfg[c["check"]]
-    if c["check"] in ("min_auc", "min_spearman_pd_true_pd", "min_jeffreys_p_value"):
+    if c["check"] in ("min_auc", "min_spearman_pd_true_pd"):
         return v >= t
     if c["check"] == "max_mean_pd_to_true_pd_deviation":
         return abs(v) <= t
@@ -334,11 +354,16 @@ def _expected_pass(c, cfg):
 def test_every_check_applies_its_threshold_and_passed_is_their_conjunction(validated):
     r = validated["json"]
     cfg = {**r["config"], "min_auc_margin_over_challenger": r["config"]["min_auc_margin_over_challengers"]}
+    families = {}
+    for c in r["checks"]:
+        if c["check"] == "min_jeffreys_p_value":
+            families.setdefault(c["scope"].split(" grade ")[0], []).append(c["value"])
     for c in r["checks"]:
         if c["value"] is None:
             assert c["passed"] is None and c["note"]
         else:
-            assert c["passed"] == _expected_pass(c, cfg), c
+            family = families.get(c["scope"].split(" grade ")[0])
+            assert c["passed"] == _expected_pass(c, cfg, family), c
     assert r["passed"] == all(c["passed"] is not False for c in r["checks"])
     kinds = {c["check"] for c in r["checks"]}
     assert kinds == {"min_auc", "min_auc_margin_over_challenger",

@@ -176,8 +176,10 @@ def grade_section(r: dict) -> Section:
         pivot = pivot.reindex([g for g in grades if g in pivot.index]).reset_index()
         body += [f"<p>Jeffreys test per grade and date (defaults/firms: one-sided p-value that "
                  f"the grade's mean PD does not under-predict; checked where a grade holds at "
-                 f"least {r['config']['jeffreys_min_firms']} firms, against "
-                 f"{r['config']['min_jeffreys_p_value']}).</p>", _table(pivot)]
+                 f"least {r['config']['jeffreys_min_firms']} firms; the grades of a date are one "
+                 f"family, tested at {r['config']['min_jeffreys_p_value']} with Holm's step-down: "
+                 f"the i-th smallest of m p-values against {r['config']['min_jeffreys_p_value']} / "
+                 f"(m − i)).</p>", _table(pivot)]
     return Section("Calibration by grade", body, [("fig-grades", fig)])
 
 
