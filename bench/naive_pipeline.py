@@ -9,8 +9,8 @@ the model), with the same champion model, and write the same sorted scores/attri
            are --max-batch-size rows (default 1): per row, the SavedModel's `serving_default`
            signature gives pd and logit; the TFT layer of the version's transform_fn + the
            network's input assembly give the row's transformed vector; shap.DeepExplainer on the
-           Keras network `network.keras` (Platt folded in as a frozen Dense(1), as
-           bench/bench_attributions.py does) with the version's background.parquet firms,
+           Keras network `network.keras` (the card's calibration appended as Dense layers,
+           as bench/bench_attributions.py does) with the version's background.parquet firms,
            transformed the same way, gives phi, summed back to business features
            -> score_rows.model_rows on a one-row table -> the same sinks.
   batched: bench/scoring_stage.py's Beam path (feature tables of what the nightly shards hold ->
@@ -48,6 +48,7 @@ class NaiveModel:
         import tf_keras as keras
 
         from bench.bench_attributions import calibrated
+        from models.calibration import LogitCalibration
         from models.signature import raw_inputs
         from models import export, network, registry
         from transforms import preprocessing
@@ -63,7 +64,8 @@ class NaiveModel:
         background = pq.read_table(os.path.join(version_dir, registry.BACKGROUND))
         self.background_x = self.transform({k: tf.constant(v) for k, v in raw_inputs(background).items()})
         net = keras.models.load_model(os.path.join(version_dir, registry.NETWORK), compile=False)
-        self.explainer = shap.DeepExplainer(calibrated(net, cal["a"], cal["b"]), self.background_x)
+        self.explainer = shap.DeepExplainer(
+            calibrated(net, LogitCalibration.from_card(cal)), self.background_x)
         self.expected_logit = float(np.asarray(self.explainer.expected_value).reshape(-1)[0])
 
     def transform(self, raw) -> "np.ndarray":

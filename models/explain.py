@@ -15,7 +15,7 @@ What shap's TF backend computes (shap/explainers/_deep/deep_tf.py, `nonlinearity
 - phi(x) = mean over r of  (input multipliers of the pair) * (x - r).
 Linear ops (MatMul, BiasAdd, Dropout's Identity at inference) pass multipliers through unchanged.
 
-Attributions are in calibrated log-odds: fold Platt's (a, b) into the last layer with `fold_platt`,
+Attributions are in calibrated log-odds: fold the calibration into the stack with `fold_calibration`,
 and then `phi.sum(1) + expected_logit == logit` for every row (DeepLIFT's summation-to-delta).
 """
 
@@ -66,16 +66,24 @@ def dense_stack(model) -> list[DenseLayer]:
     return layers
 
 
-def fold_platt(layers: Sequence[DenseLayer], a: float, b: float) -> list[DenseLayer]:
-    """The same stack with Platt scaling folded in, so its output is the calibrated logit a*z + b.
+def fold_calibration(layers: Sequence[DenseLayer], calibration) -> list[DenseLayer]:
+    """The same stack with the calibration folded in, so its output is the calibrated logit.
 
-    Folding keeps the network a plain Dense stack, hence attributions in calibrated log-odds are
-    exactly `a` times the raw-logit attributions and the base value absorbs `b`.
+    `calibration.dense_layers()` (models/calibration.py) is a Dense stack over the raw logit; its
+    first layer is composed with the network's linear output layer, so the result is still a plain
+    Dense/ReLU stack (Platt: the last layer scaled by a and shifted by b; with knots, one more
+    ReLU layer of a few units). Attributions are then in calibrated log-odds and the base value
+    absorbs the intercept.
     """
     _check_stack(layers)
-    *hidden, (kernel, bias, activation) = layers
-    folded = (np.float32(a) * kernel, (np.float32(a) * bias + np.float32(b)).astype(np.float32), activation)
-    return [*hidden, folded]
+    *hidden, (kernel, bias, _) = layers
+    (c_kernel, c_bias, c_activation), *rest = calibration.dense_layers()
+    c_kernel, c_bias = np.asarray(c_kernel, np.float64), np.asarray(c_bias, np.float64)
+    folded = ((kernel.astype(np.float64) @ c_kernel).astype(np.float32),
+              (bias.astype(np.float64) @ c_kernel + c_bias).astype(np.float32), c_activation)
+    out = [*hidden, folded] + [(np.asarray(k, np.float32), np.asarray(b, np.float32), a) for k, b, a in rest]
+    _check_stack(out)
+    return out
 
 
 class DeepLiftExplainer(tf.Module):
@@ -88,7 +96,7 @@ class DeepLiftExplainer(tf.Module):
     def __init__(self, layers: Sequence[DenseLayer], background: np.ndarray, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                  jit_compile: bool = DEFAULT_JIT_COMPILE, groups: np.ndarray | None = None,
                  name: str | None = None):
-        """layers: `dense_stack` output (Platt folded in); background: [K, n] transformed training rows.
+        """layers: `dense_stack` output (calibration folded in); background: [K, n] transformed training rows.
 
         chunk_rows bounds memory; jit_compile has XLA fuse each chunk's elementwise rescale work,
         with the last chunk zero-padded to chunk_rows so XLA compiles one program for any batch size.

@@ -1,10 +1,11 @@
-"""One hermetic SavedModel: raw feature columns in -> TFT layer -> network -> Platt -> pd, logit,
-and, in the same call, the DeepLIFT attributions summed back to business features.
+"""One hermetic SavedModel: raw feature columns in -> TFT layer -> network -> calibration -> pd,
+logit, and, in the same call, the DeepLIFT attributions summed back to business features.
 
 Nothing but `tf.saved_model.load(path)` is needed to score: the TFT graph and its vocabularies are
-assets of the SavedModel; the network with Platt folded into its last layer, the background sample
-and the column-to-feature sums are constants of its DeepLiftExplainer, which computes the logit
-(in fixed chunks: a firm's digits do not depend on its batch) and the attributions.
+assets of the SavedModel; the network with the calibration folded into its last layers, the
+background sample and the column-to-feature sums are constants of its DeepLiftExplainer, which
+computes the logit (in fixed chunks: a firm's digits do not depend on its batch) and the
+attributions.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import network
-from models.explain import DeepLiftExplainer, dense_stack, fold_platt
+from models.explain import DeepLiftExplainer, dense_stack, fold_calibration
 from models.signature import EXPLAIN_SIGNATURE, MIN_ROWS, SCORE_SIGNATURE, frame_inputs
 from transforms import catalog
 
@@ -32,16 +33,16 @@ def group_matrix(groups: list[str], features: tuple[str, ...]) -> np.ndarray:
 
 
 class ScoringModule(tf.Module):
-    def __init__(self, tft_output, model, platt, background_x: np.ndarray, columns):
+    def __init__(self, tft_output, model, calibration, background_x: np.ndarray, columns):
         super().__init__()
         self.tft_layer = tft_output.transform_features_layer()
         self.columns = [tuple(c) for c in columns]
         # phi comes out summed per business feature (catalog.NAMES order), the sum folded into
         # the explainer's background GEMM
         self.explainer = DeepLiftExplainer(
-            fold_platt(dense_stack(model), platt.a, platt.b), background_x,
+            fold_calibration(dense_stack(model), calibration), background_x,
             groups=group_matrix(network.column_groups(self.columns), catalog.NAMES))
-        # Both signatures take the logit from the explainer's `logit` (the Platt-folded network in
+        # Both signatures take the logit from the explainer's `logit` (the calibrated network in
         # fixed chunks), so the explain signature's PD is the score signature's for any batch;
         # models/signature.py (explains_pd) reads this marker back from the loaded SavedModel.
         self.pd_min_rows = tf.Variable(MIN_ROWS, trainable=False, dtype=tf.int32,
@@ -71,8 +72,8 @@ class ScoringModule(tf.Module):
                 "expected_logit": tf.fill(tf.shape(logit), self.explainer.expected_logit)}
 
 
-def export(path: str, tft_output, model, platt, background_x, columns) -> None:
-    module = ScoringModule(tft_output, model, platt, background_x, columns)
+def export(path: str, tft_output, model, calibration, background_x, columns) -> None:
+    module = ScoringModule(tft_output, model, calibration, background_x, columns)
     tf.saved_model.save(module, path, signatures={
         SCORE_SIGNATURE: module.score.get_concrete_function(),
         EXPLAIN_SIGNATURE: module.score_and_explain.get_concrete_function(),

@@ -35,6 +35,13 @@ def _positive(text: str) -> int:
     return n
 
 
+def _folds(text: str) -> int:
+    n = int(text)
+    if n == 1 or n < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 (no folds) or 2 or more, got {text!r}")
+    return n
+
+
 _progress = runtime.progress
 
 
@@ -81,7 +88,7 @@ def cmd_train(args, beam_args) -> int:
         raise UsageError("train: --feeds (or --feeds-dataset) is needed")
     cfg = TrainConfig(feeds=args.feeds or repr(source), registry=args.registry, as_of=args.as_of,
                       hparams=hp, background_size=args.background_size, n_shards=args.n_shards,
-                      beam_args=tuple(beam_args))
+                      calibration_folds=args.calibration_folds, beam_args=tuple(beam_args))
     version, card = train_job.train(cfg, progress=_progress, source=source)
     m = card["metrics"]
     print(json.dumps({"version": version, "auc": m["test"]["auc"], "ks": m["test"]["ks"],
@@ -319,6 +326,9 @@ def _train(t) -> None:
                    "measured from; at least 100)")
     flags.add(t, "n_shards", type=_positive, default=16,
               help="firm shards of the snapshot pipeline (a controller group never straddles two)")
+    flags.add(t, "calibration_folds", type=_folds, default=4,
+              help="folds by firm whose out-of-fold logits join the held-out firms in the "
+                   "calibration sample (one more network training each; 0: held-out firms only)")
 
 
 def _score(s) -> None:

@@ -43,8 +43,8 @@ def register_degraded_copy(registry: str, version: str, new_version: str, noise:
     tft_output = tft.TFTransformOutput(tft_dir)
     columns = preprocessing.input_columns(tft_output)
     background = pq.read_table(os.path.join(staging, model_registry.BACKGROUND)).to_pandas()
-    platt = calibration.Platt(card["calibration"]["a"], card["calibration"]["b"])
-    export.export(os.path.join(staging, model_registry.SAVED_MODEL), tft_output, model, platt,
+    export.export(os.path.join(staging, model_registry.SAVED_MODEL), tft_output, model,
+                  calibration.LogitCalibration.from_card(card["calibration"]),
                   assemble_numpy(tft_output, background, columns), columns)
     model.save(os.path.join(staging, model_registry.NETWORK))
     with open(os.path.join(staging, model_registry.MODEL_CARD), "w", encoding="utf-8") as fh:

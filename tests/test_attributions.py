@@ -18,6 +18,8 @@ def test_saved_model_phi_equals_shap_deep_explainer(trained):
     import tensorflow as tf
     import tensorflow_transform as tft
     import tf_keras as keras
+    from bench.bench_attributions import calibrated
+    from models.calibration import LogitCalibration
     from models.train import assemble_numpy
     from transforms import preprocessing
 
@@ -30,10 +32,9 @@ def test_saved_model_phi_equals_shap_deep_explainer(trained):
     x_bg, x_rows = (assemble_numpy(tft_output, f, columns) for f in (background, rows))
 
     net = keras.models.load_model(os.path.join(vdir, model_registry.NETWORK), compile=False)
-    cal = card["calibration"]
-    calibrated = keras.layers.Dense(1, kernel_initializer=keras.initializers.Constant(cal["a"]),
-                                    bias_initializer=keras.initializers.Constant(cal["b"]))
-    reference = keras.Model(net.inputs, calibrated(net.output))
+    # the calibration appended as its own Dense layers, not folded into the network's last one as
+    # the SavedModel does
+    reference = calibrated(net, LogitCalibration.from_card(card["calibration"]))
     phi_shap = np.asarray(shap.DeepExplainer(reference, x_bg).shap_values(x_rows))
     phi_shap = phi_shap.reshape(len(rows), -1)
     names, grouped = group_attributions(phi_shap, network.column_groups(columns))

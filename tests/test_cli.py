@@ -72,7 +72,7 @@ def test_train_flags_default_to_the_networks_own_hyperparameters():
     for name in ("loss", "focal_alpha", "focal_gamma", "max_epochs", "patience", "seed"):
         assert defaults[name] == getattr(hp, name), name
     cfg = TrainConfig(feeds="f", registry="r")
-    for name in ("background_size", "n_shards"):
+    for name in ("background_size", "n_shards", "calibration_folds"):
         assert defaults[name] == getattr(cfg, name), name
 
 

@@ -10,17 +10,21 @@ import shap  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from bench.bench_attributions import calibrated as _calibrated  # noqa: E402
 from models import explain  # noqa: E402
+from models.calibration import LogitCalibration  # noqa: E402
 from models.explain import (  # noqa: E402
     DeepLiftExplainer,
     dense_stack,
-    fold_platt,
+    fold_calibration,
     group_attributions,
     group_attributions_tf,
 )
 
 N_INPUTS = 120
-PLATT_A, PLATT_B = 0.7, -2.1
+PLATT = LogitCalibration(-2.1, (0.7,))
+# two knots inside the rows' raw logits (about -0.35..0.25): the deployed calibration's ReLU layer
+CALIBRATION = LogitCalibration(-2.1, (0.7, 0.3, 1.4), (-0.1, 0.1))
 
 
 def _mlp(n_inputs: int, seed: int, functional: bool = False) -> keras.Model:
@@ -46,13 +50,6 @@ def _mlp(n_inputs: int, seed: int, functional: bool = False) -> keras.Model:
     return model
 
 
-def _calibrated(model: keras.Model, a: float, b: float) -> keras.Model:
-    """The model followed by a frozen Dense(1) computing a*z + b: the model shap is asked to explain."""
-    platt = keras.layers.Dense(1, kernel_initializer=keras.initializers.Constant(a),
-                               bias_initializer=keras.initializers.Constant(b))
-    return keras.Model(model.inputs, platt(model.output))
-
-
 def _shap_values(model: keras.Model, background: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, float]:
     reference = shap.DeepExplainer(model, background)
     return reference.shap_values(rows)[..., 0], float(np.ravel(reference.expected_value)[0])
@@ -74,10 +71,11 @@ def sequential():
 
 @pytest.fixture(scope="module")
 def calibrated_case(sequential, data):
-    """Our explainer and shap's values for the Platt-calibrated sequential model."""
-    explainer = DeepLiftExplainer(fold_platt(dense_stack(sequential), PLATT_A, PLATT_B), data["background"])
+    """Our explainer and shap's values for the sequential model with a two-knot calibration (folded
+    into the stack for ours, appended as its own Dense layers for shap)."""
+    explainer = DeepLiftExplainer(fold_calibration(dense_stack(sequential), CALIBRATION), data["background"])
     logit, phi = (t.numpy() for t in explainer(data["rows"]))
-    shap_phi, shap_expected = _shap_values(_calibrated(sequential, PLATT_A, PLATT_B), data["background"], data["rows"])
+    shap_phi, shap_expected = _shap_values(_calibrated(sequential, CALIBRATION), data["background"], data["rows"])
     return {"explainer": explainer, "logit": logit, "phi": phi, "shap_phi": shap_phi, "shap_expected": shap_expected}
 
 
@@ -103,31 +101,51 @@ def test_attributions_add_up_to_calibrated_logit(calibrated_case, sequential, da
     logit = calibrated_case["logit"]
     expected = float(calibrated_case["explainer"].expected_logit)
     assert np.abs(calibrated_case["phi"].sum(1) + expected - logit).max() <= 1e-4
-    model_logit = PLATT_A * sequential.predict(data["rows"], verbose=0)[:, 0] + PLATT_B
+    raw = sequential.predict(data["rows"], verbose=0)[:, 0]
+    model_logit = CALIBRATION.logit(raw)
     assert np.abs(logit - model_logit).max() <= 1e-5
+    # the knots are inside the rows' raw logits: every segment of the map is exercised
+    assert (raw < CALIBRATION.knots[0]).any() and (raw > CALIBRATION.knots[1]).any()
+    assert ((raw > CALIBRATION.knots[0]) & (raw < CALIBRATION.knots[1])).any()
 
 
-def test_platt_fold_scales_attributions_by_a(calibrated_case, sequential, data):
+def test_platt_fold_scales_attributions_by_a(sequential, data):
     raw = DeepLiftExplainer(dense_stack(sequential), data["background"])
     raw_logit, raw_phi = (t.numpy() for t in raw(data["rows"]))
-    np.testing.assert_allclose(calibrated_case["phi"], PLATT_A * raw_phi, rtol=0, atol=1e-5)
-    np.testing.assert_allclose(calibrated_case["logit"], PLATT_A * raw_logit + PLATT_B, rtol=0, atol=1e-5)
-    assert float(calibrated_case["explainer"].expected_logit) == pytest.approx(
-        PLATT_A * float(raw.expected_logit) + PLATT_B, abs=1e-5)
+    platt = DeepLiftExplainer(fold_calibration(dense_stack(sequential), PLATT), data["background"])
+    logit, phi = (t.numpy() for t in platt(data["rows"]))
+    (a,), b = PLATT.slopes, PLATT.intercept
+    np.testing.assert_allclose(phi, a * raw_phi, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(logit, a * raw_logit + b, rtol=0, atol=1e-5)
+    assert float(platt.expected_logit) == pytest.approx(a * float(raw.expected_logit) + b, abs=1e-5)
 
 
-def test_fold_platt_changes_only_the_last_layer():
+def test_fold_calibration_changes_only_the_last_layer():
     layers = [(np.ones((2, 3), np.float32), np.zeros(3, np.float32), "relu"),
               (np.array([[1.0], [2.0], [-1.0]], np.float32), np.array([0.5], np.float32), "linear")]
-    folded = fold_platt(layers, 2.0, -1.0)
-    assert folded[0] is layers[0]
+    folded = fold_calibration(layers, LogitCalibration(-1.0, (2.0,)))
+    assert len(folded) == 2 and folded[0] is layers[0]
     np.testing.assert_array_equal(folded[1][0], [[2.0], [4.0], [-2.0]])
     np.testing.assert_array_equal(folded[1][1], [0.0])  # 2 * 0.5 - 1
+
+    knotted = LogitCalibration(-1.0, (2.0, 0.5, 3.0), (0.0, 1.5))
+    folded = fold_calibration(layers, knotted)
+    assert len(folded) == 3 and folded[0] is layers[0]
+    assert folded[1][2] == "relu" and folded[1][0].shape == (3, 4) and folded[2][2] == "linear"
+    x = np.random.default_rng(0).normal(size=(50, 2)).astype(np.float32)
+
+    def forward(stack):
+        h = x
+        for kernel, bias, activation in stack:
+            h = h @ kernel + bias
+            h = np.maximum(h, 0) if activation == "relu" else h
+        return h[:, 0]
+    np.testing.assert_allclose(forward(folded), knotted.logit(forward(layers)), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("chunk_rows, jit_compile", [(7, False), (256, False), (7, True)])
 def test_chunking_and_xla_give_the_same_attributions(calibrated_case, sequential, data, chunk_rows, jit_compile):
-    layers = fold_platt(dense_stack(sequential), PLATT_A, PLATT_B)
+    layers = fold_calibration(dense_stack(sequential), CALIBRATION)
     logit, phi = DeepLiftExplainer(layers, data["background"], chunk_rows=chunk_rows, jit_compile=jit_compile)(
         data["rows"])
     np.testing.assert_allclose(phi.numpy(), calibrated_case["phi"], rtol=0, atol=1e-6)
@@ -138,7 +156,7 @@ def test_a_row_gets_the_same_bits_alone_or_in_a_batch(sequential, data):
     """One firm on demand is explained in a batch of 8 (models/signature.py pads to ROW_BLOCKs: a
     single row takes another GEMM path), padded to a chunk; the nightly job explains it among
     thousands. The service's answer must equal the nightly table to the last bit."""
-    explainer = DeepLiftExplainer(fold_platt(dense_stack(sequential), PLATT_A, PLATT_B), data["background"])
+    explainer = DeepLiftExplainer(fold_calibration(dense_stack(sequential), CALIBRATION), data["background"])
     rows = np.concatenate([data["rows"]] * 4)                 # 160 rows: two full chunks and a remainder
     logit, phi = (t.numpy() for t in explainer(rows))
     for size in (8, 16, 56, 64, 72):
@@ -241,7 +259,7 @@ def test_grouped_attributions_are_the_column_attributions_summed_per_feature(cal
     """The sum folded into the background GEMM (3.6x fewer multiply-adds on the scoring model)
     gives shap's column values summed per feature, and keeps summation-to-delta."""
     groups, matrix = _feature_groups(N_INPUTS, seed=4)
-    explainer = DeepLiftExplainer(fold_platt(dense_stack(sequential), PLATT_A, PLATT_B), data["background"],
+    explainer = DeepLiftExplainer(fold_calibration(dense_stack(sequential), CALIBRATION), data["background"],
                                   groups=matrix)
     logit, phi = (t.numpy() for t in explainer(data["rows"]))
     assert phi.shape == (len(data["rows"]), matrix.shape[1])
@@ -256,7 +274,7 @@ def test_grouped_attributions_keep_a_rows_bits_alone_or_in_a_batch(sequential, d
     """The service explains one firm in a padded chunk, the nightly job among thousands: with the
     feature sum in the GEMM too, a row's bits must not depend on its neighbours."""
     _, matrix = _feature_groups(N_INPUTS, seed=5)
-    explainer = DeepLiftExplainer(fold_platt(dense_stack(sequential), PLATT_A, PLATT_B), data["background"],
+    explainer = DeepLiftExplainer(fold_calibration(dense_stack(sequential), CALIBRATION), data["background"],
                                   groups=matrix)
     rows = np.concatenate([data["rows"]] * 4)
     logit, phi = (t.numpy() for t in explainer(rows))

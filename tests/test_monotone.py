@@ -129,7 +129,7 @@ def test_exported_model_never_lowers_pd_when_a_feature_moves_towards_risk(traine
         checked += int(present.sum())
     assert checked > 5000
     assert violations == 0
-    assert card["model_type"] == "keras_monotone_mlp_platt"
+    assert card["model_type"] == "keras_monotone_mlp_calibrated"
 
 
 def test_training_stops_on_the_validation_loss_and_keeps_its_best_epoch():
