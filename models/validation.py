@@ -183,9 +183,10 @@ def jeffreys_p_value(n_defaults: int, n_firms: int, pd_: float) -> float:
 
 
 def holm_rejections(p_values, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """Holm's step-down test of a family: (rejected, threshold) per p-value. The i-th smallest of
-    m is compared with alpha / (m - i), and testing stops at the first that passes; the family's
-    chance of one false rejection stays at alpha however many grades it holds."""
+    """Holm's step-down test of a family: (rejected, threshold) per p-value. The smallest of m is
+    compared with alpha / m, the next with alpha / (m - 1), and so on; testing stops at the first
+    that passes (it and every larger p-value pass). The family's chance of one false rejection
+    stays at alpha however many grades it holds."""
     p = np.asarray(p_values, np.float64)
     order = np.argsort(p, kind="stable")
     thresholds = np.empty(len(p))

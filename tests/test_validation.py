@@ -335,8 +335,8 @@ def test_the_monotonicity_check_counts_a_feature_that_lowers_the_pd():
 def _expected_pass(c, cfg, family=None):
     v, t = c["value"], c["threshold"]
     if c["check"] == "min_jeffreys_p_value":
-        # Holm over the date's tested grades: the i-th smallest p of m against alpha / (m - i),
-        # rejecting up to the first that passes
+        # Holm over the date's tested grades: the i-th smallest p of m (i = 0, 1, ...) against
+        # alpha / (m - i), rejecting up to the first that passes
         ps = sorted(family)
         i = ps.index(v)
         assert t == pytest.approx(cfg[c["check"]] / (len(ps) - i))

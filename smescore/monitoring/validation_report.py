@@ -178,8 +178,9 @@ def grade_section(r: dict) -> Section:
                  f"the grade's mean PD does not under-predict; checked where a grade holds at "
                  f"least {r['config']['jeffreys_min_firms']} firms; the grades of a date are one "
                  f"family, tested at {r['config']['min_jeffreys_p_value']} with Holm's step-down: "
-                 f"the i-th smallest of m p-values against {r['config']['min_jeffreys_p_value']} / "
-                 f"(m − i)).</p>", _table(pivot)]
+                 f"the smallest of m p-values against {r['config']['min_jeffreys_p_value']} / m, "
+                 f"the next against {r['config']['min_jeffreys_p_value']} / (m − 1), and so on, "
+                 f"until one passes).</p>", _table(pivot)]
     return Section("Calibration by grade", body, [("fig-grades", fig)])
 
 
