@@ -9,6 +9,7 @@ smescore/flags.py, which refuses unknown, misspelt and repeated flags, and Beam'
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import difflib
 import json
@@ -71,8 +72,16 @@ def cmd_train(args, beam_args) -> int:
     from beam_jobs import train_job
     from models import network
     from models.train import TrainConfig
-    hp = network.HParams(loss=args.loss, focal_alpha=args.focal_alpha, focal_gamma=args.focal_gamma,
-                         max_epochs=args.max_epochs, patience=args.patience, seed=args.seed)
+    try:        # values the network or the design refuse (--focal-alpha 1.5) are usage errors
+        hp = network.HParams(loss=args.loss, focal_alpha=args.focal_alpha,
+                             focal_gamma=args.focal_gamma, max_epochs=args.max_epochs,
+                             patience=args.patience, seed=args.seed)
+        cfg = TrainConfig(feeds=args.feeds or "", registry=args.registry, as_of=args.as_of,
+                          hparams=hp, background_size=args.background_size,
+                          n_shards=args.n_shards, calibration_folds=args.calibration_folds,
+                          beam_args=tuple(beam_args))
+    except ValueError as e:
+        raise UsageError(f"train: {e}") from None
     source = None
     if args.feeds_dataset:             # the feed tables in BigQuery instead of a feeds folder
         from beam_jobs.options import BigQueryConfig
@@ -86,9 +95,8 @@ def cmd_train(args, beam_args) -> int:
                                            bqlib.Connection(args.bq_project, args.bq_location))
     elif not args.feeds:
         raise UsageError("train: --feeds (or --feeds-dataset) is needed")
-    cfg = TrainConfig(feeds=args.feeds or repr(source), registry=args.registry, as_of=args.as_of,
-                      hparams=hp, background_size=args.background_size, n_shards=args.n_shards,
-                      calibration_folds=args.calibration_folds, beam_args=tuple(beam_args))
+    if source is not None:
+        cfg = dataclasses.replace(cfg, feeds=repr(source))
     version, card = train_job.train(cfg, progress=_progress, source=source)
     m = card["metrics"]
     print(json.dumps({"version": version, "auc": m["test"]["auc"], "ks": m["test"]["ks"],

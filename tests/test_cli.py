@@ -193,6 +193,13 @@ REFUSED = [
     (["--feeds", "/f", "score"], "the command comes first"),
     (["scor", "--as-of", AS_OF], "unknown command 'scor' (did you mean score?)"),
     ([], "the following arguments are required: COMMAND"),
+    # values the network or the training design refuse used to surface as "internal error"
+    (["train", "--feeds=/nonexistent/feeds", "--registry=/r", "--background-size=50"],
+     "train: background_size must be >= 100 firms, got 50"),
+    (["train", "--feeds=/nonexistent/feeds", "--registry=/r", "--focal-alpha=1.5"],
+     "train: focal_alpha must be in (0, 1), got 1.5"),
+    (["train", "--feeds=/nonexistent/feeds", "--registry=/r", "--calibration-folds=1"],
+     "--calibration-folds/--calibration_folds: expected 0 (no folds) or 2 or more, got '1'"),
 ]
 
 
