@@ -108,7 +108,8 @@ def test_a_directional_feature_is_a_reason_only_strictly_on_the_risky_side_of_th
 
 def test_the_whole_matrix_follows_the_one_feature_rule_for_every_catalogue_feature():
     # may_be_reason compares all numeric features at once; each column must be on_risky_side
-    # (isfinite for direction 0, a known value for a category), typical values unknown included
+    # (for direction 0 present and not the typical value, for a category a known value other
+    # than the most frequent one), typical values unknown included
     rng = np.random.default_rng(3)
     n = 40
     values, typical_values = {}, {}
@@ -126,9 +127,10 @@ def test_the_whole_matrix_follows_the_one_feature_rule_for_every_catalogue_featu
     got = may_be_reason(values, catalog.NAMES, typical)
     for j, f in enumerate(catalog.FEATURES):
         if f.is_categorical:
-            want = [x not in ("", None) for x in values[f.name]]
+            want = [x not in ("", None, "C") for x in values[f.name]]
         elif f.risk_direction == 0:
-            want = np.isfinite(values[f.name])
+            t = typical.value(f.name)
+            want = np.isfinite(values[f.name]) & ((t is None) | (values[f.name] != t))
         else:
             want = on_risky_side(f, values[f.name], typical.value(f.name))
         assert got[:, j].tolist() == list(want), f.name
@@ -158,16 +160,28 @@ def test_direction_0_and_categories_are_reasons_when_points_are_negative_and_say
     names = ("inv_avg_ticket_3m", "ent_province")
     typical = TypicalFirm("v1", {"inv_avg_ticket_3m": 5000.0, "ent_province": "Guangdong"})
     values = {"inv_avg_ticket_3m": np.array([2000.0, 9000.0]),
-              "ent_province": np.array(["Heilongjiang", "Guangdong"], object)}
+              "ent_province": np.array(["Heilongjiang", "Hubei"], object)}
     got = reasons_for(np.array([[-6.0, -3.0], [-4.0, -2.0]]), values, names, typical)
     assert [[(r["feature"], r["text_en"]) for r in firm] for firm in got] == [
         [("inv_avg_ticket_3m", "Average sales invoice: CNY 2,000 in the last 3 months (typical: CNY 5,000)"),
          ("ent_province", "Province of registration: Heilongjiang (most firms: Guangdong)")],
         [("inv_avg_ticket_3m", "Average sales invoice: CNY 9,000 in the last 3 months (typical: CNY 5,000)"),
-         ("ent_province", "Province of registration: Guangdong (most firms: also Guangdong)")]]
+         ("ent_province", "Province of registration: Hubei (most firms: Guangdong)")]]
     assert got[0][0]["text_zh"] == "近3个月平均单张开票金额为2000元（中位数5000元）"
     assert got[0][1]["text_zh"] == "注册地为黑龙江，多数企业为广东"
-    assert got[1][1]["text_zh"] == "注册地为广东，多数企业亦为广东"
+
+
+def test_the_typical_value_itself_is_never_a_reason():
+    """'Guangdong (most firms: also Guangdong)', 'Registered-capital changes: 0 (typical: 0)':
+    the firm is no different from the typical firm there, whatever its points."""
+    names = ("inv_avg_ticket_3m", "reg_cap_chg_12m", "ent_province")
+    typical = TypicalFirm("v1", {"inv_avg_ticket_3m": 5000.0, "reg_cap_chg_12m": 0.0,
+                                 "ent_province": "Guangdong"})
+    values = {"inv_avg_ticket_3m": np.array([5000.0, 5000.0], np.float32),
+              "reg_cap_chg_12m": np.array([0.0, 1.0], np.float32),
+              "ent_province": np.array(["Guangdong", "Hubei"], object)}
+    got = reasons_for(np.full((2, 3), -9.0), values, names, typical)
+    assert [[r["feature"] for r in firm] for firm in got] == [[], ["reg_cap_chg_12m", "ent_province"]]
 
 
 def test_a_directional_feature_the_training_sample_never_had_is_never_a_reason():
