@@ -41,16 +41,13 @@ class LogitCalibration:
         if any(b <= a for a, b in zip(self.knots, self.knots[1:])):
             raise ValueError(f"calibration knots must be strictly increasing, got {list(self.knots)}")
 
-    def _basis(self, z: np.ndarray) -> np.ndarray:
-        return np.column_stack([z] + [np.maximum(z - t, 0.0) for t in self.knots])
-
     def _increments(self) -> np.ndarray:
         s = np.asarray(self.slopes, np.float64)
         return np.concatenate([s[:1], np.diff(s)])
 
     def logit(self, raw_logit) -> np.ndarray:
         z = np.asarray(raw_logit, np.float64).reshape(-1)
-        return self.intercept + self._basis(z) @ self._increments()
+        return self.intercept + _basis(z, self.knots) @ self._increments()
 
     def pd(self, raw_logit) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.logit(raw_logit)))
@@ -77,6 +74,11 @@ class LogitCalibration:
                    tuple(map(float, cal["knots"])))
 
 
+def _basis(z: np.ndarray, knots) -> np.ndarray:
+    """[z, relu(z - t_1), ...]: g(z) is the intercept plus this times the slope increments."""
+    return np.column_stack([z] + [np.maximum(z - t, 0.0) for t in knots])
+
+
 def fit(raw_logit, y, knot_quantiles=KNOT_QUANTILES) -> LogitCalibration:
     """Maximum-likelihood g of y ~ sigmoid(g(z)) with every slope >= MIN_SLOPE; deterministic.
     knot_quantiles=() fits Platt scaling."""
@@ -86,7 +88,7 @@ def fit(raw_logit, y, knot_quantiles=KNOT_QUANTILES) -> LogitCalibration:
     if y.min() == y.max():
         raise ValueError("calibration needs both defaults and non-defaults in the held-out data")
     knots = tuple(float(k) for k in np.unique(np.quantile(z, knot_quantiles))) if knot_quantiles else ()
-    basis = LogitCalibration(0.0, (1.0,) * (len(knots) + 1), knots)._basis(z)
+    basis = _basis(z, knots)
     n = len(knots) + 1
     # params: intercept, then the slopes; the basis weights are the slope increments D @ slopes
     d = np.eye(n) - np.eye(n, k=-1)

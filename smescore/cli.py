@@ -36,13 +36,6 @@ def _positive(text: str) -> int:
     return n
 
 
-def _folds(text: str) -> int:
-    n = int(text)
-    if n == 1 or n < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 (no folds) or 2 or more, got {text!r}")
-    return n
-
-
 _progress = runtime.progress
 
 
@@ -334,7 +327,7 @@ def _train(t) -> None:
                    "measured from; at least 100)")
     flags.add(t, "n_shards", type=_positive, default=16,
               help="firm shards of the snapshot pipeline (a controller group never straddles two)")
-    flags.add(t, "calibration_folds", type=_folds, default=4,
+    flags.add(t, "calibration_folds", type=int, default=4,
               help="folds by firm whose out-of-fold logits join the held-out firms in the "
                    "calibration sample (one more network training each; 0: held-out firms only)")
 

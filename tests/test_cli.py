@@ -199,7 +199,7 @@ REFUSED = [
     (["train", "--feeds=/nonexistent/feeds", "--registry=/r", "--focal-alpha=1.5"],
      "train: focal_alpha must be in (0, 1), got 1.5"),
     (["train", "--feeds=/nonexistent/feeds", "--registry=/r", "--calibration-folds=1"],
-     "--calibration-folds/--calibration_folds: expected 0 (no folds) or 2 or more, got '1'"),
+     "train: calibration_folds must be 0 or >= 2, got 1"),
 ]
 
 
